@@ -1,0 +1,30 @@
+"""User-facing errors and the exit codes every command documents.
+
+A user mistake (missing file, unreadable image, bad flag) raises one of these; the command-line entry points
+print ``error: <message>`` on one line and exit with the class's code, never with a traceback.
+"""
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_USAGE = 2          # bad flag value, missing path, wrong argument combination
+EXIT_NO_INPUT = 3       # nothing could be processed (every input unreadable, empty video)
+EXIT_MODELS = 4         # official models missing/unfetchable or checksum mismatch
+EXIT_PARTIAL = 5        # some inputs were unreadable and skipped; the rest was processed
+
+
+class UserError(Exception):
+    """An error caused by the user's input; reported as one line, no traceback."""
+
+    exit_code = EXIT_USAGE
+
+
+class InputError(UserError):
+    """An input file (image or video) is missing, empty, corrupt or unsupported."""
+
+    exit_code = EXIT_NO_INPUT
+
+
+class ModelError(UserError):
+    """A model file is missing, corrupt, or cannot be fetched."""
+
+    exit_code = EXIT_MODELS
