@@ -1,0 +1,116 @@
+"""ROI geometry: letterboxing, detection/landmarks → rotated square ROI, rotated crops as warps, and the
+inverse projection of crop coordinates back to the image (DESIGN.md §4). Everything is in image pixels.
+
+Conventions follow MediaPipe's ImageToTensor (OpenCV path): the ROI's four corners map exactly onto the
+output tensor's corners (0 and ``size``, not ``size - 1``), sampled with bilinear interpolation on the uint8
+image; a crop point (u, v) in [0, 1]² maps to ``center + R(rotation) · ((u - ½)·w, (v - ½)·h)``.
+"""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from blazepose_tf.types import Roi
+
+BORDER_MODES = {"replicate": cv2.BORDER_REPLICATE, "zero": cv2.BORDER_CONSTANT}
+
+
+def normalize_radians(angle: float) -> float:
+    """Wraps an angle to [-π, π)."""
+    return angle - 2 * math.pi * math.floor((angle + math.pi) / (2 * math.pi))
+
+
+def letterbox_roi(width: int, height: int, out_width: int = 224, out_height: int = 224) -> tuple[Roi, np.ndarray]:
+    """The whole image padded (centred) to the output aspect ratio.
+
+    Returns the ROI and the normalized padding (left, top, right, bottom) of the output tensor.
+    """
+    roi = Roi(width / 2, height / 2, float(width), float(height), 0.0)
+    return pad_roi_to_aspect(roi, out_width, out_height)
+
+
+def pad_roi_to_aspect(roi: Roi, out_width: int, out_height: int) -> tuple[Roi, np.ndarray]:
+    """Grows ``roi`` to the output aspect ratio (keep-aspect-ratio letterboxing); returns it and the padding."""
+    target = out_height / out_width
+    aspect = roi.height / roi.width
+    if target > aspect:
+        pad = (1 - aspect / target) / 2
+        new = Roi(roi.x_center, roi.y_center, roi.width, roi.width * target, roi.rotation)
+        return new, np.array([0.0, pad, 0.0, pad])
+    pad = (1 - target / aspect) / 2
+    new = Roi(roi.x_center, roi.y_center, roi.height / target, roi.height, roi.rotation)
+    return new, np.array([pad, 0.0, pad, 0.0])
+
+
+def remove_letterbox(points: np.ndarray, padding: np.ndarray) -> np.ndarray:
+    """Maps normalized (..., 2+) points from a letterboxed tensor to the un-padded content, [0, 1]."""
+    left, top, right, bottom = padding
+    out = np.array(points, dtype=np.float32, copy=True)
+    out[..., 0] = (out[..., 0] - left) / (1 - left - right)
+    out[..., 1] = (out[..., 1] - top) / (1 - top - bottom)
+    return out
+
+
+def alignment_roi(center: np.ndarray, scale_point: np.ndarray, scale: float = 1.25,
+                  target_angle: float = math.pi / 2) -> Roi:
+    """ROI from two alignment points (pixels): centre ``center``, side 2·|scale_point − center|·``scale``,
+    rotated so that the centre→scale_point direction points up in the crop.
+
+    Used both for a detection (keypoints 0 and 1) and for the previous frame's auxiliary landmarks.
+    """
+    x0, y0 = float(center[0]), float(center[1])
+    x1, y1 = float(scale_point[0]), float(scale_point[1])
+    side = 2.0 * math.hypot(x1 - x0, y1 - y0) * scale
+    rotation = normalize_radians(target_angle - math.atan2(-(y1 - y0), x1 - x0))
+    return Roi(x0, y0, side, side, rotation)
+
+
+def crop_matrix(roi: Roi, out_width: int, out_height: int) -> np.ndarray:
+    """2×3 affine matrix mapping image pixels to crop pixels (the ROI's corners to the crop's corners)."""
+    c, s = math.cos(roi.rotation), math.sin(roi.rotation)
+    # crop → image: p = center + R · ((u/W - 1/2)·w, (v/H - 1/2)·h)
+    a = np.array([[c * roi.width / out_width, -s * roi.height / out_height],
+                  [s * roi.width / out_width, c * roi.height / out_height]], dtype=np.float64)
+    t = np.array([roi.x_center, roi.y_center]) - a @ np.array([out_width / 2, out_height / 2])
+    inv = np.linalg.inv(a)
+    return np.hstack([inv, (-inv @ t)[:, None]])
+
+
+def crop(image: np.ndarray, roi: Roi, out_width: int, out_height: int, border: str = "replicate") -> np.ndarray:
+    """Rotated crop of ``roi`` resized to (out_height, out_width), bilinear, uint8 in → uint8 out."""
+    if roi.width <= 0 or roi.height <= 0 or not np.isfinite([roi.x_center, roi.y_center, roi.width,
+                                                              roi.height, roi.rotation]).all():
+        raise ValueError(f"invalid ROI {roi}")
+    m = crop_matrix(roi, out_width, out_height)
+    persp = np.vstack([m, [0.0, 0.0, 1.0]])
+    return cv2.warpPerspective(image, persp, (out_width, out_height), flags=cv2.INTER_LINEAR,
+                               borderMode=BORDER_MODES[border], borderValue=0)
+
+
+def project_to_image(points: np.ndarray, roi: Roi) -> np.ndarray:
+    """Maps (N, 2|3) points normalized to the crop ([0, 1]) to image pixels. A third (z) column, normalized
+    like x, is scaled by the ROI width."""
+    pts = np.asarray(points, dtype=np.float64)
+    c, s = math.cos(roi.rotation), math.sin(roi.rotation)
+    x = pts[:, 0] - 0.5
+    y = pts[:, 1] - 0.5
+    out = np.empty_like(pts)
+    out[:, 0] = (c * x - s * y) * roi.width + roi.x_center
+    out[:, 1] = (s * x + c * y) * roi.height + roi.y_center
+    if pts.shape[1] > 2:
+        out[:, 2] = pts[:, 2] * roi.width
+    return out.astype(np.float32)
+
+
+def image_to_crop(points: np.ndarray, roi: Roi) -> np.ndarray:
+    """Inverse of :func:`project_to_image` for (N, 2) pixel points → normalized crop coordinates."""
+    pts = np.asarray(points, dtype=np.float64)[:, :2]
+    c, s = math.cos(roi.rotation), math.sin(roi.rotation)
+    dx = pts[:, 0] - roi.x_center
+    dy = pts[:, 1] - roi.y_center
+    u = (c * dx + s * dy) / roi.width + 0.5
+    v = (-s * dx + c * dy) / roi.height + 0.5
+    return np.stack([u, v], axis=1).astype(np.float32)
+

@@ -1,0 +1,284 @@
+"""Loader for COCO-keypoints annotation files (COCO itself, LSPET converted to COCO format, users' own sets).
+
+The source keypoints are mapped onto a :class:`~blazepose_tf.topology.Topology` (BlazePose-33 by default) by
+*name*: a topology point whose name the source does not have is never ``available``. Every person is kept
+(crowd annotations and people without keypoints included); which person is scored is the evaluator's choice
+(see :func:`blazepose_tf.metrics.select_scored_person`).
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+import numpy as np
+
+from blazepose_tf.errors import UserError
+from blazepose_tf.topology import BLAZEPOSE_33, Topology
+
+PathLike = Union[str, Path]
+BBox = tuple[float, float, float, float]
+
+
+@dataclass
+class PersonAnnotation:
+    """One annotated person, keypoints in the dataset's topology order.
+
+    Attributes:
+        keypoints: (N, 2) float64 pixel coordinates (0 where not available).
+        available: (N,) bool, True where the point is annotated (v > 0) and its name exists in the source.
+        bbox: (x, y, w, h) pixels as given by the file, or None when the file has none.
+        area: the file's ``area``, else the bbox area, else None.
+        iscrowd: the file's ``iscrowd`` flag.
+        annotation_id: the file's annotation ``id`` (None if absent).
+    """
+
+    keypoints: np.ndarray
+    available: np.ndarray
+    bbox: Optional[BBox]
+    area: Optional[float]
+    iscrowd: bool
+    annotation_id: Any = None
+
+    @property
+    def num_available(self) -> int:
+        """Number of annotated keypoints."""
+        return int(np.count_nonzero(self.available))
+
+    def box(self) -> Optional[BBox]:
+        """The file's bbox, or the tight box around the available keypoints if the file has none."""
+        if self.bbox is not None:
+            return self.bbox
+        return bbox_from_keypoints(self.keypoints, self.available)
+
+
+@dataclass
+class ImageRecord:
+    """One image and its annotated people."""
+
+    image_id: Any
+    file_path: Path
+    width: int
+    height: int
+    people: list[PersonAnnotation] = field(default_factory=list)
+
+
+@dataclass
+class KeypointDataset:
+    """A loaded COCO-keypoints dataset, iterable over its :class:`ImageRecord` s.
+
+    Attributes:
+        records: image records in file order (after split filtering).
+        topology: the topology the keypoints were mapped onto.
+        source_keypoints: keypoint names as listed in the file's category.
+        mapping: (N_topology,) index into ``source_keypoints`` for each topology point, -1 if absent.
+        problems: counts of entries that were skipped or suspicious (``unknown_image_id``, ...).
+        split: the split that was selected, if any.
+    """
+
+    records: list[ImageRecord]
+    topology: Topology
+    source_keypoints: tuple[str, ...]
+    mapping: np.ndarray
+    problems: Counter = field(default_factory=Counter)
+    split: Optional[str] = None
+
+    @property
+    def coverage(self) -> np.ndarray:
+        """(N_topology,) bool: topology points the dataset has a keypoint of the same name for."""
+        return self.mapping >= 0
+
+    @property
+    def covered_names(self) -> list[str]:
+        """Names of the topology points the dataset covers, in topology order."""
+        return [n for n, c in zip(self.topology.keypoints, self.coverage) if c]
+
+    @property
+    def num_people(self) -> int:
+        return sum(len(r.people) for r in self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[ImageRecord]:
+        return iter(self.records)
+
+    def __getitem__(self, i: int) -> ImageRecord:
+        return self.records[i]
+
+
+def bbox_from_keypoints(keypoints: np.ndarray, available: np.ndarray) -> Optional[BBox]:
+    """Tight (x, y, w, h) box around the available keypoints, or None if there are none."""
+    pts = np.asarray(keypoints, dtype=np.float64)[np.asarray(available, dtype=bool), :2]
+    if len(pts) == 0:
+        return None
+    x0, y0 = pts.min(axis=0)
+    x1, y1 = pts.max(axis=0)
+    return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{what} {path} is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {what} {path}: {e}") from None
+
+
+def _split_ids(splits_json: Path, split: str) -> list:
+    data = _read_json(splits_json, "splits file")
+    if not isinstance(data, dict):
+        raise UserError(f"splits file {splits_json} must hold a JSON object of {{split_name: [image ids]}}")
+    known = sorted(k for k, v in data.items() if isinstance(v, list))
+    if split not in known:
+        raise UserError(f"unknown split {split!r} in {splits_json}; known splits: {', '.join(known) or 'none'}")
+    return data[split]
+
+
+def _to_float(value: Any) -> Optional[float]:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _parse_bbox(value: Any) -> Optional[BBox]:
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        return None
+    vals = [_to_float(v) for v in value]
+    if any(v is None for v in vals) or vals[2] < 0 or vals[3] < 0:
+        return None
+    return vals[0], vals[1], vals[2], vals[3]
+
+
+def load_coco_keypoints(annotations_json: PathLike, images_dir: PathLike, split: Optional[str] = None,
+                        splits_json: Optional[PathLike] = None,
+                        topology: Topology = BLAZEPOSE_33) -> KeypointDataset:
+    """Loads a COCO-keypoints JSON and maps its keypoints onto ``topology`` by name.
+
+    Args:
+        annotations_json: COCO-format file with ``images``, ``annotations`` and ``categories`` (the first
+            category that lists ``keypoints`` is used; annotations of other categories are skipped).
+        images_dir: folder the images' ``file_name`` are relative to.
+        split: keep only the image ids listed under this name in ``splits_json``.
+        splits_json: JSON object ``{split_name: [image ids], ...}``; defaults to ``splits.json`` next to
+            ``annotations_json`` when ``split`` is given.
+        topology: target keypoint topology.
+
+    Returns:
+        A :class:`KeypointDataset`. Skipped/suspicious entries are counted in ``problems``
+        (``unknown_image_id``, ``bad_keypoints``, ``other_category``, ``missing_image_file``, ...).
+
+    Raises:
+        UserError: missing or invalid JSON, no keypoint category, missing images folder, unknown split.
+    """
+    annotations_json = Path(annotations_json)
+    images_dir = Path(images_dir)
+    data = _read_json(annotations_json, "annotations file")
+    if not isinstance(data, dict):
+        raise UserError(f"annotations file {annotations_json} is not a COCO JSON object")
+    if not images_dir.is_dir():
+        raise UserError(f"images folder not found: {images_dir}")
+
+    categories = data.get("categories")
+    category = None
+    if isinstance(categories, list):
+        category = next((c for c in categories if isinstance(c, dict) and isinstance(c.get("keypoints"), list)
+                         and c["keypoints"]), None)
+    if category is None:
+        raise UserError(f"annotations file {annotations_json} has no category with 'keypoints' names")
+    source_names = tuple(str(n) for n in category["keypoints"])
+    num_source = len(source_names)
+    mapping = topology.mapping_from(source_names)
+    covered = mapping >= 0
+    src_idx = mapping[covered]
+
+    images = data.get("images")
+    if not isinstance(images, list):
+        raise UserError(f"annotations file {annotations_json} has no 'images' list")
+
+    problems: Counter = Counter()
+    wanted: Optional[set] = None
+    if split is not None:
+        if splits_json is None:
+            splits_json = annotations_json.with_name("splits.json")
+            if not splits_json.is_file():
+                raise UserError(f"split {split!r} requested but no splits file given "
+                                f"(and no splits.json next to {annotations_json})")
+        wanted = set(_split_ids(Path(splits_json), split))
+
+    images_root = images_dir.resolve()
+    by_id: dict[Any, ImageRecord] = {}
+    records: list[ImageRecord] = []
+    for im in images:
+        if (not isinstance(im, dict) or not isinstance(im.get("id"), (int, str))
+                or not isinstance(im.get("file_name"), str)):
+            problems["bad_image_entry"] += 1
+            continue
+        if im["id"] in by_id:
+            problems["duplicate_image_id"] += 1
+            continue
+        if wanted is not None and im["id"] not in wanted:
+            by_id[im["id"]] = None  # known image, outside the split
+            continue
+        width, height = _to_float(im.get("width")), _to_float(im.get("height"))
+        if width is None or height is None:
+            problems["missing_image_size"] += 1
+        path = images_root / im["file_name"]
+        if not path.is_file():
+            problems["missing_image_file"] += 1
+        record = ImageRecord(image_id=im["id"], file_path=path, width=int(width or 0), height=int(height or 0))
+        by_id[im["id"]] = record
+        records.append(record)
+    if wanted is not None:
+        problems["split_id_without_image"] += len(wanted - by_id.keys())
+
+    annotations = data.get("annotations", [])
+    if not isinstance(annotations, list):
+        raise UserError(f"annotations file {annotations_json}: 'annotations' is not a list")
+    for ann in annotations:
+        if not isinstance(ann, dict):
+            problems["bad_annotation_entry"] += 1
+            continue
+        if "category_id" in ann and "id" in category and ann["category_id"] != category["id"]:
+            problems["other_category"] += 1
+            continue
+        image_id = ann.get("image_id")
+        if not isinstance(image_id, (int, str)) or image_id not in by_id:
+            problems["unknown_image_id"] += 1
+            continue
+        record = by_id[image_id]
+        if record is None:  # outside the selected split
+            continue
+        raw = ann.get("keypoints")
+        try:
+            kps = np.asarray(raw, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            kps = None
+        if kps is None or kps.size != 3 * num_source:
+            problems["bad_keypoints"] += 1
+            continue
+        kps = kps.reshape(num_source, 3)
+        keypoints = np.zeros((topology.num_keypoints, 2), dtype=np.float64)
+        available = np.zeros(topology.num_keypoints, dtype=bool)
+        keypoints[covered] = kps[src_idx, :2]
+        available[covered] = (kps[src_idx, 2] > 0) & np.isfinite(kps[src_idx, :2]).all(axis=1)
+        keypoints[~available] = 0.0
+        bbox = _parse_bbox(ann.get("bbox"))
+        area = _to_float(ann.get("area"))
+        if area is None and bbox is not None:
+            area = bbox[2] * bbox[3]
+        record.people.append(PersonAnnotation(
+            keypoints=keypoints, available=available, bbox=bbox, area=area,
+            iscrowd=bool(ann.get("iscrowd", 0)), annotation_id=ann.get("id")))
+
+    return KeypointDataset(records=records, topology=topology, source_keypoints=source_names,
+                           mapping=mapping, problems=+problems, split=split)

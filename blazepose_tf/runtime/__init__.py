@@ -1,0 +1,1 @@
+"""The detector→tracker runtime: model runners and the PoseTracker pipeline."""

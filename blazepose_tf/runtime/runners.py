@@ -1,0 +1,162 @@
+"""Model runners: one small interface over a .tflite file (ai-edge-litert + XNNPACK) or a Keras model.
+
+A runner takes one float32 NHWC batch and returns a dict of named outputs. Output *roles* are resolved by
+name when the model names them, else by shape (TFLite output order differs from the names, DESIGN.md §2):
+
+* detector: ``regressors`` (1, A, 4+2K) and ``scores`` (1, A, 1);
+* landmarks: ``landmarks`` (1, L·5), ``presence`` (1, 1), ``segmentation`` (1, H, W, 1),
+  ``heatmap`` (1, h, w, L), ``world`` (1, L·3).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional, Protocol, Sequence
+
+import numpy as np
+
+from blazepose_tf.errors import ModelError
+
+DETECTOR_ROLES = ("regressors", "scores")
+LANDMARK_ROLES = ("landmarks", "presence", "segmentation", "heatmap", "world")
+
+
+class ModelRunner(Protocol):
+    """What the pipeline needs from a model."""
+
+    input_shape: tuple[int, int, int]  # H, W, C
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        ...
+
+
+def assign_roles(shapes: Sequence[tuple[int, ...]], names: Optional[Sequence[str]] = None,
+                 input_hw: Optional[tuple[int, int]] = None) -> list[str]:
+    """Gives each output a role (see module docstring) from its name or, failing that, its shape."""
+    names = list(names or [""] * len(shapes))
+    roles: list[Optional[str]] = []
+    for name in names:
+        low = name.lower()
+        roles.append(next((r for r in DETECTOR_ROLES + LANDMARK_ROLES if low == r or low.endswith("/" + r)
+                           or low.endswith(":" + r)), None))
+    if all(roles):
+        return [str(r) for r in roles]
+    ranks = [len(s) for s in shapes]
+    if len(shapes) == 2 and all(r == 3 for r in ranks):  # detector
+        return ["scores" if s[-1] == 1 else "regressors" for s in shapes]
+    flat = [(i, int(np.prod(s[1:]))) for i, s in enumerate(shapes) if len(s) == 2]
+    out: list[str] = ["" for _ in shapes]
+    for i, s in enumerate(shapes):
+        if len(s) == 4:
+            full_res = input_hw is not None and tuple(s[1:3]) == tuple(input_hw)
+            out[i] = "segmentation" if (s[-1] == 1 and (full_res or input_hw is None)) else "heatmap"
+    vec = [(i, n) for i, n in flat if n > 1]
+    for i, n in flat:
+        if n == 1:
+            out[i] = "presence"
+    if len(vec) == 1:
+        out[vec[0][0]] = "landmarks"
+    elif len(vec) >= 2:
+        # landmarks has 5 values per point, world 3: the larger one with n % 5 == 0 and a twin n*3/5.
+        sizes = {n: i for i, n in vec}
+        for i, n in vec:
+            if n % 5 == 0 and (n // 5 * 3) in sizes:
+                out[i] = "landmarks"
+                out[sizes[n // 5 * 3]] = "world"
+        for i, n in vec:
+            out[i] = out[i] or f"output_{i}"
+    for i, r in enumerate(roles):
+        if r:
+            out[i] = r
+    return [r or f"output_{i}" for i, r in enumerate(out)]
+
+
+def _load_interpreter(path: Path, num_threads: int):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as e:  # pragma: no cover - the project pins ai-edge-litert
+        raise ModelError(f"ai-edge-litert is not installed: {e}") from None
+    try:
+        it = Interpreter(model_path=str(path), num_threads=num_threads)
+        it.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise ModelError(f"{path} is not a loadable TFLite model: {str(e).splitlines()[0]}") from None
+    return it
+
+
+class TFLiteRunner:
+    """Runs a .tflite model with ai-edge-litert (XNNPACK delegate, applied by default)."""
+
+    def __init__(self, path: str | os.PathLike, num_threads: int = 1):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"model file not found: {self.path}")
+        if num_threads < 1:
+            raise ModelError(f"num_threads must be >= 1, got {num_threads}")
+        self.num_threads = num_threads
+        self._it = _load_interpreter(self.path, num_threads)
+        inp = self._it.get_input_details()
+        if len(inp) != 1 or len(inp[0]["shape"]) != 4:
+            raise ModelError(f"{self.path}: expected one NHWC image input, got {[d['shape'] for d in inp]}")
+        self._in = inp[0]
+        self.input_shape = tuple(int(v) for v in inp[0]["shape"][1:])
+        outs = self._it.get_output_details()
+        self._out_idx = [d["index"] for d in outs]
+        self.output_roles = assign_roles([tuple(d["shape"]) for d in outs], [d["name"] for d in outs],
+                                         self.input_shape[:2])
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        x = np.asarray(batch, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"{self.path.name} expects input {self.input_shape}, got {tuple(x.shape[1:])}")
+        outs = []
+        for b in range(x.shape[0]):
+            self._it.set_tensor(self._in["index"], x[b:b + 1])
+            self._it.invoke()
+            outs.append([self._it.get_tensor(i) for i in self._out_idx])
+        return {role: np.concatenate([o[k] for o in outs], axis=0) for k, role in enumerate(self.output_roles)}
+
+
+class KerasRunner:
+    """Runs a Keras model (in memory or a ``.keras`` file) with the same contract as :class:`TFLiteRunner`."""
+
+    def __init__(self, model, output_names: Optional[Sequence[str]] = None):
+        if isinstance(model, (str, os.PathLike)):
+            path = Path(model)
+            if not path.is_file():
+                raise ModelError(f"model file not found: {path}")
+            import keras
+            try:
+                model = keras.models.load_model(path, compile=False)
+            except Exception as e:  # noqa: BLE001 - any load failure is a bad model file for the user
+                raise ModelError(f"{path} is not a loadable Keras model: {str(e).splitlines()[0]}") from None
+        self.model = model
+        self.input_shape = tuple(int(v) for v in model.inputs[0].shape[1:])
+        shapes = [tuple(int(d) if d is not None else 1 for d in o.shape) for o in model.outputs]
+        names = list(output_names or getattr(model, "output_names", None) or [])
+        self.output_roles = assign_roles(shapes, names or None, self.input_shape[:2])
+        self._fn: Optional[Callable] = None
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        x = np.asarray(batch, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        if self._fn is None:
+            import tensorflow as tf
+            self._fn = tf.function(lambda t: self.model(t, training=False), reduce_retracing=True)
+        outs = self._fn(x)
+        if not isinstance(outs, (list, tuple)):
+            outs = [outs]
+        return {role: np.asarray(o) for role, o in zip(self.output_roles, outs)}
+
+
+def load_runner(path: str | os.PathLike, num_threads: int = 1) -> ModelRunner:
+    """A runner for a ``.tflite`` or ``.keras`` file, by extension."""
+    p = Path(path)
+    if p.suffix == ".tflite":
+        return TFLiteRunner(p, num_threads)
+    if p.suffix in (".keras", ".h5"):
+        return KerasRunner(p)
+    raise ModelError(f"unsupported model file {p.name!r}: expected .tflite or .keras")

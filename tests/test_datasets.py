@@ -1,0 +1,146 @@
+"""Tests for the COCO-keypoints loader (synthetic files + the shared LSPET set when present)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from blazepose_tf.datasets.coco import load_coco_keypoints
+from blazepose_tf.errors import UserError
+from blazepose_tf.metrics import select_scored_person
+from blazepose_tf.topology import BLAZEPOSE_33, COCO_17
+
+LSPET_NAMES = ["right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist",
+               "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist", "neck", "head_top"]
+
+
+def _lspet_like_keypoints(offset: float, missing: tuple[str, ...] = ()) -> list[float]:
+    out = []
+    for i, name in enumerate(LSPET_NAMES):
+        if name in missing:
+            out += [0, 0, 0]
+        else:
+            out += [offset + i, 2 * offset + i, 2]
+    return out
+
+
+def write_dataset(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Three images; image 3 has an annotation of an unknown image id as well."""
+    images_dir = tmp_path / "images"
+    images_dir.mkdir()
+    for i in (1, 2, 3):
+        (images_dir / f"im{i}.jpg").write_bytes(b"")
+    data = {
+        "images": [{"id": i, "file_name": f"im{i}.jpg", "width": 100 + i, "height": 200 + i} for i in (1, 2, 3)],
+        "annotations": [
+            {"id": 10, "image_id": 1, "category_id": 1, "keypoints": _lspet_like_keypoints(10),
+             "bbox": [1, 2, 30, 40], "area": 1200, "iscrowd": 0},
+            {"id": 20, "image_id": 2, "category_id": 1,
+             "keypoints": _lspet_like_keypoints(20, missing=("left_wrist", "head_top")),
+             "bbox": [0, 0, 10, 10], "iscrowd": 0},
+            {"id": 30, "image_id": 3, "category_id": 1, "keypoints": _lspet_like_keypoints(30), "iscrowd": 0},
+            {"id": 99, "image_id": 12345, "category_id": 1, "keypoints": _lspet_like_keypoints(0)},
+        ],
+        "categories": [{"id": 1, "name": "person", "keypoints": LSPET_NAMES, "skeleton": []}],
+    }
+    ann = tmp_path / "annotations.json"
+    ann.write_text(json.dumps(data))
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({"seed": 0, "train": [1, 3], "dev": [2]}))
+    return ann, images_dir, splits
+
+
+def test_name_mapping_from_lspet_names(tmp_path: Path) -> None:
+    ann, images_dir, _ = write_dataset(tmp_path)
+    ds = load_coco_keypoints(ann, images_dir)
+    assert len(ds) == 3
+    assert ds.source_keypoints == tuple(LSPET_NAMES)
+    # neck / head_top have no BlazePose counterpart: 12 of 14 names are covered.
+    assert int(ds.coverage.sum()) == 12
+    assert set(ds.covered_names) == set(LSPET_NAMES) - {"neck", "head_top"}
+    rec = ds.records[0]
+    assert rec.image_id == 1 and rec.width == 101 and rec.height == 201
+    assert rec.file_path == (images_dir / "im1.jpg").resolve() and rec.file_path.is_absolute()
+    person = rec.people[0]
+    assert person.keypoints.shape == (33, 2) and person.available.shape == (33,)
+    for i, name in enumerate(LSPET_NAMES[:12]):
+        j = BLAZEPOSE_33.index(name)
+        assert person.available[j]
+        np.testing.assert_allclose(person.keypoints[j], [10 + i, 20 + i])
+    assert person.available.sum() == 12
+    assert not person.available[BLAZEPOSE_33.index("nose")]
+    assert person.bbox == (1.0, 2.0, 30.0, 40.0) and person.area == 1200 and not person.iscrowd
+    assert person.annotation_id == 10
+
+
+def test_missing_points_bbox_and_problems(tmp_path: Path) -> None:
+    ann, images_dir, _ = write_dataset(tmp_path)
+    ds = load_coco_keypoints(ann, images_dir)
+    p2 = ds.records[1].people[0]
+    assert not p2.available[BLAZEPOSE_33.index("left_wrist")]
+    assert p2.available.sum() == 11
+    assert p2.area == 100.0  # from bbox when the file has no area
+    p3 = ds.records[2].people[0]
+    assert p3.bbox is None and p3.area is None
+    x, y, w, h = p3.box()
+    assert (x, y, w, h) == (30.0, 60.0, 11.0, 11.0)
+    assert ds.problems["unknown_image_id"] == 1
+    assert ds.num_people == 3
+
+
+def test_other_topology(tmp_path: Path) -> None:
+    ann, images_dir, _ = write_dataset(tmp_path)
+    ds = load_coco_keypoints(ann, images_dir, topology=COCO_17)
+    assert ds.records[0].people[0].keypoints.shape == (17, 2)
+    assert int(ds.coverage.sum()) == 12
+
+
+def test_split_filtering(tmp_path: Path) -> None:
+    ann, images_dir, splits = write_dataset(tmp_path)
+    train = load_coco_keypoints(ann, images_dir, split="train", splits_json=splits)
+    assert [r.image_id for r in train] == [1, 3]
+    dev = load_coco_keypoints(ann, images_dir, split="dev")  # splits.json next to the annotations
+    assert [r.image_id for r in dev] == [2]
+    assert dev.split == "dev"
+    assert "unknown_image_id" in dev.problems  # id 12345 is still unknown
+    with pytest.raises(UserError, match="known splits: dev, train"):
+        load_coco_keypoints(ann, images_dir, split="test", splits_json=splits)
+
+
+def test_errors(tmp_path: Path) -> None:
+    ann, images_dir, _ = write_dataset(tmp_path)
+    with pytest.raises(UserError, match="not found"):
+        load_coco_keypoints(tmp_path / "nope.json", images_dir)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        load_coco_keypoints(bad, images_dir)
+    with pytest.raises(UserError, match="images folder not found"):
+        load_coco_keypoints(ann, tmp_path / "no_images")
+    nokp = tmp_path / "nokp.json"
+    nokp.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "person"}]}))
+    with pytest.raises(UserError, match="no category with 'keypoints'"):
+        load_coco_keypoints(nokp, images_dir)
+    # Every error is a one-liner.
+    try:
+        load_coco_keypoints(bad, images_dir)
+    except UserError as e:
+        assert "\n" not in str(e)
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(UserError, match="no splits file"):
+        load_coco_keypoints(ann.rename(other / "a.json"), images_dir, split="dev")
+
+
+def test_real_lspet_dev(shared_data: Path) -> None:
+    root = shared_data / "lspet"
+    if not (root / "annotations.json").is_file():
+        pytest.skip(f"LSPET not found under {root}")
+    ds = load_coco_keypoints(root / "annotations.json", root / "images", split="dev",
+                             splits_json=root / "splits.json")
+    assert len(ds) == 1000
+    assert int(ds.coverage.sum()) == 12
+    assert sum(select_scored_person(r) is not None for r in ds) == 585
+    assert "unknown_image_id" not in ds.problems and "missing_image_file" not in ds.problems
