@@ -45,7 +45,8 @@ def decode_boxes(raw: np.ndarray, anchors: np.ndarray, input_size: float = 224.0
     the anchor size (1 for fixed-size anchors). Returns boxes (N, 4) as xmin, ymin, xmax, ymax and keypoints
     (N, K, 2), normalized.
     """
-    raw = np.asarray(raw, dtype=np.float32).reshape(len(anchors), -1)
+    raw = np.asarray(raw, dtype=np.float32)
+    raw = raw.reshape(len(anchors), raw.shape[-1] if raw.ndim > 1 else NUM_COORDS)
     ax, ay, aw, ah = (anchors[:, i:i + 1] for i in range(4))
     cx = raw[:, 0:1] / input_size * aw + ax
     cy = raw[:, 1:2] / input_size * ah + ay
@@ -81,7 +82,8 @@ def decode_detections(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np
     logits = np.clip(np.asarray(raw_scores, dtype=np.float32).reshape(-1), -score_clip, score_clip)
     scores = sigmoid(logits)
     keep = np.nonzero(scores >= min_score)[0]
-    boxes, kps = decode_boxes(np.asarray(raw_boxes).reshape(len(anchors), -1)[keep], anchors[keep], input_size)
+    raw_boxes = np.asarray(raw_boxes)
+    boxes, kps = decode_boxes(raw_boxes.reshape(len(anchors), raw_boxes.shape[-1])[keep], anchors[keep], input_size)
     return RawDetections(boxes, kps, scores[keep])
 
 

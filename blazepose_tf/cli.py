@@ -1,0 +1,69 @@
+"""Shared command-line plumbing: absl flag parsing without tracebacks, one-line errors with documented exit
+codes, and the model-selection flags every runtime command shares."""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Optional
+
+from absl import flags
+
+from blazepose_tf.errors import EXIT_USAGE, ModelError, UserError
+
+MODEL_SETS = ("official",)
+
+
+def define_model_flags() -> None:
+    """Flags choosing the detector and tracker: a named set, or explicit .tflite/.keras files."""
+    flags.DEFINE_string("models", "official", f"Model set: one of {', '.join(MODEL_SETS)}.")
+    flags.DEFINE_string("detector", None, "Detector model file (.tflite or .keras); overrides --models.")
+    flags.DEFINE_string("landmarks", None, "Landmark (tracker) model file (.tflite or .keras); overrides --models.")
+    flags.DEFINE_integer("num_threads", 1, "CPU threads for TFLite inference (XNNPACK).", lower_bound=1)
+
+
+def build_tracker(FLAGS, mode: str, **kwargs):
+    """Builds a :class:`PoseTracker` from the model flags."""
+    from blazepose_tf.runtime.pipeline import PoseTracker
+    from blazepose_tf.runtime.runners import load_runner
+    from data.fetch_official import official_model_path
+
+    if FLAGS.models not in MODEL_SETS:
+        raise UserError(f"--models must be one of {', '.join(MODEL_SETS)}, got {FLAGS.models!r}")
+    det = FLAGS.detector or official_model_path("pose_detection")
+    lmk = FLAGS.landmarks or official_model_path("pose_landmark_full")
+    return PoseTracker(load_runner(det, FLAGS.num_threads), load_runner(lmk, FLAGS.num_threads), mode=mode,
+                       **kwargs)
+
+
+def run(main: Callable[[list[str]], int], argv: Optional[list[str]] = None) -> None:
+    """Parses flags and runs ``main``; user errors become ``error: ...`` on stderr and their exit code."""
+    argv = list(sys.argv if argv is None else argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if any(a in ("-h", "--help", "--helpshort", "-help") for a in argv[1:]):
+        module = sys.modules.get(main.__module__)
+        print((module.__doc__ or "").strip() + "\n")
+        print(flags.FLAGS.module_help(module) if module else flags.FLAGS.get_help())
+        sys.exit(0)
+    try:
+        rest = flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        print(f"run `python -m {_module_name(argv[0])} --help` for the flags", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    if len(rest) > 1:
+        print(f"error: unexpected arguments {rest[1:]} (every option is a --flag)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    try:
+        code = main(rest)
+    except (UserError, ModelError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def _module_name(argv0: str) -> str:
+    base = os.path.splitext(os.path.basename(argv0))[0]
+    return f"blazepose_tf.{base}" if base not in ("__main__", "-c") else "blazepose_tf.<command>"

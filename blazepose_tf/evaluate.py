@@ -1,0 +1,71 @@
+"""Scores the pipeline on a COCO-keypoints dataset: PCK@0.2 (DESIGN.md §7: overall, per keypoint and group,
+detection rate; mid-torso and diagonal-torso variants) and COCO keypoint AP with pycocotools.
+
+    python -m blazepose_tf.evaluate --annotations COCO.json --images DIR [--split dev] [--output summary.json]
+
+Keypoints are matched to the 33-point topology by name. Exit codes: 0 ok; 2 bad flags; 3 dataset unreadable
+or empty; 4 model files missing.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from absl import flags
+
+from blazepose_tf import cli
+from blazepose_tf.datasets.coco import load_coco_keypoints
+from blazepose_tf.errors import EXIT_NO_INPUT, InputError, UserError
+from blazepose_tf.evaluation import evaluate, scored_records
+from blazepose_tf.metrics import format_pck_table
+
+flags.DEFINE_string("annotations", None, "COCO-keypoints JSON file.")
+flags.DEFINE_string("images", None, "Folder the JSON's file_name entries are relative to.")
+flags.DEFINE_string("split", None, "Keep only this split's image ids (from --splits).")
+flags.DEFINE_string("splits", None, "Splits JSON {name: [image ids]} (default: splits.json beside --annotations).")
+flags.DEFINE_integer("limit", None, "Score only the first N scored images.", lower_bound=1)
+flags.DEFINE_string("output", None, "Write the JSON summary here.")
+flags.DEFINE_integer("num_poses", 1, "People per image the pipeline may return.", lower_bound=1)
+flags.DEFINE_float("min_detection_confidence", 0.5, "Detector score threshold.", lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_bool("progress", True, "Show a progress bar.")
+cli.define_model_flags()
+FLAGS = flags.FLAGS
+
+
+def main(argv: list[str]) -> int:
+    if not FLAGS.annotations or not FLAGS.images:
+        raise UserError("--annotations and --images are required (see --help)")
+    if FLAGS.output and not Path(FLAGS.output).parent.exists():
+        raise UserError(f"output folder does not exist: {Path(FLAGS.output).parent}")
+    dataset = load_coco_keypoints(FLAGS.annotations, FLAGS.images, split=FLAGS.split, splits_json=FLAGS.splits)
+    records = scored_records(dataset, FLAGS.limit)
+    if not records:
+        raise InputError("no image in the dataset has a person with both shoulders and both hips annotated")
+    tracker = cli.build_tracker(FLAGS, "image", num_poses=FLAGS.num_poses,
+                                min_detection_confidence=FLAGS.min_detection_confidence)
+    result = evaluate(tracker.process, records, progress=FLAGS.progress)
+    print(f"dataset {FLAGS.annotations}" + (f" split {FLAGS.split}" if FLAGS.split else "") +
+          f": {len(records)} scored images, keypoints matched by name: {', '.join(dataset.covered_names)}")
+    print(format_pck_table(result.pck))
+    print(f"PCK@0.2 diagonal-torso variant: {result.pck_diagonal.pck:.1f}%")
+    c = result.coco
+    print(f"COCO keypoint AP {c['AP']:.3f}  AP50 {c['AP50']:.3f}  AP75 {c['AP75']:.3f}  AR {c['AR']:.3f} "
+          f"(COCO-17 points the dataset annotates)")
+    if result.errors:
+        print(f"{len(result.errors)} unreadable images were scored as misses; first: {result.errors[0][1]}")
+    if FLAGS.output:
+        doc = {"annotations": str(FLAGS.annotations), "split": FLAGS.split, "num_images": len(records),
+               "models": {"detector": FLAGS.detector or "official:pose_detection",
+                          "landmarks": FLAGS.landmarks or "official:pose_landmark_full"},
+               **result.summary()}
+        tmp = FLAGS.output + ".part"
+        with open(tmp, "w") as f:
+            json.dump(doc, f, indent=1, default=float)
+        os.replace(tmp, FLAGS.output)
+        print(f"summary -> {FLAGS.output}")
+    return 0 if not result.errors or len(result.errors) < len(records) else EXIT_NO_INPUT
+
+
+if __name__ == "__main__":
+    cli.run(main)
