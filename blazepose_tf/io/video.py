@@ -1,0 +1,219 @@
+"""Reading and writing videos frame by frame, as RGB uint8 arrays, through OpenCV (FFmpeg backend).
+
+Notes on OpenCV's behaviour that shaped this module:
+
+* An MP4/MOV written front-to-back keeps its index (``moov`` atom) at the end, so a truncated MP4 usually
+  cannot be opened at all: it is reported as "cannot open video", not as a truncated one.
+* A truncated AVI/MKV opens with the frame count of its header and stops decoding early; the reader then
+  yields the frames it has and sets :attr:`VideoReader.truncated`.
+* A container can open and still hold no decodable frame (e.g. an AVI written with no frames): the reader
+  decodes the first frame when it opens, and raises "empty video" if there is none. (An MP4 written with
+  no frames cannot be opened at all.)
+* ``frame_count`` comes from the container header, which for some formats is an estimate
+  (duration x fps); ``truncated`` compares it with the frames actually decoded.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Iterator, Optional, Union
+
+import cv2
+import numpy as np
+
+from blazepose_tf.errors import InputError, UserError
+from blazepose_tf.io.images import to_rgb_uint8
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# FFmpeg prints its own complaints ("moov atom not found", "overread 8") to stderr; this module reports
+# problems as InputError instead. OpenCV reads this variable when it first opens a video, and a value the
+# user set (e.g. 32 to debug) wins.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+DEFAULT_FPS = 30.0
+
+# Output container -> FourCC of the codec OpenCV's FFmpeg backend writes it with.
+WRITER_CODECS: dict[str, str] = {".mp4": "mp4v", ".avi": "MJPG"}
+
+
+def sanitize_fps(value: float, default: float = DEFAULT_FPS) -> float:
+    """Returns ``value`` if it is a usable frame rate (finite, > 0), else ``default``."""
+    try:
+        fps = float(value)
+    except (TypeError, ValueError):
+        return default
+    if not math.isfinite(fps) or fps <= 0:
+        return default
+    return fps
+
+
+class VideoReader:
+    """Iterates over a video's frames as ``(frame_index, timestamp_seconds, frame_rgb_uint8)``.
+
+    Usable as a context manager; iterates once. Timestamps are ``frame_index / fps``.
+
+    Attributes:
+        path: the video file.
+        fps: frame rate from the container, or 30.0 if it reports 0/NaN.
+        frame_count: number of frames the container announces, or -1 if unknown.
+        width, height: size of the decoded frames in pixels.
+        frames_read: number of frames yielded so far.
+        truncated: set once iteration ends if fewer frames were decoded than ``frame_count``.
+
+    Raises:
+        InputError: missing or zero-byte file, a file OpenCV cannot open, or a video with no decodable frame.
+    """
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        p = self.path
+        if not p.exists():
+            raise InputError(f"video not found: {p}")
+        if p.is_dir():
+            raise InputError(f"video path is a directory, not a file: {p}")
+        try:
+            size = p.stat().st_size
+        except OSError as e:
+            raise InputError(f"cannot read video {p}: {e.strerror or e}") from None
+        if size == 0:
+            raise InputError(f"video file is empty (0 bytes): {p}")
+        if not os.access(p, os.R_OK):
+            raise InputError(f"cannot read video {p}: permission denied")
+
+        self._cap: Optional[cv2.VideoCapture] = cv2.VideoCapture(str(p))
+        if not self._cap.isOpened():
+            self.close()
+            raise InputError(f"cannot open video {p}: unsupported format, or the file is corrupt or truncated")
+
+        self.fps: float = sanitize_fps(self._cap.get(cv2.CAP_PROP_FPS))
+        count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.frame_count: int = int(count) if math.isfinite(count) and count > 0 else -1
+        self.frames_read = 0
+        self.truncated = False
+
+        first = self._read_raw()
+        if first is None:
+            self.close()
+            raise InputError(f"empty video: no decodable frame in {p}")
+        self._pending: Optional[np.ndarray] = first
+        self.height, self.width = int(first.shape[0]), int(first.shape[1])
+
+    def _read_raw(self) -> Optional[np.ndarray]:
+        if self._cap is None:
+            return None
+        try:
+            ok, frame = self._cap.read()
+        except cv2.error:
+            return None
+        if not ok or frame is None or frame.size == 0:
+            return None
+        return frame
+
+    def _finish(self) -> None:
+        self.truncated = self.frame_count > 0 and self.frames_read < self.frame_count
+        self.close()
+
+    def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
+        return self
+
+    def __next__(self) -> tuple[int, float, np.ndarray]:
+        if self._pending is not None:
+            frame, self._pending = self._pending, None
+        else:
+            if self._cap is None:
+                raise StopIteration
+            frame = self._read_raw()
+            if frame is None:
+                self._finish()
+                raise StopIteration
+        index = self.frames_read
+        self.frames_read += 1
+        return index, index / self.fps, to_rgb_uint8(frame, str(self.path))
+
+    def close(self) -> None:
+        """Releases the decoder (idempotent)."""
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+        self._pending = None
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self.close()
+
+
+class VideoWriter:
+    """Writes RGB uint8 frames to an .mp4 (MPEG-4 Part 2, ``mp4v``) or .avi (Motion JPEG) file.
+
+    Args:
+        path: output file; its extension picks the container and codec.
+        fps: frame rate (finite, > 0).
+        size: ``(width, height)`` of every frame.
+
+    Raises:
+        UserError: unsupported extension, bad fps/size, or OpenCV cannot open the file for writing
+            (e.g. the directory does not exist or is not writable).
+
+    Note: the ``mp4v`` encoder may crop odd frame sizes to even ones.
+    """
+
+    def __init__(self, path: PathLike, fps: float, size: tuple[int, int]) -> None:
+        self.path = Path(path)
+        ext = self.path.suffix.lower()
+        if ext not in WRITER_CODECS:
+            raise UserError(f"unsupported video output extension {self.path.suffix or '(none)'} for "
+                            f"{self.path}; use {' or '.join(WRITER_CODECS)}")
+        fps = float(fps)
+        if not math.isfinite(fps) or fps <= 0:
+            raise UserError(f"invalid output frame rate {fps} for {self.path}")
+        width, height = (int(v) for v in size)
+        if width <= 0 or height <= 0:
+            raise UserError(f"invalid output video size {width}x{height} for {self.path}")
+        self.fps = fps
+        self.size = (width, height)
+        self.frames_written = 0
+        if self.path.is_dir():
+            raise UserError(f"cannot write video {self.path}: it is a directory")
+        if not self.path.parent.is_dir():
+            raise UserError(f"cannot write video {self.path}: directory {self.path.parent} does not exist")
+        fourcc = cv2.VideoWriter.fourcc(*WRITER_CODECS[ext])
+        self._writer: Optional[cv2.VideoWriter] = cv2.VideoWriter(str(self.path), fourcc, fps, self.size)
+        if not self._writer.isOpened():
+            self._writer.release()
+            self._writer = None
+            raise UserError(f"cannot open video writer for {self.path} (is the location writable?)")
+
+    def write(self, frame_rgb: np.ndarray) -> None:
+        """Appends one (height, width, 3) uint8 RGB frame.
+
+        Raises:
+            ValueError: the frame has the wrong size, channels or dtype (OpenCV would drop it silently).
+            RuntimeError: the writer is closed.
+        """
+        if self._writer is None:
+            raise RuntimeError(f"video writer for {self.path} is closed")
+        frame = np.asarray(frame_rgb)
+        width, height = self.size
+        if frame.shape != (height, width, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"expected a ({height}, {width}, 3) uint8 RGB frame, got {frame.shape} {frame.dtype}")
+        self._writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Finalises the file (idempotent)."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self.close()
