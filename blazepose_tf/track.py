@@ -35,13 +35,15 @@ from tqdm import tqdm
 from blazepose_tf import cli
 from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL, InputError, UserError
 from blazepose_tf.io.images import InputItem, collect_inputs, load_image
+from blazepose_tf.io.samples import SAMPLE_NAMES, sample_image_path
 from blazepose_tf.io.video import VideoReader, VideoWriter
 from blazepose_tf.overlay import draw_poses, save_image
 from blazepose_tf.types import Pose
 
 SCHEMA = "blazepose_tf.track/1"
 
-flags.DEFINE_string("input", None, "An image, a folder of images/videos, or a video file.")
+flags.DEFINE_string("input", None, "An image, a folder of images/videos, a video file, or `sample` (a photo "
+                    "bundled with scikit-image, for a first run without data).")
 flags.DEFINE_string("output", None, "Where to write the results JSON.")
 flags.DEFINE_string("overlay", None, "Overlay output: an image path (single image), a folder (several "
                     "images), or a .mp4/.avi path (video).")
@@ -75,10 +77,7 @@ def _overlay_target(items: list[InputItem], overlay: Optional[str]) -> Optional[
         raise UserError(f"--overlay for a video must end in .mp4 or .avi, got {out.name}")
     if not many and items[0].kind == "image" and out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise UserError(f"--overlay for an image must end in .png or .jpg, got {out.name}")
-    if many:
-        out.mkdir(parents=True, exist_ok=True)
-    elif not out.parent.exists():
-        raise UserError(f"overlay folder does not exist: {out.parent}")
+    (out if many else out.parent).mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -121,9 +120,8 @@ def main(argv: list[str]) -> int:
     out_path = Path(FLAGS.output)
     if out_path.suffix.lower() != ".json":
         raise UserError(f"--output must be a .json file, got {out_path.name}")
-    if not out_path.parent.exists():
-        raise UserError(f"output folder does not exist: {out_path.parent}")
-    items = collect_inputs(FLAGS.input)
+    items = collect_inputs(sample_image_path() if FLAGS.input in SAMPLE_NAMES else FLAGS.input)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     overlay = _overlay_target(items, FLAGS.overlay)
     many = len(items) > 1
     has_video = any(i.kind == "video" for i in items)
