@@ -1,0 +1,1 @@
+"""Training: TFRecord input pipelines, augmentation and the training loop (``python -m blazepose_tf.train``)."""

@@ -1,0 +1,276 @@
+"""Prepares training data: aligned tracker crops with targets, as sharded TFRecords plus a manifest.
+
+    python -m data.prepare --annotations COCO.json --images DIR [--splits splits.json] --output_dir OUT \
+        [--teacher official|none] [--crop_size 384] [--limit N]
+
+Reads any COCO-keypoints dataset (LSPET in ../shared/data, COCO, a user's own), maps its keypoints onto the
+tracker topology by name, and — with ``--teacher official`` — fills the points the dataset does not annotate
+(face, hands, feet, depth) with pseudo-labels from the official Full model run through the runtime pipeline.
+Ground truth always wins: each point records its source (0 none, 1 ground truth, 2 teacher) and a weight.
+A dataset with images but no annotations (e.g. yoga_pose_photos) is labelled by the teacher alone.
+
+Each person with a torso becomes one example: the alignment crop of DESIGN.md §4 (centre mid-hip, side
+2.5·r, rotated upright) enlarged by ``--margin`` so augmentation can scale/shift/rotate without running out of
+pixels, at ``crop_size`` pixels, JPEG-encoded. Keypoints are stored in that crop's pixels; the two auxiliary
+ROI points (centre, scale point) are appended after the body points.
+
+Bad records — missing or unreadable image, keypoints outside the image, no torso — are counted per reason in
+the manifest and printed; never fatal, never silently dropped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+from absl import flags
+from tqdm import tqdm
+
+from blazepose_tf import cli
+from blazepose_tf.codecs import roi as roi_codec
+from blazepose_tf.codecs.alignment import alignment_points
+from blazepose_tf.datasets.coco import ImageRecord, load_coco_keypoints
+from blazepose_tf.errors import InputError, UserError
+from blazepose_tf.io.images import load_image
+from blazepose_tf.metrics import match_prediction
+from blazepose_tf.topology import BLAZEPOSE_33, Topology
+
+SOURCE_NONE, SOURCE_GT, SOURCE_TEACHER = 0, 1, 2
+ROI_SCALE = 1.25           # inference ROI = 2·r·1.25 (DESIGN.md §4)
+OUTSIDE_TOLERANCE = 0.05   # GT points further than this fraction of the image outside it are dropped
+
+flags.DEFINE_string("annotations", None, "COCO-keypoints JSON (images without annotations: teacher labels only).")
+flags.DEFINE_string("images", None, "Folder the JSON's file_name entries are relative to.")
+flags.DEFINE_string("splits", None, "Splits JSON {name: [image ids]}; default splits.json beside --annotations "
+                    "if present, else one split 'all'.")
+flags.DEFINE_list("split_names", None, "Only these splits (default: every split in the file).")
+flags.DEFINE_string("output_dir", None, "Where to write <split>-NNNNN.tfrecord shards and manifest.json.")
+flags.DEFINE_enum("teacher", "official", ["official", "none"], "Pseudo-label teacher for unannotated points.")
+flags.DEFINE_integer("crop_size", 384, "Stored crop side in pixels (the 256 training crop plus margin).")
+flags.DEFINE_float("margin", 1.5, "Stored crop side relative to the inference ROI side.")
+flags.DEFINE_float("teacher_weight", 0.5, "Loss weight of teacher pseudo-labels (ground truth has 1).")
+flags.DEFINE_integer("shard_size", 1000, "Examples per TFRecord shard.")
+flags.DEFINE_integer("limit", None, "Only the first N images of each split (for quick runs).")
+flags.DEFINE_integer("num_threads", 2, "Threads for the teacher's TFLite inference.")
+FLAGS = flags.FLAGS
+
+
+def _bytes(v: bytes):
+    import tensorflow as tf
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+
+def _floats(v: np.ndarray):
+    import tensorflow as tf
+    return tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(v, np.float32).reshape(-1).tolist()))
+
+
+def _ints(v: np.ndarray):
+    import tensorflow as tf
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=np.asarray(v, np.int64).reshape(-1).tolist()))
+
+
+class Labeller:
+    """Merges ground truth with teacher pseudo-labels and cuts the aligned crop of one person."""
+
+    def __init__(self, teacher, topology: Topology, crop_size: int, margin: float, teacher_weight: float):
+        self.teacher = teacher
+        self.topology = topology
+        self.crop_size = crop_size
+        self.margin = margin
+        self.teacher_weight = teacher_weight
+
+    def people(self, record: ImageRecord, image: np.ndarray, problems: Counter) -> Iterable[dict]:
+        """Yields one labelled example per usable person of ``record``."""
+        h, w = image.shape[:2]
+        poses = self.teacher.process(image) if self.teacher is not None else []
+        people = [p for p in record.people if not p.iscrowd and p.num_available > 0]
+        if not record.people:  # unannotated dataset: every teacher pose is a person
+            for pose in poses:
+                yield from self._example(image, None, None, pose, problems)
+            if not poses:
+                problems["teacher_found_no_person"] += 1
+            return
+        if not people:
+            problems["no_keypoints"] += 1
+        for person in people:
+            gt = person.keypoints.astype(np.float32)
+            avail = person.available.copy()
+            tol = OUTSIDE_TOLERANCE * max(w, h)
+            outside = avail & ((gt[:, 0] < -tol) | (gt[:, 1] < -tol) | (gt[:, 0] > w + tol) | (gt[:, 1] > h + tol))
+            if outside.any():
+                problems["keypoints_outside_image"] += int(outside.sum())
+                avail &= ~outside
+            pose = match_prediction((gt, avail), poses) if poses and avail.any() else None
+            if pose is not None:  # a teacher pose is only used if it agrees with the person's annotation
+                err = np.linalg.norm(pose.keypoints[avail, :2] - gt[avail], axis=1)
+                span = max(float(np.ptp(gt[avail], axis=0).max()), 1.0)
+                if float(np.median(err)) > 0.3 * span:
+                    pose = None
+                    problems["teacher_disagrees"] += 1
+            yield from self._example(image, gt, avail, pose, problems)
+
+    def _example(self, image, gt, avail, pose, problems: Counter) -> Iterable[dict]:
+        k = self.topology.num_keypoints
+        pts = np.zeros((k, 3), np.float32)
+        source = np.zeros(k, np.int64)
+        weight = np.zeros(k, np.float32)
+        visible = np.zeros(k, np.float32)
+        vis_weight = np.zeros(k, np.float32)
+        z_weight = np.zeros(k, np.float32)
+        if pose is not None:
+            pts[:] = pose.keypoints
+            source[:] = SOURCE_TEACHER
+            weight[:] = self.teacher_weight
+            visible[:] = (pose.visibility > 0.5).astype(np.float32)
+            vis_weight[:] = self.teacher_weight
+            z_weight[:] = self.teacher_weight
+        if gt is not None:
+            pts[avail, :2] = gt[avail]
+            source[avail] = SOURCE_GT
+            weight[avail] = 1.0
+            visible[avail] = 1.0     # v=2 in LSPET; v=1 (COCO "labelled, occluded") is not kept by the loader
+            vis_weight[avail] = 1.0
+            if pose is None:
+                source[~avail] = SOURCE_NONE
+                weight[~avail] = 0.0
+                vis_weight[~avail] = 0.0
+        known = source > SOURCE_NONE
+        align = alignment_points(pts, known, self.topology)
+        if align is None:
+            problems["no_torso"] += 1
+            return
+        roi = roi_codec.alignment_roi(align[0], align[1], scale=ROI_SCALE * self.margin)
+        if roi.width < 8:
+            problems["person_too_small"] += 1
+            return
+        crop = roi_codec.crop(image, roi, self.crop_size, self.crop_size, border="replicate")
+        s = self.crop_size
+        xy = roi_codec.image_to_crop(pts[:, :2], roi) * s
+        z = pts[:, 2:3] / roi.width * s
+        aux = roi_codec.image_to_crop(align[:2], roi) * s
+        kps = np.concatenate([np.concatenate([xy, z], 1), np.concatenate([aux, np.zeros((2, 1), np.float32)], 1)])
+        ones = np.ones(2, np.float32)
+        yield {"crop": crop, "keypoints": kps.astype(np.float32),
+               "weight": np.concatenate([weight, ones]), "visible": np.concatenate([visible, ones]),
+               "vis_weight": np.concatenate([vis_weight, np.zeros(2, np.float32)]),
+               "z_weight": np.concatenate([z_weight, np.zeros(2, np.float32)]),
+               "source": np.concatenate([source, [SOURCE_GT, SOURCE_GT]])}
+
+
+def to_example(ex: dict, image_id, source_path: str) -> bytes:
+    """Serializes one example (JPEG crop + per-point arrays) as a tf.train.Example."""
+    import cv2
+    import tensorflow as tf
+    ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(ex["crop"], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    if not ok:
+        raise InputError(f"could not encode crop of {source_path}")
+    feats = {"image/encoded": _bytes(jpg.tobytes()), "image/size": _ints([ex["crop"].shape[0]]),
+             "image/id": _bytes(str(image_id).encode()), "image/source": _bytes(source_path.encode()),
+             "keypoints": _floats(ex["keypoints"]), "weight": _floats(ex["weight"]),
+             "visible": _floats(ex["visible"]), "vis_weight": _floats(ex["vis_weight"]),
+             "z_weight": _floats(ex["z_weight"]), "source": _ints(ex["source"])}
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+
+class ShardWriter:
+    """Writes examples into ``<prefix>-NNNNN.tfrecord`` shards; a shard appears only when complete."""
+
+    def __init__(self, out_dir: Path, prefix: str, shard_size: int):
+        self.out_dir, self.prefix, self.shard_size = out_dir, prefix, shard_size
+        self.count, self.shards, self._writer, self._in_shard = 0, [], None, 0
+
+    def write(self, data: bytes) -> None:
+        import tensorflow as tf
+        if self._writer is None:
+            name = f"{self.prefix}-{len(self.shards):05d}.tfrecord"
+            self._part = self.out_dir / (name + ".part")
+            self._writer = tf.io.TFRecordWriter(str(self._part))
+            self.shards.append(name)
+        self._writer.write(data)
+        self.count += 1
+        self._in_shard += 1
+        if self._in_shard >= self.shard_size:
+            self.close()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            os.replace(self._part, self.out_dir / self.shards[-1])
+            self._writer, self._in_shard = None, 0
+
+
+def prepare_split(dataset, labeller: Labeller, out_dir: Path, split: str, shard_size: int,
+                  progress: bool = True) -> dict:
+    """Labels and writes one split; returns its manifest entry."""
+    problems: Counter = Counter(dataset.problems)
+    coverage_gt = np.zeros(labeller.topology.num_keypoints, np.int64)
+    coverage_teacher = np.zeros_like(coverage_gt)
+    writer = ShardWriter(out_dir, split, shard_size)
+    for rec in tqdm(dataset.records, desc=f"prepare {split}", unit="img", disable=not progress, file=sys.stderr):
+        try:
+            image = load_image(rec.file_path)
+        except InputError as e:
+            problems["missing_image" if "not found" in str(e) or "no such" in str(e).lower() else "unreadable_image"] += 1
+            continue
+        for ex in labeller.people(rec, image, problems):
+            writer.write(to_example(ex, rec.image_id, str(rec.file_path)))
+            k = labeller.topology.num_keypoints
+            coverage_gt += ex["source"][:k] == SOURCE_GT
+            coverage_teacher += ex["source"][:k] == SOURCE_TEACHER
+    writer.close()
+    names = labeller.topology.keypoints
+    return {"examples": writer.count, "images": len(dataset.records), "shards": writer.shards,
+            "problems": dict(problems),
+            "coverage": {n: {"ground_truth": int(g), "teacher": int(t)}
+                         for n, g, t in zip(names, coverage_gt, coverage_teacher)}}
+
+
+def main(argv: list[str]) -> int:
+    if not FLAGS.annotations or not FLAGS.images or not FLAGS.output_dir:
+        raise UserError("--annotations, --images and --output_dir are required (see --help)")
+    out_dir = Path(FLAGS.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    splits_json = FLAGS.splits or (Path(FLAGS.annotations).parent / "splits.json")
+    split_names: list[Optional[str]] = [None]
+    if Path(splits_json).is_file():
+        with open(splits_json) as f:
+            split_names = [k for k, v in json.load(f).items() if isinstance(v, list)]
+    elif FLAGS.splits:
+        raise UserError(f"splits file not found: {FLAGS.splits}")
+    if FLAGS.split_names:
+        unknown = set(FLAGS.split_names) - set(split_names)
+        if unknown:
+            raise UserError(f"unknown split(s) {sorted(unknown)}; known: {split_names}")
+        split_names = list(FLAGS.split_names)
+    teacher = None
+    if FLAGS.teacher == "official":
+        from blazepose_tf.runtime.pipeline import PoseTracker
+        teacher = PoseTracker.from_official(mode="image", num_threads=FLAGS.num_threads, num_poses=3)
+    labeller = Labeller(teacher, BLAZEPOSE_33, FLAGS.crop_size, FLAGS.margin, FLAGS.teacher_weight)
+    manifest = {"annotations": str(FLAGS.annotations), "teacher": FLAGS.teacher, "crop_size": FLAGS.crop_size,
+                "margin": FLAGS.margin, "roi_scale": ROI_SCALE, "topology": list(BLAZEPOSE_33.keypoints),
+                "aux_points": ["roi_center", "roi_scale"], "splits": {}}
+    for split in split_names:
+        ds = load_coco_keypoints(FLAGS.annotations, FLAGS.images, split=split,
+                                 splits_json=splits_json if split else None)
+        if FLAGS.limit:
+            ds.records = ds.records[:FLAGS.limit]
+        name = split or "all"
+        entry = prepare_split(ds, labeller, out_dir, name, FLAGS.shard_size)
+        manifest["splits"][name] = entry
+        print(f"{name}: {entry['examples']} examples from {entry['images']} images; problems: "
+              + (", ".join(f"{k}={v}" for k, v in sorted(entry["problems"].items())) or "none"))
+    tmp = out_dir / "manifest.json.part"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, out_dir / "manifest.json")
+    print(f"manifest -> {out_dir / 'manifest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
