@@ -65,5 +65,7 @@ def run(main: Callable[[list[str]], int], argv: Optional[list[str]] = None) -> N
 
 
 def _module_name(argv0: str) -> str:
-    base = os.path.splitext(os.path.basename(argv0))[0]
-    return f"blazepose_tf.{base}" if base not in ("__main__", "-c") else "blazepose_tf.<command>"
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:
+        return spec.name
+    return os.path.splitext(os.path.basename(argv0))[0]

@@ -56,6 +56,7 @@ flags.DEFINE_float("teacher_weight", 0.5, "Loss weight of teacher pseudo-labels 
 flags.DEFINE_integer("shard_size", 1000, "Examples per TFRecord shard.")
 flags.DEFINE_integer("limit", None, "Only the first N images of each split (for quick runs).")
 flags.DEFINE_integer("num_threads", 2, "Threads for the teacher's TFLite inference.")
+flags.DEFINE_bool("progress", True, "Show progress bars.")
 FLAGS = flags.FLAGS
 
 
@@ -261,7 +262,7 @@ def main(argv: list[str]) -> int:
         if FLAGS.limit:
             ds.records = ds.records[:FLAGS.limit]
         name = split or "all"
-        entry = prepare_split(ds, labeller, out_dir, name, FLAGS.shard_size)
+        entry = prepare_split(ds, labeller, out_dir, name, FLAGS.shard_size, FLAGS.progress)
         manifest["splits"][name] = entry
         print(f"{name}: {entry['examples']} examples from {entry['images']} images; problems: "
               + (", ".join(f"{k}={v}" for k, v in sorted(entry["problems"].items())) or "none"))

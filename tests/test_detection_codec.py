@@ -167,3 +167,20 @@ def test_weighted_nms_degenerate_box_does_not_crash():
     assert np.isfinite(out2.boxes).all() and len(out2) >= 1
     np.testing.assert_allclose(out2.boxes[0], flat, atol=1e-7)
     assert out2.scores[0] == pytest.approx(0.9)
+
+
+def test_decode_boxes_accepts_flat_regressors():
+    anchors = generate_anchors()[:5]
+    boxes, kps = _random_targets(np.random.default_rng(5), 5)
+    raw = encode_boxes(boxes, kps, anchors)
+    out_boxes, out_kps = decode_boxes(raw.reshape(-1), anchors)
+    np.testing.assert_allclose(out_boxes, boxes, atol=1e-4)
+    np.testing.assert_allclose(out_kps, kps, atol=1e-4)
+
+
+def test_decode_detections_accepts_flat_regressors():
+    anchors = generate_anchors()[:5]
+    boxes, kps = _random_targets(np.random.default_rng(6), 5)
+    raw = encode_boxes(boxes, kps, anchors)
+    dets = decode_detections(raw.reshape(-1), np.full(5, 4.0), anchors)
+    np.testing.assert_allclose(dets.boxes, boxes, atol=1e-4)

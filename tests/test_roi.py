@@ -60,28 +60,48 @@ def test_normalize_radians():
         assert math.cos(n - a) == pytest.approx(1.0) and math.sin(n - a) == pytest.approx(0.0, abs=1e-9)
 
 
-def _random_roi(rng) -> Roi:
-    return Roi(float(rng.uniform(-50, 400)), float(rng.uniform(-50, 400)), float(rng.uniform(10, 300)),
-               float(rng.uniform(10, 300)), float(rng.uniform(-math.pi, math.pi)))
+def _random_roi(rng, square: bool, rotated: bool) -> Roi:
+    w = float(rng.uniform(10, 300))
+    h = w if square else float(rng.uniform(10, 300))
+    return Roi(float(rng.uniform(-50, 400)), float(rng.uniform(-50, 400)), w, h,
+               float(rng.uniform(-math.pi, math.pi)) if rotated else 0.0)
 
 
-def test_project_and_image_to_crop_are_inverse():
+def _check_inverse(roi: Roi, rng) -> None:
+    pts = rng.uniform(-100, 500, size=(50, 2))
+    back = project_to_image(image_to_crop(pts, roi), roi)
+    np.testing.assert_allclose(back, pts, atol=1e-3)
+    uv = rng.uniform(-0.5, 1.5, size=(50, 2))
+    np.testing.assert_allclose(image_to_crop(project_to_image(uv, roi), roi), uv, atol=1e-5)
+
+
+@pytest.mark.parametrize("square, rotated", [(True, True), (False, False)],
+                         ids=["square-rotated", "nonsquare-upright"])
+def test_project_and_image_to_crop_are_inverse(square, rotated):
     rng = np.random.default_rng(0)
     for _ in range(20):
-        roi = _random_roi(rng)
-        pts = rng.uniform(-100, 500, size=(50, 2))
-        back = project_to_image(image_to_crop(pts, roi), roi)
-        np.testing.assert_allclose(back, pts, atol=1e-3)
-        uv = rng.uniform(-0.5, 1.5, size=(50, 2))
-        np.testing.assert_allclose(image_to_crop(project_to_image(uv, roi), roi), uv, atol=1e-5)
+        _check_inverse(_random_roi(rng, square, rotated), rng)
 
 
-def test_project_to_image_corners_and_z():
-    roi = Roi(100.0, 50.0, 40.0, 20.0, math.radians(30))
+
+def test_project_and_image_to_crop_are_inverse_nonsquare_rotated():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        _check_inverse(_random_roi(rng, square=False, rotated=True), rng)
+
+
+def test_project_to_image_corners_and_z_square():
+    roi = Roi(100.0, 50.0, 40.0, 40.0, math.radians(30))
     uv = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float64)
     np.testing.assert_allclose(project_to_image(uv, roi), roi.corners(), atol=1e-4)
     pts = project_to_image(np.array([[0.5, 0.5, 0.25]]), roi)
     np.testing.assert_allclose(pts[0], [100.0, 50.0, 0.25 * 40.0], atol=1e-5)
+
+
+def test_project_to_image_corners_nonsquare_rotated():
+    roi = Roi(100.0, 50.0, 40.0, 20.0, math.radians(30))
+    uv = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float64)
+    np.testing.assert_allclose(project_to_image(uv, roi), roi.corners(), atol=1e-4)
 
 
 def test_crop_matrix_maps_roi_corners_to_crop_corners():

@@ -82,8 +82,8 @@ def decode_detections(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np
     logits = np.clip(np.asarray(raw_scores, dtype=np.float32).reshape(-1), -score_clip, score_clip)
     scores = sigmoid(logits)
     keep = np.nonzero(scores >= min_score)[0]
-    raw_boxes = np.asarray(raw_boxes)
-    boxes, kps = decode_boxes(raw_boxes.reshape(len(anchors), raw_boxes.shape[-1])[keep], anchors[keep], input_size)
+    raw_boxes = np.asarray(raw_boxes, dtype=np.float32).reshape(len(anchors), -1)
+    boxes, kps = decode_boxes(raw_boxes[keep], anchors[keep], input_size)
     return RawDetections(boxes, kps, scores[keep])
 
 

@@ -97,8 +97,10 @@ def project_to_image(points: np.ndarray, roi: Roi) -> np.ndarray:
     x = pts[:, 0] - 0.5
     y = pts[:, 1] - 0.5
     out = np.empty_like(pts)
-    out[:, 0] = (c * x - s * y) * roi.width + roi.x_center
-    out[:, 1] = (s * x + c * y) * roi.height + roi.y_center
+    x = x * roi.width
+    y = y * roi.height
+    out[:, 0] = c * x - s * y + roi.x_center
+    out[:, 1] = s * x + c * y + roi.y_center
     if pts.shape[1] > 2:
         out[:, 2] = pts[:, 2] * roi.width
     return out.astype(np.float32)

@@ -143,6 +143,8 @@ class KerasRunner:
         x = np.asarray(batch, dtype=np.float32)
         if x.ndim == 3:
             x = x[None]
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"model expects input {self.input_shape}, got {tuple(x.shape[1:])}")
         if self._fn is None:
             import tensorflow as tf
             self._fn = tf.function(lambda t: self.model(t, training=False), reduce_retracing=True)
