@@ -56,8 +56,8 @@ def sample_affine(seed: tf.Tensor, in_size: float, out_size: float, cfg: Augment
     f = tf.where(flip, -1.0, 1.0)
     fmat = tf.reshape(tf.stack([f, 0.0, 0.0, 1.0]), (2, 2))
     a = s * tf.matmul(rot, fmat)
-    cin = tf.constant([in_size / 2, in_size / 2], tf.float32)
-    cout = tf.constant([out_size / 2, out_size / 2], tf.float32)
+    cin = tf.stack([in_size / 2, in_size / 2])
+    cout = tf.stack([out_size / 2, out_size / 2])
     b = cout + t - tf.linalg.matvec(a, cin)
     return a, b, flip
 
