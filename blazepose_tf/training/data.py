@@ -48,6 +48,7 @@ def parse_fn(num_points: int) -> Callable:
         "visible": tf.io.FixedLenFeature([num_points], tf.float32),
         "vis_weight": tf.io.FixedLenFeature([num_points], tf.float32),
         "z_weight": tf.io.FixedLenFeature([num_points], tf.float32),
+        "source": tf.io.FixedLenFeature([num_points], tf.int64),
     }
 
     def parse(serialized):
@@ -80,7 +81,8 @@ def make_example_fn(cfg: TrackerDataConfig, topology: Topology, training: bool) 
         xy = tf.linalg.matvec(a, kps[:, :2]) + b
         z = kps[:, 2:3] * tf.sqrt(tf.abs(tf.linalg.det(a)))
         targets = {"keypoints": tf.concat([xy, z], 1), "weight": ex["weight"], "visible": ex["visible"],
-                   "vis_weight": ex["vis_weight"], "z_weight": ex["z_weight"]}
+                   "vis_weight": ex["vis_weight"], "z_weight": ex["z_weight"],
+                   "is_gt": tf.cast(tf.equal(ex["source"], 1), tf.float32)}
         targets = {k: tf.cond(flip, lambda v=v: tf.gather(v, perm), lambda v=v: v) for k, v in targets.items()}
         if training:
             image = color_jitter(image, seeds[1], aug)
