@@ -35,8 +35,11 @@ def build_tracker(FLAGS, mode: str, **kwargs):
                        **kwargs)
 
 
-def run(main: Callable[[list[str]], int], argv: Optional[list[str]] = None) -> None:
-    """Parses flags and runs ``main``; user errors become ``error: ...`` on stderr and their exit code."""
+def run(main: Callable[[list[str]], int], argv: Optional[list[str]] = None, positional: bool = False) -> None:
+    """Parses flags and runs ``main``; user errors become ``error: ...`` on stderr and their exit code.
+
+    With ``positional`` the command also takes non-flag arguments (passed to ``main`` after argv[0]).
+    """
     argv = list(sys.argv if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if any(a in ("-h", "--help", "--helpshort", "-help") for a in argv[1:]):
@@ -50,7 +53,7 @@ def run(main: Callable[[list[str]], int], argv: Optional[list[str]] = None) -> N
         print(f"error: {e}", file=sys.stderr)
         print(f"run `python -m {_module_name(argv[0])} --help` for the flags", file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    if len(rest) > 1:
+    if len(rest) > 1 and not positional:
         print(f"error: unexpected arguments {rest[1:]} (every option is a --flag)", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     try:

@@ -84,6 +84,19 @@ def _load_interpreter(path: Path, num_threads: int):
     return it
 
 
+def _signature_output_names(interpreter) -> dict[int, str]:
+    """Tensor index -> output name from the model's only SignatureDef (e.g. ``landmarks``); empty when the model
+    has no signature or several."""
+    try:
+        signatures = interpreter.get_signature_list()
+        if len(signatures) != 1:
+            return {}
+        details = interpreter.get_signature_runner(next(iter(signatures))).get_output_details()
+        return {int(d["index"]): str(name) for name, d in details.items()}
+    except (ValueError, RuntimeError, KeyError, AttributeError):
+        return {}
+
+
 class TFLiteRunner:
     """Runs a .tflite model with ai-edge-litert (XNNPACK delegate, applied by default)."""
 
@@ -102,7 +115,9 @@ class TFLiteRunner:
         self.input_shape = tuple(int(v) for v in inp[0]["shape"][1:])
         outs = self._it.get_output_details()
         self._out_idx = [d["index"] for d in outs]
-        self.output_roles = assign_roles([tuple(d["shape"]) for d in outs], [d["name"] for d in outs],
+        signature_names = _signature_output_names(self._it)  # preferred over tensor names when present
+        self.output_roles = assign_roles([tuple(d["shape"]) for d in outs],
+                                         [signature_names.get(d["index"], d["name"]) for d in outs],
                                          self.input_shape[:2])
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:

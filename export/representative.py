@@ -1,0 +1,231 @@
+"""Real model inputs for int8 calibration and export parity checks: aligned tracker crops or letterboxed
+detector inputs, from an annotated dataset or a plain folder of images.
+
+Dataset spec (``--representative`` / ``--eval`` of :mod:`export.to_tflite`)::
+
+    PATH[:SPLIT][,images=DIR]
+
+* ``PATH`` is a COCO-keypoints JSON file, or a dataset folder holding ``annotations.json`` (images in its
+  ``images/`` sub-folder, splits in ``splits.json``), or a plain folder of images (no annotations).
+* ``:SPLIT`` keeps the image ids listed under that name in the ``splits.json`` beside the annotations.
+* ``,images=DIR`` overrides the images folder (default: ``images/`` beside the JSON, else the JSON's folder).
+
+Examples: ``../shared/data/lspet:train``, ``coco/annotations/person_keypoints_val2017.json,images=coco/val2017``,
+``my_photos/``.
+
+Tracker crops from an annotated dataset are aligned on the ground truth, as the detector would align them
+(DESIGN.md §3/§4): centre = mid-hip, scale point = mid-hip + r·unit(mid-hip → mid-shoulder) with r the radius
+of the circle around the annotated keypoints, ROI side 2r·1.25, rotated so that the torso points up. Tracker
+crops from a plain folder are aligned on the official detector's first detection. Detector inputs are the
+whole image letterboxed with zero borders. Samples are spread evenly over the dataset (deterministic).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+from blazepose_tf.codecs import roi as roi_codec
+from blazepose_tf.datasets.coco import PersonAnnotation, load_coco_keypoints
+from blazepose_tf.errors import InputError, UserError
+from blazepose_tf.io.images import IMAGE_EXTENSIONS, load_image
+from blazepose_tf.metrics import select_scored_person
+from blazepose_tf.topology import BLAZEPOSE_33, Topology
+from blazepose_tf.types import Roi
+
+KINDS = ("tracker", "detector")
+
+
+@dataclass
+class DatasetSpec:
+    """A parsed dataset spec (see the module docstring)."""
+
+    text: str
+    images: Path
+    annotations: Optional[Path] = None
+    split: Optional[str] = None
+
+    @property
+    def annotated(self) -> bool:
+        return self.annotations is not None
+
+
+@dataclass
+class Sample:
+    """One model input and where it came from.
+
+    Attributes:
+        tensor: (1, H, W, 3) float32, normalized to the model's input range.
+        roi: the image region the input shows (image pixels).
+        source: image file.
+        person: the ground-truth person the crop is aligned on (annotated datasets, tracker crops), else None.
+        image_id: dataset image id (annotated datasets).
+    """
+
+    tensor: np.ndarray
+    roi: Roi
+    source: str
+    person: Optional[PersonAnnotation] = None
+    image_id: object = None
+
+
+def parse_spec(spec: str) -> DatasetSpec:
+    """Parses ``PATH[:SPLIT][,images=DIR]``; raises :class:`UserError` on a missing path or a bad option."""
+    text = spec.strip()
+    if not text:
+        raise UserError("empty dataset spec")
+    images_override = None
+    parts = text.split(",")
+    head, options = parts[0], parts[1:]
+    for opt in options:
+        key, sep, value = opt.partition("=")
+        if not sep or key.strip() != "images" or not value:
+            raise UserError(f"bad option {opt!r} in dataset spec {spec!r}: expected PATH[:SPLIT][,images=DIR]")
+        images_override = Path(value.strip())
+    split = None
+    path = Path(head)
+    if not path.exists() and ":" in head:
+        base, _, split = head.rpartition(":")
+        path = Path(base)
+        split = split or None
+    if not path.exists():
+        raise UserError(f"dataset not found: {path} (from spec {spec!r})")
+    annotations = None
+    if path.is_file():
+        if path.suffix.lower() != ".json":
+            raise UserError(f"dataset spec {spec!r}: {path} is neither a COCO-keypoints JSON nor a folder")
+        annotations = path
+        default_images = path.parent / "images"
+        images = default_images if default_images.is_dir() else path.parent
+    elif (path / "annotations.json").is_file():
+        annotations = path / "annotations.json"
+        images = path / "images" if (path / "images").is_dir() else path
+    else:
+        images = path
+    if images_override is not None:
+        images = images_override
+    if not images.is_dir():
+        raise UserError(f"images folder not found: {images} (from spec {spec!r})")
+    if split is not None and annotations is None:
+        raise UserError(f"dataset spec {spec!r}: a split needs annotations (a COCO JSON with splits.json beside it)")
+    return DatasetSpec(text=text, images=images, annotations=annotations, split=split)
+
+
+def gt_alignment_roi(person: PersonAnnotation, topology: Topology = BLAZEPOSE_33, scale: float = 1.25) -> Optional[Roi]:
+    """The tracker ROI a perfect detector would give for ``person`` (module docstring), None if degenerate."""
+    kp = np.asarray(person.keypoints, np.float64)[:, :2]
+    av = np.asarray(person.available, bool)
+    idx = [topology.index(n) for n in ("left_hip", "right_hip", "left_shoulder", "right_shoulder")]
+    if not av[idx].all():
+        return None
+    mid_hip = (kp[idx[0]] + kp[idx[1]]) / 2
+    mid_shoulder = (kp[idx[2]] + kp[idx[3]]) / 2
+    up = mid_shoulder - mid_hip
+    norm = float(np.linalg.norm(up))
+    radius = float(np.linalg.norm(kp[av] - mid_hip, axis=1).max())
+    if norm < 1e-6 or radius < 1e-6 or not math.isfinite(radius):
+        return None
+    roi = roi_codec.alignment_roi(mid_hip, mid_hip + up / norm * radius, scale=scale)
+    return roi if roi.width > 1e-3 else None
+
+
+def normalize(image_u8: np.ndarray, value_range: Sequence[float]) -> np.ndarray:
+    """uint8 (H, W, 3) → float32 (1, H, W, 3) scaled to ``value_range``."""
+    lo, hi = float(value_range[0]), float(value_range[1])
+    return (image_u8.astype(np.float32) * ((hi - lo) / 255.0) + lo)[None]
+
+
+def _spread(n: int, count: int) -> list[int]:
+    """``count`` indices spread evenly over ``range(n)`` first, then every other index (for fallbacks)."""
+    if n <= 0:
+        return []
+    first = sorted(set(np.linspace(0, n - 1, num=min(count, n)).round().astype(int).tolist()))
+    chosen = set(first)
+    return first + [i for i in range(n) if i not in chosen]
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+class _OfficialAligner:
+    """Aligns tracker crops on the official detector's first detection (plain image folders)."""
+
+    def __init__(self) -> None:
+        from blazepose_tf.runtime.pipeline import PersonDetector
+        from blazepose_tf.runtime.runners import TFLiteRunner
+        from data.fetch_official import official_model_path
+
+        self.detector = PersonDetector(TFLiteRunner(official_model_path("pose_detection")))
+
+    def __call__(self, image: np.ndarray) -> Optional[Roi]:
+        from blazepose_tf.runtime.pipeline import roi_from_detection
+
+        dets = self.detector(image)
+        return roi_from_detection(dets[0]) if dets else None
+
+
+def iter_samples(spec: DatasetSpec | str, kind: str, input_hw: tuple[int, int], value_range: Sequence[float],
+                 count: int, topology: Topology = BLAZEPOSE_33) -> Iterator[Sample]:
+    """Yields up to ``count`` model inputs from a dataset (see the module docstring).
+
+    Args:
+        spec: a :class:`DatasetSpec` or its text.
+        kind: ``tracker`` (aligned rotated crops) or ``detector`` (letterboxed whole images).
+        input_hw: model input (height, width).
+        value_range: model input range, e.g. (0, 1) for the tracker, (-1, 1) for the detector.
+        count: how many samples at most.
+        topology: keypoint topology annotated datasets are mapped onto.
+    Raises:
+        UserError: bad spec or kind; InputError: the dataset has no usable image.
+    """
+    if isinstance(spec, str):
+        spec = parse_spec(spec)
+    if kind not in KINDS:
+        raise UserError(f"kind must be one of {KINDS}, got {kind!r}")
+    h, w = int(input_hw[0]), int(input_hw[1])
+    if spec.annotated:
+        dataset = load_coco_keypoints(spec.annotations, spec.images, split=spec.split, topology=topology)
+        items = [(rec, select_scored_person(rec, topology)) for rec in dataset]
+        items = [(rec, p) for rec, p in items if p is not None]
+        if not items:
+            raise InputError(f"dataset {spec.text!r} has no image with a person whose shoulders and hips are "
+                             "annotated")
+        entries = [(str(rec.file_path), rec.image_id, p) for rec, p in items]
+    else:
+        files = _image_files(spec.images)
+        if not files:
+            raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {spec.images}")
+        entries = [(str(f), None, None) for f in files]
+    aligner = _OfficialAligner() if (kind == "tracker" and not spec.annotated) else None
+    produced = 0
+    for i in _spread(len(entries), count):
+        if produced >= count:
+            return
+        source, image_id, person = entries[i]
+        try:
+            image = load_image(source)
+        except InputError:
+            continue
+        if kind == "detector":
+            roi, _ = roi_codec.letterbox_roi(image.shape[1], image.shape[0], w, h)
+            pixels = roi_codec.crop(image, roi, w, h, border="zero")
+        else:
+            roi = gt_alignment_roi(person, topology) if person is not None else aligner(image)
+            if roi is None:
+                continue
+            pixels = roi_codec.crop(image, roi, w, h, border="replicate")
+        produced += 1
+        yield Sample(tensor=normalize(pixels, value_range), roi=roi, source=source,
+                     person=person if kind == "tracker" else None, image_id=image_id)
+    if produced == 0:
+        raise InputError(f"no usable sample in dataset {spec.text!r} (unreadable images, or no person found)")
+
+
+def load_samples(spec: DatasetSpec | str, kind: str, input_hw: tuple[int, int], value_range: Sequence[float],
+                 count: int, topology: Topology = BLAZEPOSE_33) -> list[Sample]:
+    """:func:`iter_samples` as a list."""
+    return list(iter_samples(spec, kind, input_hw, value_range, count, topology=topology))

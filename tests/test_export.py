@@ -1,0 +1,172 @@
+"""Export to TFLite: every quantization mode round-trips on a small model (loads in ai-edge-litert, builtin ops
+only, within stated error bounds of Keras), metadata and report, Flex-op failure, CLI."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export import metadata as md
+from export.representative import gt_alignment_roi, load_samples, parse_spec
+from export.tflite_model import inspect_model, schema
+from export.to_tflite import ConversionError, export_model, prepare_model
+from export_fixtures import flex_model, synthetic_coco, tiny_detector, tiny_tracker
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Max error relative to the largest reference magnitude, per output, on real aligned crops (stated bounds).
+ERROR_BOUNDS = {"none": 1e-5, "fp16": 1e-2, "dynamic": 2e-2, "int8": 5e-2}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return synthetic_coco(tmp_path_factory.mktemp("coco"))
+
+
+@pytest.fixture(scope="module")
+def tracker():
+    return tiny_tracker()
+
+
+@pytest.mark.parametrize("mode", ["none", "fp16", "dynamic", "int8"])
+def test_round_trip_every_quantization(mode, tracker, dataset, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from blazepose_tf.runtime.runners import TFLiteRunner
+
+    out = tmp_path / f"tracker_{mode}.tflite"
+    result = export_model(tracker, out, mode, representative=str(dataset), num_calibration=8, log=lambda *_: None)
+    # Loads in ai-edge-litert, one signature with role-named outputs, no Flex/custom ops.
+    it = Interpreter(model_path=str(out))
+    it.allocate_tensors()
+    assert it.get_signature_list() == {"serving_default": {"inputs": ["image"], "outputs": ["landmarks", "presence"]}}
+    info = inspect_model(out)
+    assert info.custom_ops == [] and info.flex_ops == []
+    assert {t.name for t in info.outputs} == {"landmarks", "presence"}  # tensors renamed after the roles
+    assert info.inputs[0].dtype == "FLOAT32" and all(t.dtype == "FLOAT32" for t in info.outputs)
+    assert info.guess_quantization() == mode
+    runner = TFLiteRunner(out)
+    assert sorted(runner.output_roles) == ["landmarks", "presence"]
+    # Within bounds of the Keras model on the same real crops.
+    samples = load_samples(str(dataset), "tracker", (64, 64), (0.0, 1.0), 8)
+    batch = np.concatenate([s.tensor for s in samples])
+    ref = tracker(batch, training=False)
+    got = runner(batch)
+    for name in ("landmarks", "presence"):
+        ref_v = np.asarray(ref[name])
+        rel = np.abs(got[name] - ref_v).max() / np.abs(ref_v).max()
+        assert rel <= ERROR_BOUNDS[mode], (name, rel)
+    # Report and metadata.
+    report = json.loads(result.report_path.read_text())
+    assert result.report_path == tmp_path / f"tracker_{mode}.report.json"
+    assert report["quantization"] == mode and report["size_bytes"] == out.stat().st_size
+    assert sorted(report["dropped_outputs"]) == ["heatmap", "offsets"]
+    assert report["flex_ops"] == [] and report["op_histogram"]
+    for name, err in report["parity"]["outputs"].items():
+        assert err["max_rel"] <= ERROR_BOUNDS[mode] and err["mean_abs"] <= err["max_abs"]
+    assert report["pck"]["keras"]["num_people"] == 8 and "delta_points" in report["pck"]
+    meta = md.read_metadata(out)
+    assert meta["kind"] == "tracker" and meta["quantization"] == mode and meta["name"] == "tiny_tracker"
+    assert meta["input"]["range"] == [0.0, 1.0] and meta["input"]["std"] == [255.0] * 3
+    assert meta["topology"]["name"] == "blazepose33" and len(meta["topology"]["keypoints"]) == 33
+    if mode == "int8":
+        assert report["calibration"]["num_inputs"] == 8
+        assert "QUANTIZE" in info.op_histogram
+
+
+def test_keep_heatmap_metadata_and_aligned_buffers(tracker, tmp_path):
+    out = tmp_path / "hm.tflite"
+    result = export_model(tracker, out, "none", keep_heatmap=True, log=lambda *_: None)
+    assert {t.name for t in inspect_model(out).outputs} == {"landmarks", "presence", "heatmap"}
+    assert result.report["dropped_outputs"] == ["offsets"]
+    assert "random" in result.report["parity"]["dataset"] and result.report["pck"] is None
+    # Adding a buffer keeps the JSON blob; weight buffers stay 16-byte aligned after the rewrite.
+    data = md.set_metadata_buffers(out, {"extra": b"hello"})
+    assert md.get_metadata_buffers(data)["extra"] == b"hello"
+    assert md.read_metadata(data)["kind"] == "tracker"
+    m = schema().Model.GetRootAs(data, 0)
+    for i in range(m.BuffersLength()):
+        b = m.Buffers(i)
+        if b.DataLength() >= 16:
+            assert b._tab.Vector(b._tab.Offset(4)) % 16 == 0  # absolute position of the data bytes
+
+
+def test_detector_export(dataset, tmp_path):
+    out = tmp_path / "det.tflite"
+    result = export_model(tiny_detector(), out, "none", representative=str(dataset), log=lambda *_: None)
+    assert result.report["kind"] == "detector"
+    assert {t.name for t in inspect_model(out).outputs} == {"regressors", "scores"}
+    meta = md.read_metadata(out)
+    assert meta["input"]["range"] == [-1.0, 1.0] and meta["input"]["mean"] == [127.5] * 3
+    assert max(e["max_rel"] for e in result.report["parity"]["outputs"].values()) <= 1e-5
+
+
+def test_flex_ops_give_a_clear_error(tmp_path):
+    with pytest.raises(ConversionError, match=r"no TFLite builtin kernel: MatrixInverse .*Flex"):
+        export_model(flex_model(), tmp_path / "flex.tflite", "none", log=lambda *_: None)
+    assert not (tmp_path / "flex.tflite").exists()
+
+
+def test_prepare_model_output_roles_and_errors():
+    import keras
+
+    from blazepose_tf.errors import ModelError
+
+    prepared = prepare_model(tiny_tracker(points=35))
+    assert prepared.kind == "tracker" and sorted(prepared.kept) == ["landmarks", "presence"]
+    assert prepared.model.inputs[0].shape == (1, 64, 64, 3)
+    inp = keras.Input((32, 32, 3))
+    bad = keras.Model(inp, keras.layers.Conv2D(4, 3)(inp))
+    with pytest.raises(ModelError, match="tracker or a detector"):
+        prepare_model(bad)
+
+
+def test_representative_spec_and_alignment(dataset, tmp_path):
+    spec = parse_spec(f"{dataset.parent}:dev")
+    assert spec.annotations == dataset and spec.split == "dev"
+    samples = load_samples(spec, "tracker", (64, 64), (0.0, 1.0), 3)
+    assert len(samples) == 3 and samples[0].tensor.shape == (1, 64, 64, 3)
+    assert 0.0 <= samples[0].tensor.min() and samples[0].tensor.max() <= 1.0
+    roi = gt_alignment_roi(samples[0].person)
+    assert abs(roi.rotation) < 0.3  # upright person: torso points up
+    det = load_samples(str(dataset), "detector", (32, 32), (-1.0, 1.0), 2)
+    assert det[0].tensor.min() >= -1.0 and det[0].tensor.shape == (1, 32, 32, 3)
+    from blazepose_tf.errors import UserError
+    with pytest.raises(UserError, match="dataset not found"):
+        parse_spec(str(tmp_path / "missing") + ":train")
+    with pytest.raises(UserError, match="bad option"):
+        parse_spec(f"{dataset},foo=1")
+
+
+def test_lspet_crops(shared_data):
+    samples = load_samples(f"{shared_data / 'lspet'}:train", "tracker", (256, 256), (0.0, 1.0), 4)
+    assert len(samples) == 4 and all(s.person is not None for s in samples)
+
+
+def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "export.to_tflite", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_export_and_errors(tracker, dataset, tmp_path):
+    keras_path = tmp_path / "tracker.keras"
+    tracker.save(keras_path)
+    out = tmp_path / "cli.tflite"
+    proc = _cli("--model", str(keras_path), "--output", str(out), "--quantize", "fp16",
+                "--representative", str(dataset), "--num_eval", "4", "--name", "cli_tracker")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "parity vs Keras on 4 inputs" in proc.stdout and "report ->" in proc.stdout
+    assert md.read_metadata(out)["name"] == "cli_tracker"
+    assert md.read_metadata(out)["source"] == "tracker.keras"
+    # User errors: one line, documented exit codes.
+    proc = _cli("--model", str(tmp_path / "nope.keras"), "--output", str(out))
+    assert proc.returncode == 4 and proc.stderr.strip().startswith("error: model file not found")
+    proc = _cli("--model", str(keras_path), "--output", str(out), "--quantize", "int8")
+    assert proc.returncode == 2 and "needs --representative" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
