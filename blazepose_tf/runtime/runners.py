@@ -143,6 +143,8 @@ class KerasRunner:
             if not path.is_file():
                 raise ModelError(f"model file not found: {path}")
             import keras
+
+            import blazepose_tf.models  # noqa: F401  registers the project's custom layers for deserialization
             try:
                 model = keras.models.load_model(path, compile=False)
             except Exception as e:  # noqa: BLE001 - any load failure is a bad model file for the user

@@ -1,0 +1,78 @@
+"""Is the model or the data the bottleneck? Input-pipeline samples/s next to training samples/s, same machine.
+
+    python -m benchmarks.input_pipeline [--data GLOB] [--preset lite] [--batch_size 32] [--batches 30]
+
+The input pipeline is measured alone (decode, alignment warp, augmentation, heatmap/offset encoding,
+batching); training alone on a fixed batch already in memory (forward, losses, backward, AdamW). Target: the
+pipeline delivers at least 2× the samples/s that training consumes. Both compete for the same cores when
+training for real, so both are measured with all cores available, one after the other.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from absl import flags
+
+flags.DEFINE_string("data", "~/.cache/blazepose_tf/data/lspet_tracker/train-*.tfrecord",
+                    "Training shards from data.prepare.")
+flags.DEFINE_string("preset", "lite", "Tracker preset.")
+flags.DEFINE_integer("batch_size", 32, "Batch size.", lower_bound=1)
+flags.DEFINE_integer("batches", 30, "Measured batches (after warm-up).", lower_bound=2)
+FLAGS = flags.FLAGS
+
+
+def main(argv: list[str]) -> int:
+    import tensorflow as tf
+
+    from blazepose_tf.topology import BLAZEPOSE_33
+    from blazepose_tf.training import objectives
+    from blazepose_tf.training.data import TrackerDataConfig, tracker_dataset
+
+    pattern = os.path.expanduser(FLAGS.data)
+    models = objectives.build_models(FLAGS.preset, BLAZEPOSE_33)
+    encode = objectives.target_encoder(models, BLAZEPOSE_33)
+    cfg = TrackerDataConfig(batch_size=FLAGS.batch_size)
+    ds = tracker_dataset(pattern, cfg, training=True, encode_targets=encode, repeat=True)
+    it = iter(ds)
+    for _ in range(3):
+        batch = next(it)
+    t0 = time.perf_counter()
+    for _ in range(FLAGS.batches):
+        batch = next(it)
+    data_rate = FLAGS.batches * FLAGS.batch_size / (time.perf_counter() - t0)
+
+    import keras
+    model = models.training
+    opt = keras.optimizers.AdamW(1e-3)
+    weights = {"coords": 1.0, "z": 0.1, "visibility": 0.2, "presence": 0.1, "heatmap": 1.0, "offset": 1.0}
+
+    @tf.function
+    def step(images, targets):
+        with tf.GradientTape() as tape:
+            terms = objectives.tracker_losses(model(images, training=True), targets, weights)
+            loss = tf.add_n(list(terms.values()))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    images, targets = batch
+    for _ in range(3):
+        step(images, targets).numpy()
+    n = max(FLAGS.batches // 3, 5)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step(images, targets).numpy()
+    train_rate = n * FLAGS.batch_size / (time.perf_counter() - t0)
+    ratio = data_rate / train_rate
+    print(f"preset {FLAGS.preset}, batch {FLAGS.batch_size}, {os.cpu_count()} CPU cores")
+    print(f"input pipeline   {data_rate:8.1f} samples/s")
+    print(f"training         {train_rate:8.1f} samples/s   ({train_rate / FLAGS.batch_size:.2f} steps/s)")
+    print(f"pipeline / training = {ratio:.2f}x   [{'PASS' if ratio >= 2 else 'FAIL'}: >= 2x]")
+    return 0 if ratio >= 2 else 1
+
+
+if __name__ == "__main__":
+    from blazepose_tf import cli
+    cli.run(main)

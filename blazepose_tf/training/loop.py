@@ -1,0 +1,234 @@
+"""The resumable training loop behind ``python -m blazepose_tf.train``."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from blazepose_tf.errors import UserError
+from blazepose_tf.topology import get_topology
+from blazepose_tf.training.augment import AugmentConfig
+from blazepose_tf.training.data import TrackerDataConfig, count_records, list_shards, tracker_dataset
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; stored in ``model_dir/config.json`` (a resumed run must match it)."""
+
+    train_data: str
+    model_dir: str
+    dev_data: Optional[str] = None
+    preset: str = "lite"
+    topology: str = "blazepose33"
+    batch_size: int = 32
+    steps: int = 1000
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    schedule: str = "cosine"
+    weight_decay: float = 1e-4
+    clipnorm: float = 5.0
+    loss_weights: dict = field(default_factory=dict)
+    init_from: str = "scratch"
+    distill_from: Optional[str] = None
+    checkpoint_every: int = 200
+    eval_every: int = 500
+    eval_batches: int = 20
+    log_every: int = 20
+    strategy: str = "default"
+    seed: int = 0
+    shuffle_buffer: int = 2048
+    augment: bool = True
+    progress: bool = True
+    log_batches: bool = False
+
+    @staticmethod
+    def from_flags(f) -> "TrainConfig":
+        weights = {k: getattr(f, "w_" + k) for k in ("heatmap", "offset", "coords", "z", "visibility",
+                                                     "presence", "distill")}
+        return TrainConfig(train_data=f.train_data, model_dir=f.model_dir, dev_data=f.dev_data, preset=f.preset,
+                           topology=f.topology, batch_size=f.batch_size, steps=f.steps,
+                           learning_rate=f.learning_rate, warmup_steps=f.warmup_steps, schedule=f.schedule,
+                           weight_decay=f.weight_decay, clipnorm=f.clipnorm, loss_weights=weights,
+                           init_from=f.init_from, distill_from=f.distill_from,
+                           checkpoint_every=f.checkpoint_every, eval_every=f.eval_every,
+                           eval_batches=f.eval_batches, log_every=f.log_every, strategy=f.strategy,
+                           seed=f.seed, shuffle_buffer=f.shuffle_buffer, augment=f.augment,
+                           progress=f.progress, log_batches=f.log_batches)
+
+    # Fields that may change between a run and its resumption without invalidating the checkpoint.
+    RESUMABLE_CHANGES = ("steps", "checkpoint_every", "eval_every", "eval_batches", "log_every", "progress",
+                         "strategy", "dev_data", "log_batches")
+
+
+def make_schedule(cfg: TrainConfig):
+    """Linear warm-up then cosine decay to 1% (or constant), as a Keras 3 schedule."""
+    import keras
+
+    decay_steps = max(cfg.steps - cfg.warmup_steps, 1)
+    if cfg.schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=cfg.learning_rate * (0.01 if cfg.warmup_steps else 1.0),
+            decay_steps=decay_steps, alpha=0.01, warmup_target=cfg.learning_rate if cfg.warmup_steps else None,
+            warmup_steps=cfg.warmup_steps)
+    return cfg.learning_rate
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise UserError("--strategy=multi_worker needs the TF_CONFIG environment variable")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _check_config(cfg: TrainConfig, model_dir: Path) -> None:
+    path = model_dir / "config.json"
+    current = asdict(cfg)
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        diff = {k for k in current if k not in TrainConfig.RESUMABLE_CHANGES and saved.get(k) != current[k]}
+        if diff:
+            raise UserError(f"{model_dir} holds a run with different settings ({', '.join(sorted(diff))}); "
+                            "use a new --model_dir or the same flags")
+    tmp = path.with_suffix(".json.part")
+    tmp.write_text(json.dumps(current, indent=1))
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Trains (or resumes) and returns the final step and metrics."""
+    from blazepose_tf.training import objectives
+
+    cfg.train_data = os.path.expanduser(os.path.expandvars(cfg.train_data))
+    cfg.dev_data = os.path.expanduser(os.path.expandvars(cfg.dev_data)) if cfg.dev_data else None
+    cfg.model_dir = os.path.expanduser(os.path.expandvars(cfg.model_dir))
+    model_dir = Path(cfg.model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        list_shards(cfg.train_data)
+        if cfg.dev_data:
+            list_shards(cfg.dev_data)
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
+    _check_config(cfg, model_dir)
+    topology = get_topology(cfg.topology)
+    strategy = make_strategy(cfg.strategy)
+    print(f"strategy {type(strategy).__name__}, replicas: {strategy.num_replicas_in_sync}", file=sys.stderr)
+    import keras
+    keras.utils.set_random_seed(cfg.seed)
+
+    num_train = count_records(cfg.train_data)
+    steps_per_epoch = max(num_train // cfg.batch_size, 1)
+    data_cfg = TrackerDataConfig(batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
+                                 augment=AugmentConfig() if cfg.augment else AugmentConfig.none())
+    with strategy.scope():
+        models = objectives.build_models(cfg.preset, topology)
+        model = models.training
+        optimizer = keras.optimizers.AdamW(learning_rate=make_schedule(cfg), weight_decay=cfg.weight_decay,
+                                           clipnorm=cfg.clipnorm or None)
+        optimizer.build(model.trainable_variables)
+        step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        best_var = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_dev_pck")
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, best=best_var)
+    manager = tf.train.CheckpointManager(ckpt, str(model_dir / "checkpoints"), max_to_keep=3)
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).expect_partial()
+        print(f"resumed from {manager.latest_checkpoint} at step {int(step_var.numpy())}", file=sys.stderr)
+    else:
+        objectives.initialize(models, cfg.init_from)
+        print(f"starting from {cfg.init_from} at step 0", file=sys.stderr)
+    start = int(step_var.numpy())
+    if start >= cfg.steps:
+        print(f"already trained {start} >= --steps {cfg.steps} steps", file=sys.stderr)
+
+    encode = objectives.target_encoder(models, topology)
+    epoch, skip = divmod(start, steps_per_epoch)
+    ds = tracker_dataset(cfg.train_data, data_cfg, training=True, topology=topology, epoch=epoch,
+                         skip_batches=skip, encode_targets=encode, repeat=True)
+    dist_ds = strategy.experimental_distribute_dataset(ds)
+    teacher = objectives.load_teacher(cfg.distill_from) if cfg.distill_from else None
+    weights = dict(cfg.loss_weights)
+
+    replicas = strategy.num_replicas_in_sync
+
+    def step_fn(images, targets):
+        if teacher is not None:
+            targets = dict(targets, **objectives.teacher_targets(teacher, images, models.num_points,
+                                                                 models.input_size))
+        with tf.GradientTape() as tape:
+            outputs = model(images, training=True)
+            terms = objectives.tracker_losses(outputs, targets, weights, models.input_size)
+            loss = tf.add_n(list(terms.values())) / replicas
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return terms
+
+    @tf.function
+    def train_step(batch):
+        images, targets = batch
+        per_replica = strategy.run(step_fn, args=(images, targets))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
+
+    writer = tf.summary.create_file_writer(str(model_dir / "logs"))
+    batches_log = open(model_dir / "batches.jsonl", "a") if cfg.log_batches else None
+    history_path = model_dir / "history.jsonl"
+    last_losses: dict = {}
+    t0 = time.time()
+    it = iter(dist_ds)
+    bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not cfg.progress,
+               file=sys.stderr)
+    step = start
+    try:
+        while step < cfg.steps:
+            batch = next(it)
+            if batches_log is not None:
+                local = strategy.experimental_local_results(batch[0])
+                digest = hashlib.sha1(b"".join(np.asarray(x).tobytes()[:4096] for x in local)).hexdigest()[:16]
+                batches_log.write(json.dumps({"step": step, "batch": digest}) + "\n")
+                batches_log.flush()
+            losses = train_step(batch)
+            step += 1
+            step_var.assign(step)
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                last_losses = {k: float(v) for k, v in losses.items()}
+                lr = optimizer.learning_rate
+                lr = float(lr(step) if callable(lr) else lr)
+                with writer.as_default(step=step):
+                    for k, v in last_losses.items():
+                        tf.summary.scalar(f"loss/{k}", v)
+                    tf.summary.scalar("learning_rate", lr)
+                bar.set_postfix(loss=f"{sum(last_losses.values()):.3f}")
+                with open(history_path, "a") as h:
+                    h.write(json.dumps({"step": step, "lr": lr, "time_s": round(time.time() - t0, 1),
+                                        **last_losses}) + "\n")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                manager.save(checkpoint_number=step)
+            if cfg.dev_data and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
+                metrics = objectives.evaluate_dev(models, cfg.dev_data, topology, data_cfg, cfg.eval_batches,
+                                                  writer, step)
+                with open(history_path, "a") as h:
+                    h.write(json.dumps({"step": step, **{f"dev_{k}": v for k, v in metrics.items()}}) + "\n")
+                if metrics["pck"] > float(best_var.numpy()):
+                    best_var.assign(metrics["pck"])
+                    objectives.export_inference(models, model_dir / "best.keras", metrics, step)
+                manager.save(checkpoint_number=step)
+    finally:
+        bar.close()
+        if batches_log is not None:
+            batches_log.close()
+    objectives.export_inference(models, model_dir / "last.keras", {}, step)
+    return {"step": step, "steps_per_epoch": steps_per_epoch, "losses": last_losses,
+            "best_dev_pck": float(best_var.numpy())}

@@ -1,0 +1,250 @@
+"""What the training loop optimizes and measures: model construction and initialization, target encoding,
+the weighted loss, distillation targets, dev evaluation and export. Kept apart from the loop so each piece can
+be tested alone."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from blazepose_tf.codecs.heatmap import encode_heatmaps
+from blazepose_tf.codecs.targets import tracker_targets
+from blazepose_tf.errors import UserError
+from blazepose_tf.losses import (coordinate_loss, heatmap_loss, offset_loss, presence_loss, split_landmarks,
+                                 visibility_loss)
+from blazepose_tf.topology import AUX_ROI_POINTS, Topology
+
+OFFICIAL_PRESET = "official_full"
+OFFICIAL_POINTS = 39  # 33 body + 2 auxiliary + 4 unused landmarks in the official tracker
+
+
+@dataclass
+class Models:
+    """The views of one tracker used in training: ``training`` (outputs landmarks, presence, heatmap and,
+    for our presets, offsets) and ``inference`` (what gets exported)."""
+
+    training: object
+    inference: object
+    num_points: int          # points the model predicts (≥ topology points + 2)
+    input_size: int = 256
+
+
+def build_models(preset: str, topology: Topology) -> Models:
+    """Our presets (``full``, ``lite``, ...) or ``official_full``: the converted official Full tracker, for
+    fine-tuning (its architecture is fixed; the topology must be the 33-point one)."""
+    import keras
+
+    if preset == OFFICIAL_PRESET:
+        from blazepose_tf.models.convert_official import converted_model_path
+        import blazepose_tf.models.official_layers  # noqa: F401
+        if topology.num_keypoints != 33:
+            raise UserError("--preset=official_full only supports the 33-point BlazePose topology")
+        full = keras.models.load_model(converted_model_path("pose_landmark_full"), compile=False)
+        out = dict(zip(full.output_names, full.outputs))
+        training = keras.Model(full.inputs, [out["landmarks"], out["presence"], out["heatmap"]],
+                               name="official_full_training")
+        return Models(training=training, inference=full, num_points=OFFICIAL_POINTS)
+    from blazepose_tf.models import build_tracker
+    try:
+        m = build_tracker(preset, topology)
+    except KeyError as e:
+        raise UserError(str(e).strip("'\"")) from None
+    return Models(training=m.training, inference=m.inference, num_points=m.num_points,
+                  input_size=m.config.input_size)
+
+
+def initialize(models: Models, init_from: str) -> None:
+    """Initial weights: ``scratch`` (as built), ``official`` (only for ``official_full``, which is built from
+    the official weights), a ``.keras`` file (layers matched by name and shape) or a checkpoint directory."""
+    if init_from in ("scratch", "official"):
+        return
+    path = Path(init_from)
+    if path.is_dir():
+        latest = tf.train.latest_checkpoint(str(path / "checkpoints") if (path / "checkpoints").is_dir() else str(path))
+        if latest is None:
+            raise UserError(f"no checkpoint found in {path}")
+        tf.train.Checkpoint(model=models.training).restore(latest).expect_partial()
+        return
+    if path.suffix != ".keras" or not path.is_file():
+        raise UserError(f"--init_from must be scratch, official, a .keras file or a checkpoint folder: {init_from}")
+    import keras
+    import blazepose_tf.models  # noqa: F401  custom layers
+    src = keras.models.load_model(path, compile=False)
+    by_name = {layer.name: layer for layer in src.layers}
+    copied = 0
+    for layer in models.training.layers:
+        other = by_name.get(layer.name)
+        if other is None or not layer.weights:
+            continue
+        if [w.shape for w in layer.weights] == [w.shape for w in other.weights]:
+            layer.set_weights(other.get_weights())
+            copied += 1
+    if copied == 0:
+        raise UserError(f"{path}: no layer matches the model being trained (by name and shape)")
+
+
+def _pad_points(x: tf.Tensor, num_points: int) -> tf.Tensor:
+    """Pads the point axis (axis 0) with zeros up to ``num_points`` (unused official landmarks)."""
+    extra = num_points - x.shape[0]
+    if extra <= 0:
+        return x
+    pad = [[0, extra]] + [[0, 0]] * (x.shape.rank - 1)
+    return tf.pad(x, pad)
+
+
+def target_encoder(models: Models, topology: Topology, with_offsets: Optional[bool] = None) -> Callable:
+    """Per-example map from the data pipeline's targets to the loss's: crop-normalized coordinates with
+    weights as masks, visibility, presence, heatmaps and offsets (:mod:`blazepose_tf.codecs`)."""
+    p = models.num_points
+    size = models.input_size
+    if with_offsets is None:
+        with_offsets = len(models.training.outputs) >= 4
+
+    def encode(image, t):
+        kps = _pad_points(t["keypoints"], p)
+        w = _pad_points(t["weight"], p)
+        zw = _pad_points(t["z_weight"], p)
+        out = tracker_targets(kps, tf.stack([w, w, zw], -1), visibility=_pad_points(t["visible"], p),
+                              visibility_available=_pad_points(t["vis_weight"], p), input_size=size)
+        hm, off, off_mask = encode_heatmaps(kps, tf.cast(w > 0, tf.float32), heatmap_size=size // 4,
+                                            input_size=size)
+        out.update(heatmap=hm, heatmap_mask=w, is_gt=_pad_points(t["is_gt"], p), keypoints_px=kps)
+        if with_offsets:
+            out.update(offsets=off, offset_mask=off_mask)
+        return image, out
+    return encode
+
+
+def _as_dict(outputs, names=("landmarks", "presence", "heatmap", "offsets")) -> dict:
+    return dict(outputs) if isinstance(outputs, dict) else dict(zip(names, outputs))
+
+
+def tracker_losses(outputs, targets: dict, weights: dict, input_size: int = 256) -> dict:
+    """Weighted loss terms (scalars, batch means over annotated points)."""
+    out = _as_dict(outputs)
+    xyz, vis_logits, _ = split_landmarks(out["landmarks"], input_size)
+    m = targets["coord_mask"]
+    terms = {
+        "coords": weights.get("coords", 1.0) * coordinate_loss(targets["coords"][..., :2], xyz[..., :2], m[..., :2]),
+        "z": weights.get("z", 0.1) * coordinate_loss(targets["coords"][..., 2:], xyz[..., 2:], m[..., 2:]),
+        "visibility": weights.get("visibility", 0.2) * visibility_loss(targets["visibility"], vis_logits,
+                                                                       targets["visibility_mask"]),
+        "presence": weights.get("presence", 0.1) * presence_loss(targets["presence"], out["presence"]),
+    }
+    if "heatmap" in out and weights.get("heatmap", 1.0) > 0:
+        terms["heatmap"] = weights.get("heatmap", 1.0) * heatmap_loss(targets["heatmap"], out["heatmap"],
+                                                                      targets["heatmap_mask"])
+    if "offsets" in out and "offsets" in targets and weights.get("offset", 1.0) > 0:
+        terms["offset"] = weights.get("offset", 1.0) * offset_loss(targets["offsets"], out["offsets"],
+                                                                   targets["offset_mask"], targets["heatmap_mask"])
+    if "distill_coords" in targets and weights.get("distill", 0.0) > 0:
+        not_gt = (1.0 - targets["is_gt"])[..., None] * tf.ones_like(xyz[..., :2])
+        terms["distill"] = weights["distill"] * (
+            coordinate_loss(targets["distill_coords"][..., :2], xyz[..., :2], not_gt)
+            + visibility_loss(targets["distill_visibility"], vis_logits, 1.0 - targets["is_gt"]))
+    return terms
+
+
+def load_teacher(spec: str):
+    """The distillation teacher: ``official`` (converted official Full) or a ``.keras`` tracker."""
+    import keras
+    import blazepose_tf.models  # noqa: F401
+    if spec == "official":
+        from blazepose_tf.models.convert_official import converted_model_path
+        path = converted_model_path("pose_landmark_full")
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise UserError(f"--distill_from: no such model {spec}")
+    teacher = keras.models.load_model(path, compile=False)
+    teacher.trainable = False
+    return teacher
+
+
+def teacher_targets(teacher, images: tf.Tensor, num_points: int, input_size: int = 256) -> dict:
+    """Teacher predictions on the (augmented) batch as soft targets: coordinates and visibility probability."""
+    out = dict(zip(teacher.output_names, teacher(images, training=False)))
+    xyz, vis_logits, _ = split_landmarks(out["landmarks"], input_size)
+    p = min(num_points, xyz.shape[1])
+    pad = num_points - p
+    coords = tf.pad(xyz[:, :p], [[0, 0], [0, pad], [0, 0]])
+    vis = tf.pad(tf.sigmoid(vis_logits[:, :p]), [[0, 0], [0, pad]])
+    return {"distill_coords": tf.stop_gradient(coords), "distill_visibility": tf.stop_gradient(vis)}
+
+
+def crop_pck(pred_px: np.ndarray, gt_px: np.ndarray, is_gt: np.ndarray, topology: Topology,
+             threshold: float = 0.2) -> tuple[int, int]:
+    """(correct, total) GT points within ``threshold`` × torso (mid-shoulder↔mid-hip) on aligned crops."""
+    ls, rs, lh, rh = (topology.index(n) for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip"))
+    k = topology.num_keypoints
+    correct = total = 0
+    for b in range(len(gt_px)):
+        if not is_gt[b, [ls, rs, lh, rh]].all():
+            continue
+        torso = np.linalg.norm((gt_px[b, ls, :2] + gt_px[b, rs, :2]) / 2 - (gt_px[b, lh, :2] + gt_px[b, rh, :2]) / 2)
+        m = is_gt[b, :k] > 0
+        err = np.linalg.norm(pred_px[b, :k, :2][m] - gt_px[b, :k, :2][m], axis=1)
+        correct += int((err < threshold * torso).sum())
+        total += int(m.sum())
+    return correct, total
+
+
+def evaluate_dev(models: Models, dev_data: str, topology: Topology, data_cfg, max_batches: int, writer,
+                 step: int) -> dict:
+    """PCK@0.2 of the inference model on aligned dev crops (ground-truth points only), with sample images."""
+    from blazepose_tf.training.data import tracker_dataset
+
+    ds = tracker_dataset(dev_data, data_cfg, training=False, topology=topology,
+                         encode_targets=target_encoder(models, topology, with_offsets=False))
+    correct = total = 0
+    coord_err = []
+    first = None
+    for i, (images, t) in enumerate(ds):
+        if max_batches and i >= max_batches:
+            break
+        out = dict(zip(models.inference.output_names, models.inference(images, training=False)))
+        xyz, _, _ = split_landmarks(out["landmarks"], models.input_size)
+        pred = xyz.numpy() * models.input_size
+        gt = t["keypoints_px"].numpy()
+        is_gt = t["is_gt"].numpy()
+        c, n = crop_pck(pred, gt, is_gt, topology)
+        correct, total = correct + c, total + n
+        coord_err.append(float(np.abs(pred[..., :2] - gt[..., :2])[is_gt > 0].mean()))
+        if first is None:
+            first = (images.numpy()[:4], pred[:4], gt[:4], is_gt[:4])
+    metrics = {"pck": 100.0 * correct / max(total, 1), "points": total,
+               "coord_l1_px": float(np.mean(coord_err)) if coord_err else float("nan")}
+    with writer.as_default(step=step):
+        tf.summary.scalar("dev/pck@0.2", metrics["pck"])
+        tf.summary.scalar("dev/coord_l1_px", metrics["coord_l1_px"])
+        if first is not None:
+            tf.summary.image("dev/predictions", _draw(*first, topology.num_keypoints), max_outputs=4)
+    return metrics
+
+
+def _draw(images: np.ndarray, pred: np.ndarray, gt: np.ndarray, is_gt: np.ndarray, k: int) -> np.ndarray:
+    import cv2
+    out = []
+    for img, p, g, m in zip(images, pred, gt, is_gt):
+        canvas = np.ascontiguousarray((img * 255).astype(np.uint8))
+        for j in range(k):
+            if m[j] > 0:
+                cv2.circle(canvas, (int(g[j, 0]), int(g[j, 1])), 3, (0, 255, 0), -1)
+            cv2.circle(canvas, (int(p[j, 0]), int(p[j, 1])), 2, (255, 0, 0), -1)
+        out.append(canvas)
+    return np.stack(out).astype(np.float32) / 255.0
+
+
+def export_inference(models: Models, path: Path, metrics: dict, step: int) -> None:
+    """Saves the inference model as ``.keras`` atomically, with a JSON sidecar (step, metrics)."""
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".part.keras")
+    models.inference.save(tmp)
+    os.replace(tmp, path)
+    side = path.with_suffix(".json")
+    side.write_text(json.dumps({"step": step, **metrics}, indent=1))
