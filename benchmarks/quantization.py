@@ -5,13 +5,15 @@
         [--eval ../shared/data/lspet:dev] [--num_eval 585] [--runs 100] [--rounds 5] [--out_dir out/quantization]
         [--output table.json]
 
-For every preset, the model (``--weights``: a ``.keras`` model or a ``.weights.h5`` for the preset; without it
-the preset is built untrained and its PCK is meaningless, which the table says) is exported by
-:func:`export.to_tflite.export_model` in each mode (int8 calibrated on ``--num_calibration`` GT-aligned crops
-of ``--representative``); PCK@0.2 comes from the export report (the exported model's landmarks on
-ground-truth-aligned crops of ``--eval``, projected back and scored as in DESIGN.md §7). Host latency is
-measured with ai-edge-litert + XNNPACK at 1 thread, all modes of a preset interleaved in the same run
-(:func:`export.bench.measure`), and reported as the speed-up over fp32 (fp32 median / mode median).
+For every preset (and, with ``--official_tracker``, MediaPipe's Full tracker converted to Keras, whose trained
+weights make the PCK change meaningful even when the presets have none), the model (``--weights``: a ``.keras``
+model or a ``.weights.h5`` for the preset; without it the preset is built untrained and its PCK is meaningless,
+which the table says) is exported by :func:`export.to_tflite.export_model` in each mode (int8 calibrated on
+``--num_calibration`` GT-aligned crops of ``--representative``); PCK@0.2 comes from the export report (the
+exported model's landmarks on ground-truth-aligned crops of ``--eval``, projected back and scored as in
+DESIGN.md §7). Host latency is measured with ai-edge-litert + XNNPACK at 1 thread, all modes of a model
+interleaved in the same run (:func:`export.bench.measure`), and reported as the speed-up over fp32 (fp32 median
+/ mode median).
 
 Target: full int8 at least 1.8× faster than fp32 with at most 1 point of PCK lost. Exit code 0 when every
 preset meets it, 1 otherwise (2-4 for usage/data/model errors).
@@ -39,6 +41,8 @@ MODES = ("none", "fp16", "dynamic", "int8")
 
 flags.DEFINE_string("presets", "lite,full", "Tracker presets (blazepose_tf.models.TRACKER_PRESETS).")
 flags.DEFINE_string("weights", "", "Trained weights per preset: preset=PATH (.keras model or .weights.h5), comma-separated.")
+flags.DEFINE_bool("official_tracker", True, "Also run MediaPipe's Full tracker converted to Keras "
+                  "(blazepose_tf.models.convert_official): trained weights, so its PCK changes are meaningful.")
 flags.DEFINE_string("modes", ",".join(MODES), "Quantization modes to compare (none is the reference).")
 flags.DEFINE_string("representative", f"{DEFAULT_LSPET}:train", "Calibration dataset spec (export.representative).")
 flags.DEFINE_integer("num_calibration", 200, "int8 calibration crops.", lower_bound=1)
@@ -65,11 +69,17 @@ def parse_weights(text: str) -> dict[str, Path]:
     return out
 
 
+OFFICIAL_ROW = "official_full"
+
+
 def load_tracker(preset: str, weights: Optional[Path]):
-    """(Keras model, trained?) for a preset."""
+    """(Keras model, trained?) for a preset (or ``official_full``: the converted official Full tracker)."""
     from blazepose_tf.models import build_tracker
     from export.to_tflite import load_keras_model
 
+    if preset == OFFICIAL_ROW:
+        from blazepose_tf.models.convert_official import converted_model_path
+        return load_keras_model(converted_model_path("pose_landmark_full")), True
     if weights is not None and weights.suffix == ".keras":
         return load_keras_model(weights), True
     try:
@@ -120,14 +130,15 @@ def run_preset(preset: str, weights: Optional[Path], modes: list[str], out_dir: 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The printed table."""
-    head = (f"{'preset':<7} {'mode':<8} {'size MB':>8} {'1-thr ms':>9} {'vs fp32':>8} {'PCK@0.2':>8} "
+    w = max([len(r["preset"]) for r in rows] + [6])
+    head = (f"{'preset':<{w}} {'mode':<8} {'size MB':>8} {'1-thr ms':>9} {'vs fp32':>8} {'PCK@0.2':>8} "
             f"{'ΔPCK':>6} {'max rel err':>11}")
     lines = [head, "-" * len(head)]
     for r in rows:
         pck = f"{r['pck']:.1f}" if r["pck"] is not None else "n/a"
         dp = f"{r['pck_delta']:+.1f}" if r["pck_delta"] is not None else "n/a"
         sp = f"{r['speedup']:.2f}x" if r["speedup"] is not None else "n/a"
-        lines.append(f"{r['preset']:<7} {r['mode']:<8} {r['size_mb']:>8.2f} {r['median_ms']:>9.2f} {sp:>8} "
+        lines.append(f"{r['preset']:<{w}} {r['mode']:<8} {r['size_mb']:>8.2f} {r['median_ms']:>9.2f} {sp:>8} "
                      f"{pck:>8} {dp:>6} {r['max_rel_error']:>11.2g}" + ("" if r["trained"] else "  (untrained)"))
     return "\n".join(lines)
 
@@ -140,7 +151,7 @@ def verdicts(rows: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
             continue
         ok_speed = r["speedup"] is not None and r["speedup"] >= SPEEDUP_TARGET
         ok_pck = r["pck_delta"] is not None and r["pck_delta"] >= -PCK_LOSS_TARGET
-        note = "" if r["trained"] else " [untrained weights: PCK not meaningful]"
+        note = "" if r["trained"] else " [untrained weights: PCK not meaningful, pass --weights]"
         dp = f"{r['pck_delta']:+.2f} points" if r["pck_delta"] is not None else "n/a"
         out.append((r["preset"], ok_speed and ok_pck,
                     f"{r['preset']} int8: {r['speedup']:.2f}x faster than fp32 (target >= {SPEEDUP_TARGET}x) "
@@ -162,6 +173,8 @@ def main(argv: list[str]) -> int:
     out_dir = Path(FLAGS.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    if FLAGS.official_tracker:
+        presets.append(OFFICIAL_ROW)
     for preset in presets:
         rows += run_preset(preset, weights.get(preset), modes, out_dir)
     print(f"host: ai-edge-litert + XNNPACK, 1 thread, median of {FLAGS.runs} runs; PCK@0.2 (mid torso) on "

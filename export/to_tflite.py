@@ -17,7 +17,9 @@ Steps:
 4. Quantization: ``none`` (fp32), ``fp16`` (fp16 weights), ``dynamic`` (int8 weights, float activations),
    ``int8`` (full integer: weights and activations int8, calibrated on ``--num_calibration`` real inputs from
    ``--representative``). int8 models keep float32 input and output tensors (QUANTIZE/DEQUANTIZE at the
-   edges), so the runtime contract (input range, output units) is the same for every mode.
+   edges), so the runtime contract (input range, output units) is the same for every mode. int8 pays off on
+   phones (ARM dot-product kernels; measure with :mod:`android_harness.bench`); on an x86 host with AVX2 and no
+   VNNI, XNNPACK's int8 kernels are about as fast as fp32, and dynamic-range models are slower.
 5. Metadata (name, kind, topology, input normalization, quantization, version) is embedded as JSON, see
    :mod:`export.metadata`.
 6. A report is written beside the model (``out.report.json``): file size, op histogram, I/O, and parity
@@ -356,7 +358,7 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
         f"{', '.join(prepared.kept)}" + (f"; dropped {', '.join(prepared.dropped)}" if prepared.dropped else ""))
 
     calib: list[Sample] = []
-    if representative:
+    if representative and (quantization == "int8" or not eval_spec):  # else only --eval is used
         calib = load_samples(representative, kind, prepared.input_hw, value_range,
                              num_calibration if quantization == "int8" else num_eval, topology=topology)
         log(f"representative set {representative!r}: {len(calib)} inputs")

@@ -143,6 +143,21 @@ def test_representative_spec_and_alignment(dataset, tmp_path):
         parse_spec(f"{dataset},foo=1")
 
 
+def test_plain_image_folder_uses_the_official_detector(dataset):
+    from blazepose_tf.errors import ModelError
+    from data.fetch_official import official_model_path
+
+    try:
+        official_model_path("pose_detection", fetch_if_missing=False)
+    except ModelError as e:
+        pytest.skip(f"official models unavailable: {e}")
+    spec = parse_spec(str(dataset.parent / "images"))
+    assert not spec.annotated
+    samples = load_samples(spec, "tracker", (64, 64), (0.0, 1.0), 3)
+    assert len(samples) == 3 and all(s.person is None for s in samples)
+    assert all(s.roi.width > 50 for s in samples)  # the astronaut is found and cropped
+
+
 def test_lspet_crops(shared_data):
     samples = load_samples(f"{shared_data / 'lspet'}:train", "tracker", (256, 256), (0.0, 1.0), 4)
     assert len(samples) == 4 and all(s.person is not None for s in samples)
