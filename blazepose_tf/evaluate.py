@@ -3,20 +3,33 @@ detection rate; mid-torso and diagonal-torso variants) and COCO keypoint AP with
 
     python -m blazepose_tf.evaluate --annotations COCO.json --images DIR [--split dev] [--output summary.json]
 
-Keypoints are matched to the 33-point topology by name. Exit codes: 0 ok; 2 bad flags; 3 dataset unreadable
-or empty; 4 model files missing.
+Keypoints are matched to the 33-point topology by name. Images that cannot be read are scored as misses and
+listed under "errors".
+
+The ``--output`` summary JSON has the keys ``annotations``, ``split``, ``num_images`` (scored images),
+``models`` ({"detector", "landmarks"}), ``pck`` and ``pck_diagonal`` (``PckResult.to_dict()``: ``pck`` in %,
+``per_keypoint``, ``per_group``, ``detection_rate``, counts, ``threshold``, ``diagonal``), ``coco`` (AP, AP50,
+AP75, AP_M, AP_L, AR, ... as fractions) and ``errors`` ([{"source", "error"}]). Undefined values (NaN, e.g.
+AP_M when no person is medium-sized) are written as ``null``, so the file is strict JSON.
+
+Exit codes: 0 ok (some unreadable images allowed); 2 bad flags or arguments (missing or invalid --annotations
+JSON, unknown --split, missing --images folder, unwritable --output); 3 no scorable image in the dataset (none
+with both shoulders and both hips annotated) or every scored image unreadable; 4 model files missing.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 from pathlib import Path
 
+import numpy as np
 from absl import flags
 
 from blazepose_tf import cli
 from blazepose_tf.datasets.coco import load_coco_keypoints
-from blazepose_tf.errors import EXIT_NO_INPUT, InputError, UserError
+from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, InputError, UserError
 from blazepose_tf.evaluation import evaluate, scored_records
 from blazepose_tf.metrics import format_pck_table
 
@@ -33,11 +46,28 @@ cli.define_model_flags()
 FLAGS = flags.FLAGS
 
 
+def _json_ready(value):
+    """``value`` with numpy scalars turned into Python numbers and NaN/inf into None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
 def main(argv: list[str]) -> int:
     if not FLAGS.annotations or not FLAGS.images:
         raise UserError("--annotations and --images are required (see --help)")
-    if FLAGS.output and not Path(FLAGS.output).parent.exists():
+    if FLAGS.output and not Path(FLAGS.output).parent.is_dir():
         raise UserError(f"output folder does not exist: {Path(FLAGS.output).parent}")
+    if FLAGS.output and Path(FLAGS.output).is_dir():
+        raise UserError(f"--output {FLAGS.output} is a directory; give a .json file name")
     dataset = load_coco_keypoints(FLAGS.annotations, FLAGS.images, split=FLAGS.split, splits_json=FLAGS.splits)
     records = scored_records(dataset, FLAGS.limit)
     if not records:
@@ -60,11 +90,19 @@ def main(argv: list[str]) -> int:
                           "landmarks": FLAGS.landmarks or "official:pose_landmark_full"},
                **result.summary()}
         tmp = FLAGS.output + ".part"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=1, default=float)
-        os.replace(tmp, FLAGS.output)
+        try:
+            with open(tmp, "w") as f:
+                json.dump(_json_ready(doc), f, indent=1, allow_nan=False)
+            os.replace(tmp, FLAGS.output)
+        except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
+            raise UserError(f"cannot write --output {FLAGS.output}: {e.strerror or e}") from None
         print(f"summary -> {FLAGS.output}")
-    return 0 if not result.errors or len(result.errors) < len(records) else EXIT_NO_INPUT
+    if result.errors and len(result.errors) >= len(records):
+        print(f"error: none of the {len(records)} scored images could be read; first: {result.errors[0][1]}",
+              file=sys.stderr)
+        return EXIT_NO_INPUT
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -77,8 +77,30 @@ def _overlay_target(items: list[InputItem], overlay: Optional[str]) -> Optional[
         raise UserError(f"--overlay for a video must end in .mp4 or .avi, got {out.name}")
     if not many and items[0].kind == "image" and out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise UserError(f"--overlay for an image must end in .png or .jpg, got {out.name}")
-    (out if many else out.parent).mkdir(parents=True, exist_ok=True)
+    if not many and out.is_dir():
+        raise UserError(f"--overlay {out} is a directory, not a file")
+    _make_folder(out if many else out.parent, "--overlay")
     return out
+
+
+def _make_folder(folder: Path, flag: str) -> None:
+    """Creates ``folder`` (and parents) for an output flag; a file in the way is a one-line UserError."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create folder {folder} for {flag}: {e.strerror or e}") from None
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    """Writes ``doc`` atomically (``.part`` file, then rename); failures are one-line UserErrors."""
+    tmp = path.with_name(path.name + ".part")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(doc, f)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write --output {path}: {e.strerror or e}") from None
 
 
 def _overlay_path(target: Optional[Path], item: InputItem, many: bool) -> Optional[Path]:
@@ -121,7 +143,9 @@ def main(argv: list[str]) -> int:
     if out_path.suffix.lower() != ".json":
         raise UserError(f"--output must be a .json file, got {out_path.name}")
     items = collect_inputs(sample_image_path() if FLAGS.input in SAMPLE_NAMES else FLAGS.input)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if out_path.is_dir():
+        raise UserError(f"--output {out_path} is a directory; give a .json file name")
+    _make_folder(out_path.parent, "--output")
     overlay = _overlay_target(items, FLAGS.overlay)
     many = len(items) > 1
     has_video = any(i.kind == "video" for i in items)
@@ -161,10 +185,7 @@ def main(argv: list[str]) -> int:
                       "landmarks": str(FLAGS.landmarks or "official:pose_landmark_full")},
            "keypoint_names": list(tracker.topology.keypoints), "results": results, "errors": errors,
            "summary": summary}
-    tmp = out_path.with_name(out_path.name + ".part")
-    with open(tmp, "w") as f:
-        json.dump(doc, f)
-    os.replace(tmp, out_path)
+    _write_json(out_path, doc)
     print(f"{summary['processed']}/{summary['inputs']} inputs, {summary['frames']} frames/images, "
           f"{summary['with_pose']} with a pose -> {out_path}")
     if processed == 0:

@@ -14,8 +14,10 @@ Notes on OpenCV's behaviour that shaped this module:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
 from pathlib import Path
 from types import TracebackType
 from typing import Iterator, Optional, Union
@@ -31,6 +33,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 # FFmpeg prints its own complaints ("moov atom not found", "overread 8") to stderr; this module reports
 # problems as InputError instead. OpenCV reads this variable when it first opens a video, and a value the
 # user set (e.g. 32 to debug) wins.
+_USER_SET_DECODER_LOG = "OPENCV_FFMPEG_LOGLEVEL" in os.environ
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 DEFAULT_FPS = 30.0
@@ -48,6 +51,37 @@ def sanitize_fps(value: float, default: float = DEFAULT_FPS) -> float:
     if not math.isfinite(fps) or fps <= 0:
         return default
     return fps
+
+
+@contextlib.contextmanager
+def _native_stderr_muted():
+    """Sends what native code writes straight to file descriptor 2 to the null device, then restores it.
+
+    When FFmpeg cannot open a file, OpenCV falls back to its built-in AVI/MJPEG parser, which prints e.g.
+    ``Unexpected element. Expected: LIST. Got: <raw bytes>.`` to stderr for a corrupt AVI regardless of
+    OpenCV's log level. The failure is reported as an InputError instead. A user who set
+    ``OPENCV_FFMPEG_LOGLEVEL`` (to debug decoding) keeps every message.
+    """
+    saved = None
+    if not _USER_SET_DECODER_LOG:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, 2)
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            if saved is not None:
+                os.close(saved)
+                saved = None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 class VideoReader:
@@ -83,7 +117,8 @@ class VideoReader:
         if not os.access(p, os.R_OK):
             raise InputError(f"cannot read video {p}: permission denied")
 
-        self._cap: Optional[cv2.VideoCapture] = cv2.VideoCapture(str(p))
+        with _native_stderr_muted():
+            self._cap: Optional[cv2.VideoCapture] = cv2.VideoCapture(str(p))
         if not self._cap.isOpened():
             self.close()
             raise InputError(f"cannot open video {p}: unsupported format, or the file is corrupt or truncated")
