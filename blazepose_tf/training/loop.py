@@ -190,6 +190,18 @@ def train(cfg: TrainConfig) -> dict:
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not cfg.progress,
                file=sys.stderr)
     step = start
+
+    def run_eval() -> None:
+        metrics = objectives.evaluate_dev(models, cfg.dev_data, topology, data_cfg, cfg.eval_batches, writer, step)
+        with open(history_path, "a") as h:
+            h.write(json.dumps({"step": step, **{f"dev_{k}": v for k, v in metrics.items()}}) + "\n")
+        print(f"step {step}: dev PCK@0.2 {metrics['pck']:.1f}% on {metrics['points']} points", file=sys.stderr)
+        if metrics["pck"] > float(best_var.numpy()):
+            best_var.assign(metrics["pck"])
+            objectives.export_inference(models, model_dir / "best.keras", metrics, step)
+
+    if start == 0 and cfg.dev_data and cfg.eval_every:
+        run_eval()  # where the run starts from (untrained, or the weights it was initialized with)
     try:
         while step < cfg.steps:
             batch = next(it)
@@ -217,13 +229,7 @@ def train(cfg: TrainConfig) -> dict:
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 manager.save(checkpoint_number=step)
             if cfg.dev_data and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
-                metrics = objectives.evaluate_dev(models, cfg.dev_data, topology, data_cfg, cfg.eval_batches,
-                                                  writer, step)
-                with open(history_path, "a") as h:
-                    h.write(json.dumps({"step": step, **{f"dev_{k}": v for k, v in metrics.items()}}) + "\n")
-                if metrics["pck"] > float(best_var.numpy()):
-                    best_var.assign(metrics["pck"])
-                    objectives.export_inference(models, model_dir / "best.keras", metrics, step)
+                run_eval()
                 manager.save(checkpoint_number=step)
     finally:
         bar.close()
