@@ -1,0 +1,359 @@
+"""Training targets: tracker regression targets normalized to the crop, the two auxiliary ROI points, and the
+person detector's anchor assignment (DESIGN.md §3–§5).
+
+Tracker targets (TensorFlow, usable inside ``tf.data``; see :func:`tracker_targets`) are computed from
+keypoints already in crop pixels. Detector targets (NumPy; wrap with :func:`tf_detector_targets` to run
+inside ``tf.data`` through ``tf.numpy_function``) are computed from body keypoints normalized to the
+detector's (letterboxed) input square and encoded with :func:`blazepose_tf.codecs.detection.encode_boxes`,
+the inverse of the runtime's :func:`~blazepose_tf.codecs.detection.decode_boxes`.
+
+Alignment keypoints (the official detector's, checked against it on 184 LSPET images: median
+|kp1 − kp0| / r = 1.00, |kp3 − kp2| / r_upper = 1.03)::
+
+    kp0 = mid-hip                       kp1 = kp0 + r · u        r = max |p − kp0| over available points
+    kp2 = mid-shoulder                  kp3 = kp2 + r_upper · u  r_upper = same around kp2, upper-body points
+    u = unit(mid-hip → mid-shoulder)
+
+The tracker's auxiliary ROI points (centre, scale/rotation) are kp0 and kp1: from them the runtime's
+``alignment_roi`` rebuilds the next frame's crop (DESIGN.md §4).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from blazepose_tf.codecs.anchors import AnchorOptions, anchors_per_cell, generate_anchors
+from blazepose_tf.codecs.detection import NUM_DETECTOR_KEYPOINTS, encode_boxes
+from blazepose_tf.topology import BLAZEPOSE_33, Topology
+
+FACE_KEYPOINTS = ("nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
+                  "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right")
+LOWER_BODY_WORDS = ("knee", "ankle", "heel", "foot")
+# Face centre ≈ mid-shoulder + 0.32 · torso · u (median over 184 LSPET people, official models as reference).
+HEAD_FROM_SHOULDERS = 0.32
+# The official detector's box is a constant 0.2 × 0.2 of its input, centred near the face (measured).
+DEFAULT_BOX_SIZE = 0.2
+
+
+# ------------------------------------------------------------------------------------------- alignment points
+def _named(topology: Topology, names: Sequence[str]) -> list[int]:
+    return [topology.keypoints.index(n) for n in names if n in topology.keypoints]
+
+
+def _midpoint(points: np.ndarray, valid: np.ndarray, topology: Topology, a: str, b: str) -> Optional[np.ndarray]:
+    if a not in topology.keypoints or b not in topology.keypoints:
+        return None
+    i, j = topology.index(a), topology.index(b)
+    if not (valid[i] and valid[j]):
+        return None
+    return (points[i] + points[j]) / 2
+
+
+def upper_body_indices(topology: Topology) -> list[int]:
+    """Indices of keypoints above the knees (face, arms, hands, shoulders, hips), by name."""
+    return [i for i, n in enumerate(topology.keypoints) if not any(w in n for w in LOWER_BODY_WORDS)]
+
+
+def alignment_keypoints(keypoints: np.ndarray, valid: np.ndarray,
+                        topology: Topology = BLAZEPOSE_33) -> tuple[np.ndarray, np.ndarray]:
+    """The detector's 4 alignment keypoints from body keypoints (any coordinate units).
+
+    Args:
+        keypoints: (K, 2+) in ``topology`` order.
+        valid: (K,) availability.
+    Returns:
+        (4, 2) kp0..kp3 and a (4,) bool mask (all False when hips or shoulders are missing, since the
+        direction u is then undefined).
+    """
+    pts = np.asarray(keypoints, dtype=np.float64)[:, :2]
+    ok = np.asarray(valid, dtype=bool) & np.isfinite(pts).all(axis=1)
+    out = np.zeros((NUM_DETECTOR_KEYPOINTS, 2), np.float32)
+    mask = np.zeros(NUM_DETECTOR_KEYPOINTS, bool)
+    hip = _midpoint(pts, ok, topology, "left_hip", "right_hip")
+    sho = _midpoint(pts, ok, topology, "left_shoulder", "right_shoulder")
+    if hip is None or sho is None:
+        return out, mask
+    torso = sho - hip
+    length = float(np.hypot(*torso))
+    if length <= 1e-9:
+        return out, mask
+    u = torso / length
+    r = float(np.max(np.linalg.norm(pts[ok] - hip, axis=1)))
+    upper = np.zeros_like(ok)
+    upper[upper_body_indices(topology)] = True
+    r_up = float(np.max(np.linalg.norm(pts[ok & upper] - sho, axis=1)))
+    out[:] = np.stack([hip, hip + r * u, sho, sho + r_up * u]).astype(np.float32)
+    mask[:] = True
+    return out, mask
+
+
+def aux_roi_points(keypoints: np.ndarray, valid: np.ndarray,
+                   topology: Topology = BLAZEPOSE_33) -> tuple[np.ndarray, np.ndarray]:
+    """The tracker's two auxiliary points (ROI centre, scale/rotation point) = alignment kp0, kp1.
+
+    Returns (2, 2) points (same units as ``keypoints``) and a (2,) mask.
+    """
+    kps, mask = alignment_keypoints(keypoints, valid, topology)
+    return kps[:2], mask[:2]
+
+
+def with_aux_points(keypoints: np.ndarray, valid: np.ndarray,
+                    topology: Topology = BLAZEPOSE_33) -> tuple[np.ndarray, np.ndarray]:
+    """Appends the auxiliary ROI points to K keypoints: (K, D) → (K + 2, D) and validity (K + 2,).
+
+    Extra columns (z) of the auxiliary points are 0.
+    """
+    kp = np.asarray(keypoints, dtype=np.float32)
+    aux, aux_ok = aux_roi_points(kp, valid, topology)
+    extra = np.zeros((2, kp.shape[1]), np.float32)
+    extra[:, :2] = aux
+    return np.concatenate([kp, extra]), np.concatenate([np.asarray(valid, bool), aux_ok])
+
+
+# ------------------------------------------------------------------------------------------- tracker targets
+def tracker_targets(keypoints, availability, visibility=None, visibility_available=None, person_present=True,
+                    input_size: int = 256):
+    """Regression targets of one crop (or a batch), normalized to the crop (TensorFlow).
+
+    Args:
+        keypoints: (..., P, 2|3) x, y (, z) in crop pixels, P = K + 2 (see :func:`with_aux_points`); z is at
+            the scale of x.
+        availability: (..., P) or (..., P, 3) annotation mask (1 = annotated). A (..., P) mask covers x and y,
+            and z only when ``keypoints`` has a z column.
+        visibility: (..., P) 1 visible / 0 occluded; default: visible wherever annotated.
+        visibility_available: (..., P) where the visibility label is known; default: ``availability``.
+        person_present: scalar or (...,) — 0 for negative crops (then only presence is supervised).
+        input_size: crop side in pixels.
+
+    Returns:
+        dict of float32 tensors: ``coords`` (..., P, 3) in [0, 1] crop units (z / input_size),
+        ``coord_mask`` (..., P, 3), ``visibility`` / ``visibility_mask`` (..., P), ``point_presence`` (1 when
+        the point lies inside the crop) / ``point_presence_mask`` (..., P), ``presence`` (..., 1).
+    """
+    import tensorflow as tf
+
+    kp = tf.convert_to_tensor(keypoints, tf.float32)
+    avail = tf.cast(tf.convert_to_tensor(availability), tf.float32)
+    has_z = kp.shape[-1] is not None and kp.shape[-1] >= 3
+    if not has_z:
+        kp = tf.concat([kp[..., :2], tf.zeros_like(kp[..., :1])], axis=-1)
+    kp = kp[..., :3]
+    if avail.shape.rank == kp.shape.rank:  # (..., P, 3)
+        coord_mask = avail
+        point_mask = tf.reduce_max(avail[..., :2], axis=-1)
+    else:
+        point_mask = avail
+        z_mask = point_mask if has_z else tf.zeros_like(point_mask)
+        coord_mask = tf.stack([point_mask, point_mask, z_mask], axis=-1)
+    present = tf.cast(tf.convert_to_tensor(person_present), tf.float32)
+    present_p = present[..., None] if present.shape.rank else present
+    coord_mask = coord_mask * present_p[..., None]
+    point_mask = point_mask * present_p
+    vis = point_mask if visibility is None else tf.cast(tf.convert_to_tensor(visibility), tf.float32)
+    vis_mask = point_mask if visibility_available is None else \
+        tf.cast(tf.convert_to_tensor(visibility_available), tf.float32) * present_p
+    coords = kp / float(input_size)
+    inside = tf.reduce_all((coords[..., :2] >= 0.0) & (coords[..., :2] <= 1.0), axis=-1)
+    coords = tf.where(coord_mask > 0, coords, tf.zeros_like(coords))  # no NaNs from unannotated points
+    return {
+        "coords": coords,
+        "coord_mask": coord_mask,
+        "visibility": vis,
+        "visibility_mask": vis_mask,
+        "point_presence": tf.cast(inside, tf.float32),
+        "point_presence_mask": point_mask,
+        "presence": tf.reshape(present, tf.concat([tf.shape(present), [1]], 0)),
+    }
+
+
+# ------------------------------------------------------------------------------------------ detector targets
+@dataclass(frozen=True)
+class AssignmentOptions:
+    """How detector targets are matched to anchors.
+
+    The official detector fires 2–3 neighbouring cells of the 28×28 map and 1 cell of the 14×14 map around
+    the box centre, never the 7×7 map (measured on LSPET): a positive anchor is one whose centre lies within
+    ``positive_radius`` cells of the box centre on a ``levels`` feature map (and the nearest cell there always
+    is); anchors up to ``ignore_radius`` cells away are ignored; all others are negatives.
+
+    Attributes:
+        box_size: side of the (square) box, normalized to the input; the official detector's is constant 0.2.
+        positive_radius / ignore_radius: in cells of each feature map.
+        levels: indices into ``anchors_per_cell`` of the feature maps that may hold positives.
+    """
+
+    box_size: float = DEFAULT_BOX_SIZE
+    positive_radius: float = 0.75
+    ignore_radius: float = 1.5
+    levels: tuple[int, ...] = (0, 1)
+
+
+@dataclass
+class DetectorPerson:
+    """One person's detector target, normalized to the detector input.
+
+    Attributes:
+        box: (4,) xmin, ymin, xmax, ymax.
+        keypoints: (4, 2) alignment keypoints.
+        keypoint_mask: (4,) availability of each alignment keypoint.
+    """
+
+    box: np.ndarray
+    keypoints: np.ndarray
+    keypoint_mask: np.ndarray
+
+    @property
+    def center(self) -> np.ndarray:
+        return np.array([(self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2], np.float32)
+
+
+def face_center(keypoints: np.ndarray, valid: np.ndarray, topology: Topology = BLAZEPOSE_33) -> Optional[np.ndarray]:
+    """Mean of the available face keypoints, or None if there are none."""
+    idx = [i for i in _named(topology, FACE_KEYPOINTS) if valid[i] and np.isfinite(keypoints[i, :2]).all()]
+    if not idx:
+        return None
+    return np.asarray(keypoints, np.float64)[idx, :2].mean(axis=0)
+
+
+def person_target(keypoints: np.ndarray, valid: np.ndarray, topology: Topology = BLAZEPOSE_33,
+                  box_size: float = DEFAULT_BOX_SIZE) -> Optional[DetectorPerson]:
+    """A person's detector target from body keypoints normalized to the detector input.
+
+    Box: a ``box_size`` square centred on the face (mean of the available face keypoints). Fallback without
+    face keypoints (e.g. LSPET's 12 limb points): centred at mid-shoulder + 0.32 · torso · u, the median face
+    position relative to the torso (measured). Returns None when neither is possible.
+    """
+    pts = np.asarray(keypoints, dtype=np.float64)
+    ok = np.asarray(valid, bool)
+    kps, kmask = alignment_keypoints(pts, ok, topology)
+    centre = face_center(pts, ok, topology)
+    if centre is None and kmask.all():
+        centre = kps[2] + HEAD_FROM_SHOULDERS * (kps[2] - kps[0])
+    if centre is None:
+        return None
+    h = box_size / 2
+    box = np.array([centre[0] - h, centre[1] - h, centre[0] + h, centre[1] + h], np.float32)
+    return DetectorPerson(box=box, keypoints=kps, keypoint_mask=kmask)
+
+
+def _anchor_cells(options: AnchorOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Per anchor: feature-map level index and cell size (normalized)."""
+    level, cell = [], []
+    for i, (side, per_cell) in enumerate(anchors_per_cell(options)):
+        n = side * side * per_cell
+        level.append(np.full(n, i))
+        cell.append(np.full(n, 1.0 / side))
+    return np.concatenate(level), np.concatenate(cell).astype(np.float32)
+
+
+def assign_detector_targets(persons: Sequence[DetectorPerson], anchors: Optional[np.ndarray] = None,
+                            anchor_options: AnchorOptions = AnchorOptions(),
+                            options: AssignmentOptions = AssignmentOptions()
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Matches persons to anchors and encodes their regression targets.
+
+    Returns:
+        regressors (A, 12) float32 (non-zero only at positives), labels (A,) int32 (1 positive, 0 negative,
+        -1 ignored) and a regression mask (A, 12) float32 (box coordinates and available keypoints of
+        positives).
+    """
+    if anchors is None:
+        anchors = generate_anchors(anchor_options)
+    n = len(anchors)
+    level, cell = _anchor_cells(anchor_options)
+    if len(level) != n:
+        raise ValueError(f"{n} anchors do not match the anchor options ({len(level)})")
+    eligible = np.isin(level, options.levels)
+    labels = np.zeros(n, np.int32)
+    best = np.full(n, np.inf, np.float32)  # distance (cells) of the closest person claiming the anchor
+    owner = np.full(n, -1, np.int64)
+    ignore = np.zeros(n, bool)
+    for p, person in enumerate(persons):
+        c = person.center
+        if not np.isfinite(c).all():
+            continue
+        d = np.hypot(anchors[:, 0] - c[0], anchors[:, 1] - c[1]) / cell
+        pos = eligible & (d <= options.positive_radius)
+        if 0.0 <= c[0] <= 1.0 and 0.0 <= c[1] <= 1.0:
+            for lv in options.levels:  # the nearest cell of each eligible map is always positive
+                on = np.nonzero(level == lv)[0]
+                if len(on):
+                    nearest = d[on].min()
+                    pos[on[d[on] <= nearest + 1e-6]] = True
+        ignore |= eligible & (d <= options.ignore_radius) & ~pos
+        take = pos & (d < best)
+        best[take] = d[take]
+        owner[take] = p
+    positive = owner >= 0
+    labels[ignore] = -1
+    labels[positive] = 1
+    regressors = np.zeros((n, 4 + 2 * NUM_DETECTOR_KEYPOINTS), np.float32)
+    mask = np.zeros_like(regressors)
+    idx = np.nonzero(positive)[0]
+    if len(idx):
+        boxes = np.stack([persons[o].box for o in owner[idx]])
+        kps = np.stack([persons[o].keypoints for o in owner[idx]])
+        kmask = np.stack([persons[o].keypoint_mask for o in owner[idx]]).astype(np.float32)
+        regressors[idx] = encode_boxes(boxes, kps, anchors[idx], float(anchor_options.input_size))
+        mask[idx, :4] = 1.0
+        mask[idx, 4:] = np.repeat(kmask, 2, axis=1)
+    return regressors, labels, mask
+
+
+def detector_targets(keypoints: np.ndarray, valid: np.ndarray, topology: Topology = BLAZEPOSE_33,
+                     anchor_options: AnchorOptions = AnchorOptions(),
+                     options: AssignmentOptions = AssignmentOptions(),
+                     anchors: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Detector targets of one image from its people's keypoints.
+
+    Args:
+        keypoints: (N, K, 2+) people × keypoints, normalized to the detector input (N may be 0).
+        valid: (N, K) availability.
+    Returns:
+        See :func:`assign_detector_targets`. People whose box cannot be placed (no face points and no hips
+        or shoulders) are skipped, but anchors near the centre of their annotated points are ignored rather
+        than taught as background.
+    """
+    kp = np.asarray(keypoints, dtype=np.float32)
+    ok = np.asarray(valid).astype(bool)
+    persons, unplaced = [], []
+    for i in range(kp.shape[0]):
+        person = person_target(kp[i], ok[i], topology, options.box_size)
+        if person is not None:
+            persons.append(person)
+        elif ok[i].any():
+            unplaced.append(kp[i][ok[i], :2].mean(axis=0))
+    reg, labels, mask = assign_detector_targets(persons, anchors, anchor_options, options)
+    if unplaced:
+        if anchors is None:
+            anchors = generate_anchors(anchor_options)
+        _, cell = _anchor_cells(anchor_options)
+        for c in unplaced:
+            d = np.hypot(anchors[:, 0] - c[0], anchors[:, 1] - c[1]) / cell
+            labels[(d <= options.ignore_radius * 2) & (labels == 0)] = -1
+    return reg, labels, mask
+
+
+def tf_detector_targets(keypoints, valid, topology: Topology = BLAZEPOSE_33,
+                        anchor_options: AnchorOptions = AnchorOptions(),
+                        options: AssignmentOptions = AssignmentOptions()):
+    """:func:`detector_targets` as a TensorFlow op (``tf.numpy_function``) for ``tf.data`` pipelines.
+
+    Returns regressors (A, 12) float32, labels (A,) int32 and mask (A, 12) float32 with static shapes.
+    """
+    import tensorflow as tf
+
+    anchors = generate_anchors(anchor_options)
+    n = len(anchors)
+
+    def fn(k, v):
+        return detector_targets(k, v, topology, anchor_options, options, anchors)
+
+    reg, labels, mask = tf.numpy_function(fn, [keypoints, valid], [tf.float32, tf.int32, tf.float32],
+                                          stateful=False)
+    reg.set_shape((n, 4 + 2 * NUM_DETECTOR_KEYPOINTS))
+    labels.set_shape((n,))
+    mask.set_shape((n, 4 + 2 * NUM_DETECTOR_KEYPOINTS))
+    return reg, labels, mask

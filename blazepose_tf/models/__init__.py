@@ -1,0 +1,18 @@
+"""Keras 3 model builders: the BlazePose tracker (heatmap + regression, paper Fig. 4) and the BlazeFace-style
+person detector, each with its presets beside its builder.
+
+    >>> from blazepose_tf.models import build_tracker, build_detector
+    >>> tracker = build_tracker("lite")          # .training / .inference / .inference_with_heatmap
+    >>> detector = build_detector("detector")
+
+``python -m blazepose_tf.models.summary`` prints parameters and FLOPs of every preset.
+"""
+from blazepose_tf.models.blocks import CUSTOM_OBJECTS, ChannelAffine, ChannelPad, FusedBatchNorm, StopGradient
+from blazepose_tf.models.detector import DETECTOR_PRESETS, DetectorConfig, build_detector
+from blazepose_tf.models.tracker import TRACKER_PRESETS, TrackerConfig, TrackerModels, build_tracker
+
+__all__ = [
+    "CUSTOM_OBJECTS", "ChannelAffine", "ChannelPad", "FusedBatchNorm", "StopGradient",
+    "DETECTOR_PRESETS", "DetectorConfig", "build_detector",
+    "TRACKER_PRESETS", "TrackerConfig", "TrackerModels", "build_tracker",
+]
