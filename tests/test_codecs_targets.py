@@ -111,6 +111,7 @@ def test_tracker_targets_without_z_and_negative_crops():
         assert neg[key].sum() == 0, key
     batch = tracker_targets(np.stack([kp, kp]), np.ones((2, P)), person_present=[1.0, 0.0])
     assert batch["presence"].shape == (2, 1) and float(tf.reduce_sum(batch["coord_mask"][1])) == 0
+    assert tracker_targets(np.stack([kp] * 3), np.ones((3, P)))["presence"].shape == (3, 1)  # scalar broadcast
 
 
 def test_tracker_targets_per_coordinate_mask_and_visibility():

@@ -86,8 +86,6 @@ def test_detector_shapes_and_anchor_layout(detector):
     assert n == 2254
     assert tuple(reg.shape) == (2, n, 12) and tuple(scores.shape) == (2, n, 1)
     assert list(detector.output_names) == ["regressors", "scores"]
-    # Anchors of one 28×28 cell are consecutive and cells are row-major: perturbing one input pixel region
-    # changes the scores of the anchors nearest to it first.
     s = np.asarray(scores)[0, :, 0]
     assert np.allclose(s, s[0], atol=0.5)  # prior probability everywhere at initialization
     assert abs(1 / (1 + np.exp(-s.mean())) - DETECTOR_PRESETS["detector"].prior_probability) < 0.01

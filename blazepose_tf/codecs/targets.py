@@ -164,7 +164,7 @@ def tracker_targets(keypoints, availability, visibility=None, visibility_availab
         "visibility_mask": vis_mask,
         "point_presence": tf.cast(inside, tf.float32),
         "point_presence_mask": point_mask,
-        "presence": tf.reshape(present, tf.concat([tf.shape(present), [1]], 0)),
+        "presence": tf.broadcast_to(present, tf.shape(kp)[:-2])[..., None],
     }
 
 

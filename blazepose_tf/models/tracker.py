@@ -194,7 +194,9 @@ def build_tracker(preset: str | TrackerConfig = "full", topology: Topology = BLA
             r = blaze_block(r, f, 1, k, name=f"{stage}_block{j}", batch_norm=bn(stride))
     side = int(r.shape[1])
     # ---- regression heads: a side×side valid convolution = a dense layer over the final map
-    lm = layers.Conv2D(num_points * VALUES_PER_LANDMARK, side, padding="valid", name="landmarks_conv")(r)
+    # Small initial weights: a fresh model predicts every point near the crop centre (not ±input_size away).
+    lm = layers.Conv2D(num_points * VALUES_PER_LANDMARK, side, padding="valid",
+                       kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3), name="landmarks_conv")(r)
     s = float(cfg.input_size)
     # Predict normalized xyz (x, y around the crop centre) and scale to crop pixels in the graph.
     lm = ChannelAffine([s, s, s, 1.0, 1.0] * num_points, [s / 2, s / 2, 0.0, 0.0, 0.0] * num_points,
