@@ -7,6 +7,7 @@ person detector, each with its presets beside its builder.
 
 ``python -m blazepose_tf.models.summary`` prints parameters and FLOPs of every preset.
 """
+from blazepose_tf.models import official_layers  # noqa: F401  registers the converted official models' layers
 from blazepose_tf.models.blocks import CUSTOM_OBJECTS, ChannelAffine, ChannelPad, FusedBatchNorm, StopGradient
 from blazepose_tf.models.detector import DETECTOR_PRESETS, DetectorConfig, build_detector
 from blazepose_tf.models.tracker import TRACKER_PRESETS, TrackerConfig, TrackerModels, build_tracker

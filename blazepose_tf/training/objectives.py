@@ -20,6 +20,7 @@ from blazepose_tf.losses import (coordinate_loss, heatmap_loss, offset_loss, pre
 from blazepose_tf.topology import AUX_ROI_POINTS, Topology
 
 OFFICIAL_PRESET = "official_full"
+SMOKE_PRESET = "smoke"
 OFFICIAL_POINTS = 39  # 33 body + 2 auxiliary + 4 unused landmarks in the official tracker
 
 
@@ -35,8 +36,9 @@ class Models:
 
 
 def build_models(preset: str, topology: Topology) -> Models:
-    """Our presets (``full``, ``lite``, ...) or ``official_full``: the converted official Full tracker, for
-    fine-tuning (its architecture is fixed; the topology must be the 33-point one)."""
+    """Our presets (``full``, ``lite``, ...), ``smoke`` (a tiny Lite-shaped tracker for quick tests) or
+    ``official_full``: the converted official Full tracker, for fine-tuning (its architecture is fixed; the
+    topology must be the 33-point one)."""
     import keras
 
     if preset == OFFICIAL_PRESET:
@@ -50,6 +52,11 @@ def build_models(preset: str, topology: Topology) -> Models:
                                name="official_full_training")
         return Models(training=training, inference=full, num_points=OFFICIAL_POINTS)
     from blazepose_tf.models import build_tracker
+    from blazepose_tf.models.tracker import with_config
+    if preset == SMOKE_PRESET:  # a tiny tracker that builds and traces fast: for smoke tests only
+        preset = with_config("lite", name=SMOKE_PRESET, stem_filters=8, encoder_filters=(8, 16, 16, 16),
+                             encoder_blocks=(1, 1, 1, 1), decoder_filters=8, regression_filters=(8, 16, 16, 16, 16),
+                             regression_blocks=(1, 1, 1, 1, 1))
     try:
         m = build_tracker(preset, topology)
     except KeyError as e:
