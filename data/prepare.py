@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from blazepose_tf import cli
 from blazepose_tf.codecs import roi as roi_codec
-from blazepose_tf.codecs.alignment import alignment_points
+from blazepose_tf.codecs.targets import alignment_keypoints
 from blazepose_tf.datasets.coco import ImageRecord, load_coco_keypoints
 from blazepose_tf.errors import InputError, UserError
 from blazepose_tf.io.images import load_image
@@ -141,8 +141,8 @@ class Labeller:
                 weight[~avail] = 0.0
                 vis_weight[~avail] = 0.0
         known = source > SOURCE_NONE
-        align = alignment_points(pts, known, self.topology)
-        if align is None:
+        align, ok = alignment_keypoints(pts, known, self.topology)
+        if not ok.all():
             problems["no_torso"] += 1
             return
         roi = roi_codec.alignment_roi(align[0], align[1], scale=ROI_SCALE * self.margin)
