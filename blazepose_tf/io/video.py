@@ -140,7 +140,8 @@ class VideoReader:
         if self._cap is None:
             return None
         try:
-            ok, frame = self._cap.read()
+            with _native_stderr_muted():  # a corrupt AVI also makes the fallback parser print while reading
+                ok, frame = self._cap.read()
         except cv2.error:
             return None
         if not ok or frame is None or frame.size == 0:
@@ -171,7 +172,8 @@ class VideoReader:
     def close(self) -> None:
         """Releases the decoder (idempotent)."""
         if self._cap is not None:
-            self._cap.release()
+            with _native_stderr_muted():
+                self._cap.release()
             self._cap = None
         self._pending = None
 
