@@ -33,8 +33,10 @@ PathLike = Union[str, "os.PathLike[str]"]
 # FFmpeg prints its own complaints ("moov atom not found", "overread 8") to stderr; this module reports
 # problems as InputError instead. OpenCV reads this variable when it first opens a video, and a value the
 # user set (e.g. 32 to debug) wins.
-_USER_SET_DECODER_LOG = "OPENCV_FFMPEG_LOGLEVEL" in os.environ
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+_QUIET_DECODER_LOG = "-8"
+# Our own default, inherited by child processes, does not count as the user's choice.
+_USER_SET_DECODER_LOG = os.environ.get("OPENCV_FFMPEG_LOGLEVEL", _QUIET_DECODER_LOG) != _QUIET_DECODER_LOG
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", _QUIET_DECODER_LOG)
 
 DEFAULT_FPS = 30.0
 
@@ -119,12 +121,14 @@ class VideoReader:
 
         with _native_stderr_muted():
             self._cap: Optional[cv2.VideoCapture] = cv2.VideoCapture(str(p))
-        if not self._cap.isOpened():
+            opened = self._cap.isOpened()
+            fps = self._cap.get(cv2.CAP_PROP_FPS) if opened else 0.0
+            count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT) if opened else 0.0
+        if not opened:
             self.close()
             raise InputError(f"cannot open video {p}: unsupported format, or the file is corrupt or truncated")
 
-        self.fps: float = sanitize_fps(self._cap.get(cv2.CAP_PROP_FPS))
-        count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.fps: float = sanitize_fps(fps)
         self.frame_count: int = int(count) if math.isfinite(count) and count > 0 else -1
         self.frames_read = 0
         self.truncated = False
