@@ -3,6 +3,11 @@
 Every helper takes a Keras tensor and a ``name`` prefix and returns a Keras tensor; every layer it creates is
 named ``{name}_{part}`` (``enc2_block1_dw``, ``enc2_block1_pw``...), so weights can be addressed by name.
 
+Initialization keeps activations at unit scale through any depth, in training and inference mode alike:
+He-normal convolutions, variance-preserving depthwise kernels (:func:`depthwise_initializer`) and residual
+branches that start at zero (BatchNorm gamma 0, or a zero pointwise kernel where there is no BatchNorm).
+BatchNorm uses momentum 0.9 (:data:`BN_MOMENTUM`).
+
 The few operations Keras has no layer for are small registered layers (no ``Lambda``, so ``.keras`` files
 deserialize safely) that lower to TFLite builtins:
 
@@ -98,17 +103,34 @@ class FusedBatchNorm(layers.BatchNormalization):
         return super().call(inputs, training=training, mask=mask)
 
 
-def _norm(x, name: str, batch_norm: bool):
+def depthwise_initializer(kernel_size: int) -> keras.initializers.Initializer:
+    """Variance-preserving init of a k×k depthwise kernel (std 1/k: each output sums k² inputs).
+
+    Keras' default (Glorot) counts all C channels as fan-in for a depthwise kernel, so every depthwise
+    layer would shrink activations about C-fold; without BatchNorm right after it (our high-resolution
+    layers) the signal vanishes and BatchNorm's moving statistics later lag far behind the batch ones.
+    """
+    return keras.initializers.RandomNormal(stddev=1.0 / kernel_size)
+
+
+CONV_INIT = "he_normal"  # ReLU networks; fan-in is right for regular convolutions
+# Moving statistics follow the batch ones within ~50 steps (Keras' 0.99 needs ~500): short CPU runs and
+# early checkpoints then behave the same in training and inference mode.
+BN_MOMENTUM = 0.9
+
+
+def _norm(x, name: str, batch_norm: bool, zero_init: bool = False):
     if not batch_norm:
         return x
-    return FusedBatchNorm(momentum=0.99, epsilon=1e-3, name=f"{name}_bn")(x)
+    return FusedBatchNorm(momentum=BN_MOMENTUM, epsilon=1e-3, gamma_initializer="zeros" if zero_init else "ones",
+                          name=f"{name}_bn")(x)
 
 
 def conv_bn_act(x, filters: int, kernel_size: int, strides: int = 1, *, name: str, batch_norm: bool = True,
                 activation: Optional[str] = "relu"):
     """Conv2D (``same`` padding) → optional BatchNorm → optional activation."""
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=not batch_norm,
-                      name=name)(x)
+                      kernel_initializer=CONV_INIT, name=name)(x)
     x = _norm(x, name, batch_norm)
     if activation:
         x = layers.Activation(activation, name=f"{name}_{activation}")(x)
@@ -142,10 +164,14 @@ def blaze_block(x, filters: int, strides: int = 1, kernel_size: int = 5, *, name
     # bias) is BlazeFace's layout and ~12% cheaper to train than normalizing both.
     dw_bn = batch_norm and dw_batch_norm
     y = layers.DepthwiseConv2D(kernel_size, strides=strides, padding="same", use_bias=not batch_norm,
-                               name=f"{name}_dw")(x)
+                               depthwise_initializer=depthwise_initializer(kernel_size), name=f"{name}_dw")(x)
     y = _norm(y, f"{name}_dw", dw_bn)
-    y = layers.Conv2D(filters, 1, use_bias=not batch_norm, name=f"{name}_pw")(y)
-    y = _norm(y, f"{name}_pw", batch_norm)
+    # A residual block starts as the identity (its branch's last scale is zero: BatchNorm's gamma, or the
+    # pointwise kernel without BatchNorm), so activations keep their scale through any depth at
+    # initialization, in training and inference mode alike.
+    pw_init = "zeros" if (residual and not batch_norm) else CONV_INIT
+    y = layers.Conv2D(filters, 1, use_bias=not batch_norm, kernel_initializer=pw_init, name=f"{name}_pw")(y)
+    y = _norm(y, f"{name}_pw", batch_norm, zero_init=residual)
     if residual:
         shortcut = x
         if strides == 2:

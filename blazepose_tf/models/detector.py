@@ -23,7 +23,8 @@ from keras import layers
 
 from blazepose_tf.codecs.anchors import AnchorOptions, anchors_per_cell, strides_of
 from blazepose_tf.codecs.detection import NUM_COORDS
-from blazepose_tf.models.blocks import ChannelAffine, blaze_block, blaze_stage, conv_bn_act, pointwise, upsample_add
+from blazepose_tf.models.blocks import (ChannelAffine, blaze_block, blaze_stage, conv_bn_act, depthwise_initializer,
+                                       pointwise, upsample_add)
 
 DETECTOR_OUTPUT_NAMES = ("regressors", "scores")
 
@@ -127,11 +128,15 @@ def build_detector(preset: str | DetectorConfig = "detector", name: str | None =
         if int(feat.shape[1]) != side:
             raise ValueError(f"feature map {feat.shape[1]}² does not match the anchors' {side}²")
         tag = f"head{side}"
-        c = layers.DepthwiseConv2D(3, padding="same", name=f"{tag}_cls_dw")(feat)
-        c = layers.Conv2D(per_cell, 1, bias_initializer=keras.initializers.Constant(prior), name=f"{tag}_cls")(c)
+        c = layers.DepthwiseConv2D(3, padding="same", depthwise_initializer=depthwise_initializer(3),
+                                   name=f"{tag}_cls_dw")(feat)
+        c = layers.Conv2D(per_cell, 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+                          bias_initializer=keras.initializers.Constant(prior), name=f"{tag}_cls")(c)
         scores.append(layers.Reshape((side * side * per_cell, 1), name=f"{tag}_cls_reshape")(c))
-        r = layers.DepthwiseConv2D(3, padding="same", name=f"{tag}_reg_dw")(feat)
-        r = layers.Conv2D(per_cell * NUM_COORDS, 1, name=f"{tag}_reg")(r)
+        r = layers.DepthwiseConv2D(3, padding="same", depthwise_initializer=depthwise_initializer(3),
+                                   name=f"{tag}_reg_dw")(feat)
+        r = layers.Conv2D(per_cell * NUM_COORDS, 1, kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3),
+                          name=f"{tag}_reg")(r)
         r = ChannelAffine([float(size)] * (per_cell * NUM_COORDS), name=f"{tag}_reg_scale")(r)
         regressors.append(layers.Reshape((side * side * per_cell, NUM_COORDS), name=f"{tag}_reg_reshape")(r))
     regressors_out = layers.Concatenate(axis=1, name="regressors")(regressors)

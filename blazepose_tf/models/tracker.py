@@ -37,8 +37,8 @@ import keras
 from keras import layers
 
 from blazepose_tf.codecs.landmarks import VALUES_PER_LANDMARK
-from blazepose_tf.models.blocks import (ChannelAffine, FusedBatchNorm, StopGradient, blaze_block, blaze_stage,
-                                       conv_bn_act, pointwise, upsample_add)
+from blazepose_tf.models.blocks import (BN_MOMENTUM, ChannelAffine, FusedBatchNorm, StopGradient, blaze_block,
+                                       blaze_stage, conv_bn_act, depthwise_initializer, pointwise, upsample_add)
 from blazepose_tf.topology import AUX_ROI_POINTS, BLAZEPOSE_33, Topology
 
 HEATMAP_STRIDE = 4
@@ -173,13 +173,15 @@ def build_tracker(preset: str | TrackerConfig = "full", topology: Topology = BLA
     dec32 = upsample_add(dec16, e2, d, name="dec32", batch_norm=bn(8))
     dec64 = upsample_add(dec32, e1, d, name="dec64", batch_norm=bn(4))
     # ---- heatmap / offset heads (training only; the heatmap may be kept for refinement)
-    h = layers.DepthwiseConv2D(3, padding="same", use_bias=not bn(4), name="hm_head_dw")(dec64)
+    h = layers.DepthwiseConv2D(3, padding="same", use_bias=not bn(4), depthwise_initializer=depthwise_initializer(3),
+                               name="hm_head_dw")(dec64)
     if bn(4):
-        h = FusedBatchNorm(name="hm_head_dw_bn")(h)
+        h = FusedBatchNorm(momentum=BN_MOMENTUM, name="hm_head_dw_bn")(h)
     h = layers.Activation("relu", name="hm_head_relu")(h)
-    heatmap = layers.Conv2D(num_points, 1, bias_initializer=keras.initializers.Constant(-4.0),
-                            name="heatmap")(h)
-    offsets = layers.Conv2D(2 * num_points, 1, name="offsets")(h)
+    head_init = keras.initializers.RandomNormal(stddev=0.01)  # heads start at their bias (RetinaNet-style)
+    heatmap = layers.Conv2D(num_points, 1, kernel_initializer=head_init,
+                            bias_initializer=keras.initializers.Constant(-4.0), name="heatmap")(h)
+    offsets = layers.Conv2D(2 * num_points, 1, kernel_initializer=head_init, name="offsets")(h)
     # ---- regression encoder (strides 8 … 128), fed through stop-gradient skip connections
     skips = {1: dec32, 2: dec16, 3: e4}
     r = StopGradient(name="reg_input_stopgrad")(dec64)
@@ -202,7 +204,8 @@ def build_tracker(preset: str | TrackerConfig = "full", topology: Topology = BLA
     lm = ChannelAffine([s, s, s, 1.0, 1.0] * num_points, [s / 2, s / 2, 0.0, 0.0, 0.0] * num_points,
                        name="landmarks_scale")(lm)
     landmarks = layers.Reshape((num_points * VALUES_PER_LANDMARK,), name="landmarks")(lm)
-    pr = layers.Conv2D(1, side, padding="valid", name="presence_conv")(r)
+    pr = layers.Conv2D(1, side, padding="valid", kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3),
+                       name="presence_conv")(r)
     pr = layers.Activation("sigmoid", name="presence_sigmoid")(pr)
     presence = layers.Reshape((1,), name="presence")(pr)
 
