@@ -449,35 +449,25 @@ def _define_flags() -> None:
 def main(argv: list[str]) -> int:
     from absl import flags
 
-    _define_flags()
     FLAGS = flags.FLAGS
+    bad = [m for m in FLAGS.modes if m not in MODES]
+    if bad:
+        raise UserError(f"--modes: unknown {', '.join(bad)} (known: {', '.join(MODES)})")
     try:
-        rest = FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if len(rest) > 1:
-        print(f"error: unexpected arguments: {' '.join(rest[1:])}", file=sys.stderr)
-        return 2
-    try:
-        bad = [m for m in FLAGS.modes if m not in MODES]
-        if bad:
-            raise UserError(f"--modes: unknown {', '.join(bad)} (known: {', '.join(MODES)})")
-        try:
-            shift = tuple(int(v) for v in FLAGS.shift.split(","))
-            assert len(shift) == 2
-        except (ValueError, AssertionError):
-            raise UserError(f"--shift must be DX,DY integers, got {FLAGS.shift!r}") from None
-        cpu = [int(c) for c in FLAGS.cpu.split(",") if c.strip()] if FLAGS.cpu else None
-        out_dir = Path(FLAGS.out_dir) if FLAGS.out_dir else cache_root() / "mediapipe_bundles"
-        _, passed = evaluate(FLAGS.num_images, FLAGS.split, FLAGS.data_dir, FLAGS.bundles, FLAGS.modes,
-                             FLAGS.clip_frames, shift, out_dir, FLAGS.rebuild, cpu, FLAGS.lite_model,
-                             FLAGS.full_model, FLAGS.output)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        shift = tuple(int(v) for v in FLAGS.shift.split(","))
+        assert len(shift) == 2
+    except (ValueError, AssertionError):
+        raise UserError(f"--shift must be DX,DY integers, got {FLAGS.shift!r}") from None
+    cpu = [int(c) for c in FLAGS.cpu.split(",") if c.strip()] if FLAGS.cpu else None
+    out_dir = Path(FLAGS.out_dir) if FLAGS.out_dir else cache_root() / "mediapipe_bundles"
+    _, passed = evaluate(FLAGS.num_images, FLAGS.split, FLAGS.data_dir, FLAGS.bundles, FLAGS.modes,
+                         FLAGS.clip_frames, shift, out_dir, FLAGS.rebuild, cpu, FLAGS.lite_model,
+                         FLAGS.full_model, FLAGS.output)
     return 0 if passed else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    from blazepose_tf import cli
+
+    _define_flags()
+    cli.run(main)

@@ -256,23 +256,13 @@ def _define_flags() -> None:
 def main(argv: list[str]) -> int:
     from absl import flags
 
-    _define_flags()
     FLAGS = flags.FLAGS
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if len(rest) > 1:
-        print(f"error: unexpected arguments: {' '.join(rest[1:])}", file=sys.stderr)
-        return 2
-    try:
-        _, passed = evaluate(FLAGS.num_images, FLAGS.split, FLAGS.threads, FLAGS.data_dir, FLAGS.output)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    _, passed = evaluate(FLAGS.num_images, FLAGS.split, FLAGS.threads, FLAGS.data_dir, FLAGS.output)
     return 0 if passed else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    from blazepose_tf import cli
+
+    _define_flags()
+    cli.run(main)

@@ -124,11 +124,10 @@ def measure(num_images: int, split: str, threads: int, cpu: int, warmup: int, ro
     return summary, passed
 
 
-def main(argv: list[str]) -> int:
+def _define_flags() -> None:
     from absl import flags
 
     from benchmarks.parity_mediapipe import DEFAULT_DATA_DIR
-    from blazepose_tf.errors import UserError
 
     flags.DEFINE_integer("num_images", 100, "Number of scored images (first N of the split).", lower_bound=1)
     flags.DEFINE_string("split", "dev", "Split name in splits.json.")
@@ -138,23 +137,19 @@ def main(argv: list[str]) -> int:
     flags.DEFINE_integer("rounds", 3, "Passes over the images; per-image latency is the median.", lower_bound=1)
     flags.DEFINE_string("output", None, "Optional JSON file for the full results.")
     flags.DEFINE_string("data_dir", DEFAULT_DATA_DIR, "LSPET folder (annotations.json, splits.json, images/).")
+
+
+def main(argv: list[str]) -> int:
+    from absl import flags
+
     FLAGS = flags.FLAGS
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if len(rest) > 1:
-        print(f"error: unexpected arguments: {' '.join(rest[1:])}", file=sys.stderr)
-        return 2
-    try:
-        _, passed = measure(FLAGS.num_images, FLAGS.split, FLAGS.threads, FLAGS.cpu, FLAGS.warmup,
-                            FLAGS.rounds, FLAGS.data_dir, FLAGS.output)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    _, passed = measure(FLAGS.num_images, FLAGS.split, FLAGS.threads, FLAGS.cpu, FLAGS.warmup,
+                        FLAGS.rounds, FLAGS.data_dir, FLAGS.output)
     return 0 if passed else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    from blazepose_tf import cli
+
+    _define_flags()
+    cli.run(main)
