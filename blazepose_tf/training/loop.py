@@ -144,7 +144,11 @@ def train(cfg: TrainConfig) -> dict:
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, best=best_var)
     manager = tf.train.CheckpointManager(ckpt, str(model_dir / "checkpoints"), max_to_keep=3)
     if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).expect_partial()
+        try:
+            ckpt.restore(manager.latest_checkpoint).assert_consumed()
+        except (AssertionError, ValueError, tf.errors.OpError):
+            raise UserError(f"{manager.latest_checkpoint} does not match the model being trained (was the "
+                            "architecture changed?); use a new --model_dir") from None
         print(f"resumed from {manager.latest_checkpoint} at step {int(step_var.numpy())}", file=sys.stderr)
     else:
         objectives.initialize(models, cfg.init_from)
