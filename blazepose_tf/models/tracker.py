@@ -62,6 +62,10 @@ class TrackerConfig:
         regression_filters / regression_blocks: regression encoder stages at input/8 … input/128 (each starts
             with a stride-2 block; the first three receive stop-gradient skips from dec32, dec16 and enc4).
         kernel_size: depthwise kernel of encoder and regression blocks (decoder blocks use 3).
+        small_kernel_max_stride: blocks at this stride or finer use 3×3 depthwise kernels instead (0: none);
+            the high-resolution stages dominate training time, the coarse ones the parameter count. E.g.
+            ``with_config("lite", small_kernel_max_stride=8, encoder_blocks=(1, 2, 3, 3))`` trains with ~16%
+            less CPU per step than ``lite`` (measured) for 4k fewer parameters.
         batch_norm: BatchNorm after convolutions (folded into the convolutions by the TFLite converter).
         batch_norm_min_stride: BatchNorm only on feature maps of at least this stride (8: 32² and below for
             a 256 input). At 128² and 64² BatchNorm would cost more CPU training time than the convolutions
@@ -77,6 +81,7 @@ class TrackerConfig:
     regression_filters: tuple[int, ...] = (96, 192, 352, 448, 448)
     regression_blocks: tuple[int, ...] = (2, 3, 4, 4, 4)
     kernel_size: int = 5
+    small_kernel_max_stride: int = 0
     batch_norm: bool = True
     batch_norm_min_stride: int = 8
 
@@ -152,7 +157,9 @@ def build_tracker(preset: str | TrackerConfig = "full", topology: Topology = BLA
     """
     cfg = resolve_tracker_config(preset)
     num_points = topology.num_keypoints + len(AUX_ROI_POINTS)
-    k = cfg.kernel_size
+
+    def k(stride: int) -> int:
+        return 3 if stride <= cfg.small_kernel_max_stride else cfg.kernel_size
     base = name or f"blazepose_tracker_{cfg.name}"
 
     def bn(stride: int) -> bool:
@@ -163,7 +170,8 @@ def build_tracker(preset: str | TrackerConfig = "full", topology: Topology = BLA
     x = conv_bn_act(inputs, cfg.stem_filters, 3, 2, name="stem", batch_norm=bn(2))
     feats = []
     for i, (f, n) in enumerate(zip(cfg.encoder_filters, cfg.encoder_blocks), start=1):
-        x = blaze_stage(x, f, n, strides=2, kernel_size=k, name=f"enc{i}", batch_norm=bn(2 ** (i + 1)))
+        x = blaze_stage(x, f, n, strides=2, kernel_size=k(2 ** (i + 1)), name=f"enc{i}",
+                        batch_norm=bn(2 ** (i + 1)))
         feats.append(x)
     e1, e2, e3, e4 = feats
     # ---- heatmap branch: decoder (8² → 64² for a 256 input)
@@ -187,13 +195,13 @@ def build_tracker(preset: str | TrackerConfig = "full", topology: Topology = BLA
     r = StopGradient(name="reg_input_stopgrad")(dec64)
     for i, (f, n) in enumerate(zip(cfg.regression_filters, cfg.regression_blocks), start=1):
         stage, stride = f"reg_stage{i}", 2 ** (i + 2)
-        r = blaze_block(r, f, 2, k, name=f"{stage}_block1", batch_norm=bn(stride))
+        r = blaze_block(r, f, 2, k(stride), name=f"{stage}_block1", batch_norm=bn(stride))
         if i in skips:
             sk = StopGradient(name=f"{stage}_skip_stopgrad")(skips[i])
             sk = pointwise(sk, f, name=f"{stage}_skip", batch_norm=bn(stride), activation="relu")
             r = layers.Add(name=f"{stage}_skip_add")([r, sk])
         for j in range(2, n + 1):
-            r = blaze_block(r, f, 1, k, name=f"{stage}_block{j}", batch_norm=bn(stride))
+            r = blaze_block(r, f, 1, k(stride), name=f"{stage}_block{j}", batch_norm=bn(stride))
     side = int(r.shape[1])
     # ---- regression heads: a side×side valid convolution = a dense layer over the final map
     # Small initial weights: a fresh model predicts every point near the crop centre (not ±input_size away).
