@@ -15,3 +15,16 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data folder not found at {path} (set BLAZEPOSE_SHARED_DATA to override)")
     return path
+
+
+@pytest.fixture(scope="session")
+def official_models():
+    """Makes sure MediaPipe's official models are fetched; skips (with the reason) when they cannot be."""
+    from blazepose_tf.errors import ModelError
+    from data.fetch_official import official_model_path
+
+    try:
+        official_model_path("pose_detection")
+        official_model_path("pose_landmark_full")
+    except ModelError as e:
+        pytest.skip(f"official MediaPipe models unavailable (offline and not cached?): {e}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, EXIT_USAGE, ModelError
+from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, EXIT_USAGE
 from blazepose_tf.io.samples import sample_image_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,17 +87,6 @@ def tiny_coco(tmp_path) -> Path:
     (tmp_path / "annotations.json").write_text(json.dumps(doc))
     (tmp_path / "splits.json").write_text(json.dumps({"dev": [1, 2], "test": []}))
     return tmp_path
-
-
-@pytest.fixture(scope="module")
-def official_models():
-    from data.fetch_official import official_model_path
-
-    try:
-        official_model_path("pose_detection")
-        official_model_path("pose_landmark_full")
-    except ModelError as e:
-        pytest.skip(f"official MediaPipe models unavailable (offline and not cached?): {e}")
 
 
 # --- bad datasets and flags: rejected before any model is loaded ----------------------------------------------

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, ModelError
+from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from blazepose_tf.io.images import load_image
 from blazepose_tf.io.samples import sample_image_path
 
@@ -116,17 +116,6 @@ def count_frames(path: Path) -> int:
         n += 1
     cap.release()
     return n
-
-
-@pytest.fixture(scope="module")
-def official_models():
-    from data.fetch_official import official_model_path
-
-    try:
-        official_model_path("pose_detection")
-        official_model_path("pose_landmark_full")
-    except ModelError as e:
-        pytest.skip(f"official MediaPipe models unavailable (offline and not cached?): {e}")
 
 
 # --- flags: rejected before any model is loaded --------------------------------------------------------------------
