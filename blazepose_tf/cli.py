@@ -4,33 +4,50 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Callable, Optional
 
 from absl import flags
 
+from blazepose_tf import zoo
 from blazepose_tf.errors import EXIT_USAGE, ModelError, UserError
 
-MODEL_SETS = ("official",)
+MODEL_SETS: tuple[str, ...] = tuple(zoo.MODEL_SETS)
+DEFAULT_MODEL_SET = zoo.DEFAULT_SET
 
 
 def define_model_flags() -> None:
     """Flags choosing the detector and tracker: a named set, or explicit .tflite/.keras files."""
-    flags.DEFINE_string("models", "official", f"Model set: one of {', '.join(MODEL_SETS)}.")
+    sets = "; ".join(f"{name}: {det} + {lmk}" for name, (det, lmk) in zoo.MODEL_SETS.items())
+    flags.DEFINE_enum("models", DEFAULT_MODEL_SET, list(MODEL_SETS),
+                      f"Model set ({sets}); zoo models are the shipped files in blazepose_tf/zoo/weights.")
     flags.DEFINE_string("detector", None, "Detector model file (.tflite or .keras); overrides --models.")
     flags.DEFINE_string("landmarks", None, "Landmark (tracker) model file (.tflite or .keras); overrides --models.")
     flags.DEFINE_integer("num_threads", 1, "CPU threads for TFLite inference (XNNPACK).", lower_bound=1)
 
 
-def build_tracker(FLAGS, mode: str, **kwargs):
-    """Builds a :class:`PoseTracker` from the model flags."""
-    from blazepose_tf.runtime.pipeline import PoseTracker
-    from blazepose_tf.runtime.runners import load_runner
-    from data.fetch_official import official_model_path
-
+def resolve_models(FLAGS) -> tuple[Path, Path]:
+    """(detector, landmarks) files from the model flags: ``--detector`` / ``--landmarks`` when given, else the
+    ``--models`` set's files, resolved (and checked) through :mod:`blazepose_tf.zoo`; only the roles not
+    overridden are looked up."""
     if FLAGS.models not in MODEL_SETS:
         raise UserError(f"--models must be one of {', '.join(MODEL_SETS)}, got {FLAGS.models!r}")
-    det = FLAGS.detector or official_model_path("pose_detection")
-    lmk = FLAGS.landmarks or official_model_path("pose_landmark_full")
+    det = Path(FLAGS.detector) if FLAGS.detector else zoo.set_member_path(FLAGS.models, "detector")
+    lmk = Path(FLAGS.landmarks) if FLAGS.landmarks else zoo.set_member_path(FLAGS.models, "landmarks")
+    return det, lmk
+
+
+def model_labels(FLAGS) -> dict[str, str]:
+    """{"detector", "landmarks"}: the file given by flag, else the set member (``zoo:full``, ``official:...``)."""
+    return {role: str(getattr(FLAGS, role) or zoo.set_member(FLAGS.models, role)) for role in zoo.ROLES}
+
+
+def build_tracker(FLAGS, mode: str, **kwargs):
+    """Builds a :class:`PoseTracker` from the model flags (see :func:`resolve_models`)."""
+    from blazepose_tf.runtime.pipeline import PoseTracker
+    from blazepose_tf.runtime.runners import load_runner
+
+    det, lmk = resolve_models(FLAGS)
     return PoseTracker(load_runner(det, FLAGS.num_threads), load_runner(lmk, FLAGS.num_threads), mode=mode,
                        **kwargs)
 

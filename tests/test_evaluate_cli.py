@@ -38,7 +38,9 @@ PCK_KEYS = {"pck", "per_keypoint", "per_group", "detection_rate", "num_people", 
 
 
 def run_evaluate(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "blazepose_tf.evaluate", *map(str, args), "--noprogress"],
+    # The official models (what the tiny set is annotated with); a --models in args comes later and wins.
+    return subprocess.run([sys.executable, "-m", "blazepose_tf.evaluate", "--models=official", *map(str, args),
+                           "--noprogress"],
                           cwd=REPO, capture_output=True, text=True, errors="replace", timeout=300)
 
 

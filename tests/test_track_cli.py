@@ -41,7 +41,9 @@ OUR_PREFIXES = ("error:", "skipped:", "warning:", "run `python -m blazepose_tf.t
 
 
 def run_track(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "blazepose_tf.track", *map(str, args), "--noprogress"],
+    # The official models (the checks below describe their output); a --models in args comes later and wins.
+    return subprocess.run([sys.executable, "-m", "blazepose_tf.track", "--models=official", *map(str, args),
+                           "--noprogress"],
                           cwd=REPO, capture_output=True, text=True, errors="replace", timeout=300)
 
 
