@@ -1,0 +1,335 @@
+"""The model zoo: registry resolution and checks (``blazepose_tf.zoo``), publishing (``blazepose_tf.zoo.publish``),
+the ``--models`` flag of the runtime commands, and a tiny ``benchmarks.model_zoo`` run.
+
+Nothing here depends on the repository's own shipped weights: every test works on a temporary weights folder
+(``$BLAZEPOSE_TF_ZOO_WEIGHTS`` / ``directory=``), filled with a tiny ``smoke`` tracker where a real model is
+needed. Tests that run the official models or read ``../shared/data`` skip (with the reason) without them.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from blazepose_tf import cli, zoo
+from blazepose_tf.errors import EXIT_MODELS, EXIT_NO_INPUT, EXIT_OK, EXIT_USAGE, ModelError, UserError
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE_FLAGS = REPO / "configs" / "smoke.flags"
+
+
+def run_module(module: str, *args, env_zoo: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    import os
+
+    env = dict(os.environ)
+    if env_zoo is not None:
+        env[zoo.WEIGHTS_ENV] = str(env_zoo)
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, errors="replace", timeout=timeout, env=env)
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+
+
+def write_fake_zoo(folder: Path, names=zoo.MODEL_NAMES) -> dict[str, bytes]:
+    """A weights folder whose files are arbitrary bytes described by a consistent manifest."""
+    import hashlib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = zoo.empty_manifest()
+    contents = {}
+    for name in names:
+        files = {}
+        for fmt in zoo.FORMATS:
+            data = f"{name}.{fmt} ".encode() * 100
+            (folder / f"{name}.{fmt}").write_bytes(data)
+            contents[f"{name}.{fmt}"] = data
+            files[fmt] = {"file": f"{name}.{fmt}", "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        manifest["models"][name] = {"kind": zoo.MODEL_KINDS[name], "files": files, "command": "test",
+                                    "publish_command": f"python -m blazepose_tf.zoo.publish --name {name} --model X"}
+    (folder / zoo.MANIFEST_NAME).write_text(json.dumps(manifest))
+    return contents
+
+
+@pytest.fixture
+def fake_zoo(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "weights"
+    write_fake_zoo(folder)
+    monkeypatch.setenv(zoo.WEIGHTS_ENV, str(folder))
+    return folder
+
+
+# --- registry ------------------------------------------------------------------------------------------------------
+
+
+def test_sets_and_names():
+    assert zoo.MODEL_NAMES == ("detector", "full", "lite")
+    assert set(zoo.MODEL_SETS) == {"ours", "ours_lite", "official"} and zoo.DEFAULT_SET == "ours"
+    assert cli.MODEL_SETS == tuple(zoo.MODEL_SETS) and cli.DEFAULT_MODEL_SET == "ours"
+    assert zoo.DEFAULT_WEIGHTS_DIR == REPO / "blazepose_tf" / "zoo" / "weights"
+
+
+def test_model_set_resolves_verified_files(fake_zoo):
+    assert zoo.weights_dir() == fake_zoo
+    assert zoo.model_set("ours") == (fake_zoo / "detector.tflite", fake_zoo / "full.tflite")
+    assert zoo.model_set("ours_lite") == (fake_zoo / "detector.tflite", fake_zoo / "lite.tflite")
+    assert zoo.model_set("ours", fmt="keras") == (fake_zoo / "detector.keras", fake_zoo / "full.keras")
+    assert zoo.model_path("lite") == fake_zoo / "lite.tflite"
+    assert zoo.model_path("full", fmt="keras", directory=fake_zoo) == fake_zoo / "full.keras"
+    assert zoo.published() == list(zoo.MODEL_NAMES)
+    assert zoo.set_member("ours_lite", "landmarks") == "zoo:lite"
+
+
+def test_official_set_is_the_fetched_official_models(official_models, tmp_path, monkeypatch):
+    from data.fetch_official import official_model_path
+
+    monkeypatch.setenv(zoo.WEIGHTS_ENV, str(tmp_path))  # empty zoo: the official set does not need it
+    assert zoo.model_set("official") == (official_model_path("pose_detection"),
+                                         official_model_path("pose_landmark_full"))
+
+
+def test_unknown_names_are_user_errors(fake_zoo):
+    with pytest.raises(UserError, match="unknown zoo model 'heavy'; known: detector, full, lite"):
+        zoo.model_path("heavy")
+    with pytest.raises(UserError, match="format must be one of tflite, keras"):
+        zoo.model_path("full", fmt="onnx")
+    with pytest.raises(UserError, match="--models must be one of ours, ours_lite, official, got 'mine'"):
+        zoo.model_set("mine")
+
+
+def _one_line(e: pytest.ExceptionInfo) -> str:
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_missing_file_says_which_and_how_to_restore(fake_zoo):
+    (fake_zoo / "full.tflite").unlink()
+    with pytest.raises(ModelError) as e:
+        zoo.model_set("ours")
+    msg = _one_line(e)
+    assert f"zoo model file {fake_zoo / 'full.tflite'} is missing" in msg
+    assert f"git checkout -- {fake_zoo / 'full.tflite'}" in msg
+    assert "python -m blazepose_tf.zoo.publish --name full --model X" in msg   # the recorded publish command
+    assert zoo.model_set("ours_lite")  # the other set is intact
+
+
+def test_corrupted_file_is_refused(fake_zoo):
+    path = fake_zoo / "lite.keras"
+    data = bytearray(path.read_bytes())
+    data[10] ^= 0xFF  # same size, different content
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError) as e:
+        zoo.model_path("lite", fmt="keras")
+    msg = _one_line(e)
+    assert f"zoo model file {path} does not match MANIFEST.json" in msg and "git checkout --" in msg
+    path.write_bytes(b"version https://git-lfs.github.com/spec/v1\n")  # a Git LFS pointer
+    with pytest.raises(ModelError, match="Git LFS pointer"):
+        zoo.model_path("lite", fmt="keras")
+    assert zoo.model_path("lite") == fake_zoo / "lite.tflite"
+
+
+def test_unpublished_model_and_broken_manifest(tmp_path, monkeypatch):
+    monkeypatch.setenv(zoo.WEIGHTS_ENV, str(tmp_path))
+    with pytest.raises(ModelError) as e:
+        zoo.model_set("ours")
+    msg = _one_line(e)
+    assert "zoo model 'detector' is not published" in msg and "or use --models official" in msg
+    assert "python -m blazepose_tf.zoo.publish --name detector" in msg
+    with pytest.raises(ModelError, match="--flagfile configs/lite.flags"):
+        zoo.model_path("lite")
+    (tmp_path / "MANIFEST.json").write_text("{not json")
+    with pytest.raises(ModelError) as e:
+        zoo.model_path("lite")
+    assert "MANIFEST.json is not readable JSON" in _one_line(e)
+    (tmp_path / "MANIFEST.json").write_text(json.dumps({"schema": "other", "models": {}}))
+    with pytest.raises(ModelError, match="is not a blazepose_tf.zoo/1 manifest"):
+        zoo.model_path("lite")
+
+
+# --- cli: --models / --detector / --landmarks ----------------------------------------------------------------------
+
+
+def flags_ns(models="ours", detector=None, landmarks=None) -> SimpleNamespace:
+    return SimpleNamespace(models=models, detector=detector, landmarks=landmarks, num_threads=1)
+
+
+def test_cli_resolves_sets_through_the_zoo(fake_zoo):
+    assert cli.resolve_models(flags_ns()) == (fake_zoo / "detector.tflite", fake_zoo / "full.tflite")
+    assert cli.resolve_models(flags_ns("ours_lite")) == (fake_zoo / "detector.tflite", fake_zoo / "lite.tflite")
+    assert cli.model_labels(flags_ns("ours_lite", landmarks="x.tflite")) == {"detector": "zoo:detector",
+                                                                             "landmarks": "x.tflite"}
+    with pytest.raises(UserError, match="--models must be one of"):
+        cli.resolve_models(flags_ns("bogus"))
+
+
+def test_cli_overrides_skip_the_zoo(tmp_path, monkeypatch):
+    monkeypatch.setenv(zoo.WEIGHTS_ENV, str(tmp_path / "empty"))
+    assert cli.resolve_models(flags_ns(detector="d.tflite", landmarks="l.keras")) == (Path("d.tflite"),
+                                                                                      Path("l.keras"))
+    with pytest.raises(ModelError, match="zoo model 'detector' is not published"):
+        cli.resolve_models(flags_ns(landmarks="l.keras"))  # only the role not overridden is looked up
+    with pytest.raises(ModelError, match="zoo model 'lite' is not published"):
+        cli.resolve_models(flags_ns("ours_lite", detector="d.tflite"))
+
+
+def test_models_flag_rejects_unknown_set_before_loading(tmp_path):
+    proc = run_module("blazepose_tf.track", "--input", "sample", "--output", tmp_path / "r.json", "--models", "mine")
+    assert proc.returncode == EXIT_USAGE, proc.stderr
+    assert error_lines(proc) == ["error: flag --models=mine: value should be one of <ours|ours_lite|official>"]
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_default_set_without_published_weights_exits_4_with_one_line(tmp_path):
+    proc = run_module("blazepose_tf.track", "--input", "sample", "--output", tmp_path / "r.json", "--noprogress",
+                      env_zoo=tmp_path / "empty")
+    assert proc.returncode == EXIT_MODELS, proc.stderr
+    lines = error_lines(proc)
+    assert len(lines) == 1 and "zoo model 'detector' is not published" in lines[0], proc.stderr
+    assert "--models official" in lines[0]
+
+
+# --- publish ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    """A tiny trained-looking run folder: best.keras (smoke tracker inference model) + best.json sidecar."""
+    from blazepose_tf.topology import BLAZEPOSE_33
+    from blazepose_tf.training.objectives import build_models
+
+    run = tmp_path_factory.mktemp("run")
+    build_models("smoke", BLAZEPOSE_33).inference.save(run / "best.keras")
+    (run / "best.json").write_text(json.dumps({"step": 6, "pck": 1.25, "points": 40}))
+    return run
+
+
+@pytest.fixture(scope="module")
+def published_zoo(smoke_run, tmp_path_factory) -> Path:
+    from blazepose_tf.zoo.publish import publish
+
+    folder = tmp_path_factory.mktemp("weights")
+    publish("lite", smoke_run / "best.keras", flagfile=str(SMOKE_FLAGS), weights_dir=folder, log=lambda *a: None)
+    return folder
+
+
+def test_publish_writes_both_files_and_a_consistent_manifest(published_zoo, smoke_run):
+    from blazepose_tf.runtime.runners import TFLiteRunner
+    from export.metadata import read_metadata
+
+    doc = json.loads((published_zoo / "MANIFEST.json").read_text())
+    assert doc["schema"] == zoo.SCHEMA and list(doc["models"]) == ["lite"]
+    e = doc["models"]["lite"]
+    assert e["kind"] == "tracker" and e["step"] == 6 and e["dev_metrics"] == {"pck": 1.25, "points": 40}
+    assert e["flagfile"] == str(SMOKE_FLAGS) and "--preset=smoke" in e["flags"]
+    assert e["command"] == f"python -m blazepose_tf.train --flagfile={SMOKE_FLAGS}"
+    assert e["source"] == str(smoke_run / "best.keras") and e["published_at"]
+    assert f"--name lite --model {smoke_run / 'best.keras'}" in e["publish_command"]
+    for fmt in zoo.FORMATS:
+        info = e["files"][fmt]
+        path = published_zoo / info["file"]
+        assert info["file"] == f"lite.{fmt}"
+        assert info["sha256"] == zoo.file_sha256(path) and info["bytes"] == path.stat().st_size
+    assert (published_zoo / "lite.keras").read_bytes() == (smoke_run / "best.keras").read_bytes()
+    assert e["files"]["tflite"]["quantization"] == "fp16" and read_metadata(published_zoo / "lite.tflite")[
+        "quantization"] == "fp16"
+    assert set(TFLiteRunner(published_zoo / "lite.tflite").output_roles) == {"landmarks", "presence"}
+    assert zoo.model_path("lite", directory=published_zoo) == published_zoo / "lite.tflite"
+    assert sorted(p.name for p in published_zoo.iterdir()) == ["MANIFEST.json", "lite.keras", "lite.tflite"]
+
+
+def test_publish_keeps_other_entries_and_refuses_the_wrong_kind(published_zoo, smoke_run, tmp_path):
+    from blazepose_tf.zoo.publish import publish
+
+    folder = tmp_path / "w"
+    folder.mkdir()
+    for f in published_zoo.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    before = (folder / "MANIFEST.json").read_text()
+    with pytest.raises(ModelError, match="is a tracker model but zoo model 'detector' must be a detector"):
+        publish("detector", smoke_run / "best.keras", command="x", weights_dir=folder, log=lambda *a: None)
+    assert (folder / "MANIFEST.json").read_text() == before and not (folder / "detector.keras").exists()
+    with pytest.raises(UserError, match="give --flagfile and/or --command"):
+        publish("full", smoke_run / "best.keras", weights_dir=folder)
+    publish("full", smoke_run / "best.keras", command="python train.py --steps=6", weights_dir=folder,
+            log=lambda *a: None)
+    doc = json.loads((folder / "MANIFEST.json").read_text())
+    assert list(doc["models"]) == ["full", "lite"]
+    assert doc["models"]["lite"] == json.loads(before)["models"]["lite"]
+    assert doc["models"]["full"]["command"] == "python train.py --steps=6" and doc["models"]["full"]["flagfile"] is None
+    assert zoo.model_path("full", "keras", directory=folder).read_bytes() == (smoke_run / "best.keras").read_bytes()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".publish") or p.suffix == ".part"]
+
+
+def test_publish_cli_flagfile_alias_and_errors(tmp_path):
+    from blazepose_tf.zoo.publish import rename_flagfile
+
+    assert rename_flagfile(["p", "--flagfile", "a.flags", "--name=lite", "--flagfile=b.flags"]) == [
+        "p", "--train_flagfile=a.flags", "--name=lite", "--train_flagfile=b.flags"]
+    proc = run_module("blazepose_tf.zoo.publish", "--name", "lite", "--model", tmp_path / "none.keras",
+                      "--flagfile", SMOKE_FLAGS, "--weights_dir", tmp_path)
+    assert proc.returncode == EXIT_MODELS and error_lines(proc) == [
+        f"error: model file not found: {tmp_path / 'none.keras'}"], proc.stderr
+    proc = run_module("blazepose_tf.zoo.publish", "--name", "heavy", "--model", "x.keras")
+    assert proc.returncode == EXIT_USAGE and "--name=heavy" in error_lines(proc)[0]
+
+
+def test_track_runs_a_published_tracker_through_the_set(published_zoo, official_models, tmp_path):
+    from data.fetch_official import official_model_path
+
+    out = tmp_path / "r.json"
+    proc = run_module("blazepose_tf.track", "--input", "sample", "--output", out, "--models", "ours_lite",
+                      "--detector", official_model_path("pose_detection"), "--noprogress", env_zoo=published_zoo)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["summary"]["processed"] == 1 and doc["summary"]["detector_calls"] == 1
+
+
+# --- benchmarks.model_zoo --------------------------------------------------------------------------------------------
+
+
+def test_model_zoo_benchmark_errors(tmp_path):
+    proc = run_module("benchmarks.model_zoo", "--annotations", tmp_path / "missing.json", "--output",
+                      tmp_path / "Z.md")
+    assert proc.returncode == EXIT_NO_INPUT, proc.stderr
+    assert error_lines(proc) == [f"error: evaluation data not found: {tmp_path / 'missing.json'} does not exist "
+                                 "(the model zoo is measured on LSPET, ../shared/data/lspet; pass --annotations "
+                                 "and --images)"]
+    proc = run_module("benchmarks.model_zoo", "--quantizations", "fp8", "--output", tmp_path / "Z.md")
+    assert proc.returncode == EXIT_USAGE and "--quantizations must list names from" in error_lines(proc)[0]
+    assert not (tmp_path / "Z.md").exists()
+
+
+def test_model_zoo_benchmark_unpublished_model_exits_4(shared_data, tmp_path):
+    proc = run_module("benchmarks.model_zoo", "--models", "lite", "--limit", "1", "--output", tmp_path / "Z.md",
+                      env_zoo=tmp_path / "empty")
+    assert proc.returncode == EXIT_MODELS, proc.stderr
+    assert len(error_lines(proc)) == 1 and "zoo model 'lite' is not published" in error_lines(proc)[0]
+
+
+def test_model_zoo_benchmark_smoke(shared_data, official_models, tmp_path):
+    """Official models, shipped files only (no export), two images, two timed runs: the whole table path.
+    (Params/FLOPs come from the converted Keras models, converted on first use and cached.)"""
+    out, js = tmp_path / "Z.md", tmp_path / "z.json"
+    proc = run_module("benchmarks.model_zoo", "--models", "official_detector,official_full", "--quantizations",
+                      "fp16", "--limit", "2", "--runs", "2", "--warmup", "0", "--rounds", "1", "--output", out,
+                      "--json", js, "--noprogress", "--cache_dir", tmp_path / "cache")
+    assert proc.returncode == EXIT_OK, proc.stderr
+    text = out.read_text()
+    assert text.startswith("# Model zoo\n") and text in proc.stdout
+    assert "2 scored images (first 2, `--limit`)" in text and "logical CPUs" in text and "## Detectors" in text
+    rows = {r["model"]: r for r in json.loads(js.read_text())["rows"]}
+    full, det = rows["official_full"], rows["official_detector"]
+    assert full["ratio"] == pytest.approx(1.0) and det["ratio"] > 0            # the reference is official Full
+    assert full["params"] == 3169489 and full["flops"] > 0 and full["size_bytes"] > 6e6
+    assert full["pipeline"] == {"detector": det["path"], "landmarks": full["path"]} == det["pipeline"]
+    assert 0 <= full["pck"] <= 100 and full["detection_rate"] == det["detection_rate"]
+    assert full["crop_pck"] is not None and det["crop_pck"] is None and full["per_group"]["face"] is None
+    line = next(ln for ln in text.splitlines() if ln.startswith("| official Full |"))
+    assert "| fp16 | MediaPipe file |" in line and "| 1.00× |" in line
