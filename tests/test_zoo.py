@@ -267,6 +267,19 @@ def test_publish_keeps_other_entries_and_refuses_the_wrong_kind(published_zoo, s
     assert not [p for p in folder.iterdir() if p.name.startswith(".publish") or p.suffix == ".part"]
 
 
+def test_publish_creates_the_default_weights_folder(smoke_run, tmp_path, monkeypatch):
+    from blazepose_tf.zoo.publish import publish
+
+    default = tmp_path / "repo_weights"
+    monkeypatch.setattr(zoo, "DEFAULT_WEIGHTS_DIR", default)
+    monkeypatch.delenv(zoo.WEIGHTS_ENV, raising=False)
+    with pytest.raises(ModelError, match="must be a detector"):  # stops after the folder check, before any export
+        publish("detector", smoke_run / "best.keras", command="x", log=lambda *a: None)
+    assert default.is_dir() and not list(default.iterdir())
+    with pytest.raises(UserError, match="weights folder does not exist"):  # other folders are not created
+        publish("lite", smoke_run / "best.keras", command="x", weights_dir=tmp_path / "typo")
+
+
 def test_publish_cli_flagfile_alias_and_errors(tmp_path):
     from blazepose_tf.zoo.publish import rename_flagfile
 

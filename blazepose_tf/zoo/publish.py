@@ -135,6 +135,8 @@ def publish(name: str, model: str | os.PathLike, *, flagfile: Optional[str] = No
     flags_recorded = flagfile_lines(Path(flagfile).expanduser()) if flagfile else None
     command = command or f"python -m blazepose_tf.train --flagfile={flagfile}"
     directory = Path(weights_dir).expanduser() if weights_dir else zoo.weights_dir()
+    if directory == zoo.DEFAULT_WEIGHTS_DIR:
+        directory.mkdir(exist_ok=True)  # the repository's folder: created by the first publish
     if not directory.is_dir():
         raise UserError(f"weights folder does not exist: {directory}")
     manifest = zoo.read_manifest(directory)  # fail on a broken manifest before writing anything
