@@ -103,7 +103,7 @@ def _finite(value: Any) -> Any:
 
 def publish(name: str, model: str | os.PathLike, *, flagfile: Optional[str] = None, command: Optional[str] = None,
             weights_dir: Optional[str | os.PathLike] = None, eval_spec: Optional[str] = None, num_eval: int = 100,
-            keep_heatmap: bool = False, publish_command: Optional[str] = None, log=print) -> dict[str, Any]:
+            keep_heatmap: bool = False, log=print) -> dict[str, Any]:
     """Copies ``model`` into the zoo as ``name``, exports its fp16 .tflite and records both in the manifest.
 
     Args:
@@ -114,7 +114,6 @@ def publish(name: str, model: str | os.PathLike, *, flagfile: Optional[str] = No
         weights_dir: zoo weights folder (default :func:`blazepose_tf.zoo.weights_dir`).
         eval_spec / num_eval: annotated dataset for the export's PCK on GT-aligned crops.
         keep_heatmap: keep a tracker's heatmap output in the .tflite.
-        publish_command: the command line recorded as the way to republish (default: rebuilt from the args).
         log: where progress lines go.
     Returns:
         The new manifest entry.
@@ -139,7 +138,7 @@ def publish(name: str, model: str | os.PathLike, *, flagfile: Optional[str] = No
         directory.mkdir(exist_ok=True)  # the repository's folder: created by the first publish
     if not directory.is_dir():
         raise UserError(f"weights folder does not exist: {directory}")
-    manifest = zoo.read_manifest(directory)  # fail on a broken manifest before writing anything
+    zoo.read_manifest(directory)  # a broken manifest stops here, before anything is written
     sidecar = read_sidecar(src)
 
     kind = zoo.MODEL_KINDS[name]
@@ -182,8 +181,7 @@ def publish(name: str, model: str | os.PathLike, *, flagfile: Optional[str] = No
         "export": export_info,
         "published_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "git_commit": zoo.git_commit(),
-        "publish_command": publish_command or _rebuild_command(name, str(model), flagfile, command, eval_spec,
-                                                               keep_heatmap),
+        "publish_command": _rebuild_command(name, str(model), flagfile, command, eval_spec, keep_heatmap),
     }
     entry = _finite(entry)
     manifest = zoo.read_manifest(directory)  # re-read: keep entries published meanwhile
