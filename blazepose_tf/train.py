@@ -1,12 +1,16 @@
-"""Trains a BlazePose tracker (Full, Lite, or a custom topology) with a resumable custom loop.
+"""Trains a BlazePose tracker (Full, Lite, or a custom topology) or the person detector with a resumable
+custom loop.
 
     python -m blazepose_tf.train --flagfile=configs/lite.flags [--flag=value ...]
+    python -m blazepose_tf.train --flagfile=configs/detector.flags
 
-Data: TFRecords from ``python -m data.prepare``. Every ``--checkpoint_every`` steps the model, optimizer and step
+Data: TFRecords from ``python -m data.prepare`` (``--kind detector`` for the detector). Every
+``--checkpoint_every`` steps the model, optimizer and step
 are checkpointed in ``--model_dir``; rerunning the same command resumes from the latest checkpoint, with the
 input pipeline positioned on the exact batch that follows it (seeded per epoch), so no batch is lost or
 repeated. TensorBoard logs (losses, learning rate, dev PCK@0.2, sample predictions) go to
-``--model_dir/logs``; the best dev checkpoint is exported as ``--model_dir/best.keras`` (inference model).
+``--model_dir/logs``; the best dev checkpoint (PCK@0.2 on aligned crops for a tracker, detection rate for the
+detector) is exported as ``--model_dir/best.keras`` (inference model).
 ``--strategy`` picks a tf.distribute strategy: default, mirrored (all local devices), multi_worker (TF_CONFIG).
 """
 from __future__ import annotations
@@ -22,8 +26,9 @@ from absl import flags
 from blazepose_tf import cli
 from blazepose_tf.errors import UserError
 
-flags.DEFINE_enum("model", "tracker", ["tracker"], "What to train.")
-flags.DEFINE_string("preset", "lite", "Tracker preset (full, lite, or a preset of blazepose_tf.models).")
+flags.DEFINE_enum("model", "tracker", ["tracker", "detector"], "What to train.")
+flags.DEFINE_string("preset", "lite", "Model preset: a tracker's (full, lite, official_full, smoke) or a detector's "
+                    "(detector, detector_lite, official_detector).")
 flags.DEFINE_string("topology", "blazepose33", "Keypoint topology name.")
 flags.DEFINE_string("train_data", None, "Glob of training TFRecord shards (from data.prepare).")
 flags.DEFINE_string("dev_data", None, "Glob of dev TFRecord shards (for periodic evaluation).")
@@ -41,9 +46,13 @@ flags.DEFINE_float("w_coords", 1.0, "Coordinate regression loss weight.")
 flags.DEFINE_float("w_z", 0.1, "Depth (z) regression loss weight.")
 flags.DEFINE_float("w_visibility", 0.2, "Visibility BCE weight.")
 flags.DEFINE_float("w_presence", 0.1, "Presence BCE weight.")
+flags.DEFINE_float("w_classification", 1.0, "Detector: anchor classification loss weight.")
+flags.DEFINE_float("w_regression", 1.0, "Detector: box and keypoint regression loss weight.")
+flags.DEFINE_enum("classification_loss", "focal", ["focal", "ohem"], "Detector: focal loss, or BCE with online "
+                  "hard-negative mining (keeps a pretrained detector's score calibration).")
 flags.DEFINE_float("w_distill", 0.5, "Weight of the teacher's outputs as extra targets (--distill_from).")
-flags.DEFINE_string("init_from", "scratch", "scratch | official (converted official Full weights) | a .keras "
-                    "file | a checkpoint directory.")
+flags.DEFINE_string("init_from", "scratch", "scratch | official (with the official_* presets, which are built "
+                    "from the converted official weights) | a .keras file | a checkpoint directory.")
 flags.DEFINE_string("distill_from", None, "Teacher whose outputs on each augmented crop become extra targets: "
                     "official, or a .keras tracker.")
 flags.DEFINE_integer("checkpoint_every", 200, "Checkpoint period in steps.", lower_bound=1)

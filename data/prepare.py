@@ -1,7 +1,7 @@
 """Prepares training data: aligned tracker crops with targets, as sharded TFRecords plus a manifest.
 
     python -m data.prepare --annotations COCO.json --images DIR [--splits splits.json] --output_dir OUT \
-        [--teacher official|none] [--crop_size 384] [--limit N]
+        [--kind tracker|detector] [--teacher official|none] [--crop_size 384] [--limit N]
 
 Reads any COCO-keypoints dataset (LSPET in ../shared/data, COCO, a user's own), maps its keypoints onto the
 tracker topology by name, and — with ``--teacher official`` — fills the points the dataset does not annotate
@@ -13,6 +13,11 @@ Each person with a torso becomes one example: the alignment crop of DESIGN.md §
 2.5·r, rotated upright) enlarged by ``--margin`` so augmentation can scale/shift/rotate without running out of
 pixels, at ``crop_size`` pixels, JPEG-encoded. Keypoints are stored in that crop's pixels; the two auxiliary
 ROI points (centre, scale point) are appended after the body points.
+
+With ``--kind detector`` each image becomes one example instead: the whole image, downscaled so its longer
+side is at most ``--image_size`` pixels, with every usable person's merged 33 keypoints (image pixels),
+availability and source, up to ``MAX_PEOPLE`` people; the detector pipeline letterboxes and augments it and
+encodes the anchor targets (:mod:`blazepose_tf.training.detector_data`).
 
 Bad records — missing or unreadable image, keypoints outside the image, no torso — are counted per reason in
 the manifest and printed; never fatal, never silently dropped.
@@ -41,7 +46,8 @@ from blazepose_tf.topology import BLAZEPOSE_33, Topology
 
 SOURCE_NONE, SOURCE_GT, SOURCE_TEACHER = 0, 1, 2
 ROI_SCALE = 1.25           # inference ROI = 2·r·1.25 (DESIGN.md §4)
-OUTSIDE_TOLERANCE = 0.05   # GT points further than this fraction of the image outside it are dropped
+OUTSIDE_TOLERANCE = 0.05
+MAX_PEOPLE = 8         # people stored per detector example   # GT points further than this fraction of the image outside it are dropped
 
 flags.DEFINE_string("annotations", None, "COCO-keypoints JSON (images without annotations: teacher labels only).")
 flags.DEFINE_string("images", None, "Folder the JSON's file_name entries are relative to.")
@@ -49,6 +55,9 @@ flags.DEFINE_string("splits", None, "Splits JSON {name: [image ids]}; default sp
                     "if present, else one split 'all'.")
 flags.DEFINE_list("split_names", None, "Only these splits (default: every split in the file).")
 flags.DEFINE_string("output_dir", None, "Where to write <split>-NNNNN.tfrecord shards and manifest.json.")
+flags.DEFINE_enum("kind", "tracker", ["tracker", "detector"], "tracker: one aligned crop per person; detector: "
+                  "one downscaled whole image per example with all its people.")
+flags.DEFINE_integer("image_size", 320, "--kind detector: longer image side stored, in pixels.", lower_bound=64)
 flags.DEFINE_enum("teacher", "official", ["official", "none"], "Pseudo-label teacher for unannotated points.")
 flags.DEFINE_integer("crop_size", 384, "Stored crop side in pixels (the 256 training crop plus margin).")
 flags.DEFINE_float("margin", 1.5, "Stored crop side relative to the inference ROI side.")
@@ -86,13 +95,21 @@ class Labeller:
         self.teacher_weight = teacher_weight
 
     def people(self, record: ImageRecord, image: np.ndarray, problems: Counter) -> Iterable[dict]:
-        """Yields one labelled example per usable person of ``record``."""
+        """Yields one labelled tracker example (aligned crop + targets) per usable person of ``record``."""
+        for merged in self.merged_people(record, image, problems):
+            ex = self.crop_example(image, merged, problems)
+            if ex is not None:
+                yield ex
+
+    def merged_people(self, record: ImageRecord, image: np.ndarray, problems: Counter) -> Iterable[dict]:
+        """Yields each usable person's ground truth merged with the teacher's pose (image pixels): ``points``
+        (K, 3), ``source``, ``weight``, ``visible``, ``vis_weight``, ``z_weight`` (K,)."""
         h, w = image.shape[:2]
         poses = self.teacher.process(image) if self.teacher is not None else []
         people = [p for p in record.people if not p.iscrowd and p.num_available > 0]
         if not record.people:  # unannotated dataset: every teacher pose is a person
             for pose in poses:
-                yield from self._example(image, None, None, pose, problems)
+                yield self._merge(None, None, pose)
             if not poses:
                 problems["teacher_found_no_person"] += 1
             return
@@ -113,9 +130,9 @@ class Labeller:
                 if float(np.median(err)) > 0.3 * span:
                     pose = None
                     problems["teacher_disagrees"] += 1
-            yield from self._example(image, gt, avail, pose, problems)
+            yield self._merge(gt, avail, pose)
 
-    def _example(self, image, gt, avail, pose, problems: Counter) -> Iterable[dict]:
+    def _merge(self, gt, avail, pose) -> dict:
         k = self.topology.num_keypoints
         pts = np.zeros((k, 3), np.float32)
         source = np.zeros(k, np.int64)
@@ -140,15 +157,22 @@ class Labeller:
                 source[~avail] = SOURCE_NONE
                 weight[~avail] = 0.0
                 vis_weight[~avail] = 0.0
+        return {"points": pts, "source": source, "weight": weight, "visible": visible, "vis_weight": vis_weight,
+                "z_weight": z_weight}
+
+    def crop_example(self, image: np.ndarray, merged: dict, problems: Counter) -> Optional[dict]:
+        """The aligned crop (with margin) of one merged person and its per-point arrays in crop pixels; None
+        (counted in ``problems``) without a torso or when the person is too small."""
+        pts, source = merged["points"], merged["source"]
         known = source > SOURCE_NONE
         align, ok = alignment_keypoints(pts, known, self.topology)
         if not ok.all():
             problems["no_torso"] += 1
-            return
+            return None
         roi = roi_codec.alignment_roi(align[0], align[1], scale=ROI_SCALE * self.margin)
         if roi.width < 8:
             problems["person_too_small"] += 1
-            return
+            return None
         crop = roi_codec.crop(image, roi, self.crop_size, self.crop_size, border="replicate")
         s = self.crop_size
         xy = roi_codec.image_to_crop(pts[:, :2], roi) * s
@@ -156,25 +180,75 @@ class Labeller:
         aux = roi_codec.image_to_crop(align[:2], roi) * s
         kps = np.concatenate([np.concatenate([xy, z], 1), np.concatenate([aux, np.zeros((2, 1), np.float32)], 1)])
         ones = np.ones(2, np.float32)
-        yield {"crop": crop, "keypoints": kps.astype(np.float32),
-               "weight": np.concatenate([weight, ones]), "visible": np.concatenate([visible, ones]),
-               "vis_weight": np.concatenate([vis_weight, np.zeros(2, np.float32)]),
-               "z_weight": np.concatenate([z_weight, np.zeros(2, np.float32)]),
-               "source": np.concatenate([source, [SOURCE_GT, SOURCE_GT]])}
+        zeros = np.zeros(2, np.float32)
+        return {"crop": crop, "keypoints": kps.astype(np.float32),
+                "weight": np.concatenate([merged["weight"], ones]),
+                "visible": np.concatenate([merged["visible"], ones]),
+                "vis_weight": np.concatenate([merged["vis_weight"], zeros]),
+                "z_weight": np.concatenate([merged["z_weight"], zeros]),
+                "source": np.concatenate([source, [SOURCE_GT, SOURCE_GT]])}
+
+    def image_example(self, record: ImageRecord, image: np.ndarray, problems: Counter,
+                      image_size: int) -> Optional[dict]:
+        """One detector example: the image downscaled to at most ``image_size`` on its longer side, with every
+        merged person (up to ``MAX_PEOPLE``) scaled alike; None (counted) when no person has a torso."""
+        import cv2
+        people = []
+        for merged in self.merged_people(record, image, problems):
+            known = merged["source"] > SOURCE_NONE
+            if not alignment_keypoints(merged["points"], known, self.topology)[1].all():
+                problems["no_torso"] += 1
+                continue
+            people.append(merged)
+        if not people:
+            problems["image_without_usable_person"] += 1
+            return None
+        if len(people) > MAX_PEOPLE:
+            problems["people_beyond_max"] += len(people) - MAX_PEOPLE
+            people = people[:MAX_PEOPLE]
+        h, w = image.shape[:2]
+        scale = min(1.0, image_size / max(h, w))
+        if scale < 1.0:
+            image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                               interpolation=cv2.INTER_AREA)
+            scale_x, scale_y = image.shape[1] / w, image.shape[0] / h
+        else:
+            scale_x = scale_y = 1.0
+        points = np.stack([p["points"][:, :2] * np.array([scale_x, scale_y], np.float32) for p in people])
+        return {"crop": image, "points": points.astype(np.float32),
+                "valid": np.stack([(p["source"] > SOURCE_NONE).astype(np.float32) for p in people]),
+                "source": np.stack([p["source"] for p in people])}
+
+
+def _encode_jpeg(image: np.ndarray, source_path: str) -> bytes:
+    import cv2
+    ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    if not ok:
+        raise InputError(f"could not encode image of {source_path}")
+    return jpg.tobytes()
 
 
 def to_example(ex: dict, image_id, source_path: str) -> bytes:
-    """Serializes one example (JPEG crop + per-point arrays) as a tf.train.Example."""
-    import cv2
+    """Serializes one tracker example (JPEG crop + per-point arrays) as a tf.train.Example."""
     import tensorflow as tf
-    ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(ex["crop"], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-    if not ok:
-        raise InputError(f"could not encode crop of {source_path}")
-    feats = {"image/encoded": _bytes(jpg.tobytes()), "image/size": _ints([ex["crop"].shape[0]]),
+    feats = {"image/encoded": _bytes(_encode_jpeg(ex["crop"], source_path)), "image/size": _ints([ex["crop"].shape[0]]),
              "image/id": _bytes(str(image_id).encode()), "image/source": _bytes(source_path.encode()),
              "keypoints": _floats(ex["keypoints"]), "weight": _floats(ex["weight"]),
              "visible": _floats(ex["visible"]), "vis_weight": _floats(ex["vis_weight"]),
              "z_weight": _floats(ex["z_weight"]), "source": _ints(ex["source"])}
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+
+def to_detector_example(ex: dict, image_id, source_path: str) -> bytes:
+    """Serializes one detector example (downscaled JPEG image + people × keypoints) as a tf.train.Example;
+    ``people/keypoints`` is (N, K, 2) image pixels, ``people/valid`` and ``people/source`` (N, K), flattened."""
+    import tensorflow as tf
+    h, w = ex["crop"].shape[:2]
+    feats = {"image/encoded": _bytes(_encode_jpeg(ex["crop"], source_path)), "image/height": _ints([h]),
+             "image/width": _ints([w]), "image/id": _bytes(str(image_id).encode()),
+             "image/source": _bytes(source_path.encode()), "people/count": _ints([len(ex["points"])]),
+             "people/keypoints": _floats(ex["points"]), "people/valid": _floats(ex["valid"]),
+             "people/source": _ints(ex["source"])}
     return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
 
 
@@ -206,11 +280,13 @@ class ShardWriter:
 
 
 def prepare_split(dataset, labeller: Labeller, out_dir: Path, split: str, shard_size: int,
-                  progress: bool = True) -> dict:
-    """Labels and writes one split; returns its manifest entry."""
+                  progress: bool = True, kind: str = "tracker", image_size: int = 320) -> dict:
+    """Labels and writes one split (tracker crops or detector images); returns its manifest entry."""
     problems: Counter = Counter(dataset.problems)
-    coverage_gt = np.zeros(labeller.topology.num_keypoints, np.int64)
+    k = labeller.topology.num_keypoints
+    coverage_gt = np.zeros(k, np.int64)
     coverage_teacher = np.zeros_like(coverage_gt)
+    people = 0
     writer = ShardWriter(out_dir, split, shard_size)
     for rec in tqdm(dataset.records, desc=f"prepare {split}", unit="img", disable=not progress, file=sys.stderr):
         try:
@@ -218,14 +294,22 @@ def prepare_split(dataset, labeller: Labeller, out_dir: Path, split: str, shard_
         except InputError as e:
             problems["missing_image" if "not found" in str(e) or "no such" in str(e).lower() else "unreadable_image"] += 1
             continue
-        for ex in labeller.people(rec, image, problems):
-            writer.write(to_example(ex, rec.image_id, str(rec.file_path)))
-            k = labeller.topology.num_keypoints
-            coverage_gt += ex["source"][:k] == SOURCE_GT
-            coverage_teacher += ex["source"][:k] == SOURCE_TEACHER
+        if kind == "detector":
+            ex = labeller.image_example(rec, image, problems, image_size)
+            examples = [ex] if ex is not None else []
+            serialize = to_detector_example
+        else:
+            examples = labeller.people(rec, image, problems)
+            serialize = to_example
+        for ex in examples:
+            writer.write(serialize(ex, rec.image_id, str(rec.file_path)))
+            sources = np.reshape(ex["source"], (-1, ex["source"].shape[-1]))[:, :k]
+            people += len(sources)
+            coverage_gt += (sources == SOURCE_GT).sum(0)
+            coverage_teacher += (sources == SOURCE_TEACHER).sum(0)
     writer.close()
     names = labeller.topology.keypoints
-    return {"examples": writer.count, "images": len(dataset.records), "shards": writer.shards,
+    return {"examples": writer.count, "people": people, "images": len(dataset.records), "shards": writer.shards,
             "problems": dict(problems),
             "coverage": {n: {"ground_truth": int(g), "teacher": int(t)}
                          for n, g, t in zip(names, coverage_gt, coverage_teacher)}}
@@ -253,7 +337,8 @@ def main(argv: list[str]) -> int:
         from blazepose_tf.runtime.pipeline import PoseTracker
         teacher = PoseTracker.from_official(mode="image", num_threads=FLAGS.num_threads, num_poses=3)
     labeller = Labeller(teacher, BLAZEPOSE_33, FLAGS.crop_size, FLAGS.margin, FLAGS.teacher_weight)
-    manifest = {"annotations": str(FLAGS.annotations), "teacher": FLAGS.teacher, "crop_size": FLAGS.crop_size,
+    manifest = {"kind": FLAGS.kind, "annotations": str(FLAGS.annotations), "teacher": FLAGS.teacher,
+                "crop_size": FLAGS.crop_size, "image_size": FLAGS.image_size, "max_people": MAX_PEOPLE,
                 "margin": FLAGS.margin, "roi_scale": ROI_SCALE, "topology": list(BLAZEPOSE_33.keypoints),
                 "aux_points": ["roi_center", "roi_scale"], "splits": {}}
     for split in split_names:
@@ -262,9 +347,10 @@ def main(argv: list[str]) -> int:
         if FLAGS.limit:
             ds.records = ds.records[:FLAGS.limit]
         name = split or "all"
-        entry = prepare_split(ds, labeller, out_dir, name, FLAGS.shard_size, FLAGS.progress)
+        entry = prepare_split(ds, labeller, out_dir, name, FLAGS.shard_size, FLAGS.progress, FLAGS.kind,
+                              FLAGS.image_size)
         manifest["splits"][name] = entry
-        print(f"{name}: {entry['examples']} examples from {entry['images']} images; problems: "
+        print(f"{name}: {entry['examples']} examples ({entry['people']} people) from {entry['images']} images; problems: "
               + (", ".join(f"{k}={v}" for k, v in sorted(entry["problems"].items())) or "none"))
     tmp = out_dir / "manifest.json.part"
     tmp.write_text(json.dumps(manifest, indent=1))

@@ -62,14 +62,15 @@ def sample_affine(seed: tf.Tensor, in_size: float, out_size: float, cfg: Augment
     return a, b, flip
 
 
-def warp_image(image: tf.Tensor, a: tf.Tensor, b: tf.Tensor, out_size: int) -> tf.Tensor:
-    """Warps (H, W, 3) float image so that p_out = A·p_in + b, bilinear, edge pixels replicated."""
+def warp_image(image: tf.Tensor, a: tf.Tensor, b: tf.Tensor, out_size: int, fill: str = "nearest") -> tf.Tensor:
+    """Warps (H, W, 3) float image so that p_out = A·p_in + b, bilinear; outside the source, edge pixels are
+    replicated (``fill="nearest"``, tracker crops) or zero (``"constant"``, the detector's letterbox)."""
     inv = tf.linalg.inv(a)
     binv = -tf.linalg.matvec(inv, b)
     transform = tf.stack([inv[0, 0], inv[0, 1], binv[0], inv[1, 0], inv[1, 1], binv[1], 0.0, 0.0])
     out = tf.raw_ops.ImageProjectiveTransformV3(
         images=image[None], transforms=transform[None], output_shape=tf.constant([out_size, out_size]),
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")
+        fill_value=0.0, interpolation="BILINEAR", fill_mode=fill.upper())
     return out[0]
 
 

@@ -94,6 +94,35 @@ def make_example_fn(cfg: TrackerDataConfig, topology: Topology, training: bool) 
     return fn
 
 
+def seeded_records(pattern: str, seed: int, shuffle_buffer: int, training: bool = True, epoch: int = 0,
+                   skip_records: int = 0, repeat: bool = False) -> tf.data.Dataset:
+    """(per-example seed (2,), serialized record) pairs for one epoch (or forever with ``repeat``).
+
+    In training each epoch reads the shards in a stateless (seed, epoch) order through a seeded windowed
+    shuffle; the per-example seed depends only on (seed, epoch, position), so an epoch is reproducible
+    whatever the parallelism, and ``skip_records`` (resume) drops records before any decoding.
+    """
+    files = list_shards(pattern)
+
+    def one_epoch(e):
+        e = tf.cast(e, tf.int64)
+        names = tf.constant(files)
+        if training:  # shard order: a stateless permutation of (seed, epoch)
+            keys = tf.random.stateless_uniform((len(files),), seed=tf.stack([tf.cast(seed, tf.int64), e]))
+            names = tf.gather(names, tf.argsort(keys))
+        ds = tf.data.TFRecordDataset(tf.data.Dataset.from_tensor_slices(names), num_parallel_reads=1)
+        if training:
+            ds = _seeded_shuffle(ds, shuffle_buffer, seed, e)
+        ds = ds.enumerate()
+        ds = ds.map(lambda i, s: (tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + e, i]), s))
+        return ds
+
+    ds = tf.data.Dataset.counter(start=epoch).flat_map(one_epoch) if repeat else one_epoch(epoch)
+    if skip_records:
+        ds = ds.skip(skip_records)
+    return ds
+
+
 def tracker_dataset(pattern: str, cfg: TrackerDataConfig = TrackerDataConfig(), training: bool = True,
                     topology: Topology = BLAZEPOSE_33, epoch: int = 0, skip_batches: int = 0,
                     encode_targets: Optional[Callable] = None, repeat: bool = False) -> tf.data.Dataset:
@@ -106,30 +135,10 @@ def tracker_dataset(pattern: str, cfg: TrackerDataConfig = TrackerDataConfig(), 
         encode_targets: optional ``(image, targets) -> (image, targets)`` run per example after augmentation
             (e.g. heatmap encoding from :mod:`blazepose_tf.codecs.heatmap`).
     """
-    files = list_shards(pattern)
+    ds = seeded_records(pattern, cfg.seed, cfg.shuffle_buffer, training, epoch, skip_batches * cfg.batch_size,
+                        repeat)
     num_points = topology.num_keypoints + NUM_AUX
     example_fn = make_example_fn(cfg, topology, training)
-
-    def one_epoch(e):
-        e = tf.cast(e, tf.int64)
-        names = tf.constant(files)
-        if training:  # shard order: a stateless permutation of (seed, epoch)
-            keys = tf.random.stateless_uniform((len(files),), seed=tf.stack([tf.cast(cfg.seed, tf.int64), e]))
-            names = tf.gather(names, tf.argsort(keys))
-        ds = tf.data.TFRecordDataset(tf.data.Dataset.from_tensor_slices(names), num_parallel_reads=1)
-        if training:
-            ds = _seeded_shuffle(ds, cfg.shuffle_buffer, cfg.seed, e)
-        ds = ds.enumerate()
-        ds = ds.map(lambda i, s: (tf.stack([tf.cast(cfg.seed, tf.int64) * 1_000_003 + e, i]), s))
-        return ds
-
-    if repeat:
-        epochs = tf.data.Dataset.counter(start=epoch)
-        ds = epochs.flat_map(one_epoch)
-    else:
-        ds = one_epoch(epoch)
-    if skip_batches:
-        ds = ds.skip(skip_batches * cfg.batch_size)
     parse = parse_fn(num_points)
     ds = ds.map(lambda sd, s: example_fn(sd, parse(s)), num_parallel_calls=cfg.parallel_calls, deterministic=True)
     if encode_targets is not None:

@@ -7,9 +7,9 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +28,7 @@ class TrainConfig:
     train_data: str
     model_dir: str
     dev_data: Optional[str] = None
+    model: str = "tracker"
     preset: str = "lite"
     topology: str = "blazepose33"
     batch_size: int = 32
@@ -50,12 +51,15 @@ class TrainConfig:
     augment: bool = True
     progress: bool = True
     log_batches: bool = False
+    classification_loss: str = "focal"
 
     @staticmethod
     def from_flags(f) -> "TrainConfig":
-        weights = {k: getattr(f, "w_" + k) for k in ("heatmap", "offset", "coords", "z", "visibility",
-                                                     "presence", "distill")}
-        return TrainConfig(train_data=f.train_data, model_dir=f.model_dir, dev_data=f.dev_data, preset=f.preset,
+        names = (("classification", "regression") if f.model == "detector" else
+                 ("heatmap", "offset", "coords", "z", "visibility", "presence", "distill"))
+        weights = {k: getattr(f, "w_" + k) for k in names}
+        return TrainConfig(train_data=f.train_data, model_dir=f.model_dir, dev_data=f.dev_data, model=f.model,
+                           preset=f.preset, classification_loss=f.classification_loss,
                            topology=f.topology, batch_size=f.batch_size, steps=f.steps,
                            learning_rate=f.learning_rate, warmup_steps=f.warmup_steps, schedule=f.schedule,
                            weight_decay=f.weight_decay, clipnorm=f.clipnorm, loss_weights=weights,
@@ -96,15 +100,89 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 def _check_config(cfg: TrainConfig, model_dir: Path) -> None:
     path = model_dir / "config.json"
     current = asdict(cfg)
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
     if path.is_file():
-        saved = json.loads(path.read_text())
-        diff = {k for k in current if k not in TrainConfig.RESUMABLE_CHANGES and saved.get(k) != current[k]}
+        saved = json.loads(path.read_text())  # a field added since the run started counts as its default
+        diff = {k for k in current
+                if k not in TrainConfig.RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != current[k]}
         if diff:
             raise UserError(f"{model_dir} holds a run with different settings ({', '.join(sorted(diff))}); "
                             "use a new --model_dir or the same flags")
     tmp = path.with_suffix(".json.part")
     tmp.write_text(json.dumps(current, indent=1))
     os.replace(tmp, path)
+
+
+@dataclass
+class Task:
+    """What differs between training a tracker and a detector; the loop itself is shared.
+
+    Attributes:
+        models: training and inference views of the model.
+        dataset: (epoch, skip_batches) → endless batched (images, targets).
+        losses: (outputs, targets) → weighted loss terms (summed into the loss).
+        evaluate: (writer, step) → dev metrics, including ``metric``.
+        metric: the dev metric that selects ``best.keras`` (higher is better).
+        extra_targets: optional (images, targets) → targets (distillation from a teacher).
+    """
+
+    models: object
+    dataset: Callable
+    losses: Callable
+    evaluate: Callable
+    metric: str
+    extra_targets: Optional[Callable] = None
+
+
+def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
+    """A tracker (our presets or the converted official Full) on aligned person crops."""
+    from blazepose_tf.training import objectives
+
+    data_cfg = TrackerDataConfig(batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
+                                 augment=AugmentConfig() if cfg.augment else AugmentConfig.none())
+    with strategy.scope():
+        models = objectives.build_models(cfg.preset, topology)
+    encode = objectives.target_encoder(models, topology)
+    weights = dict(cfg.loss_weights)
+    teacher = objectives.load_teacher(cfg.distill_from) if cfg.distill_from else None
+
+    def extra(images, targets):
+        return dict(targets, **objectives.teacher_targets(teacher, images, models.num_points, models.input_size))
+
+    return Task(
+        models=models,
+        dataset=lambda epoch, skip: tracker_dataset(cfg.train_data, data_cfg, training=True, topology=topology,
+                                                    epoch=epoch, skip_batches=skip, encode_targets=encode,
+                                                    repeat=True),
+        losses=lambda outputs, targets: objectives.tracker_losses(outputs, targets, weights, models.input_size),
+        evaluate=lambda writer, step: objectives.evaluate_dev(models, cfg.dev_data, topology, data_cfg,
+                                                              cfg.eval_batches, writer, step),
+        metric="pck", extra_targets=extra if teacher is not None else None)
+
+
+def detector_task(cfg: TrainConfig, topology, strategy) -> Task:
+    """The person detector (our presets or the converted official one) on letterboxed whole images."""
+    from blazepose_tf.training import detector_objectives as dobj
+    from blazepose_tf.training.detector_data import DetectorDataConfig, detector_augment, detector_dataset
+
+    if cfg.distill_from:
+        raise UserError("--distill_from is only supported for --model=tracker")
+    data_cfg = DetectorDataConfig(batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
+                                  augment=detector_augment() if cfg.augment else AugmentConfig.none())
+    with strategy.scope():
+        models = dobj.build_detector_models(cfg.preset)
+    weights = dict(cfg.loss_weights)
+    return Task(
+        models=models,
+        dataset=lambda epoch, skip: detector_dataset(cfg.train_data, data_cfg, training=True, topology=topology,
+                                                     epoch=epoch, skip_batches=skip, repeat=True),
+        losses=lambda outputs, targets: dobj.detector_losses(outputs, targets, weights, cfg.classification_loss),
+        evaluate=lambda writer, step: dobj.evaluate_detector_dev(models, cfg.dev_data, topology, data_cfg,
+                                                                 cfg.eval_batches, writer, step),
+        metric="detection_rate")
+
+
+TASKS = {"tracker": tracker_task, "detector": detector_task}
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -122,6 +200,8 @@ def train(cfg: TrainConfig) -> dict:
             list_shards(cfg.dev_data)
     except FileNotFoundError as e:
         raise UserError(str(e)) from None
+    if cfg.model not in TASKS:
+        raise UserError(f"--model must be one of {', '.join(TASKS)}, got {cfg.model!r}")
     _check_config(cfg, model_dir)
     topology = get_topology(cfg.topology)
     strategy = make_strategy(cfg.strategy)
@@ -131,11 +211,10 @@ def train(cfg: TrainConfig) -> dict:
 
     num_train = count_records(cfg.train_data)
     steps_per_epoch = max(num_train // cfg.batch_size, 1)
-    data_cfg = TrackerDataConfig(batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
-                                 augment=AugmentConfig() if cfg.augment else AugmentConfig.none())
+    task = TASKS[cfg.model](cfg, topology, strategy)
+    models = task.models
+    model = models.training
     with strategy.scope():
-        models = objectives.build_models(cfg.preset, topology)
-        model = models.training
         optimizer = keras.optimizers.AdamW(learning_rate=make_schedule(cfg), weight_decay=cfg.weight_decay,
                                            clipnorm=cfg.clipnorm or None)
         optimizer.build(model.trainable_variables)
@@ -157,23 +236,16 @@ def train(cfg: TrainConfig) -> dict:
     if start >= cfg.steps:
         print(f"already trained {start} >= --steps {cfg.steps} steps", file=sys.stderr)
 
-    encode = objectives.target_encoder(models, topology)
     epoch, skip = divmod(start, steps_per_epoch)
-    ds = tracker_dataset(cfg.train_data, data_cfg, training=True, topology=topology, epoch=epoch,
-                         skip_batches=skip, encode_targets=encode, repeat=True)
-    dist_ds = strategy.experimental_distribute_dataset(ds)
-    teacher = objectives.load_teacher(cfg.distill_from) if cfg.distill_from else None
-    weights = dict(cfg.loss_weights)
-
+    dist_ds = strategy.experimental_distribute_dataset(task.dataset(epoch, skip))
     replicas = strategy.num_replicas_in_sync
 
     def step_fn(images, targets):
-        if teacher is not None:
-            targets = dict(targets, **objectives.teacher_targets(teacher, images, models.num_points,
-                                                                 models.input_size))
+        if task.extra_targets is not None:
+            targets = task.extra_targets(images, targets)
         with tf.GradientTape() as tape:
             outputs = model(images, training=True)
-            terms = objectives.tracker_losses(outputs, targets, weights, models.input_size)
+            terms = task.losses(outputs, targets)
             loss = tf.add_n(list(terms.values())) / replicas
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -196,12 +268,12 @@ def train(cfg: TrainConfig) -> dict:
     step = start
 
     def run_eval() -> None:
-        metrics = objectives.evaluate_dev(models, cfg.dev_data, topology, data_cfg, cfg.eval_batches, writer, step)
+        metrics = task.evaluate(writer, step)
         with open(history_path, "a") as h:
             h.write(json.dumps({"step": step, **{f"dev_{k}": v for k, v in metrics.items()}}) + "\n")
-        print(f"step {step}: dev PCK@0.2 {metrics['pck']:.1f}% on {metrics['points']} points", file=sys.stderr)
-        if metrics["pck"] > float(best_var.numpy()):
-            best_var.assign(metrics["pck"])
+        print(f"step {step}: dev " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()), file=sys.stderr)
+        if metrics[task.metric] > float(best_var.numpy()):
+            best_var.assign(metrics[task.metric])
             objectives.export_inference(models, model_dir / "best.keras", metrics, step)
 
     if start == 0 and cfg.dev_data and cfg.eval_every:
@@ -241,4 +313,4 @@ def train(cfg: TrainConfig) -> dict:
             batches_log.close()
     objectives.export_inference(models, model_dir / "last.keras", {}, step)
     return {"step": step, "steps_per_epoch": steps_per_epoch, "losses": last_losses,
-            "best_dev_pck": float(best_var.numpy())}
+            f"best_dev_{task.metric}": float(best_var.numpy())}

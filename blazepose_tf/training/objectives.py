@@ -211,10 +211,11 @@ def evaluate_dev(models: Models, dev_data: str, topology: Topology, data_cfg, ma
     correct = total = 0
     coord_err = []
     first = None
+    infer = tf.function(lambda x: models.inference(x, training=False), reduce_retracing=True)
     for i, (images, t) in enumerate(ds):
         if max_batches and i >= max_batches:
             break
-        out = dict(zip(models.inference.output_names, models.inference(images, training=False)))
+        out = dict(zip(models.inference.output_names, infer(images)))
         xyz, _, _ = split_landmarks(out["landmarks"], models.input_size)
         pred = xyz.numpy() * models.input_size
         gt = t["keypoints_px"].numpy()
