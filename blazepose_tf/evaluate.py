@@ -86,8 +86,7 @@ def main(argv: list[str]) -> int:
         print(f"{len(result.errors)} unreadable images were scored as misses; first: {result.errors[0][1]}")
     if FLAGS.output:
         doc = {"annotations": str(FLAGS.annotations), "split": FLAGS.split, "num_images": len(records),
-               "models": {"detector": FLAGS.detector or "official:pose_detection",
-                          "landmarks": FLAGS.landmarks or "official:pose_landmark_full"},
+               "models": cli.model_labels(FLAGS),
                **result.summary()}
         tmp = FLAGS.output + ".part"
         try:

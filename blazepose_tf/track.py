@@ -181,8 +181,7 @@ def main(argv: list[str]) -> int:
     summary = {"inputs": len(items), "processed": processed, "skipped": len(errors), "frames": len(results),
                "with_pose": sum(1 for r in results if r["poses"]), "detector_calls": tracker.detector_calls}
     doc = {"schema": SCHEMA, "mode": mode,
-           "models": {"detector": str(FLAGS.detector or "official:pose_detection"),
-                      "landmarks": str(FLAGS.landmarks or "official:pose_landmark_full")},
+           "models": cli.model_labels(FLAGS),
            "keypoint_names": list(tracker.topology.keypoints), "results": results, "errors": errors,
            "summary": summary}
     _write_json(out_path, doc)

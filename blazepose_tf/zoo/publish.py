@@ -2,10 +2,12 @@
 
     python -m blazepose_tf.zoo.publish --name lite --model RUN/best.keras --flagfile configs/lite.flags \\
         [--command "python -m blazepose_tf.train --flagfile=configs/lite.flags"] [--eval ../shared/data/lspet:dev]
-        [--weights_dir DIR] [--keep_heatmap]
+        [--weights_dir DIR] [--nokeep_heatmap]
 
 Steps: the model is loaded and its kind checked against the name (``detector`` → detector; ``full``, ``lite`` →
-tracker); the ``.keras`` file is copied to ``<name>.keras``; an fp16-weight TFLite export is made with
+tracker); the ``.keras`` file is stored as ``<name>.keras`` with its float32 weights kept as float16 and the
+archive deflated (:func:`compact_keras`: about a third of the size; Keras casts them back to float32 on load,
+and the fp16 TFLite export rounds the same way, so nothing else changes); an fp16-weight TFLite export is made with
 :func:`export.to_tflite.export_model` (builtin ops only, training heads dropped, metadata embedded, parity
 checked) and saved as ``<name>.tflite``; sha256 and size of both files, the training flagfile (path and
 contents) and command, the training step and dev metrics from the sidecar JSON training writes beside the model
@@ -27,7 +29,6 @@ import datetime as _dt
 import json
 import os
 import shlex
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -63,9 +64,43 @@ def flagfile_lines(path: Path) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
 
 
-def _copy_atomic(src: Path, dst: Path) -> None:
+def _copy_h5(src, dst) -> None:
+    """Copies an HDF5 group recursively, float32 datasets as float16, attributes as they are."""
+    import h5py
+    import numpy as np
+
+    for key, value in src.attrs.items():
+        dst.attrs[key] = value
+    for name, item in src.items():
+        if isinstance(item, h5py.Group):
+            _copy_h5(item, dst.create_group(name))
+        else:
+            data = item[()]
+            if getattr(data, "dtype", None) == np.float32:
+                data = data.astype(np.float16)
+            ds = dst.create_dataset(name, data=data)
+            for key, value in item.attrs.items():
+                ds.attrs[key] = value
+
+
+def compact_keras(src: Path, dst: Path) -> None:
+    """Writes ``src`` (.keras) to ``dst`` atomically with float16 weights and a deflated archive."""
+    import zipfile
+
+    import h5py
+
     part = dst.with_name(dst.name + ".part")
-    shutil.copyfile(src, part)
+    with tempfile.TemporaryDirectory(prefix=".compact_", dir=dst.parent) as tmp:
+        with zipfile.ZipFile(src) as zin, zipfile.ZipFile(part, "w", zipfile.ZIP_DEFLATED) as zout:
+            for info in zin.infolist():
+                data = zin.read(info.filename)
+                if info.filename.endswith(".h5"):
+                    a, b = Path(tmp) / "in.h5", Path(tmp) / "out.h5"
+                    a.write_bytes(data)
+                    with h5py.File(a, "r") as fin, h5py.File(b, "w") as fout:
+                        _copy_h5(fin, fout)
+                    data = b.read_bytes()
+                zout.writestr(info.filename, data, compress_type=zipfile.ZIP_DEFLATED)
     os.replace(part, dst)
 
 
@@ -103,7 +138,7 @@ def _finite(value: Any) -> Any:
 
 def publish(name: str, model: str | os.PathLike, *, flagfile: Optional[str] = None, command: Optional[str] = None,
             weights_dir: Optional[str | os.PathLike] = None, eval_spec: Optional[str] = None, num_eval: int = 100,
-            keep_heatmap: bool = False, log=print) -> dict[str, Any]:
+            keep_heatmap: bool = True, log=print) -> dict[str, Any]:
     """Copies ``model`` into the zoo as ``name``, exports its fp16 .tflite and records both in the manifest.
 
     Args:
@@ -113,7 +148,7 @@ def publish(name: str, model: str | os.PathLike, *, flagfile: Optional[str] = No
         command: exact training command (default derived from ``flagfile``).
         weights_dir: zoo weights folder (default :func:`blazepose_tf.zoo.weights_dir`).
         eval_spec / num_eval: annotated dataset for the export's PCK on GT-aligned crops.
-        keep_heatmap: keep a tracker's heatmap output in the .tflite.
+        keep_heatmap: keep a tracker's heatmap output in the .tflite (the runtime refines landmarks with it).
         log: where progress lines go.
     Returns:
         The new manifest entry.
@@ -147,6 +182,8 @@ def publish(name: str, model: str | os.PathLike, *, flagfile: Optional[str] = No
     if found != kind:
         raise ModelError(f"{src} is a {found} model but zoo model {name!r} must be a {kind}")
 
+    if keep_heatmap and kind == "tracker" and "heatmap" not in keras_model.output_names:
+        keep_heatmap = False  # nothing to keep: the runtime then uses the regressed coordinates as they are
     keras_out = directory / f"{name}.keras"
     tflite_out = directory / f"{name}.tflite"
     with tempfile.TemporaryDirectory(prefix=f".publish_{name}_", dir=directory) as tmp:
@@ -154,7 +191,7 @@ def publish(name: str, model: str | os.PathLike, *, flagfile: Optional[str] = No
         result = export_model(keras_model, Path(tmp) / tflite_out.name, TFLITE_QUANTIZATION, eval_spec=eval_spec,
                               num_eval=num_eval, keep_heatmap=keep_heatmap, kind=kind, name=f"blazepose_tf_{name}",
                               source=src.name, log=log)
-        _copy_atomic(src, keras_out)
+        compact_keras(src, keras_out)
         os.replace(result.path, tflite_out)
     report = result.report
     export_info: dict[str, Any] = {
@@ -200,8 +237,8 @@ def _rebuild_command(name: str, model: str, flagfile: Optional[str], command: st
     args += ["--command", command]
     if eval_spec:
         args += ["--eval", eval_spec]
-    if keep_heatmap:
-        args.append("--keep_heatmap")
+    if not keep_heatmap:
+        args.append("--nokeep_heatmap")
     return shlex.join(args)
 
 
@@ -218,7 +255,8 @@ def define_flags() -> None:
     flags.DEFINE_string("eval", None, "Annotated dataset spec for the export's PCK on GT-aligned crops "
                         "(e.g. ../shared/data/lspet:dev); default: parity on random inputs only.")
     flags.DEFINE_integer("num_eval", 100, "Inputs the export is compared (and scored) on.", lower_bound=1)
-    flags.DEFINE_bool("keep_heatmap", False, "Keep a tracker's heatmap output in the .tflite (heatmap refinement).")
+    flags.DEFINE_bool("keep_heatmap", True, "Keep a tracker's heatmap output in the .tflite (the runtime refines "
+                      "landmarks with it, as MediaPipe does).")
 
 
 def main(argv: list[str]) -> int:
