@@ -38,6 +38,8 @@ flags.DEFINE_integer("steps", 1000, "Total training steps.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate.", lower_bound=0.0)
 flags.DEFINE_integer("warmup_steps", 100, "Linear warm-up steps.", lower_bound=0)
 flags.DEFINE_enum("schedule", "cosine", ["cosine", "constant"], "Learning-rate schedule after warm-up.")
+flags.DEFINE_enum("optimizer", "adamw", ["adamw", "sgd"], "adamw (from scratch) or sgd with momentum 0.9 "
+                  "(fine-tuning the official weights).")
 flags.DEFINE_float("weight_decay", 1e-4, "AdamW weight decay.", lower_bound=0.0)
 flags.DEFINE_float("clipnorm", 5.0, "Gradient clipping by global norm (0 = off).", lower_bound=0.0)
 flags.DEFINE_float("w_heatmap", 1.0, "Heatmap loss weight.")

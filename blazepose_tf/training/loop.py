@@ -52,6 +52,7 @@ class TrainConfig:
     progress: bool = True
     log_batches: bool = False
     classification_loss: str = "focal"
+    optimizer: str = "adamw"
 
     @staticmethod
     def from_flags(f) -> "TrainConfig":
@@ -59,7 +60,7 @@ class TrainConfig:
                  ("heatmap", "offset", "coords", "z", "visibility", "presence", "distill"))
         weights = {k: getattr(f, "w_" + k) for k in names}
         return TrainConfig(train_data=f.train_data, model_dir=f.model_dir, dev_data=f.dev_data, model=f.model,
-                           preset=f.preset, classification_loss=f.classification_loss,
+                           preset=f.preset, classification_loss=f.classification_loss, optimizer=f.optimizer,
                            topology=f.topology, batch_size=f.batch_size, steps=f.steps,
                            learning_rate=f.learning_rate, warmup_steps=f.warmup_steps, schedule=f.schedule,
                            weight_decay=f.weight_decay, clipnorm=f.clipnorm, loss_weights=weights,
@@ -85,6 +86,18 @@ def make_schedule(cfg: TrainConfig):
             decay_steps=decay_steps, alpha=0.01, warmup_target=cfg.learning_rate if cfg.warmup_steps else None,
             warmup_steps=cfg.warmup_steps)
     return cfg.learning_rate
+
+
+def make_optimizer(cfg: TrainConfig):
+    """AdamW (training from scratch) or SGD with momentum 0.9 (fine-tuning pretrained weights: its steps scale
+    with each weight's gradient, where Adam moves every weight by about the learning rate, which perturbs the
+    small folded-BatchNorm weights of the converted official models)."""
+    import keras
+
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=make_schedule(cfg), momentum=0.9, clipnorm=cfg.clipnorm or None)
+    return keras.optimizers.AdamW(learning_rate=make_schedule(cfg), weight_decay=cfg.weight_decay,
+                                  clipnorm=cfg.clipnorm or None)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -215,8 +228,7 @@ def train(cfg: TrainConfig) -> dict:
     models = task.models
     model = models.training
     with strategy.scope():
-        optimizer = keras.optimizers.AdamW(learning_rate=make_schedule(cfg), weight_decay=cfg.weight_decay,
-                                           clipnorm=cfg.clipnorm or None)
+        optimizer = make_optimizer(cfg)
         optimizer.build(model.trainable_variables)
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         best_var = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_dev_pck")
