@@ -182,7 +182,7 @@ def publish(name: str, model: str | os.PathLike, *, flagfile: Optional[str] = No
     if found != kind:
         raise ModelError(f"{src} is a {found} model but zoo model {name!r} must be a {kind}")
 
-    if keep_heatmap and kind == "tracker" and "heatmap" not in keras_model.output_names:
+    if keep_heatmap and (kind != "tracker" or "heatmap" not in keras_model.output_names):
         keep_heatmap = False  # nothing to keep: the runtime then uses the regressed coordinates as they are
     keras_out = directory / f"{name}.keras"
     tflite_out = directory / f"{name}.tflite"
