@@ -234,12 +234,17 @@ def evaluate(num_images: int, split: str, threads: int, data_dir: str,
                        "mean_distance_gt_torso": d}
                       for im, p, o, d in zip(images, mp_preds, ours, dist["per_image_mean_gt_torso"])],
     }
+    write_summary(summary, output)
+    return summary, passed
+
+
+def write_summary(summary: dict, output: Optional[str]) -> None:
+    """Writes a benchmark's summary JSON to ``output`` (folders created) when one is given."""
     if output:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         with open(output, "w") as f:
             json.dump(summary, f, indent=1)
         print(f"wrote {output}")
-    return summary, passed
 
 
 def _define_flags() -> None:

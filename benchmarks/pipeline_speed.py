@@ -18,7 +18,6 @@ ratio ours/MediaPipe (target <= 1.0x, PASS/FAIL); exit code 0 on PASS, 1 on FAIL
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -66,7 +65,7 @@ def measure(num_images: int, split: str, threads: int, cpu: int, warmup: int, ro
     pinned = pin_process(cores)
 
     from benchmarks.mediapipe_env import LegacyPoseServer
-    from benchmarks.parity_mediapipe import load_rgb, make_tracker, select_scored_images
+    from benchmarks.parity_mediapipe import load_rgb, make_tracker, select_scored_images, write_summary
 
     images = select_scored_images(data_dir, split, num_images)
     rgbs = [load_rgb(im.path) for im in images]
@@ -116,11 +115,7 @@ def measure(num_images: int, split: str, threads: int, cpu: int, warmup: int, ro
                "target": RATIO_TARGET, "pass": passed,
                "per_image": [{"path": str(im.path), "ours_ms": our_ms[:, i].tolist(),
                               "mediapipe_ms": mp_ms[:, i].tolist()} for i, im in enumerate(images)]}
-    if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        with open(output, "w") as f:
-            json.dump(summary, f, indent=1)
-        print(f"wrote {output}")
+    write_summary(summary, output)
     return summary, passed
 
 
