@@ -24,14 +24,12 @@ MATCH_RADIUS = 0.5
 
 
 def build_detector_models(preset: str) -> Models:
-    """Our detector presets (``detector``, ``detector_lite``; ``detector_smoke`` for tests) or ``official_detector``: the converted official
-    detector, for fine-tuning. The same model is trained and exported (no training-only heads)."""
-    import keras
-
+    """Our detector presets (``detector``, ``detector_lite``; ``detector_smoke`` for tests) or
+    ``official_detector``: the converted official detector, for fine-tuning. The same model is trained and
+    exported (no training-only heads)."""
     if preset == OFFICIAL_DETECTOR_PRESET:
-        from blazepose_tf.models.convert_official import converted_model_path
-        import blazepose_tf.models.official_layers  # noqa: F401
-        model = keras.models.load_model(converted_model_path("pose_detection"), compile=False)
+        from blazepose_tf.models.convert_official import load_converted
+        model = load_converted("pose_detection")
     else:
         from blazepose_tf.models.detector import build_detector, with_detector_config
         if preset == SMOKE_DETECTOR_PRESET:  # a tiny detector that builds and traces fast: for smoke tests only

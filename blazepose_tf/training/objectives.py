@@ -42,11 +42,10 @@ def build_models(preset: str, topology: Topology) -> Models:
     import keras
 
     if preset == OFFICIAL_PRESET:
-        from blazepose_tf.models.convert_official import converted_model_path
-        import blazepose_tf.models.official_layers  # noqa: F401
+        from blazepose_tf.models.convert_official import load_converted
         if topology.num_keypoints != 33:
             raise UserError("--preset=official_full only supports the 33-point BlazePose topology")
-        full = keras.models.load_model(converted_model_path("pose_landmark_full"), compile=False)
+        full = load_converted("pose_landmark_full")
         out = dict(zip(full.output_names, full.outputs))
         training = keras.Model(full.inputs, [out["landmarks"], out["presence"], out["heatmap"]],
                                name="official_full_training")
