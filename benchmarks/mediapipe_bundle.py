@@ -134,22 +134,20 @@ def make_bundles(names: Sequence[str], out_dir: Path, lite_model: Optional[str],
 
     for name in names:
         path = out_dir / f"{name}.task"
-        if name == "official":
-            det, lmk = official_model_path("pose_detection"), official_model_path("pose_landmark_full")
+        if name in ("official", "converted"):
+            locate, building, label = {
+                "official": (official_model_path, "official .tflite files + TFLite metadata",
+                             "official (MediaPipe's .tflite files)"),
+                "converted": (converted_model_path, "converted official Keras models, fp32",
+                              "converted official (Keras → fp32)"),
+            }[name]
+            det, lmk = locate("pose_detection"), locate("pose_landmark_full")
             key = {"det": _file_key(det), "lmk": _file_key(lmk)}
             if rebuild or not _key_matches(path, key):
-                print(f"building {path.name} (official .tflite files + TFLite metadata)")
+                print(f"building {path.name} ({building})")
                 build_bundle(str(det), str(lmk), path, validate="off", log=quiet)
                 _write_key(path, key)
-            specs.append(BundleSpec(name, "official (MediaPipe's .tflite files)", path))
-        elif name == "converted":
-            det, lmk = converted_model_path("pose_detection"), converted_model_path("pose_landmark_full")
-            key = {"det": _file_key(det), "lmk": _file_key(lmk)}
-            if rebuild or not _key_matches(path, key):
-                print(f"building {path.name} (converted official Keras models, fp32)")
-                build_bundle(str(det), str(lmk), path, validate="off", log=quiet)
-                _write_key(path, key)
-            specs.append(BundleSpec(name, "converted official (Keras → fp32)", path))
+            specs.append(BundleSpec(name, label, path))
         elif name in ("lite", "full"):
             given = lite_model if name == "lite" else full_model
             src = Path(given) if given else cache_root() / "runs" / name / "best.keras"
