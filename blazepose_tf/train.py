@@ -27,8 +27,8 @@ from blazepose_tf import cli
 from blazepose_tf.errors import UserError
 
 flags.DEFINE_enum("model", "tracker", ["tracker", "detector"], "What to train.")
-flags.DEFINE_string("preset", "lite", "Model preset: a tracker's (full, lite, official_full, smoke) or a detector's "
-                    "(detector, detector_lite, official_detector).")
+flags.DEFINE_string("preset", "lite", "Model preset: a tracker's (full, lite, official_full, pruned_lite, "
+                    "pruned_lite_min, smoke) or a detector's (detector, detector_lite, official_detector).")
 flags.DEFINE_string("topology", "blazepose33", "Keypoint topology name.")
 flags.DEFINE_string("train_data", None, "Glob of training TFRecord shards (from data.prepare).")
 flags.DEFINE_string("dev_data", None, "Glob of dev TFRecord shards (for periodic evaluation).")
@@ -53,8 +53,11 @@ flags.DEFINE_float("w_regression", 1.0, "Detector: box and keypoint regression l
 flags.DEFINE_enum("classification_loss", "focal", ["focal", "ohem"], "Detector: focal loss, or BCE with online "
                   "hard-negative mining (keeps a pretrained detector's score calibration).")
 flags.DEFINE_float("w_distill", 0.5, "Weight of the teacher's outputs as extra targets (--distill_from).")
-flags.DEFINE_string("init_from", "scratch", "scratch | official (with the official_* presets, which are built "
-                    "from the converted official weights) | a .keras file | a checkpoint directory.")
+flags.DEFINE_float("w_features", 0.0, "Weight of matching the teacher's intermediate activations (pruned_* "
+                   "presets with --distill_from official).")
+flags.DEFINE_string("init_from", "scratch", "scratch | official (with the official_* and pruned_* presets, which "
+                    "are built from the converted official weights) | linear_fit (pruned_* presets: skipped blocks "
+                    "replaced by least-squares linear fits) | a .keras file | a checkpoint directory.")
 flags.DEFINE_string("distill_from", None, "Teacher whose outputs on each augmented crop become extra targets: "
                     "official, or a .keras tracker.")
 flags.DEFINE_integer("checkpoint_every", 200, "Checkpoint period in steps.", lower_bound=1)

@@ -57,7 +57,7 @@ class TrainConfig:
     @staticmethod
     def from_flags(f) -> "TrainConfig":
         names = (("classification", "regression") if f.model == "detector" else
-                 ("heatmap", "offset", "coords", "z", "visibility", "presence", "distill"))
+                 ("heatmap", "offset", "coords", "z", "visibility", "presence", "distill", "features"))
         weights = {k: getattr(f, "w_" + k) for k in names}
         return TrainConfig(train_data=f.train_data, model_dir=f.model_dir, dev_data=f.dev_data, model=f.model,
                            preset=f.preset, classification_loss=f.classification_loss, optimizer=f.optimizer,
@@ -157,7 +157,7 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
         models = objectives.build_models(cfg.preset, topology)
     encode = objectives.target_encoder(models, topology)
     weights = dict(cfg.loss_weights)
-    teacher = objectives.load_teacher(cfg.distill_from) if cfg.distill_from else None
+    teacher = objectives.load_teacher(cfg.distill_from, models.feature_layers) if cfg.distill_from else None
 
     def extra(images, targets):
         return dict(targets, **objectives.teacher_targets(teacher, images, models.num_points, models.input_size))
@@ -242,7 +242,7 @@ def train(cfg: TrainConfig) -> dict:
                             "architecture changed?); use a new --model_dir") from None
         print(f"resumed from {manager.latest_checkpoint} at step {int(step_var.numpy())}", file=sys.stderr)
     else:
-        objectives.initialize(models, cfg.init_from)
+        objectives.initialize(models, cfg.init_from, cfg.train_data)
         print(f"starting from {cfg.init_from} at step 0", file=sys.stderr)
     start = int(step_var.numpy())
     if start >= cfg.steps:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -33,6 +34,8 @@ class Models:
     inference: object
     num_points: int          # points the model predicts (≥ topology points + 2)
     input_size: int = 256
+    feature_layers: tuple = ()  # activations matched to the teacher's (pruned presets)
+    preset: str = ""
 
 
 def build_models(preset: str, topology: Topology) -> Models:
@@ -40,7 +43,14 @@ def build_models(preset: str, topology: Topology) -> Models:
     ``official_full``: the converted official Full tracker, for fine-tuning (its architecture is fixed; the
     topology must be the 33-point one)."""
     import keras
+    from blazepose_tf.models.pruned import FEATURE_LAYERS, PRUNED_PRESETS, build_pruned, with_features
 
+    if preset in PRUNED_PRESETS:
+        if topology.num_keypoints != 33:
+            raise UserError(f"--preset={preset} only supports the 33-point BlazePose topology")
+        inference = build_pruned(preset)
+        return Models(training=with_features(inference), inference=inference, num_points=OFFICIAL_POINTS,
+                      feature_layers=FEATURE_LAYERS, preset=preset)
     if preset == OFFICIAL_PRESET:
         from blazepose_tf.models.convert_official import load_converted
         if topology.num_keypoints != 33:
@@ -64,10 +74,16 @@ def build_models(preset: str, topology: Topology) -> Models:
                   input_size=m.config.input_size)
 
 
-def initialize(models: Models, init_from: str) -> None:
-    """Initial weights: ``scratch`` (as built), ``official`` (only for ``official_full``, which is built from
-    the official weights), a ``.keras`` file (layers matched by name and shape) or a checkpoint directory."""
+def initialize(models: Models, init_from: str, train_data: Optional[str] = None,
+               calibration_crops: int = 128) -> None:
+    """Initial weights: ``scratch`` (as built), ``official`` (the ``official_full`` and ``pruned_*`` presets
+    are built from the official weights), ``linear_fit`` (``pruned_*`` presets: the official weights with
+    each skipped run of blocks replaced by its least-squares linear fit on ``calibration_crops`` unaugmented
+    crops of ``train_data``), a ``.keras`` file (layers matched by name and shape) or a checkpoint directory."""
     if init_from in ("scratch", "official"):
+        return
+    if init_from == "linear_fit":
+        _linear_fit(models, train_data, calibration_crops)
         return
     path = Path(init_from)
     if path.is_dir():
@@ -92,6 +108,24 @@ def initialize(models: Models, init_from: str) -> None:
             copied += 1
     if copied == 0:
         raise UserError(f"{path}: no layer matches the model being trained (by name and shape)")
+
+
+def _linear_fit(models: Models, train_data: Optional[str], crops: int) -> None:
+    from blazepose_tf.models.convert_official import load_converted
+    from blazepose_tf.models.pruned import PRUNED_PRESETS, fit_linear_skips
+    from blazepose_tf.training.augment import AugmentConfig
+    from blazepose_tf.training.data import TrackerDataConfig, tracker_dataset
+    from blazepose_tf.topology import BLAZEPOSE_33
+
+    if models.preset not in PRUNED_PRESETS:
+        raise UserError(f"--init_from=linear_fit needs a pruned preset ({', '.join(PRUNED_PRESETS)})")
+    ds = tracker_dataset(train_data, TrackerDataConfig(batch_size=16, augment=AugmentConfig.none()),
+                         training=False, topology=BLAZEPOSE_33)
+    images = np.concatenate([b[0].numpy() for _, b in zip(range(-(-crops // 16)), ds)])[:crops]
+    residuals = fit_linear_skips(models.inference, load_converted("pose_landmark_full"),
+                                 PRUNED_PRESETS[models.preset].linear_fits, images)
+    print("linear fits (residual / variance): " + ", ".join(f"{k} {v:.3f}" for k, v in residuals.items()),
+          file=sys.stderr)
 
 
 def _pad_points(x: tf.Tensor, num_points: int) -> tf.Tensor:
@@ -148,6 +182,10 @@ def tracker_losses(outputs, targets: dict, weights: dict, input_size: int = 256)
     if "offsets" in out and "offsets" in targets and weights.get("offset", 1.0) > 0:
         terms["offset"] = weights.get("offset", 1.0) * offset_loss(targets["offsets"], out["offsets"],
                                                                    targets["offset_mask"], targets["heatmap_mask"])
+    feats = [k for k in out if k.startswith("feature/")]
+    if feats and weights.get("features", 0.0) > 0:
+        terms["features"] = weights["features"] * tf.add_n(
+            [feature_loss(targets["distill_" + k], out[k]) for k in feats]) / len(feats)
     if "distill_coords" in targets and weights.get("distill", 0.0) > 0:
         not_gt = (1.0 - targets["is_gt"])[..., None] * tf.ones_like(xyz[..., :2])
         terms["distill"] = weights["distill"] * (
@@ -156,8 +194,16 @@ def tracker_losses(outputs, targets: dict, weights: dict, input_size: int = 256)
     return terms
 
 
-def load_teacher(spec: str):
-    """The distillation teacher: ``official`` (converted official Full) or a ``.keras`` tracker."""
+def feature_loss(teacher: tf.Tensor, student: tf.Tensor) -> tf.Tensor:
+    """Mean squared difference of two activations, relative to the teacher's mean square."""
+    teacher = tf.cast(teacher, tf.float32)
+    student = tf.cast(student, tf.float32)
+    return tf.reduce_mean(tf.square(student - teacher)) / (tf.reduce_mean(tf.square(teacher)) + 1e-6)
+
+
+def load_teacher(spec: str, feature_layers: tuple = ()):
+    """The distillation teacher: ``official`` (converted official Full) or a ``.keras`` tracker; with
+    ``feature_layers``, a view that also outputs those activations (``feature/<layer>``)."""
     import keras
     import blazepose_tf.models  # noqa: F401
     if spec == "official":
@@ -169,18 +215,26 @@ def load_teacher(spec: str):
             raise UserError(f"--distill_from: no such model {spec}")
     teacher = keras.models.load_model(path, compile=False)
     teacher.trainable = False
+    if feature_layers:
+        from blazepose_tf.models.pruned import with_features
+        try:
+            teacher = with_features(teacher, feature_layers, outputs=("landmarks",))
+        except ValueError as e:
+            raise UserError(f"--distill_from {spec}: {e}") from None
     return teacher
 
 
 def teacher_targets(teacher, images: tf.Tensor, num_points: int, input_size: int = 256) -> dict:
     """Teacher predictions on the (augmented) batch as soft targets: coordinates and visibility probability."""
-    out = dict(zip(teacher.output_names, teacher(images, training=False)))
+    out = teacher(images, training=False)
+    out = dict(out) if isinstance(out, dict) else dict(zip(teacher.output_names, out))
     xyz, vis_logits, _ = split_landmarks(out["landmarks"], input_size)
     p = min(num_points, xyz.shape[1])
     pad = num_points - p
     coords = tf.pad(xyz[:, :p], [[0, 0], [0, pad], [0, 0]])
     vis = tf.pad(tf.sigmoid(vis_logits[:, :p]), [[0, 0], [0, pad]])
-    return {"distill_coords": tf.stop_gradient(coords), "distill_visibility": tf.stop_gradient(vis)}
+    feats = {"distill_" + k: tf.stop_gradient(v) for k, v in out.items() if k.startswith("feature/")}
+    return {"distill_coords": tf.stop_gradient(coords), "distill_visibility": tf.stop_gradient(vis), **feats}
 
 
 def crop_pck(pred_px: np.ndarray, gt_px: np.ndarray, is_gt: np.ndarray, topology: Topology,
