@@ -38,8 +38,8 @@ flags.DEFINE_integer("steps", 1000, "Total training steps.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate.", lower_bound=0.0)
 flags.DEFINE_integer("warmup_steps", 100, "Linear warm-up steps.", lower_bound=0)
 flags.DEFINE_enum("schedule", "cosine", ["cosine", "constant"], "Learning-rate schedule after warm-up.")
-flags.DEFINE_enum("optimizer", "adamw", ["adamw", "sgd"], "adamw (from scratch) or sgd with momentum 0.9 "
-                  "(fine-tuning the official weights).")
+flags.DEFINE_enum("optimizer", "adamw", ["adamw", "sgd", "lamb"], "adamw (from scratch), sgd with momentum 0.9 "
+                  "(fine-tuning the official weights) or lamb (layer-wise relative steps: pruned official weights).")
 flags.DEFINE_float("weight_decay", 1e-4, "AdamW weight decay.", lower_bound=0.0)
 flags.DEFINE_float("clipnorm", 5.0, "Gradient clipping by global norm (0 = off).", lower_bound=0.0)
 flags.DEFINE_float("w_heatmap", 1.0, "Heatmap loss weight.")
@@ -55,6 +55,12 @@ flags.DEFINE_enum("classification_loss", "focal", ["focal", "ohem"], "Detector: 
 flags.DEFINE_float("w_distill", 0.5, "Weight of the teacher's outputs as extra targets (--distill_from).")
 flags.DEFINE_float("w_features", 0.0, "Weight of matching the teacher's intermediate activations (pruned_* "
                    "presets with --distill_from official).")
+flags.DEFINE_float("w_refined", 0.0, "Weight of the coordinate loss after MediaPipe's heatmap refinement "
+                   "(differentiable; trains the heatmap the runtime refines with).")
+flags.DEFINE_enum("trainable", "all", ["all", "heatmap_branch"], "Layers to train: all, or only those feeding the "
+                  "heatmap and not the regressed landmarks.")
+flags.DEFINE_enum("best_metric", "pck", ["pck", "pck_refined"], "Tracker dev metric that picks best.keras: PCK of the "
+                  "regressed landmarks, or after heatmap refinement (what the runtime reports).")
 flags.DEFINE_string("init_from", "scratch", "scratch | official (with the official_* and pruned_* presets, which "
                     "are built from the converted official weights) | linear_fit (pruned_* presets: skipped blocks "
                     "replaced by least-squares linear fits) | a .keras file | a checkpoint directory.")

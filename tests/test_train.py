@@ -122,3 +122,35 @@ def test_bad_flags_give_one_line_errors(tmp_path):
                           f"--model_dir={tmp_path}"], cwd=ROOT, env=_env(), capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "error: no TFRecord shards match /nonexistent/*.tfrecord" in out.stderr
+
+
+def test_pruned_preset_distils_from_the_official_full(official_models, data_dir, tmp_path):
+    model_dir = tmp_path / "pruned"
+    cmd = _cmd(data_dir, model_dir, "--preset=pruned_lite", "--distill_from=official", "--init_from=linear_fit",
+               "--w_features=1", "--w_distill=1", "--w_heatmap=0", "--w_offset=0", "--batch_size=2",
+               "--steps=2", "--eval_every=2", "--eval_batches=0")
+    out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "linear fits (residual / variance): add " in out.stderr
+    logged = [json.loads(line) for line in (model_dir / "history.jsonl").read_text().splitlines()]
+    losses = [h for h in logged if "features" in h]
+    assert losses and all(np.isfinite(h["features"]) and h["features"] > 0 for h in losses)
+    import keras
+    import blazepose_tf.models  # noqa: F401  custom layers
+    exported = keras.models.load_model(model_dir / "last.keras", compile=False)
+    assert exported.output_names == ["landmarks", "presence", "world"]
+    assert "add" not in {layer.name for layer in exported.layers}   # the 64x64 residual block is gone
+
+
+def test_heatmap_branch_training_leaves_the_landmark_path_frozen():
+    from blazepose_tf.models.pruned import _ancestors
+    from blazepose_tf.training import objectives
+
+    models = objectives.build_models("smoke", BLAZEPOSE_33)
+    n = objectives.restrict_trainable(models, "heatmap_branch")
+    out = dict(zip(models.training.output_names, models.training.outputs))
+    landmark_path = _ancestors(out["landmarks"])
+    trainable = {layer.name for layer in models.training.layers if layer.trainable and layer.weights}
+    assert n == len(trainable) > 0
+    assert not trainable & landmark_path and trainable <= _ancestors(out["heatmap"])
+    assert objectives.restrict_trainable(models, "all") > n

@@ -53,11 +53,14 @@ class TrainConfig:
     log_batches: bool = False
     classification_loss: str = "focal"
     optimizer: str = "adamw"
+    trainable: str = "all"
+    best_metric: str = "pck"
 
     @staticmethod
     def from_flags(f) -> "TrainConfig":
         names = (("classification", "regression") if f.model == "detector" else
-                 ("heatmap", "offset", "coords", "z", "visibility", "presence", "distill", "features"))
+                 ("heatmap", "offset", "coords", "z", "visibility", "presence", "distill", "features",
+                  "refined"))
         weights = {k: getattr(f, "w_" + k) for k in names}
         return TrainConfig(train_data=f.train_data, model_dir=f.model_dir, dev_data=f.dev_data, model=f.model,
                            preset=f.preset, classification_loss=f.classification_loss, optimizer=f.optimizer,
@@ -68,7 +71,8 @@ class TrainConfig:
                            checkpoint_every=f.checkpoint_every, eval_every=f.eval_every,
                            eval_batches=f.eval_batches, log_every=f.log_every, strategy=f.strategy,
                            seed=f.seed, shuffle_buffer=f.shuffle_buffer, augment=f.augment,
-                           progress=f.progress, log_batches=f.log_batches)
+                           progress=f.progress, log_batches=f.log_batches, trainable=f.trainable,
+                           best_metric=f.best_metric)
 
     # Fields that may change between a run and its resumption without invalidating the checkpoint.
     RESUMABLE_CHANGES = ("steps", "checkpoint_every", "eval_every", "eval_batches", "log_every", "progress",
@@ -91,9 +95,12 @@ def make_schedule(cfg: TrainConfig):
 def make_optimizer(cfg: TrainConfig):
     """AdamW (training from scratch) or SGD with momentum 0.9 (fine-tuning pretrained weights: its steps scale
     with each weight's gradient, where Adam moves every weight by about the learning rate, which perturbs the
-    small folded-BatchNorm weights of the converted official models)."""
+    small folded-BatchNorm weights of the converted official models), or LAMB (Adam steps rescaled per
+    weight tensor to a fraction of its norm: every layer moves relative to its own scale, whatever it is)."""
     import keras
 
+    if cfg.optimizer == "lamb":
+        return keras.optimizers.Lamb(learning_rate=make_schedule(cfg), clipnorm=cfg.clipnorm or None)
     if cfg.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate=make_schedule(cfg), momentum=0.9, clipnorm=cfg.clipnorm or None)
     return keras.optimizers.AdamW(learning_rate=make_schedule(cfg), weight_decay=cfg.weight_decay,
@@ -155,6 +162,9 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
                                  augment=AugmentConfig() if cfg.augment else AugmentConfig.none())
     with strategy.scope():
         models = objectives.build_models(cfg.preset, topology)
+        objectives.restrict_trainable(models, cfg.trainable)
+    if cfg.best_metric == "pck_refined" and "heatmap" not in models.inference.output_names:
+        raise UserError(f"--best_metric=pck_refined needs a tracker with a heatmap output (--preset={cfg.preset})")
     encode = objectives.target_encoder(models, topology)
     weights = dict(cfg.loss_weights)
     teacher = objectives.load_teacher(cfg.distill_from, models.feature_layers) if cfg.distill_from else None
@@ -170,7 +180,7 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
         losses=lambda outputs, targets: objectives.tracker_losses(outputs, targets, weights, models.input_size),
         evaluate=lambda writer, step: objectives.evaluate_dev(models, cfg.dev_data, topology, data_cfg,
                                                               cfg.eval_batches, writer, step),
-        metric="pck", extra_targets=extra if teacher is not None else None)
+        metric=cfg.best_metric, extra_targets=extra if teacher is not None else None)
 
 
 def detector_task(cfg: TrainConfig, topology, strategy) -> Task:

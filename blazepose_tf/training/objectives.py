@@ -74,6 +74,27 @@ def build_models(preset: str, topology: Topology) -> Models:
                   input_size=m.config.input_size)
 
 
+def restrict_trainable(models: Models, part: str) -> int:
+    """``all`` (default) or ``heatmap_branch``: only the layers that feed the heatmap output and not the
+    landmarks (the regressed coordinates then stay exactly as they are). Returns the trainable layer count."""
+    if part == "all":
+        for layer in models.training.layers:
+            layer.trainable = True
+        return sum(1 for layer in models.training.layers if layer.weights)
+    if part != "heatmap_branch":
+        raise UserError(f"--trainable must be all or heatmap_branch, got {part!r}")
+    from blazepose_tf.models.pruned import _ancestors
+    out = dict(zip(models.training.output_names, models.training.outputs))
+    if "heatmap" not in out:
+        raise UserError("--trainable=heatmap_branch needs a tracker with a heatmap output")
+    branch = _ancestors(out["heatmap"]) - _ancestors(out["landmarks"])
+    count = 0
+    for layer in models.training.layers:
+        layer.trainable = layer.name in branch
+        count += int(layer.trainable and bool(layer.weights))
+    return count
+
+
 def initialize(models: Models, init_from: str, train_data: Optional[str] = None,
                calibration_crops: int = 128) -> None:
     """Initial weights: ``scratch`` (as built), ``official`` (the ``official_full`` and ``pruned_*`` presets
@@ -85,7 +106,7 @@ def initialize(models: Models, init_from: str, train_data: Optional[str] = None,
     if init_from == "linear_fit":
         _linear_fit(models, train_data, calibration_crops)
         return
-    path = Path(init_from)
+    path = Path(init_from).expanduser()
     if path.is_dir():
         latest = tf.train.latest_checkpoint(str(path / "checkpoints") if (path / "checkpoints").is_dir() else str(path))
         if latest is None:
@@ -182,6 +203,12 @@ def tracker_losses(outputs, targets: dict, weights: dict, input_size: int = 256)
     if "offsets" in out and "offsets" in targets and weights.get("offset", 1.0) > 0:
         terms["offset"] = weights.get("offset", 1.0) * offset_loss(targets["offsets"], out["offsets"],
                                                                    targets["offset_mask"], targets["heatmap_mask"])
+    if "heatmap" in out and weights.get("refined", 0.0) > 0:
+        from blazepose_tf.codecs.landmarks import refine_with_heatmap_tf
+        p = out["heatmap"].shape[-1]
+        refined = refine_with_heatmap_tf(xyz[:, :p, :2], out["heatmap"])
+        terms["refined"] = weights["refined"] * coordinate_loss(targets["coords"][:, :p, :2], refined,
+                                                                m[:, :p, :2])
     feats = [k for k in out if k.startswith("feature/")]
     if feats and weights.get("features", 0.0) > 0:
         terms["features"] = weights["features"] * tf.add_n(
@@ -210,7 +237,7 @@ def load_teacher(spec: str, feature_layers: tuple = ()):
         from blazepose_tf.models.convert_official import converted_model_path
         path = converted_model_path("pose_landmark_full")
     else:
-        path = Path(spec)
+        path = Path(spec).expanduser()
         if not path.is_file():
             raise UserError(f"--distill_from: no such model {spec}")
     teacher = keras.models.load_model(path, compile=False)
@@ -261,7 +288,9 @@ def evaluate_dev(models: Models, dev_data: str, topology: Topology, data_cfg, ma
 
     ds = tracker_dataset(dev_data, data_cfg, training=False, topology=topology,
                          encode_targets=target_encoder(models, topology, with_offsets=False))
+    from blazepose_tf.codecs.landmarks import refine_with_heatmap
     correct = total = 0
+    correct_r = 0
     coord_err = []
     first = None
     infer = tf.function(lambda x: models.inference(x, training=False), reduce_retracing=True)
@@ -275,11 +304,19 @@ def evaluate_dev(models: Models, dev_data: str, topology: Topology, data_cfg, ma
         is_gt = t["is_gt"].numpy()
         c, n = crop_pck(pred, gt, is_gt, topology)
         correct, total = correct + c, total + n
+        if "heatmap" in out and out["heatmap"].shape[-1] == pred.shape[1]:
+            hm = out["heatmap"].numpy()
+            refined = pred.copy()
+            for b in range(len(pred)):
+                refined[b, :, :2] = refine_with_heatmap(pred[b, :, :2] / models.input_size, hm[b]) * models.input_size
+            correct_r += crop_pck(refined, gt, is_gt, topology)[0]
         coord_err.append(float(np.abs(pred[..., :2] - gt[..., :2])[is_gt > 0].mean()))
         if first is None:
             first = (images.numpy()[:4], pred[:4], gt[:4], is_gt[:4])
     metrics = {"pck": 100.0 * correct / max(total, 1), "points": total,
                "coord_l1_px": float(np.mean(coord_err)) if coord_err else float("nan")}
+    if "heatmap" in models.inference.output_names:
+        metrics["pck_refined"] = 100.0 * correct_r / max(total, 1)  # after MediaPipe's heatmap refinement
     with writer.as_default(step=step):
         tf.summary.scalar("dev/pck@0.2", metrics["pck"])
         tf.summary.scalar("dev/coord_l1_px", metrics["coord_l1_px"])
