@@ -357,6 +357,7 @@ def test_model_zoo_benchmark_smoke(shared_data, official_models, tmp_path):
     assert full["params"] == 3169489 and full["flops"] > 0 and full["size_bytes"] > 6e6
     assert full["pipeline"] == {"detector": det["path"], "landmarks": full["path"]} == det["pipeline"]
     assert 0 <= full["pck"] <= 100 and full["detection_rate"] == det["detection_rate"]
+    assert full["pck_official_detector"] == full["pck"] and det["pck_official_detector"] is None
     assert full["crop_pck"] is not None and det["crop_pck"] is None and full["per_group"]["face"] is None
     line = next(ln for ln in text.splitlines() if ln.startswith("| official Full |"))
     assert "| fp16 | MediaPipe file |" in line and "| 1.00× |" in line
