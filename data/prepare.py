@@ -43,11 +43,11 @@ from blazepose_tf.errors import InputError, UserError
 from blazepose_tf.io.images import load_image
 from blazepose_tf.metrics import match_prediction
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
+from blazepose_tf.training.detector_data import MAX_PEOPLE  # people stored per detector example (what it reads)
 
 SOURCE_NONE, SOURCE_GT, SOURCE_TEACHER = 0, 1, 2
 ROI_SCALE = 1.25           # inference ROI = 2·r·1.25 (DESIGN.md §4)
-OUTSIDE_TOLERANCE = 0.05
-MAX_PEOPLE = 8         # people stored per detector example   # GT points further than this fraction of the image outside it are dropped
+OUTSIDE_TOLERANCE = 0.05   # GT points further than this fraction of the image outside it are dropped
 
 flags.DEFINE_string("annotations", None, "COCO-keypoints JSON (images without annotations: teacher labels only).")
 flags.DEFINE_string("images", None, "Folder the JSON's file_name entries are relative to.")

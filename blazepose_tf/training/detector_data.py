@@ -21,7 +21,7 @@ from blazepose_tf.topology import BLAZEPOSE_33, Topology
 from blazepose_tf.training.augment import AugmentConfig, color_jitter, sample_affine, warp_image
 from blazepose_tf.training.data import seeded_records
 
-MAX_PEOPLE = 8  # people per example after padding (data.prepare stores at most this many)
+MAX_PEOPLE = 8  # people per example after padding; data.prepare stores at most this many (it imports it)
 
 
 def detector_augment() -> AugmentConfig:
