@@ -290,7 +290,7 @@ def evaluate_dev(models: Models, dev_data: str, topology: Topology, data_cfg, ma
                          encode_targets=target_encoder(models, topology, with_offsets=False))
     from blazepose_tf.codecs.landmarks import refine_with_heatmap
     correct = total = 0
-    correct_r = 0
+    correct_r = None  # set once the heatmap refines the landmarks (same point count), as in the runtime
     coord_err = []
     first = None
     infer = tf.function(lambda x: models.inference(x, training=False), reduce_retracing=True)
@@ -309,13 +309,13 @@ def evaluate_dev(models: Models, dev_data: str, topology: Topology, data_cfg, ma
             refined = pred.copy()
             for b in range(len(pred)):
                 refined[b, :, :2] = refine_with_heatmap(pred[b, :, :2] / models.input_size, hm[b]) * models.input_size
-            correct_r += crop_pck(refined, gt, is_gt, topology)[0]
+            correct_r = (correct_r or 0) + crop_pck(refined, gt, is_gt, topology)[0]
         coord_err.append(float(np.abs(pred[..., :2] - gt[..., :2])[is_gt > 0].mean()))
         if first is None:
             first = (images.numpy()[:4], pred[:4], gt[:4], is_gt[:4])
     metrics = {"pck": 100.0 * correct / max(total, 1), "points": total,
                "coord_l1_px": float(np.mean(coord_err)) if coord_err else float("nan")}
-    if "heatmap" in models.inference.output_names:
+    if correct_r is not None:
         metrics["pck_refined"] = 100.0 * correct_r / max(total, 1)  # after MediaPipe's heatmap refinement
     with writer.as_default(step=step):
         tf.summary.scalar("dev/pck@0.2", metrics["pck"])
