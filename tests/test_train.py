@@ -143,14 +143,14 @@ def test_pruned_preset_distils_from_the_official_full(official_models, data_dir,
 
 
 def test_heatmap_branch_training_leaves_the_landmark_path_frozen():
-    from blazepose_tf.models.pruned import _ancestors
+    from blazepose_tf.models.pruned import upstream_layers
     from blazepose_tf.training import objectives
 
     models = objectives.build_models("smoke", BLAZEPOSE_33)
     n = objectives.restrict_trainable(models, "heatmap_branch")
     out = dict(zip(models.training.output_names, models.training.outputs))
-    landmark_path = _ancestors(out["landmarks"])
+    landmark_path = upstream_layers(out["landmarks"])
     trainable = {layer.name for layer in models.training.layers if layer.trainable and layer.weights}
     assert n == len(trainable) > 0
-    assert not trainable & landmark_path and trainable <= _ancestors(out["heatmap"])
+    assert not trainable & landmark_path and trainable <= upstream_layers(out["heatmap"])
     assert objectives.restrict_trainable(models, "all") > n

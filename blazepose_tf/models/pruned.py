@@ -57,8 +57,9 @@ PRUNED_PRESETS: dict[str, PrunedConfig] = {
 }
 
 
-def _ancestors(tensor) -> set[str]:
-    """Names of all layers upstream of a Keras tensor."""
+def upstream_layers(tensor) -> set[str]:
+    """Names of all layers a Keras tensor depends on (its own layer included), through each layer's first
+    call: the graph of the functional model the layers were built in."""
     seen: set[str] = set()
     stack = [tensor]
     while stack:
@@ -85,9 +86,9 @@ def prune_full(full, skip_adds: Sequence[str], outputs: Sequence[str] = OUTPUTS,
     shortcut_of: dict[str, int] = {}
     for add in skip_adds:
         a, b = layers[add]._inbound_nodes[0].input_tensors
-        if a._keras_history[0].name in _ancestors(b):
+        if a._keras_history[0].name in upstream_layers(b):
             shortcut_of[add] = 0
-        elif b._keras_history[0].name in _ancestors(a):
+        elif b._keras_history[0].name in upstream_layers(a):
             shortcut_of[add] = 1
         else:
             raise ValueError(f"{add!r} has no identity shortcut (a downsampling or merge add): cannot skip it")
@@ -96,7 +97,7 @@ def prune_full(full, skip_adds: Sequence[str], outputs: Sequence[str] = OUTPUTS,
     mapped = {id(full.inputs[0]): inp}
     by_name = dict(zip(full.output_names, full.outputs))
     wanted = [by_name[o] for o in outputs]
-    needed = set().union(*(_ancestors(t) for t in wanted))
+    needed = set().union(*(upstream_layers(t) for t in wanted))
     for layer in full.layers:
         if type(layer).__name__ == "InputLayer" or layer.name not in needed:
             continue

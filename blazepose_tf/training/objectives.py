@@ -83,11 +83,11 @@ def restrict_trainable(models: Models, part: str) -> int:
         return sum(1 for layer in models.training.layers if layer.weights)
     if part != "heatmap_branch":
         raise UserError(f"--trainable must be all or heatmap_branch, got {part!r}")
-    from blazepose_tf.models.pruned import _ancestors
+    from blazepose_tf.models.pruned import upstream_layers
     out = dict(zip(models.training.output_names, models.training.outputs))
     if "heatmap" not in out:
         raise UserError("--trainable=heatmap_branch needs a tracker with a heatmap output")
-    branch = _ancestors(out["heatmap"]) - _ancestors(out["landmarks"])
+    branch = upstream_layers(out["heatmap"]) - upstream_layers(out["landmarks"])
     count = 0
     for layer in models.training.layers:
         layer.trainable = layer.name in branch
