@@ -69,7 +69,7 @@ def test_tracker_shapes_and_names(trackers, image, name):
     assert ((pres > 0) & (pres < 1)).all()  # a probability
     # Freshly built, the landmarks start near the crop centre, in crop pixels.
     xy = lm.reshape(2, p, 5)[..., :2]
-    assert np.abs(xy - 128.0).max() < 64.0
+    assert np.abs(xy - 128.0).max() < 32.0  # measured at most 7 px over 10 random draws
 
 
 def test_tracker_layer_names(trackers):
