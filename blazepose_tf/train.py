@@ -57,8 +57,9 @@ flags.DEFINE_float("w_features", 0.0, "Weight of matching the teacher's intermed
                    "presets with --distill_from official).")
 flags.DEFINE_float("w_refined", 0.0, "Weight of the coordinate loss after MediaPipe's heatmap refinement "
                    "(differentiable; trains the heatmap the runtime refines with).")
-flags.DEFINE_enum("trainable", "all", ["all", "heatmap_branch"], "Layers to train: all, or only those feeding the "
-                  "heatmap and not the regressed landmarks.")
+flags.DEFINE_enum("trainable", "all", ["all", "heatmap_branch", "regression_branch"], "Layers to train: all; "
+                  "heatmap_branch: only those feeding the heatmap and not the regressed landmarks; "
+                  "regression_branch: only those feeding the landmarks and not the heatmap.")
 flags.DEFINE_enum("best_metric", "pck", ["pck", "pck_refined"], "Tracker dev metric that picks best.keras: PCK of the "
                   "regressed landmarks, or after heatmap refinement (what the runtime reports).")
 flags.DEFINE_string("init_from", "scratch", "scratch | official (with the official_* and pruned_* presets, which "

@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
 
 from blazepose_tf.datasets.coco import ImageRecord, PersonAnnotation  # noqa: E402
+from blazepose_tf.errors import UserError  # noqa: E402
 from blazepose_tf.topology import BLAZEPOSE_33  # noqa: E402
 from data.prepare import Labeller, to_example  # noqa: E402
 
@@ -142,15 +144,29 @@ def test_pruned_preset_distils_from_the_official_full(official_models, data_dir,
     assert "add" not in {layer.name for layer in exported.layers}   # the 64x64 residual block is gone
 
 
-def test_heatmap_branch_training_leaves_the_landmark_path_frozen():
+@pytest.mark.parametrize("part,frozen,moved", [("heatmap_branch", "landmarks", "heatmap"),
+                                               ("regression_branch", "heatmap", "landmarks")])
+def test_branch_training_leaves_the_other_output_unchanged(part, frozen, moved):
     from blazepose_tf.models.pruned import upstream_layers
     from blazepose_tf.training import objectives
 
     models = objectives.build_models("smoke", BLAZEPOSE_33)
-    n = objectives.restrict_trainable(models, "heatmap_branch")
+    n = objectives.restrict_trainable(models, part)
     out = dict(zip(models.training.output_names, models.training.outputs))
-    landmark_path = upstream_layers(out["landmarks"])
     trainable = {layer.name for layer in models.training.layers if layer.trainable and layer.weights}
     assert n == len(trainable) > 0
-    assert not trainable & landmark_path and trainable <= upstream_layers(out["heatmap"])
+    assert not trainable & upstream_layers(out[frozen]) and trainable <= upstream_layers(out[moved])
+    # One optimizer step on a loss over both outputs changes only the trained branch's output.
+    images = np.random.default_rng(0).uniform(0, 1, (2, 256, 256, 3)).astype(np.float32)
+    before = dict(zip(models.training.output_names, models.training(images, training=False)))
+    with tf.GradientTape() as tape:
+        now = dict(zip(models.training.output_names, models.training(images, training=True)))
+        loss = tf.reduce_mean(tf.square(now["landmarks"] / 256.0)) + tf.reduce_mean(tf.square(now["heatmap"]))
+    variables = models.training.trainable_variables
+    keras.optimizers.SGD(0.1).apply_gradients(zip(tape.gradient(loss, variables), variables))
+    after = dict(zip(models.training.output_names, models.training(images, training=False)))
+    np.testing.assert_array_equal(np.asarray(after[frozen]), np.asarray(before[frozen]))
+    assert np.abs(np.asarray(after[moved]) - np.asarray(before[moved])).max() > 1e-6
     assert objectives.restrict_trainable(models, "all") > n
+    with pytest.raises(UserError, match="must be one of"):
+        objectives.restrict_trainable(models, "backbone")

@@ -75,19 +75,23 @@ def build_models(preset: str, topology: Topology) -> Models:
 
 
 def restrict_trainable(models: Models, part: str) -> int:
-    """``all`` (default) or ``heatmap_branch``: only the layers that feed the heatmap output and not the
-    landmarks (the regressed coordinates then stay exactly as they are). Returns the trainable layer count."""
+    """``all`` (default); ``heatmap_branch``: only the layers that feed the heatmap output and not the
+    landmarks (the regressed coordinates then stay exactly as they are); ``regression_branch``: only the layers
+    that feed the landmarks and not the heatmap (the heatmap MediaPipe's refinement reads then stays exactly as it
+    is). Returns the trainable layer count."""
+    parts = ("all", "heatmap_branch", "regression_branch")
+    if part not in parts:
+        raise UserError(f"--trainable must be one of {', '.join(parts)}, got {part!r}")
     if part == "all":
         for layer in models.training.layers:
             layer.trainable = True
         return sum(1 for layer in models.training.layers if layer.weights)
-    if part != "heatmap_branch":
-        raise UserError(f"--trainable must be all or heatmap_branch, got {part!r}")
     from blazepose_tf.models.pruned import upstream_layers
     out = dict(zip(models.training.output_names, models.training.outputs))
     if "heatmap" not in out:
-        raise UserError("--trainable=heatmap_branch needs a tracker with a heatmap output")
-    branch = upstream_layers(out["heatmap"]) - upstream_layers(out["landmarks"])
+        raise UserError(f"--trainable={part} needs a tracker with a heatmap output")
+    heatmap, landmarks = upstream_layers(out["heatmap"]), upstream_layers(out["landmarks"])
+    branch = heatmap - landmarks if part == "heatmap_branch" else landmarks - heatmap
     count = 0
     for layer in models.training.layers:
         layer.trainable = layer.name in branch
