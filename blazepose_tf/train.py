@@ -60,8 +60,13 @@ flags.DEFINE_float("w_refined", 0.0, "Weight of the coordinate loss after MediaP
 flags.DEFINE_enum("trainable", "all", ["all", "heatmap_branch", "regression_branch"], "Layers to train: all; "
                   "heatmap_branch: only those feeding the heatmap and not the regressed landmarks; "
                   "regression_branch: only those feeding the landmarks and not the heatmap.")
-flags.DEFINE_enum("best_metric", "pck", ["pck", "pck_refined"], "Tracker dev metric that picks best.keras: PCK of the "
-                  "regressed landmarks, or after heatmap refinement (what the runtime reports).")
+flags.DEFINE_enum("best_metric", "pck", ["pck", "pck_refined", "int8sim_pck", "int8sim_pck_refined"],
+                  "Tracker dev metric that picks best.keras: PCK of the regressed landmarks, after MediaPipe's "
+                  "heatmap refinement (pck_refined), or either with simulated int8 activations (int8sim_*, needs "
+                  "--quantization_noise).")
+flags.DEFINE_bool("quantization_noise", False, "Tracker: train through simulated int8 activations (fake "
+                  "quantization at the ranges a min/max calibration on train crops gives, as the TFLite "
+                  "converter's), so the full-integer export loses less; the saved model stays float.")
 flags.DEFINE_string("init_from", "scratch", "scratch | official (with the official_* and pruned_* presets, which "
                     "are built from the converted official weights) | linear_fit (pruned_* presets: skipped blocks "
                     "replaced by least-squares linear fits) | a .keras file | a checkpoint directory.")

@@ -170,3 +170,25 @@ def test_branch_training_leaves_the_other_output_unchanged(part, frozen, moved):
     assert objectives.restrict_trainable(models, "all") > n
     with pytest.raises(UserError, match="must be one of"):
         objectives.restrict_trainable(models, "backbone")
+
+
+def test_quantization_noise_trains_through_simulated_int8_and_saves_a_float_model(data_dir, tmp_path):
+    model_dir = tmp_path / "int8sim"
+    cmd = _cmd(data_dir, model_dir, "--quantization_noise", "--steps=3", "--eval_every=3", "--eval_batches=0",
+               "--best_metric=int8sim_pck", "--checkpoint_every=2")
+    out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "activation ranges calibrated on" in out.stderr
+    evals = [h for h in map(json.loads, (model_dir / "history.jsonl").read_text().splitlines()) if "dev_pck" in h]
+    assert evals and all("dev_int8sim_pck" in h and 0 <= h["dev_int8sim_pck"] <= 100 for h in evals)
+    from blazepose_tf.models.fake_quant import FakeQuant
+    best = keras.models.load_model(model_dir / "best.keras", compile=False)
+    assert not any(isinstance(layer, FakeQuant) for layer in best.layers)   # the saved model stays float
+    # The ranges are part of the checkpoint: a resumed run does not recalibrate.
+    again = subprocess.run(cmd[:-1] + ["--steps=4"] + cmd[-1:], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from" in again.stderr and "calibrated on" not in again.stderr
+    bad = subprocess.run(_cmd(data_dir, tmp_path / "bad", "--best_metric=int8sim_pck"), cwd=ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "needs --quantization_noise" in bad.stderr and "Traceback" not in bad.stderr

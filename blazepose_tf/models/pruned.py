@@ -23,6 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
+from blazepose_tf.models.graph import default_call, rewire, upstream_layers  # noqa: F401  (re-exported)
+
 OUTPUTS = ("landmarks", "presence", "world")
 # Activations present in the official Full and in every pruned preset, matched during distillation: the
 # expand convolution after each stage (its input is the stage's last residual sum, or its shortcut when that
@@ -57,22 +59,6 @@ PRUNED_PRESETS: dict[str, PrunedConfig] = {
 }
 
 
-def upstream_layers(tensor) -> set[str]:
-    """Names of all layers a Keras tensor depends on (its own layer included), through each layer's first
-    call: the graph of the functional model the layers were built in."""
-    seen: set[str] = set()
-    stack = [tensor]
-    while stack:
-        t = stack.pop()
-        layer = t._keras_history[0]
-        if layer.name in seen:
-            continue
-        seen.add(layer.name)
-        node = layer._inbound_nodes[0]
-        stack.extend(node.input_tensors)
-    return seen
-
-
 def prune_full(full, skip_adds: Sequence[str], outputs: Sequence[str] = OUTPUTS, name: str = "pruned_full"):
     """A new functional model sharing ``full``'s layers with the named residual adds replaced by their
     shortcut and only ``outputs`` kept. Raises ``ValueError`` for an unknown or non-residual add."""
@@ -93,27 +79,14 @@ def prune_full(full, skip_adds: Sequence[str], outputs: Sequence[str] = OUTPUTS,
         else:
             raise ValueError(f"{add!r} has no identity shortcut (a downsampling or merge add): cannot skip it")
 
-    inp = keras.Input(full.inputs[0].shape[1:], name=full.inputs[0].name.split(":")[0] or "image")
-    mapped = {id(full.inputs[0]): inp}
-    by_name = dict(zip(full.output_names, full.outputs))
-    wanted = [by_name[o] for o in outputs]
-    needed = set().union(*(upstream_layers(t) for t in wanted))
-    for layer in full.layers:
-        if type(layer).__name__ == "InputLayer" or layer.name not in needed:
-            continue
-        node = layer._inbound_nodes[0]
-        ins = [mapped.get(id(t)) for t in node.input_tensors]
-        if any(t is None for t in ins):
-            continue  # inside a skipped block
-        if layer.name in shortcut_of:
-            out = ins[shortcut_of[layer.name]]
-        else:
-            out = layer(ins if len(ins) > 1 else ins[0])
-        mapped[id(node.output_tensors[0])] = out
-    missing = [o for o, t in zip(outputs, wanted) if id(t) not in mapped]
-    if missing:
-        raise ValueError(f"pruning removed outputs {missing}")
-    return keras.Model(inp, [mapped[id(t)] for t in wanted], name=name)
+    def call(layer, ins):
+        return ins[shortcut_of[layer.name]] if layer.name in shortcut_of else default_call(layer, ins)
+
+    try:
+        out = rewire(full, outputs, call)
+    except ValueError as e:
+        raise ValueError(f"pruning: {e}") from None
+    return keras.Model(out["input"], [out[o] for o in outputs], name=name)
 
 
 def build_pruned(preset: str | PrunedConfig, full=None, calibration=None):

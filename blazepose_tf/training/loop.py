@@ -55,6 +55,7 @@ class TrainConfig:
     optimizer: str = "adamw"
     trainable: str = "all"
     best_metric: str = "pck"
+    quantization_noise: bool = False
 
     @staticmethod
     def from_flags(f) -> "TrainConfig":
@@ -72,7 +73,7 @@ class TrainConfig:
                            eval_batches=f.eval_batches, log_every=f.log_every, strategy=f.strategy,
                            seed=f.seed, shuffle_buffer=f.shuffle_buffer, augment=f.augment,
                            progress=f.progress, log_batches=f.log_batches, trainable=f.trainable,
-                           best_metric=f.best_metric)
+                           best_metric=f.best_metric, quantization_noise=f.quantization_noise)
 
     # Fields that may change between a run and its resumption without invalidating the checkpoint.
     RESUMABLE_CHANGES = ("steps", "checkpoint_every", "eval_every", "eval_batches", "log_every", "progress",
@@ -144,6 +145,7 @@ class Task:
         evaluate: (writer, step) → dev metrics, including ``metric``.
         metric: the dev metric that selects ``best.keras`` (higher is better).
         extra_targets: optional (images, targets) → targets (distillation from a teacher).
+        prepare: optional, run once on a fresh start after the initial weights are set (calibration).
     """
 
     models: object
@@ -152,6 +154,7 @@ class Task:
     evaluate: Callable
     metric: str
     extra_targets: Optional[Callable] = None
+    prepare: Optional[Callable[[], None]] = None
 
 
 def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
@@ -163,8 +166,13 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
     with strategy.scope():
         models = objectives.build_models(cfg.preset, topology)
         objectives.restrict_trainable(models, cfg.trainable)
-    if cfg.best_metric == "pck_refined" and "heatmap" not in models.inference.output_names:
-        raise UserError(f"--best_metric=pck_refined needs a tracker with a heatmap output (--preset={cfg.preset})")
+        if cfg.quantization_noise:
+            objectives.add_simulated_int8(models)
+    if cfg.best_metric.endswith("pck_refined") and "heatmap" not in models.inference.output_names:
+        raise UserError(f"--best_metric={cfg.best_metric} needs a tracker with a heatmap output "
+                        f"(--preset={cfg.preset})")
+    if cfg.best_metric.startswith("int8sim_") and not cfg.quantization_noise:
+        raise UserError(f"--best_metric={cfg.best_metric} needs --quantization_noise")
     encode = objectives.target_encoder(models, topology)
     weights = dict(cfg.loss_weights)
     teacher = objectives.load_teacher(cfg.distill_from, models.feature_layers) if cfg.distill_from else None
@@ -180,7 +188,9 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
         losses=lambda outputs, targets: objectives.tracker_losses(outputs, targets, weights, models.input_size),
         evaluate=lambda writer, step: objectives.evaluate_dev(models, cfg.dev_data, topology, data_cfg,
                                                               cfg.eval_batches, writer, step),
-        metric=cfg.best_metric, extra_targets=extra if teacher is not None else None)
+        metric=cfg.best_metric, extra_targets=extra if teacher is not None else None,
+        prepare=(lambda: objectives.calibrate_simulated_int8(models, cfg.train_data)) if cfg.quantization_noise
+        else None)
 
 
 def detector_task(cfg: TrainConfig, topology, strategy) -> Task:
@@ -190,6 +200,8 @@ def detector_task(cfg: TrainConfig, topology, strategy) -> Task:
 
     if cfg.distill_from:
         raise UserError("--distill_from is only supported for --model=tracker")
+    if cfg.quantization_noise:
+        raise UserError("--quantization_noise is only supported for --model=tracker")
     data_cfg = DetectorDataConfig(batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
                                   augment=detector_augment() if cfg.augment else AugmentConfig.none())
     with strategy.scope():
@@ -254,6 +266,8 @@ def train(cfg: TrainConfig) -> dict:
     else:
         objectives.initialize(models, cfg.init_from, cfg.train_data)
         print(f"starting from {cfg.init_from} at step 0", file=sys.stderr)
+        if task.prepare is not None:
+            task.prepare()
     start = int(step_var.numpy())
     if start >= cfg.steps:
         print(f"already trained {start} >= --steps {cfg.steps} steps", file=sys.stderr)

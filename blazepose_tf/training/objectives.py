@@ -36,6 +36,8 @@ class Models:
     input_size: int = 256
     feature_layers: tuple = ()  # activations matched to the teacher's (pruned presets)
     preset: str = ""
+    simulated_int8: object = None  # the inference view with fake-quantized activations (--quantization_noise)
+    fake_quant: object = None      # its blazepose_tf.models.fake_quant.SimulatedInt8 (shared ranges)
 
 
 def build_models(preset: str, topology: Topology) -> Models:
@@ -135,18 +137,45 @@ def initialize(models: Models, init_from: str, train_data: Optional[str] = None,
         raise UserError(f"{path}: no layer matches the model being trained (by name and shape)")
 
 
+def train_crops(train_data: str, count: int, batch_size: int = 16) -> np.ndarray:
+    """The first ``count`` un-augmented aligned crops (N, 256, 256, 3) of the training shards, in file order."""
+    from blazepose_tf.topology import BLAZEPOSE_33
+    from blazepose_tf.training.augment import AugmentConfig
+    from blazepose_tf.training.data import TrackerDataConfig, tracker_dataset
+
+    ds = tracker_dataset(train_data, TrackerDataConfig(batch_size=batch_size, augment=AugmentConfig.none()),
+                         training=False, topology=BLAZEPOSE_33)
+    return np.concatenate([b[0].numpy() for _, b in zip(range(-(-count // batch_size)), ds)])[:count]
+
+
+def add_simulated_int8(models: Models) -> None:
+    """Routes training through fake-quantized activations (:mod:`blazepose_tf.models.fake_quant`): the
+    training view is replaced by its simulated-int8 copy (same weights) and ``simulated_int8`` (the inference
+    view with the same fake-quant layers) is added for dev evaluation; the inference view stays float."""
+    from blazepose_tf.models.fake_quant import SimulatedInt8
+    sim = SimulatedInt8(models.training)
+    inference_outputs = [o for o in models.inference.output_names if o in ("landmarks", "presence", "heatmap")]
+    models.fake_quant = sim
+    models.simulated_int8 = sim.view(models.inference, inference_outputs)
+    models.training = sim.view(models.training)
+
+
+def calibrate_simulated_int8(models: Models, train_data: str, crops: int = 128) -> dict:
+    """Sets the fake-quant ranges from ``crops`` un-augmented training crops (min/max, as the converter)."""
+    images = train_crops(train_data, crops)
+    ranges = models.fake_quant.calibrate((images[i:i + 16] for i in range(0, len(images), 16)))
+    print(f"simulated int8: {len(ranges)} activation ranges calibrated on {len(images)} train crops",
+          file=sys.stderr)
+    return ranges
+
+
 def _linear_fit(models: Models, train_data: Optional[str], crops: int) -> None:
     from blazepose_tf.models.convert_official import load_converted
     from blazepose_tf.models.pruned import PRUNED_PRESETS, fit_linear_skips
-    from blazepose_tf.training.augment import AugmentConfig
-    from blazepose_tf.training.data import TrackerDataConfig, tracker_dataset
-    from blazepose_tf.topology import BLAZEPOSE_33
 
     if models.preset not in PRUNED_PRESETS:
         raise UserError(f"--init_from=linear_fit needs a pruned preset ({', '.join(PRUNED_PRESETS)})")
-    ds = tracker_dataset(train_data, TrackerDataConfig(batch_size=16, augment=AugmentConfig.none()),
-                         training=False, topology=BLAZEPOSE_33)
-    images = np.concatenate([b[0].numpy() for _, b in zip(range(-(-crops // 16)), ds)])[:crops]
+    images = train_crops(train_data, crops)
     residuals = fit_linear_skips(models.inference, load_converted("pose_landmark_full"),
                                  PRUNED_PRESETS[models.preset].linear_fits, images)
     print("linear fits (residual / variance): " + ", ".join(f"{k} {v:.3f}" for k, v in residuals.items()),
@@ -287,46 +316,69 @@ def crop_pck(pred_px: np.ndarray, gt_px: np.ndarray, is_gt: np.ndarray, topology
 
 def evaluate_dev(models: Models, dev_data: str, topology: Topology, data_cfg, max_batches: int, writer,
                  step: int) -> dict:
-    """PCK@0.2 of the inference model on aligned dev crops (ground-truth points only), with sample images."""
+    """PCK@0.2 of the inference model on aligned dev crops (ground-truth points only), with sample images;
+    with ``models.simulated_int8``, the same metrics of that view prefixed ``int8sim_``."""
     from blazepose_tf.training.data import tracker_dataset
 
     ds = tracker_dataset(dev_data, data_cfg, training=False, topology=topology,
                          encode_targets=target_encoder(models, topology, with_offsets=False))
-    from blazepose_tf.codecs.landmarks import refine_with_heatmap
-    correct = total = 0
-    correct_r = None  # set once the heatmap refines the landmarks (same point count), as in the runtime
-    coord_err = []
+    views = {"": models.inference}
+    if models.simulated_int8 is not None:
+        views["int8sim_"] = models.simulated_int8
+    scores = {prefix: _CropScore() for prefix in views}
+    infer = {prefix: tf.function(lambda x, m=m: _as_dict(m(x, training=False), m.output_names),
+                                 reduce_retracing=True) for prefix, m in views.items()}
     first = None
-    infer = tf.function(lambda x: models.inference(x, training=False), reduce_retracing=True)
     for i, (images, t) in enumerate(ds):
         if max_batches and i >= max_batches:
             break
-        out = dict(zip(models.inference.output_names, infer(images)))
-        xyz, _, _ = split_landmarks(out["landmarks"], models.input_size)
-        pred = xyz.numpy() * models.input_size
         gt = t["keypoints_px"].numpy()
         is_gt = t["is_gt"].numpy()
-        c, n = crop_pck(pred, gt, is_gt, topology)
-        correct, total = correct + c, total + n
-        if "heatmap" in out and out["heatmap"].shape[-1] == pred.shape[1]:
-            hm = out["heatmap"].numpy()
-            refined = pred.copy()
-            for b in range(len(pred)):
-                refined[b, :, :2] = refine_with_heatmap(pred[b, :, :2] / models.input_size, hm[b]) * models.input_size
-            correct_r = (correct_r or 0) + crop_pck(refined, gt, is_gt, topology)[0]
-        coord_err.append(float(np.abs(pred[..., :2] - gt[..., :2])[is_gt > 0].mean()))
-        if first is None:
-            first = (images.numpy()[:4], pred[:4], gt[:4], is_gt[:4])
-    metrics = {"pck": 100.0 * correct / max(total, 1), "points": total,
-               "coord_l1_px": float(np.mean(coord_err)) if coord_err else float("nan")}
-    if correct_r is not None:
-        metrics["pck_refined"] = 100.0 * correct_r / max(total, 1)  # after MediaPipe's heatmap refinement
+        for prefix in views:
+            pred = scores[prefix].add(infer[prefix](images), gt, is_gt, topology, models.input_size)
+            if first is None:
+                first = (images.numpy()[:4], pred[:4], gt[:4], is_gt[:4])
+    metrics = {}
+    for prefix, score in scores.items():
+        metrics.update({prefix + k: v for k, v in score.metrics().items()})
     with writer.as_default(step=step):
         tf.summary.scalar("dev/pck@0.2", metrics["pck"])
         tf.summary.scalar("dev/coord_l1_px", metrics["coord_l1_px"])
         if first is not None:
             tf.summary.image("dev/predictions", _draw(*first, topology.num_keypoints), max_outputs=4)
     return metrics
+
+
+class _CropScore:
+    """Running crop PCK (regressed, and after heatmap refinement when the heatmap refines every point, as in
+    the runtime) and coordinate L1 of one model view."""
+
+    def __init__(self) -> None:
+        self.correct = self.total = 0
+        self.correct_refined: Optional[int] = None
+        self.coord_err: list[float] = []
+
+    def add(self, out: dict, gt: np.ndarray, is_gt: np.ndarray, topology: Topology, size: int) -> np.ndarray:
+        from blazepose_tf.codecs.landmarks import refine_with_heatmap
+        xyz, _, _ = split_landmarks(out["landmarks"], size)
+        pred = xyz.numpy() * size
+        c, n = crop_pck(pred, gt, is_gt, topology)
+        self.correct, self.total = self.correct + c, self.total + n
+        if "heatmap" in out and out["heatmap"].shape[-1] == pred.shape[1]:
+            hm = out["heatmap"].numpy()
+            refined = pred.copy()
+            for b in range(len(pred)):
+                refined[b, :, :2] = refine_with_heatmap(pred[b, :, :2] / size, hm[b]) * size
+            self.correct_refined = (self.correct_refined or 0) + crop_pck(refined, gt, is_gt, topology)[0]
+        self.coord_err.append(float(np.abs(pred[..., :2] - gt[..., :2])[is_gt > 0].mean()))
+        return pred
+
+    def metrics(self) -> dict:
+        m = {"pck": 100.0 * self.correct / max(self.total, 1), "points": self.total,
+             "coord_l1_px": float(np.mean(self.coord_err)) if self.coord_err else float("nan")}
+        if self.correct_refined is not None:
+            m["pck_refined"] = 100.0 * self.correct_refined / max(self.total, 1)  # after heatmap refinement
+        return m
 
 
 def _draw(images: np.ndarray, pred: np.ndarray, gt: np.ndarray, is_gt: np.ndarray, k: int) -> np.ndarray:
