@@ -59,7 +59,7 @@ QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8")
 EXPORT_MODE = {"fp32": "none", "fp16": "fp16", "dynamic": "dynamic", "int8": "int8"}  # export.to_tflite names
 REFERENCE = "official:pose_landmark_full"
 GROUPS = ("face", "arms", "legs")
-EXPORT_VERSION = 1  # bump to invalidate cached exports
+EXPORT_VERSION = 2  # bump to invalidate cached exports (2: int8 with output bias correction)
 COMMAND_LINE: list[str] = ["benchmarks/model_zoo.py"]  # the command line, for the file header
 
 

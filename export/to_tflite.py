@@ -78,6 +78,7 @@ class PreparedModel:
     kept: list[str]
     dropped: list[str]
     output_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    source_names: dict[str, str] = field(default_factory=dict)   # role → the Keras model's output name
 
 
 def load_keras_model(path: str | os.PathLike):
@@ -160,7 +161,8 @@ def prepare_model(model, kind: str = "auto", keep_heatmap: bool = False) -> Prep
         raise UserError("--keep_heatmap given but the model has no heatmap output")
     wrapped = keras.Model(image, kept, name=f"{model.name}_inference")
     return PreparedModel(model=wrapped, kind=kind, input_hw=hw, kept=list(kept), dropped=dropped,
-                         output_shapes={r: tuple(int(d) for d in kept[r].shape) for r in kept})
+                         output_shapes={r: tuple(int(d) for d in kept[r].shape) for r in kept},
+                         source_names={r: n for n, r in zip(names, roles) if r in keep})
 
 
 _FLEX_PATTERNS = (re.compile(r"TF Select ops: ([^\n]+)"),
@@ -316,12 +318,50 @@ def report_path_for(output: Path) -> Path:
     return output.with_name(output.stem + ".report.json")
 
 
+def correct_int8_biases(model, prepared: PreparedModel, flat: bytes, inputs: Sequence[np.ndarray],
+                        log=print, rounds: int = 1) -> tuple[bytes, Optional[dict]]:
+    """Converts ``prepared`` to int8 again, ``rounds`` times, each time with the biases of its dense outputs
+    shifted by the mean float − int8 difference left by the previous conversion on ``inputs``
+    (:mod:`export.bias_correction`); ``model``'s weights are restored afterwards. One round by default: on the
+    official Full (LSPET dev, behind MediaPipe's detector) pipeline PCK int8 43.8 → 48.7 with one round, 49.0 with
+    two, but the second round pushes the detection rate past the float model's (92.3% against 90.9%). Returns the last flatbuffer
+    and a report ({role: shift summary}), or ``flat`` unchanged and None when no output can be corrected."""
+    import tempfile
+    from export import bias_correction as bc
+
+    by_name = bc.find_correctable(model)
+    correctable = {r: by_name[n] for r, n in prepared.source_names.items() if n in by_name}
+    if not correctable or not inputs:
+        return flat, None
+    batch = np.concatenate(inputs, axis=0)
+    ref = keras_outputs(prepared.model, batch)          # the float model, before any shift
+    saved = bc.snapshot(correctable)
+    total = {r: 0.0 for r in correctable}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "int8.tflite"
+            for _ in range(rounds):
+                path.write_bytes(flat)
+                shifts = bc.bias_shifts(correctable, ref, tflite_outputs(path, batch))
+                bc.apply_shifts(correctable, shifts)
+                total = {r: total[r] + shifts[r] for r in shifts}
+                flat = convert(prepared.model, "int8", list(inputs))
+    finally:
+        bc.restore(saved)
+    summary = {r: {"layer": correctable[r].layer.name, "rounds": rounds,
+                   "mean_abs_shift": float(np.abs(v).mean()), "max_abs_shift": float(np.abs(v).max()),
+                   "channels": int(np.size(v))} for r, v in total.items()}
+    log("int8 bias correction: " + ", ".join(f"{r} (mean |shift| {v['mean_abs_shift']:.3g})"
+                                            for r, v in summary.items()))
+    return flat, summary
+
+
 def export_model(model, output: str | os.PathLike, quantization: str = "none", *,
                  representative: Optional[str] = None, num_calibration: int = 200,
                  eval_spec: Optional[str] = None, num_eval: int = 100, keep_heatmap: bool = False,
                  kind: str = "auto", topology: Topology = BLAZEPOSE_33, name: Optional[str] = None,
                  version: str = "1", value_range: Optional[Sequence[float]] = None,
-                 source: Optional[str] = None, log=print) -> ExportResult:
+                 source: Optional[str] = None, bias_correction: bool = True, log=print) -> ExportResult:
     """Prepares, converts, embeds metadata, checks parity and writes the model and its report.
 
     Args:
@@ -336,6 +376,8 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
         topology: keypoints of the tracker (PCK, metadata).
         name / version / source: metadata fields (name defaults to the Keras model's name).
         value_range: model input range (default: tracker [0, 1], detector [-1, 1]).
+        bias_correction: int8 only: correct the systematic int8 shift of dense outputs
+            (:mod:`export.bias_correction`; converts twice).
         log: where progress lines go.
     """
     t_start = time.time()
@@ -364,6 +406,9 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
         log(f"representative set {representative!r}: {len(calib)} inputs")
     t0 = time.time()
     flat = convert(prepared.model, quantization, [s.tensor for s in calib] if quantization == "int8" else None)
+    correction = None
+    if quantization == "int8" and bias_correction:
+        flat, correction = correct_int8_biases(model, prepared, flat, [s.tensor for s in calib], log)
     conversion_s = time.time() - t0
 
     doc = md.build_metadata(
@@ -403,6 +448,7 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
         "kept_outputs": prepared.kept, "dropped_outputs": prepared.dropped,
         "io_types": "float32 in / float32 out" + (" (int8 inside)" if quantization == "int8" else ""),
         "calibration": ({"dataset": representative, "num_inputs": len(calib)} if quantization == "int8" else None),
+        "bias_correction": correction,
         "parity": {"dataset": data_note, "num_inputs": len(samples), "outputs": par},
         "pck": None, "metadata": doc, "conversion_seconds": round(conversion_s, 2),
     }
@@ -460,7 +506,8 @@ def main(argv: list[str]) -> int:
     result = export_model(FLAGS.model, FLAGS.output, FLAGS.quantize, representative=FLAGS.representative,
                           num_calibration=FLAGS.num_calibration, eval_spec=FLAGS.eval, num_eval=FLAGS.num_eval,
                           keep_heatmap=FLAGS.keep_heatmap, kind=FLAGS.kind, topology=topology, name=FLAGS.name,
-                          version=FLAGS.model_version, value_range=value_range)
+                          version=FLAGS.model_version, value_range=value_range,
+                          bias_correction=FLAGS.bias_correction)
     print(format_report(result.report))
     print(f"model -> {result.path}\nreport -> {result.report_path}")
     return 0
@@ -480,6 +527,9 @@ def define_flags() -> None:
     flags.DEFINE_string("eval", None, "Dataset spec for parity and, annotated, PCK@0.2 (e.g. ../shared/data/lspet:dev).")
     flags.DEFINE_integer("num_eval", 100, "Inputs to compare (and score) the exported model on.", lower_bound=1)
     flags.DEFINE_bool("keep_heatmap", False, "Keep the tracker's heatmap output (for heatmap refinement).")
+    flags.DEFINE_bool("bias_correction", True, "int8: shift the biases of dense outputs (landmarks, presence, "
+                      "detector regressors/scores) by their mean float - int8 difference on the calibration inputs, "
+                      "then convert again.")
     flags.DEFINE_enum("kind", "auto", ["auto", "tracker", "detector"], "Model kind (auto: from the output names).")
     flags.DEFINE_string("topology", BLAZEPOSE_33.name, "Tracker keypoint topology (blazepose33, coco17).")
     flags.DEFINE_string("name", None, "Model name stored in the metadata (default: the Keras model's name).")
