@@ -405,7 +405,9 @@ def render(rows: list[Row], info: dict[str, Any]) -> str:
         "fp16 rows are the shipped files (MediaPipe's own .tflite for the official models, "
         "`blazepose_tf/zoo/weights/*.tflite` for ours); fp32, dynamic and int8 are exported from the Keras models "
         "(the official ones converted by `blazepose_tf.models.convert_official`) with `export.to_tflite`"
-        + (f", int8 calibrated on {info['num_calibration']} inputs of {info['calibration']}" if info["int8"] else "")
+        + (f", int8 calibrated on {info['num_calibration']} inputs of {info['calibration']}, with the dense outputs' "
+           "biases corrected for the mean float − int8 shift on those inputs (`export/bias_correction.py`)"
+           if info["int8"] else "")
         + ". Params: BatchNorm folded, as exported; MFLOPs: 2 × MACs of the convolutions and dense layers at the "
         "model's input size.",
         "",
