@@ -323,9 +323,9 @@ def correct_int8_biases(model, prepared: PreparedModel, flat: bytes, inputs: Seq
     """Converts ``prepared`` to int8 again, ``rounds`` times, each time with the biases of its dense outputs
     shifted by the mean float − int8 difference left by the previous conversion on ``inputs``
     (:mod:`export.bias_correction`); ``model``'s weights are restored afterwards. One round by default: on the
-    official Full (LSPET dev, behind MediaPipe's detector) pipeline PCK int8 43.8 → 48.7 with one round, 49.0 with
-    two, but the second round pushes the detection rate past the float model's (92.3% against 90.9%). Returns the last flatbuffer
-    and a report ({role: shift summary}), or ``flat`` unchanged and None when no output can be corrected."""
+    official Full (LSPET dev, behind MediaPipe's detector) pipeline PCK int8 43.8 → 48.7 with one round, 49.0
+    with two, but the second round pushes the detection rate past the float model's (92.3% against 90.9%).
+    Returns the last flatbuffer and a report ({role: shift summary}), or ``flat`` unchanged and None when no output can be corrected."""
     import tempfile
     from export import bias_correction as bc
 
@@ -527,8 +527,9 @@ def define_flags() -> None:
     flags.DEFINE_string("eval", None, "Dataset spec for parity and, annotated, PCK@0.2 (e.g. ../shared/data/lspet:dev).")
     flags.DEFINE_integer("num_eval", 100, "Inputs to compare (and score) the exported model on.", lower_bound=1)
     flags.DEFINE_bool("keep_heatmap", False, "Keep the tracker's heatmap output (for heatmap refinement).")
-    flags.DEFINE_bool("bias_correction", True, "int8: shift the biases of dense outputs (landmarks, presence, "
-                      "detector regressors/scores) by their mean float - int8 difference on the calibration inputs, "
+    flags.DEFINE_bool("bias_correction", True, "int8: shift the biases of dense outputs (a tracker's landmarks, "
+                      "presence and world landmarks; spatial outputs such as heatmaps and the detector's anchor "
+                      "maps are left as they are) by their mean float - int8 difference on the calibration inputs, "
                       "then convert again.")
     flags.DEFINE_enum("kind", "auto", ["auto", "tracker", "detector"], "Model kind (auto: from the output names).")
     flags.DEFINE_string("topology", BLAZEPOSE_33.name, "Tracker keypoint topology (blazepose33, coco17).")

@@ -147,7 +147,7 @@ def test_pruned_preset_distils_from_the_official_full(official_models, data_dir,
 @pytest.mark.parametrize("part,frozen,moved", [("heatmap_branch", "landmarks", "heatmap"),
                                                ("regression_branch", "heatmap", "landmarks")])
 def test_branch_training_leaves_the_other_output_unchanged(part, frozen, moved):
-    from blazepose_tf.models.pruned import upstream_layers
+    from blazepose_tf.models.graph import upstream_layers
     from blazepose_tf.training import objectives
 
     models = objectives.build_models("smoke", BLAZEPOSE_33)

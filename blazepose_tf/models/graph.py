@@ -31,7 +31,7 @@ def default_call(layer, inputs: list):
     return layer(inputs if len(inputs) > 1 else inputs[0])
 
 
-def rewire(model, outputs: Sequence[str], call: LayerCall = default_call, name: Optional[str] = None,
+def rewire(model, outputs: Sequence[str], call: LayerCall = default_call,
            input_call: Optional[Callable[[Any], Any]] = None) -> dict[str, Any]:
     """Re-runs ``model``'s graph (its layers and weights, shared) from a new input, layer by layer in order,
     through ``call``; returns ``{"input": new input, <output name>: new tensor}`` for the named ``outputs``.

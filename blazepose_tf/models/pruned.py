@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from blazepose_tf.models.graph import default_call, rewire, upstream_layers  # noqa: F401  (re-exported)
+from blazepose_tf.models.graph import default_call, rewire, upstream_layers
 
 OUTPUTS = ("landmarks", "presence", "world")
 # Activations present in the official Full and in every pruned preset, matched during distillation: the

@@ -88,7 +88,7 @@ def restrict_trainable(models: Models, part: str) -> int:
         for layer in models.training.layers:
             layer.trainable = True
         return sum(1 for layer in models.training.layers if layer.weights)
-    from blazepose_tf.models.pruned import upstream_layers
+    from blazepose_tf.models.graph import upstream_layers
     out = dict(zip(models.training.output_names, models.training.outputs))
     if "heatmap" not in out:
         raise UserError(f"--trainable={part} needs a tracker with a heatmap output")
