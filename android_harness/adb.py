@@ -1,6 +1,7 @@
 """A small wrapper around the ``adb`` client: device selection with clear errors, getprop, push, shell, rm.
 
-Every failure raises :class:`DeviceError` (exit code 6) with one line saying what went wrong and what to do.
+Every failure raises :class:`DeviceError` (exit code 6) with one line saying what went wrong and what to do;
+whatever adb or the device printed is quoted only as a short, printable :func:`excerpt`.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from blazepose_tf.errors import UserError
 
 EXIT_DEVICE = 6      # adb missing or failing, no/several/unauthorized/offline device, push failed
 EXIT_BENCHMARK = 7   # benchmark binary unusable (wrong ABI, not executable), crashed, or output not parseable
+EXCERPT_CHARS = 120  # longest quote of adb's or the device's output in a message
 
 
 class DeviceError(UserError):
@@ -37,9 +39,19 @@ class DeviceEntry:
     state: str
 
 
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """``text`` made safe to quote in a one-line message: whitespace runs (newlines included) become one space,
+    other non-printable characters are escaped (``\\x00``, ``\\x1b``, ...), and it is cut to ``limit``
+    characters, the last one "…"."""
+    flat = " ".join(text.split())
+    safe = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in flat)
+    return safe if len(safe) <= limit else safe[:limit - 1] + "…"
+
+
 def _last_line(text: str) -> str:
+    """An :func:`excerpt` of the last non-empty line of adb's output (its daemon start-up notes skipped)."""
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip() and not ln.startswith("* daemon")]
-    return lines[-1] if lines else "no output"
+    return excerpt(lines[-1]) if lines else "no output"
 
 
 class Adb:
@@ -62,12 +74,12 @@ class Adb:
 
     def run(self, args: Sequence[str], timeout: Optional[float] = None, device: bool = True,
             what: Optional[str] = None) -> subprocess.CompletedProcess:
-        """Runs ``adb [-s SERIAL] ARGS``; output is decoded as text (undecodable bytes replaced)."""
+        """Runs ``adb [-s SERIAL] ARGS``; output is decoded as text (undecodable bytes as ``\\xNN``)."""
         cmd = [self.path] + (["-s", self.serial] if device and self.serial else []) + list(args)
         limit = self.timeout if timeout is None else timeout
         what = what or f"adb {' '.join(args)}"[:80]
         try:
-            return subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=limit,
+            return subprocess.run(cmd, capture_output=True, text=True, errors="backslashreplace", timeout=limit,
                                   stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise DeviceError(f"`{what}` did not finish within {limit:g} s (adb server or device stuck? try "
@@ -76,7 +88,7 @@ class Adb:
             raise DeviceError(f"cannot run adb ({self.path}): {e.strerror or e}") from None
 
     def devices(self) -> list[DeviceEntry]:
-        """Parses ``adb devices`` (starting the adb server if needed)."""
+        """Parses ``adb devices`` (starting the adb server if needed); serials and states as :func:`excerpt` s."""
         proc = self.run(["devices"], device=False, what="adb devices")
         if proc.returncode != 0:
             raise DeviceError(f"`adb devices` failed (exit code {proc.returncode}): "
@@ -90,13 +102,13 @@ class Adb:
             state = parts[1].split()[0] if len(parts) > 1 else "unknown"
             if parts[1:] and parts[1].startswith("no permissions"):
                 state = "no permissions"
-            entries.append(DeviceEntry(parts[0], state))
+            entries.append(DeviceEntry(excerpt(parts[0]), excerpt(state)))
         return entries
 
     def select(self, serial: Optional[str] = None) -> str:
         """Picks the device to use: ``serial``, or the only one connected. Raises :class:`DeviceError`."""
         entries = self.devices()
-        listing = ", ".join(f"{e.serial} ({e.state})" for e in entries)
+        listing = excerpt(", ".join(f"{e.serial} ({e.state})" for e in entries))
         if serial:
             match = [e for e in entries if e.serial == serial]
             if not match:
@@ -126,11 +138,11 @@ class Adb:
                         what=what or "adb shell " + " ".join(command)[:60])
 
     def getprop(self, name: str) -> str:
-        """A system property, '' if unset."""
+        """A system property as an :func:`excerpt` ('' if unset)."""
         proc = self.shell(["getprop", name])
         if proc.returncode != 0:
             raise DeviceError(f"cannot read {name} from device {self.serial}: {_last_line(proc.stderr + proc.stdout)}")
-        return proc.stdout.strip()
+        return excerpt(proc.stdout.strip())
 
     def push(self, local: str | os.PathLike, remote: str) -> None:
         """Copies a file to the device."""

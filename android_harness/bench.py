@@ -42,7 +42,7 @@ from typing import Any, Optional, Sequence
 
 from absl import flags
 
-from android_harness.adb import Adb, BenchmarkError, DeviceError
+from android_harness.adb import Adb, BenchmarkError, DeviceError, excerpt
 from android_harness.benchmark_output import BenchmarkParseError, BenchmarkTimings, parse_benchmark_output
 from android_harness.elf import abi_compatible, read_elf
 from blazepose_tf.errors import ModelError, UserError
@@ -165,31 +165,36 @@ def _interesting_line(text: str, markers: Sequence[str]) -> Optional[str]:
 
 
 def check_run(returncode: int, output: str, binary: str, abi: str) -> BenchmarkTimings:
-    """Classifies a finished benchmark run: wrong ABI / not executable, crash, failure, or parsed timings."""
+    """Classifies a finished benchmark run: wrong ABI / not executable, crash, failure, or parsed timings.
+
+    Messages quote the device's ``output`` only as an :func:`~android_harness.adb.excerpt`."""
     exec_line = _interesting_line(output, EXEC_MARKERS)
     if returncode in (126, 127) or (exec_line and "Inference timings" not in output and returncode != 0):
         if exec_line and any(m in exec_line for m in ("not executable", "Exec format error", "syntax error",
                                                       "cannot execute")):
-            raise BenchmarkError(f"the device ({abi}) cannot execute {binary}: wrong ABI? ({exec_line})")
+            raise BenchmarkError(f"the device ({abi}) cannot execute {binary}: wrong ABI? ({excerpt(exec_line)})")
         raise BenchmarkError(f"could not start {binary} on the device (exit code {returncode}): "
-                             f"{exec_line or _last(output)}")
+                             f"{excerpt(exec_line) if exec_line else _last(output)}")
     crash = _interesting_line(output, CRASH_MARKERS)
     if returncode >= 128 or returncode < 0 or (crash and "Inference timings" not in output):
         sig = f", signal {returncode - 128}" if returncode > 128 else ""
         raise BenchmarkError(f"benchmark_model crashed on the device (exit code {returncode}{sig}): "
-                             f"{crash or _last(output)}")
+                             f"{excerpt(crash) if crash else _last(output)}")
     if returncode != 0:
         err = _interesting_line(output, ("ERROR", "Error", "error:", "Failed", "failed"))
-        raise BenchmarkError(f"benchmark_model failed (exit code {returncode}): {err or _last(output)}")
+        raise BenchmarkError(f"benchmark_model failed (exit code {returncode}): "
+                             f"{excerpt(err) if err else _last(output)}")
     try:
         return parse_benchmark_output(output)
     except BenchmarkParseError as e:
-        raise BenchmarkError(f"could not parse benchmark_model output: {e}") from None
+        # The parser's message quotes the output's first lines: escaped, and ~120 characters of them at most.
+        raise BenchmarkError(f"could not parse benchmark_model output: {excerpt(str(e), 200)}") from None
 
 
 def _last(text: str) -> str:
+    """An :func:`~android_harness.adb.excerpt` of the last non-empty line of ``text``."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1][:200] if lines else "no output"
+    return excerpt(lines[-1]) if lines else "no output"
 
 
 def device_abis(adb: Adb) -> tuple[str, list[str]]:

@@ -1,11 +1,11 @@
 """Shared command-line plumbing: absl flag parsing without tracebacks, one-line errors with documented exit
-codes, and the model-selection flags every runtime command shares."""
+codes, ``--help`` / ``--helpfull``, and the model-selection flags every runtime command shares."""
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
 from absl import flags
 
@@ -14,6 +14,15 @@ from blazepose_tf.errors import EXIT_USAGE, ModelError, UserError
 
 MODEL_SETS: tuple[str, ...] = tuple(zoo.MODEL_SETS)
 DEFAULT_MODEL_SET = zoo.DEFAULT_SET
+
+HELP_ARGS: tuple[str, ...] = ("-h", "-help", "--help", "-helpshort", "--helpshort")
+HELPFULL_ARGS: tuple[str, ...] = ("-helpfull", "--helpfull")
+_REPO = Path(__file__).resolve().parents[1]
+# Flags absl itself handles for every command (not in any module's flag list).
+_COMMON_FLAGS_HELP = """every command:
+  --flagfile: Read more flags from this file (one --flag=value per line).
+  --help: This help.
+  --helpfull: Every flag, absl's and TensorFlow's internal ones included."""
 
 
 def define_model_flags() -> None:
@@ -52,17 +61,58 @@ def build_tracker(FLAGS, mode: str, **kwargs):
                        **kwargs)
 
 
+def help_request(argv: list[str]) -> Optional[Literal["help", "helpfull"]]:
+    """``"helpfull"`` / ``"help"`` if ``argv`` (argv[0] excluded, up to a ``--``) asks for it (the full help
+    wins when both are asked for), else None."""
+    args = argv[1:argv.index("--")] if "--" in argv[1:] else argv[1:]
+    if any(a in HELPFULL_ARGS for a in args):
+        return "helpfull"
+    return "help" if any(a in HELP_ARGS for a in args) else None
+
+
+def _is_project_module(name: str) -> bool:
+    """Whether the imported module ``name`` is a file of this repository (not of an installed package)."""
+    path = getattr(sys.modules.get(name), "__file__", None)
+    if not path:
+        return False
+    resolved = Path(path).resolve()
+    return resolved.is_relative_to(_REPO) and "site-packages" not in resolved.parts
+
+
+def command_help(main_module: str, label: str, full: bool = False) -> str:
+    """The help of a command whose ``main`` is defined in ``main_module`` (shown as ``label``): its docstring,
+    then its flags grouped by defining module.
+
+    ``full=False`` (``--help``) lists the flags of ``main_module`` and of this repository's modules it defined
+    flags through (e.g. ``--models`` from :func:`define_model_flags`): every flag the command accepts except
+    absl's and TensorFlow's internal ones. ``full=True`` (``--helpfull``) lists every defined flag.
+    """
+    module = sys.modules.get(main_module)
+    doc = ((module.__doc__ if module else None) or "").strip()
+    FLAGS = flags.FLAGS
+    if full:
+        body = FLAGS.get_help().strip("\n")
+    else:
+        names = [main_module] + sorted(n for n in FLAGS.flags_by_module_dict()
+                                       if n != main_module and _is_project_module(n))
+        sections = [FLAGS.module_help(name).strip("\n") for name in names]
+        if sections[0]:  # absl heads __main__'s flags "__main__:"; show the command's name
+            sections[0] = label + sections[0][len(main_module):]
+        body = "\n\n".join([s for s in sections if s] + [_COMMON_FLAGS_HELP])
+    return f"{doc}\n\n{body}\n" if doc else f"{body}\n"
+
+
 def run(main: Callable[[list[str]], int], argv: Optional[list[str]] = None, positional: bool = False) -> None:
     """Parses flags and runs ``main``; user errors become ``error: ...`` on stderr and their exit code.
 
-    With ``positional`` the command also takes non-flag arguments (passed to ``main`` after argv[0]).
+    ``--help`` / ``--helpfull`` print :func:`command_help` and exit 0. With ``positional`` the command also
+    takes non-flag arguments (passed to ``main`` after argv[0]).
     """
     argv = list(sys.argv if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if any(a in ("-h", "--help", "--helpshort", "-help") for a in argv[1:]):
-        module = sys.modules.get(main.__module__)
-        print((module.__doc__ or "").strip() + "\n")
-        print(flags.FLAGS.module_help(module) if module else flags.FLAGS.get_help())
+    wanted = help_request(argv)
+    if wanted:
+        print(command_help(main.__module__, _module_name(argv[0]), full=wanted == "helpfull"), end="")
         sys.exit(0)
     try:
         rest = flags.FLAGS(argv)

@@ -4,17 +4,22 @@ detection rate; mid-torso and diagonal-torso variants) and COCO keypoint AP with
     python -m blazepose_tf.evaluate --annotations COCO.json --images DIR [--split dev] [--output summary.json]
 
 Keypoints are matched to the 33-point topology by name. Images that cannot be read are scored as misses and
-listed under "errors".
+listed under "errors". Annotations the loader drops (keypoints that are not a list of numbers, of the wrong
+length, or with NaN/inf values; unknown image ids; other categories) and other dataset problems are reported
+as one ``warning:`` line per reason, with counts, before scoring.
 
 The ``--output`` summary JSON has the keys ``annotations``, ``split``, ``num_images`` (scored images),
 ``models`` ({"detector", "landmarks"}), ``pck`` and ``pck_diagonal`` (``PckResult.to_dict()``: ``pck`` in %,
 ``per_keypoint``, ``per_group``, ``detection_rate``, counts, ``threshold``, ``diagonal``), ``coco`` (AP, AP50,
-AP75, AP_M, AP_L, AR, ... as fractions) and ``errors`` ([{"source", "error"}]). Undefined values (NaN, e.g.
-AP_M when no person is medium-sized) are written as ``null``, so the file is strict JSON.
+AP75, AP_M, AP_L, AR, ... as fractions), ``errors`` ([{"source", "error"}]), ``dropped_annotations`` (their
+number) and ``dataset_problems`` ({reason: count}, the warnings' counts; reasons as in
+``blazepose_tf.datasets.coco.PROBLEMS``). Undefined values (NaN, e.g. AP_M when no person is medium-sized) are
+written as ``null``, so the file is strict JSON.
 
 Exit codes: 0 ok (some unreadable images allowed); 2 bad flags or arguments (missing or invalid --annotations
-JSON, unknown --split, missing --images folder, unwritable --output); 3 no scorable image in the dataset (none
-with both shoulders and both hips annotated) or every scored image unreadable; 4 model files missing.
+JSON or one without an 'annotations' list, unknown --split, missing --images folder, unwritable --output); 3
+nothing to score: an empty 'images' or 'annotations' list, no scorable image in the dataset (none with both
+shoulders and both hips annotated) or every scored image unreadable; 4 model files missing, corrupt or breaking the I/O contract.
 """
 from __future__ import annotations
 
@@ -62,21 +67,29 @@ def _json_ready(value):
 
 
 def main(argv: list[str]) -> int:
+    """Command-line entry point (run through :func:`blazepose_tf.cli.run`)."""
     if not FLAGS.annotations or not FLAGS.images:
         raise UserError("--annotations and --images are required (see --help)")
     if FLAGS.output and not Path(FLAGS.output).parent.is_dir():
         raise UserError(f"output folder does not exist: {Path(FLAGS.output).parent}")
     if FLAGS.output and Path(FLAGS.output).is_dir():
         raise UserError(f"--output {FLAGS.output} is a directory; give a .json file name")
-    dataset = load_coco_keypoints(FLAGS.annotations, FLAGS.images, split=FLAGS.split, splits_json=FLAGS.splits)
+    dataset = load_coco_keypoints(FLAGS.annotations, FLAGS.images, split=FLAGS.split, splits_json=FLAGS.splits,
+                                  require_annotations=True)
+    for line in dataset.problem_messages():
+        print(f"warning: {line}", file=sys.stderr)
+    dropped = dataset.dropped_annotations
+    dropped_note = f" ({dropped} annotation{'s' * (dropped != 1)} dropped, see the warnings)" if dropped else ""
     records = scored_records(dataset, FLAGS.limit)
     if not records:
-        raise InputError("no image in the dataset has a person with both shoulders and both hips annotated")
+        raise InputError("no image in the dataset has a person with both shoulders and both hips annotated"
+                         + dropped_note)
     tracker = cli.build_tracker(FLAGS, "image", num_poses=FLAGS.num_poses,
                                 min_detection_confidence=FLAGS.min_detection_confidence)
     result = evaluate(tracker.process, records, progress=FLAGS.progress)
     print(f"dataset {FLAGS.annotations}" + (f" split {FLAGS.split}" if FLAGS.split else "") +
-          f": {len(records)} scored images, keypoints matched by name: {', '.join(dataset.covered_names)}")
+          f": {len(records)} scored images{dropped_note}, keypoints matched by name: "
+          f"{', '.join(dataset.covered_names)}")
     print(format_pck_table(result.pck))
     print(f"PCK@0.2 diagonal-torso variant: {result.pck_diagonal.pck:.1f}%")
     c = result.coco
@@ -86,8 +99,8 @@ def main(argv: list[str]) -> int:
         print(f"{len(result.errors)} unreadable images were scored as misses; first: {result.errors[0][1]}")
     if FLAGS.output:
         doc = {"annotations": str(FLAGS.annotations), "split": FLAGS.split, "num_images": len(records),
-               "models": cli.model_labels(FLAGS),
-               **result.summary()}
+               "models": cli.model_labels(FLAGS), **result.summary(),
+               "dropped_annotations": dropped, "dataset_problems": dict(sorted(dataset.problems.items()))}
         tmp = FLAGS.output + ".part"
         try:
             with open(tmp, "w") as f:

@@ -9,17 +9,31 @@ Output JSON (schema ``blazepose_tf.track/1``)::
      "keypoint_names": [33 names],
      "results": [                       # one entry per image, or per video frame
         {"source": "path", "frame": null|int, "timestamp": null|float, "width": W, "height": H,
+         "overlay": "path"|null,        # this input's overlay (a video's, on each frame); null if none written
          "poses": [{"score": person presence,
                     "keypoints": [[x_px, y_px, z, visibility, presence], ... 33],
                     "roi": {"x_center", "y_center", "width", "height", "rotation" (rad)},
                     "detection_score": float|null}]}],
-     "errors": [{"source": "path", "error": "one-line reason"}],
+     "errors": [{"source": "path", "error": "one-line reason"}],   # skipped inputs; overlays not written
      "summary": {"inputs": n, "processed": n, "skipped": n, "frames": n, "with_pose": n, "detector_calls": n}}
 
 Coordinates are image pixels (z: relative depth at the scale of x, hips ≈ 0).
-Exit codes: 0 all inputs processed (finding no person is not an error); 2 bad flags or arguments;
-3 nothing could be processed (missing path, every input unreadable, empty video); 4 model files missing or
-unfetchable; 5 some inputs were unreadable and skipped (listed under "errors"), the rest processed.
+
+Overlays: with one input, ``--overlay`` is the file to write; with a folder of inputs, it is a folder that
+receives ``<input file name>.png`` per image and ``<input file name>.mp4`` per video (``person.jpg`` ->
+``person.jpg.png``, so ``person.jpg`` and ``person.png`` get distinct overlays), each result naming its own.
+
+Your files are safe: an ``--overlay`` or ``--output`` that would write over an input (symbolic links and ``..``
+resolved; the ``--input`` folder as the ``--overlay`` folder) or over each other, or whose folder cannot be
+written, is refused before any model is loaded. Every output is written to a temporary file next to it and then
+renamed, so a failed write (disk full) never leaves a partial file and keeps an earlier one unchanged. An overlay
+that cannot be written is reported (``warning:`` line, an entry under "errors") and the run goes on.
+
+Exit codes: 0 all inputs processed and written (finding no person is not an error); 2 bad flags or arguments,
+an output that would overwrite an input or cannot be written (checked before the models load), or the results
+JSON could not be written at the end; 3 nothing could be processed (missing path, every input unreadable, empty
+video); 4 model files missing, unfetchable, corrupt or breaking the I/O contract (blazepose_tf/contract.py); 5 some inputs were unreadable and skipped, or some overlays could
+not be written (listed under "errors"), the rest processed.
 """
 from __future__ import annotations
 
@@ -29,6 +43,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 from absl import flags
 from tqdm import tqdm
 
@@ -36,7 +51,8 @@ from blazepose_tf import cli
 from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL, InputError, UserError
 from blazepose_tf.io.images import InputItem, collect_inputs, load_image
 from blazepose_tf.io.samples import SAMPLE_NAMES, sample_image_path
-from blazepose_tf.io.video import VideoReader, VideoWriter
+from blazepose_tf.io.video import (VideoReader, VideoWriter, remove_quietly, temp_file_beside,
+                                  write_bytes_atomic)
 from blazepose_tf.overlay import draw_poses, save_image
 from blazepose_tf.types import Pose
 
@@ -45,8 +61,9 @@ SCHEMA = "blazepose_tf.track/1"
 flags.DEFINE_string("input", None, "An image, a folder of images/videos, a video file, or `sample` (a photo "
                     "bundled with scikit-image, for a first run without data).")
 flags.DEFINE_string("output", None, "Where to write the results JSON.")
-flags.DEFINE_string("overlay", None, "Overlay output: an image path (single image), a folder (several "
-                    "images), or a .mp4/.avi path (video).")
+flags.DEFINE_string("overlay", None, "Overlay output: an image path (single image), a .mp4/.avi path (video), "
+                    "or a folder (several inputs: one INPUT_NAME.png per image, INPUT_NAME.mp4 per video). Never "
+                    "an input or the --input folder.")
 flags.DEFINE_enum("mode", "auto", ["auto", "image", "video"],
                   "auto: VIDEO mode for videos, IMAGE mode for images.")
 flags.DEFINE_integer("num_poses", 1, "Maximum people per image (IMAGE mode).", lower_bound=1)
@@ -66,9 +83,16 @@ def pose_to_json(pose: Pose) -> dict:
             "detection_score": None if pose.detection is None else round(float(pose.detection.score), 4)}
 
 
-def _overlay_target(items: list[InputItem], overlay: Optional[str]) -> Optional[Path]:
+def _overlay_targets(items: list[InputItem], overlay: Optional[str]) -> dict[Path, Path]:
+    """Where each input's overlay goes (input path -> overlay path); empty without ``--overlay``.
+
+    A single input's overlay is the ``--overlay`` file itself; several inputs' go into the ``--overlay`` folder as
+    ``<input file name>.png`` (``.mp4`` for a video), e.g. ``person.jpg.png``, so that ``person.jpg`` and
+    ``person.png`` get distinct overlays. Names that differ only in case are numbered (``a.jpg.2.png``), as they
+    would clash on a case-insensitive file system. Creates the folder; bad values are one-line UserErrors.
+    """
     if not overlay:
-        return None
+        return {}
     out = Path(overlay)
     many = len(items) > 1
     if many and out.suffix:
@@ -80,7 +104,19 @@ def _overlay_target(items: list[InputItem], overlay: Optional[str]) -> Optional[
     if not many and out.is_dir():
         raise UserError(f"--overlay {out} is a directory, not a file")
     _make_folder(out if many else out.parent, "--overlay")
-    return out
+    if not many:
+        return {items[0].path: out}
+    targets: dict[Path, Path] = {}
+    taken: set[str] = set()
+    for item in items:
+        suffix = ".mp4" if item.kind == "video" else ".png"
+        name, number = item.path.name + suffix, 1
+        while name.casefold() in taken:
+            number += 1
+            name = f"{item.path.name}.{number}{suffix}"
+        taken.add(name.casefold())
+        targets[item.path] = out / name
+    return targets
 
 
 def _make_folder(folder: Path, flag: str) -> None:
@@ -91,49 +127,136 @@ def _make_folder(folder: Path, flag: str) -> None:
         raise UserError(f"cannot create folder {folder} for {flag}: {e.strerror or e}") from None
 
 
-def _write_json(path: Path, doc: dict) -> None:
-    """Writes ``doc`` atomically (``.part`` file, then rename); failures are one-line UserErrors."""
-    tmp = path.with_name(path.name + ".part")
+def _identities(path: Path) -> set:
+    """What identifies the file ``path`` names: its real path (symbolic links and ``..`` resolved) and, if it
+    exists, its (device, inode), which another name for the same file also has (a hard link, or another case of
+    the name on a case-insensitive file system)."""
+    keys: set = {os.path.realpath(path)}
     try:
-        with open(tmp, "w") as f:
-            json.dump(doc, f)
-        os.replace(tmp, path)
+        st = os.stat(path)
+    except OSError:
+        return keys
+    keys.add((st.st_dev, st.st_ino))
+    return keys
+
+
+def _check_outputs(items: list[InputItem], out_path: Path, overlays: dict[Path, Path]) -> None:
+    """Refuses, before any model is loaded, outputs that would write over an input or over each other, outputs
+    that are not regular files, and output folders that cannot be written: one-line UserErrors."""
+    inputs = {key: item.path for item in items for key in _identities(item.path)}
+    if len(items) > 1 and overlays:
+        folder = next(iter(overlays.values())).parent
+        if _identities(folder) & _identities(items[0].path.parent):
+            raise UserError(f"--overlay {folder} is the --input folder: the overlays would be mixed with (and could "
+                            "overwrite) the inputs; choose another folder")
+    outputs = [("--overlay", target) for target in overlays.values()] + [("--output", out_path)]
+    identities = [_identities(target) for _, target in outputs]
+    for (flag, target), keys in zip(outputs, identities):
+        clash = next((inputs[key] for key in keys if key in inputs), None)
+        if clash is not None:
+            raise UserError(f"{flag} {target} would overwrite the input {clash}; choose another path")
+        if target.exists() and not target.is_file():
+            raise UserError(f"{flag} {target} exists and is not a regular file")
+    if identities[-1] & set().union(*identities[:-1]):
+        raise UserError(f"--output {out_path} is also the --overlay target; choose another path")
+    probed: set[str] = set()
+    for flag, target in outputs:
+        real = Path(os.path.realpath(target))
+        if str(real.parent) in probed:
+            continue
+        probed.add(str(real.parent))
+        try:
+            remove_quietly(temp_file_beside(real))
+        except OSError as e:
+            raise UserError(f"cannot write {flag} {target}: folder {real.parent} is not writable "
+                            f"({e.strerror or e})") from None
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    """Writes ``doc`` atomically (see :func:`write_bytes_atomic`): a failure leaves no partial file and any earlier
+    file at ``path`` unchanged, and is a one-line UserError."""
+    try:
+        write_bytes_atomic(path, json.dumps(doc).encode())
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write --output {path}: {e.strerror or e}") from None
+        raise UserError(f"cannot write --output {path}: {e.strerror or e}; the results were not saved") from None
 
 
-def _overlay_path(target: Optional[Path], item: InputItem, many: bool) -> Optional[Path]:
-    if target is None:
+def _result(item: InputItem, frame: np.ndarray, poses: list[Pose], index: Optional[int] = None,
+            timestamp: Optional[float] = None) -> dict:
+    """The results entry of one image or video frame (see the module docstring); ``overlay`` is set once written."""
+    return {"source": str(item.path), "frame": index, "timestamp": None if timestamp is None else round(timestamp, 4),
+            "width": int(frame.shape[1]), "height": int(frame.shape[0]), "overlay": None,
+            "poses": [pose_to_json(p) for p in poses]}
+
+
+def _process_image(tracker, item: InputItem, overlay: Optional[Path], results: list, reset: bool) -> Optional[str]:
+    """Runs the pipeline on one image and appends its entry to ``results``; writes its overlay (if asked).
+
+    Returns why the overlay could not be written (the results are kept), or None.
+    Raises:
+        InputError: the image cannot be read.
+    """
+    if reset:
+        tracker.reset()
+    image = load_image(item.path)
+    poses = tracker.process(image)
+    entry = _result(item, image, poses)
+    results.append(entry)
+    if overlay is None:
         return None
-    if not many:
-        return target
-    return target / (item.path.stem + (".mp4" if item.kind == "video" else ".png"))
+    try:
+        save_image(overlay, draw_poses(image, poses, tracker.topology))
+    except UserError as e:
+        return str(e)
+    entry["overlay"] = str(overlay)
+    return None
 
 
-def _process_video(tracker, item: InputItem, overlay: Optional[Path], results: list, show: bool) -> int:
+def _process_video(tracker, item: InputItem, overlay: Optional[Path], results: list, show: bool) -> Optional[str]:
+    """Tracks one video, appending an entry per frame to ``results``; writes its overlay video (if asked).
+
+    A failing overlay does not stop the tracking: it is deleted (never left partly written) and the reason
+    returned; None when there was no failure.
+    Raises:
+        InputError: the video cannot be read (frames decoded before the error stay in ``results``).
+    """
     tracker.reset()
-    frames = 0
+    start = len(results)
+    failure: Optional[str] = None
     with VideoReader(item.path) as reader:
-        writer = VideoWriter(overlay, reader.fps, (reader.width, reader.height)) if overlay else None
+        writer: Optional[VideoWriter] = None
+        if overlay is not None:
+            try:
+                writer = VideoWriter(overlay, reader.fps, (reader.width, reader.height))
+            except UserError as e:
+                failure = str(e)
         try:
             total = reader.frame_count if reader.frame_count > 0 else None
             for index, ts, frame in tqdm(reader, total=total, desc=item.path.name, unit="frame",
                                          disable=not show, leave=False):
                 poses = tracker.process(frame, timestamp=ts)
-                results.append({"source": str(item.path), "frame": index, "timestamp": round(ts, 4),
-                                "width": int(frame.shape[1]), "height": int(frame.shape[0]),
-                                "poses": [pose_to_json(p) for p in poses]})
+                results.append(_result(item, frame, poses, index, ts))
                 if writer is not None:
-                    writer.write(draw_poses(frame, poses, tracker.topology))
-                frames += 1
+                    try:
+                        writer.write(draw_poses(frame, poses, tracker.topology))
+                    except ValueError as e:   # a frame of another size than the first
+                        writer.discard()
+                        writer, failure = None, f"cannot write video {overlay}: {e}"
+            if writer is not None:
+                try:
+                    writer.close()
+                except UserError as e:
+                    failure = str(e)
+                else:
+                    for entry in results[start:]:
+                        entry["overlay"] = str(overlay)
         finally:
             if writer is not None:
-                writer.close()
+                writer.discard()   # after an error; a no-op once closed
         if reader.truncated:
-            print(f"warning: {item.path} is truncated: decoded {frames} of {reader.frame_count} frames",
-                  file=sys.stderr)
-    return frames
+            print(f"warning: {item.path} is truncated: decoded {len(results) - start} of {reader.frame_count} "
+                  "frames", file=sys.stderr)
+    return failure
 
 
 def main(argv: list[str]) -> int:
@@ -146,7 +269,8 @@ def main(argv: list[str]) -> int:
     if out_path.is_dir():
         raise UserError(f"--output {out_path} is a directory; give a .json file name")
     _make_folder(out_path.parent, "--output")
-    overlay = _overlay_target(items, FLAGS.overlay)
+    overlays = _overlay_targets(items, FLAGS.overlay)
+    _check_outputs(items, out_path, overlays)
     many = len(items) > 1
     has_video = any(i.kind == "video" for i in items)
     mode = FLAGS.mode if FLAGS.mode != "auto" else ("video" if has_video else "image")
@@ -158,28 +282,24 @@ def main(argv: list[str]) -> int:
     results: list[dict] = []
     errors: list[dict] = []
     processed = 0
-    show = FLAGS.progress and (many or has_video)
     for item in tqdm(items, desc="inputs", unit="file", disable=not (FLAGS.progress and many)):
+        overlay = overlays.get(item.path)
         try:
             if item.kind == "video":
-                _process_video(tracker, item, _overlay_path(overlay, item, many), results, FLAGS.progress)
+                failure = _process_video(tracker, item, overlay, results, FLAGS.progress)
             else:
-                if mode == "video":
-                    tracker.reset()
-                image = load_image(item.path)
-                poses = tracker.process(image)
-                results.append({"source": str(item.path), "frame": None, "timestamp": None,
-                                "width": int(image.shape[1]), "height": int(image.shape[0]),
-                                "poses": [pose_to_json(p) for p in poses]})
-                target = _overlay_path(overlay, item, many)
-                if target is not None:
-                    save_image(target, draw_poses(image, poses, tracker.topology))
-            processed += 1
+                failure = _process_image(tracker, item, overlay, results, reset=mode == "video")
         except InputError as e:
             errors.append({"source": str(item.path), "error": str(e)})
             print(f"skipped: {e}", file=sys.stderr)
-    summary = {"inputs": len(items), "processed": processed, "skipped": len(errors), "frames": len(results),
-               "with_pose": sum(1 for r in results if r["poses"]), "detector_calls": tracker.detector_calls}
+            continue
+        processed += 1
+        if failure is not None:
+            errors.append({"source": str(item.path), "error": f"overlay not written: {failure}"})
+            print(f"warning: overlay for {item.path} not written: {failure} (its results are kept)", file=sys.stderr)
+    summary = {"inputs": len(items), "processed": processed, "skipped": len(items) - processed,
+               "frames": len(results), "with_pose": sum(1 for r in results if r["poses"]),
+               "detector_calls": tracker.detector_calls}
     doc = {"schema": SCHEMA, "mode": mode,
            "models": cli.model_labels(FLAGS),
            "keypoint_names": list(tracker.topology.keypoints), "results": results, "errors": errors,

@@ -12,6 +12,12 @@ repeated. TensorBoard logs (losses, learning rate, dev PCK@0.2, sample predictio
 ``--model_dir/logs``; the best dev checkpoint (PCK@0.2 on aligned crops for a tracker, detection rate for the
 detector) is exported as ``--model_dir/best.keras`` (inference model).
 ``--strategy`` picks a tf.distribute strategy: default, mirrored (all local devices), multi_worker (TF_CONFIG).
+
+Nothing is written into ``--model_dir`` before the flags, the data (every glob matches readable shards), the
+checkpoint to resume or the ``--init_from`` / ``--distill_from`` weights, and the model have all been checked,
+so a failed start leaves it as it was (a folder without a checkpoint starts afresh). On resume the rows of
+``history.jsonl`` / ``batches.jsonl`` past the restored step are dropped and leftovers of an interrupted
+checkpoint write (``ckpt-N_temp``) removed. Exit codes: 2 bad flag or data, 4 unusable model file.
 """
 from __future__ import annotations
 

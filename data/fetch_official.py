@@ -1,6 +1,6 @@
 """Fetches the official BlazePose .tflite models from the ``mediapipe==0.10.21`` wheel, pinned by sha256.
 
-    python -m data.fetch_official [--cache_dir DIR] [--force]
+    python -m data.fetch_official [--cache_dir DIR] [--force] [--wheel WHEEL]
 
 The wheel is downloaded with ``pip download --no-deps`` (mediapipe is never installed), the two models are
 extracted, their sha256 sums checked, and the wheel deleted. A second run with the files already in place
@@ -126,28 +126,30 @@ def official_model_path(name: str, fetch_if_missing: bool = True) -> Path:
     return fetch() / f"{name}.tflite"
 
 
-def main(argv: list[str]) -> int:
+def define_flags() -> None:
+    """The command's absl flags (defined by ``__main__`` only: importing the module defines none)."""
     from absl import flags
 
-    flags.DEFINE_string("cache_dir", None, "Target folder (default $BLAZEPOSE_TF_CACHE/official or ~/.cache/blazepose_tf/official).")
+    flags.DEFINE_string("cache_dir", None, "Target folder (default $BLAZEPOSE_TF_CACHE/official or "
+                        "~/.cache/blazepose_tf/official).")
     flags.DEFINE_bool("force", False, "Download again even if valid files are present.")
     flags.DEFINE_string("wheel", None, "Use this already-downloaded mediapipe wheel instead of pip download.")
+
+
+def main(argv: list[str]) -> int:
+    """Command-line entry point (flags from :func:`define_flags`, run through :func:`blazepose_tf.cli.run`)."""
+    from absl import flags
+
     FLAGS = flags.FLAGS
-    try:
-        FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        out = fetch(Path(FLAGS.cache_dir) if FLAGS.cache_dir else None, FLAGS.force,
-                    Path(FLAGS.wheel) if FLAGS.wheel else None)
-    except ModelError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    out = fetch(Path(FLAGS.cache_dir) if FLAGS.cache_dir else None, FLAGS.force,
+                Path(FLAGS.wheel) if FLAGS.wheel else None)
     for name in OFFICIAL_MODELS:
         print(f"{name}: {out / (name + '.tflite')}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    from blazepose_tf import cli
+
+    define_flags()
+    cli.run(main)

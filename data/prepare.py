@@ -1,7 +1,7 @@
 """Prepares training data: aligned tracker crops with targets, as sharded TFRecords plus a manifest.
 
     python -m data.prepare --annotations COCO.json --images DIR [--splits splits.json] --output_dir OUT \
-        [--kind tracker|detector] [--teacher official|none] [--crop_size 384] [--limit N]
+        [--overwrite] [--kind tracker|detector] [--teacher official|none] [--crop_size 384] [--limit N]
 
 Reads any COCO-keypoints dataset (LSPET in ../shared/data, COCO, a user's own), maps its keypoints onto the
 tracker topology by name, and — with ``--teacher official`` — fills the points the dataset does not annotate
@@ -21,15 +21,24 @@ encodes the anchor targets (:mod:`blazepose_tf.training.detector_data`).
 
 Bad records — missing or unreadable image, keypoints outside the image, no torso — are counted per reason in
 the manifest and printed; never fatal, never silently dropped.
+
+``--output_dir`` must be new or empty; ``--overwrite`` replaces the content of an earlier output (a folder
+holding only shards and a manifest). Everything is written into a hidden sibling folder first and swapped in
+at the end, so the output folder holds either its old content or the complete new one, never a mix; a failed
+or interrupted run removes its temporary folder and leaves the old content untouched.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
 import sys
+import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 from absl import flags
@@ -38,7 +47,8 @@ from tqdm import tqdm
 from blazepose_tf import cli
 from blazepose_tf.codecs import roi as roi_codec
 from blazepose_tf.codecs.targets import alignment_keypoints
-from blazepose_tf.datasets.coco import ImageRecord, load_coco_keypoints
+from blazepose_tf.datasets.coco import ImageRecord, KeypointDataset, load_coco_keypoints
+from blazepose_tf.datasets.coco import read_json  # one-line errors for missing/malformed JSON
 from blazepose_tf.errors import InputError, UserError
 from blazepose_tf.io.images import load_image
 from blazepose_tf.metrics import match_prediction
@@ -54,7 +64,10 @@ flags.DEFINE_string("images", None, "Folder the JSON's file_name entries are rel
 flags.DEFINE_string("splits", None, "Splits JSON {name: [image ids]}; default splits.json beside --annotations "
                     "if present, else one split 'all'.")
 flags.DEFINE_list("split_names", None, "Only these splits (default: every split in the file).")
-flags.DEFINE_string("output_dir", None, "Where to write <split>-NNNNN.tfrecord shards and manifest.json.")
+flags.DEFINE_string("output_dir", None, "Where to write <split>-NNNNN.tfrecord shards and manifest.json (a new "
+                    "or empty folder, or an earlier output with --overwrite).")
+flags.DEFINE_bool("overwrite", False, "Replace the content of a non-empty --output_dir from an earlier run "
+                  "(atomically, once the new data is complete).")
 flags.DEFINE_enum("kind", "tracker", ["tracker", "detector"], "tracker: one aligned crop per person; detector: "
                   "one downscaled whole image per example with all its people.")
 flags.DEFINE_integer("image_size", 320, "--kind detector: longer image side stored, in pixels.", lower_bound=64)
@@ -315,23 +328,135 @@ def prepare_split(dataset, labeller: Labeller, out_dir: Path, split: str, shard_
                          for n, g, t in zip(names, coverage_gt, coverage_teacher)}}
 
 
+# What data.prepare writes into --output_dir; --overwrite only replaces a folder holding nothing else.
+OUTPUT_SUFFIXES = (".tfrecord", ".tfrecord.part", "manifest.json", "manifest.json.part")
+
+
+def check_output_dir(out_dir: Path, overwrite: bool, inputs: Iterable[Path]) -> None:
+    """Refuses (one-line :class:`UserError`) an ``out_dir`` that is a file, holds or is one of the ``inputs``,
+    is not empty without ``overwrite``, or (with it) holds anything but an earlier output of this command."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--output_dir {out_dir} is a file, not a folder")
+    root = out_dir.resolve()
+    for path in inputs:
+        if path.resolve() == root or root in path.resolve().parents:
+            raise UserError(f"--output_dir {out_dir} holds the input {path}; choose another folder")
+    if not out_dir.is_dir():
+        return
+    content = sorted(out_dir.iterdir())
+    if content and not overwrite:
+        raise UserError(f"--output_dir {out_dir} is not empty ({len(content)} entries, e.g. {content[0].name}); "
+                        "pass --overwrite to replace its content")
+    foreign = [p.name for p in content if p.is_dir() or not p.name.endswith(OUTPUT_SUFFIXES)]
+    if foreign:
+        raise UserError(f"--output_dir {out_dir} holds {foreign[0]!r}, which data.prepare does not write; "
+                        "not replacing it with --overwrite (choose another folder)")
+
+
+def read_split_names(splits_json: Path, required: bool) -> list[Optional[str]]:
+    """The split names (keys holding a list of image ids) of ``splits_json``; ``[None]`` (one split, 'all')
+    when it is absent and not ``required``; a one-line :class:`UserError` when it is malformed."""
+    if not splits_json.is_file():
+        if required:
+            raise UserError(f"splits file not found: {splits_json}")
+        return [None]
+    data = read_json(splits_json, "splits file")
+    names = [k for k, v in data.items() if isinstance(v, list)] if isinstance(data, dict) else []
+    if not names:
+        raise UserError(f"splits file {splits_json} must hold a JSON object of {{split_name: [image ids]}}")
+    return names
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turns SIGTERM into KeyboardInterrupt inside the block, so ``finally`` clauses clean up after a kill."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Holds SIGINT/SIGTERM back inside the block (they are delivered when it ends)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
+def write_atomically(out_dir: Path, write: Callable[[Path], None]) -> None:
+    """Runs ``write(folder)`` on a new hidden sibling folder of ``out_dir``, then swaps it in (the old
+    ``out_dir`` renamed aside, the new one renamed in, the old one deleted). ``out_dir`` holds its old content
+    until the swap; if ``write`` fails or is interrupted (Ctrl-C, SIGTERM) the sibling is removed and
+    ``out_dir`` is left untouched."""
+    final = Path(os.path.realpath(out_dir))  # a symlinked output folder is replaced where it points
+    tmp = final.with_name(f".{final.name}.prepare-{uuid.uuid4().hex[:8]}")
+    aside = tmp.with_name(tmp.name + "-old")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as e:
+        raise UserError(f"cannot create --output_dir {out_dir}: {e.strerror or e}") from None
+    swapped = False
+    try:
+        with sigterm_as_interrupt():
+            write(tmp)
+            with interrupts_deferred():  # no interrupt between the two renames
+                if final.exists():
+                    os.rename(final, aside)
+                    try:
+                        os.rename(tmp, final)
+                    except OSError:
+                        os.rename(aside, final)
+                        raise
+                else:
+                    os.rename(tmp, final)
+                swapped = True
+    except OSError as e:
+        raise UserError(f"cannot write --output_dir {out_dir}: {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if swapped:
+            shutil.rmtree(aside, ignore_errors=True)
+
+
+def write_output(folder: Path, datasets: dict[str, KeypointDataset], labeller: Labeller, manifest: dict) -> None:
+    """Writes every split's shards and then ``manifest.json`` into ``folder``; prints a line per split."""
+    for name, ds in datasets.items():
+        entry = prepare_split(ds, labeller, folder, name, FLAGS.shard_size, FLAGS.progress, FLAGS.kind,
+                              FLAGS.image_size)
+        manifest["splits"][name] = entry
+        problems = ", ".join(f"{k}={v}" for k, v in sorted(entry["problems"].items())) or "none"
+        print(f"{name}: {entry['examples']} examples ({entry['people']} people) from {entry['images']} images; "
+              f"problems: {problems}")
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
 def main(argv: list[str]) -> int:
     if not FLAGS.annotations or not FLAGS.images or not FLAGS.output_dir:
         raise UserError("--annotations, --images and --output_dir are required (see --help)")
-    out_dir = Path(FLAGS.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    splits_json = FLAGS.splits or (Path(FLAGS.annotations).parent / "splits.json")
-    split_names: list[Optional[str]] = [None]
-    if Path(splits_json).is_file():
-        with open(splits_json) as f:
-            split_names = [k for k, v in json.load(f).items() if isinstance(v, list)]
-    elif FLAGS.splits:
-        raise UserError(f"splits file not found: {FLAGS.splits}")
+    out_dir = Path(FLAGS.output_dir).expanduser()
+    splits_json = Path(FLAGS.splits).expanduser() if FLAGS.splits else Path(FLAGS.annotations).parent / "splits.json"
+    check_output_dir(out_dir, FLAGS.overwrite, [Path(FLAGS.annotations), Path(FLAGS.images), splits_json])
+    split_names = read_split_names(splits_json, required=bool(FLAGS.splits))
     if FLAGS.split_names:
         unknown = set(FLAGS.split_names) - set(split_names)
         if unknown:
             raise UserError(f"unknown split(s) {sorted(unknown)}; known: {split_names}")
         split_names = list(FLAGS.split_names)
+    datasets: dict[str, KeypointDataset] = {}
+    for split in split_names:  # every input is checked before anything is written
+        ds = load_coco_keypoints(FLAGS.annotations, FLAGS.images, split=split,
+                                 splits_json=splits_json if split else None)
+        if FLAGS.limit:
+            ds.records = ds.records[:FLAGS.limit]
+        datasets[split or "all"] = ds
     teacher = None
     if FLAGS.teacher == "official":
         from blazepose_tf.runtime.pipeline import PoseTracker
@@ -341,20 +466,7 @@ def main(argv: list[str]) -> int:
                 "crop_size": FLAGS.crop_size, "image_size": FLAGS.image_size, "max_people": MAX_PEOPLE,
                 "margin": FLAGS.margin, "roi_scale": ROI_SCALE, "topology": list(BLAZEPOSE_33.keypoints),
                 "aux_points": ["roi_center", "roi_scale"], "splits": {}}
-    for split in split_names:
-        ds = load_coco_keypoints(FLAGS.annotations, FLAGS.images, split=split,
-                                 splits_json=splits_json if split else None)
-        if FLAGS.limit:
-            ds.records = ds.records[:FLAGS.limit]
-        name = split or "all"
-        entry = prepare_split(ds, labeller, out_dir, name, FLAGS.shard_size, FLAGS.progress, FLAGS.kind,
-                              FLAGS.image_size)
-        manifest["splits"][name] = entry
-        print(f"{name}: {entry['examples']} examples ({entry['people']} people) from {entry['images']} images; problems: "
-              + (", ".join(f"{k}={v}" for k, v in sorted(entry["problems"].items())) or "none"))
-    tmp = out_dir / "manifest.json.part"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out_dir / "manifest.json")
+    write_atomically(out_dir, lambda folder: write_output(folder, datasets, labeller, manifest))
     print(f"manifest -> {out_dir / 'manifest.json'}")
     return 0
 

@@ -32,13 +32,18 @@ Datasets are given as specs, ``PATH[:SPLIT][,images=DIR]`` (see :mod:`export.rep
 representative inputs when no ``--eval`` is given, or (fp32/fp16/dynamic without any dataset) random inputs,
 flagged as such in the report.
 
-Exit codes: 0 ok; 2 bad flags or dataset spec; 3 dataset without usable images; 4 model unloadable or not
-convertible with builtin ops.
+The model must meet the tracker or detector I/O contract (:mod:`blazepose_tf.contract`: role-named or
+shape-recognisable outputs of the right shapes, e.g. a tracker's ``landmarks`` holding 5 values for each of the
+topology's keypoints and the 2 ROI points) at any fixed input size; a model the runtime would refuse (e.g. a detector
+input other than 224x224, a non-square tracker input) is exported with a warning (``runtime_contract`` in the report).
+
+Exit codes: 0 ok; 2 bad flags or dataset spec, or an ``--output`` that cannot be written (checked before loading
+the model); 3 dataset without usable images; 4 model unloadable, not a tracker or detector by the I/O contract, or
+not convertible with builtin ops.
 """
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import json
 import os
@@ -51,8 +56,10 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from blazepose_tf import contract
+from blazepose_tf.contract import DETECTOR_ROLES, LANDMARK_ROLES
 from blazepose_tf.errors import ModelError, UserError
-from blazepose_tf.runtime.runners import DETECTOR_ROLES, LANDMARK_ROLES, assign_roles
+from blazepose_tf.runtime.runners import assign_roles
 from blazepose_tf.topology import AUX_ROI_POINTS, BLAZEPOSE_33, Topology
 from export import metadata as md
 from export.representative import Sample, load_samples
@@ -81,21 +88,15 @@ class PreparedModel:
     source_names: dict[str, str] = field(default_factory=dict)   # role → the Keras model's output name
 
 
-def load_keras_model(path: str | os.PathLike):
-    """Loads a ``.keras`` file (custom layers of :mod:`blazepose_tf.models` registered first)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ModelError(f"model file not found: {p}")
-    if p.suffix not in (".keras", ".h5"):
-        raise ModelError(f"expected a Keras model file (.keras), got {p.name!r}")
-    for module in ("blazepose_tf.models", "blazepose_tf.models.official_layers"):
-        with contextlib.suppress(ImportError):  # registers the project's custom layers, if any
-            importlib.import_module(module)
-    import keras
-    try:
-        return keras.models.load_model(p, compile=False)
-    except Exception as e:  # noqa: BLE001 - any load failure is a bad model file for the user
-        raise ModelError(f"{p} is not a loadable Keras model: {str(e).strip().splitlines()[0]}") from None
+def load_keras_model(path: str | os.PathLike, what: str = "model"):
+    """:func:`blazepose_tf.models.loading.load_keras_model`, imported on first use: importing the
+    :mod:`blazepose_tf.models` package imports Keras and TensorFlow (whose start-up lines on stderr would come
+    before the ``error:`` line), so a missing file is reported before that."""
+    if not Path(path).expanduser().exists():
+        raise ModelError(f"{what} not found: {Path(path).expanduser()}")
+    from blazepose_tf.models.loading import load_keras_model as load
+
+    return load(path, what)
 
 
 def _output_names(model) -> list[str]:
@@ -127,40 +128,50 @@ def output_roles(names: Sequence[str], shapes: Sequence[tuple[int, ...]], input_
     return roles
 
 
-def prepare_model(model, kind: str = "auto", keep_heatmap: bool = False) -> PreparedModel:
-    """Wraps ``model`` into the graph that gets exported (see step 1 and 3 of the module docstring)."""
+def prepare_model(model, kind: str = "auto", keep_heatmap: bool = False, *, label: Optional[str] = None,
+                  topology: Topology = BLAZEPOSE_33) -> PreparedModel:
+    """Wraps ``model`` into the graph that gets exported (see step 1 and 3 of the module docstring).
+
+    Args:
+        model: a Keras model.
+        kind: ``auto`` (from the outputs), ``tracker`` or ``detector``.
+        keep_heatmap: keep a tracker's heatmap output.
+        label: names the model in error messages (default: the Keras model's name).
+        topology: the tracker's keypoints (it must output them and the 2 ROI points).
+
+    Raises:
+        ModelError: the model does not meet the tracker or detector I/O contract
+            (:func:`blazepose_tf.contract.check_model`, at any fixed input size).
+    """
     import keras
 
-    shape = tuple(model.inputs[0].shape)
-    if len(shape) != 4 or shape[-1] != 3 or shape[1] is None or shape[2] is None:
-        raise ModelError(f"expected one (N, H, W, 3) image input with a fixed size, got {shape}")
-    hw = (int(shape[1]), int(shape[2]))
-    image = keras.Input(batch_shape=(1, hw[0], hw[1], 3), name=INPUT_NAME, dtype="float32")
+    label = label or str(getattr(model, "name", "model"))
+    h, w, _ = contract.image_input_shape(label, [tuple(i.shape) for i in model.inputs])
+    image = keras.Input(batch_shape=(1, h, w, 3), name=INPUT_NAME, dtype="float32")
     outs = _named_outputs(model, model(image, training=False))
     names = list(outs)
     shapes = [tuple(1 if d is None else int(d) for d in outs[n].shape) for n in names]
-    roles = output_roles(names, shapes, hw)
+    try:
+        roles = output_roles(names, shapes, (h, w))
+    except ModelError as e:
+        raise ModelError(f"{label}: {e}") from None
     if kind == "auto":
-        if set(DETECTOR_ROLES) <= set(roles):
-            kind = "detector"
-        elif "landmarks" in roles:
-            kind = "tracker"
-        else:
-            raise ModelError(f"cannot tell whether the model is a tracker or a detector from its outputs "
-                             f"{', '.join(names)}; pass --kind")
+        role = contract.guess_role(list(zip(roles, shapes)))
+        if role is None:
+            raise ModelError(f"{label}: cannot tell whether the model is a tracker or a detector from its outputs "
+                             f"{contract.format_outputs(list(zip(names, shapes)))}; pass --kind")
+        kind = contract.ROLE_KINDS[role]
     if kind not in KEPT_ROLES:
         raise UserError(f"--kind must be auto, tracker or detector, got {kind!r}")
+    contract.check_model(contract.KIND_ROLES[kind], label, (h, w, 3), list(zip(roles, shapes)),
+                         num_keypoints=topology.num_keypoints, exact=False)
     keep = set(KEPT_ROLES[kind]) | ({"heatmap"} if keep_heatmap and kind == "tracker" else set())
     kept = {r: outs[n] for n, r in zip(names, roles) if r in keep}
     dropped = [n for n, r in zip(names, roles) if r not in keep]
-    required = ("landmarks",) if kind == "tracker" else DETECTOR_ROLES
-    missing = [r for r in required if r not in kept]
-    if missing:
-        raise ModelError(f"the {kind} model has no {', '.join(missing)} output (outputs: {', '.join(names)})")
     if keep_heatmap and "heatmap" not in kept:
         raise UserError("--keep_heatmap given but the model has no heatmap output")
     wrapped = keras.Model(image, kept, name=f"{model.name}_inference")
-    return PreparedModel(model=wrapped, kind=kind, input_hw=hw, kept=list(kept), dropped=dropped,
+    return PreparedModel(model=wrapped, kind=kind, input_hw=(h, w), kept=list(kept), dropped=dropped,
                          output_shapes={r: tuple(int(d) for d in kept[r].shape) for r in kept},
                          source_names={r: n for n, r in zip(names, roles) if r in keep})
 
@@ -318,6 +329,40 @@ def report_path_for(output: Path) -> Path:
     return output.with_name(output.stem + ".report.json")
 
 
+def check_output_path(output: Path) -> None:
+    """Raises a one-line :class:`UserError` (exit 2) unless ``output`` and its report can be written: neither is a
+    folder, and their folder exists or can be created (its nearest existing ancestor is a writable folder).
+    Cheap: :func:`export_model` calls it before loading or converting anything."""
+    if output.suffix != ".tflite":
+        raise UserError(f"--output must end in .tflite, got {output.name!r}")
+    for path in (output, report_path_for(output)):
+        if path.is_dir():
+            raise UserError(f"cannot write {path}: it is a folder" + (
+                "; give a .tflite file name" if path == output else " (the report goes beside the model)"))
+    folder = output.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"cannot write --output {output}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write --output {output}: folder {folder} is not writable")
+
+
+def _write_atomically(path: Path, data: bytes) -> Path:
+    """Writes ``data`` to a new temporary file beside ``path`` (creating the folder; usual permissions), returned
+    for :func:`os.replace`; a write failure is a one-line :class:`UserError` and leaves nothing behind."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    return tmp
+
+
 def correct_int8_biases(model, prepared: PreparedModel, flat: bytes, inputs: Sequence[np.ndarray],
                         log=print, rounds: int = 1) -> tuple[bytes, Optional[dict]]:
     """Converts ``prepared`` to int8 again, ``rounds`` times, each time with the biases of its dense outputs
@@ -366,7 +411,8 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
 
     Args:
         model: a Keras model (or a ``.keras`` path).
-        output: the .tflite file to write (its folder must exist).
+        output: the .tflite file to write (its folder is created if missing); it and its report are written
+            atomically, and only once the export succeeded.
         quantization: one of :data:`QUANTIZATIONS`.
         representative: dataset spec for int8 calibration (and parity when ``eval_spec`` is None).
         num_calibration / num_eval: how many inputs to calibrate on / to compare and score.
@@ -379,25 +425,31 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
         bias_correction: int8 only: correct the systematic int8 shift of dense outputs
             (:mod:`export.bias_correction`; converts twice).
         log: where progress lines go.
+
+    Raises:
+        UserError: bad arguments, or ``output`` cannot be written (checked before anything is loaded).
+        ModelError: the model does not load, does not meet the tracker or detector I/O contract
+            (:mod:`blazepose_tf.contract`), or does not convert.
     """
     t_start = time.time()
     output = Path(output)
-    if output.suffix != ".tflite":
-        raise UserError(f"--output must end in .tflite, got {output.name!r}")
-    if not output.parent.exists():
-        raise UserError(f"output folder does not exist: {output.parent}")
+    check_output_path(output)
     if quantization not in QUANTIZATIONS:
         raise UserError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
     if quantization == "int8" and not representative:
         raise UserError("--quantize int8 needs --representative SPEC (real inputs to calibrate on)")
+    label = None
     if isinstance(model, (str, os.PathLike)):
-        source = source or Path(model).name
-        model = load_keras_model(model)
-    prepared = prepare_model(model, kind=kind, keep_heatmap=keep_heatmap)
+        label, source = str(model), source or Path(model).name
+        model = load_keras_model(model, what="model file")
+    prepared = prepare_model(model, kind=kind, keep_heatmap=keep_heatmap, label=label, topology=topology)
     kind = prepared.kind
     value_range = tuple(value_range) if value_range else md.NORMALIZATION[kind][0]
     log(f"{kind} {model.name}: input {prepared.input_hw[0]}x{prepared.input_hw[1]}, exporting "
         f"{', '.join(prepared.kept)}" + (f"; dropped {', '.join(prepared.dropped)}" if prepared.dropped else ""))
+    runtime_contract = runtime_mismatch(prepared, label or model.name, topology)
+    if runtime_contract:
+        log(f"warning: {runtime_contract}; track and evaluate will refuse the exported model")
 
     calib: list[Sample] = []
     if representative and (quantization == "int8" or not eval_spec):  # else only --eval is used
@@ -419,51 +471,65 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
         keypoints=topology.keypoints if kind == "tracker" else md.DETECTOR_KEYPOINTS,
         auxiliary=AUX_ROI_POINTS if kind == "tracker" else (), version=version, source=source)
     flat = md.write_metadata(flat, doc, description=f"blazepose_tf {kind} {doc['name']} ({quantization})")
-    tmp = output.with_name(output.name + ".part")
-    tmp.write_bytes(flat)
-    os.replace(tmp, output)
-    info = inspect_model(flat)
-
-    # Parity (and PCK) on real inputs.
-    if eval_spec:
-        samples = load_samples(eval_spec, kind, prepared.input_hw, value_range, num_eval, topology=topology)
-        data_note = eval_spec
-    elif calib:
-        samples, data_note = calib[:num_eval], representative
-    else:
-        rng = np.random.default_rng(0)
-        lo, hi = value_range
-        samples = [Sample(tensor=rng.uniform(lo, hi, (1, *prepared.input_hw, 3)).astype(np.float32),
-                          roi=None, source="random") for _ in range(min(num_eval, 8))]  # type: ignore[arg-type]
-        data_note = "random inputs (no dataset given: not real crops)"
-    batch = np.concatenate([s.tensor for s in samples], axis=0)
-    ref = keras_outputs(prepared.model, batch)
-    got = tflite_outputs(output, batch)
-    par = parity(ref, got)
-    report: dict[str, Any] = {
-        "model": str(output), "source": source, "name": doc["name"], "kind": kind, "quantization": quantization,
-        "size_bytes": info.size_bytes, "size_mb": round(info.size_bytes / 1e6, 3),
-        "op_histogram": info.op_histogram, "custom_ops": info.custom_ops, "flex_ops": info.flex_ops,
-        "inputs": [vars(t) for t in info.inputs], "outputs": [vars(t) for t in info.outputs],
-        "kept_outputs": prepared.kept, "dropped_outputs": prepared.dropped,
-        "io_types": "float32 in / float32 out" + (" (int8 inside)" if quantization == "int8" else ""),
-        "calibration": ({"dataset": representative, "num_inputs": len(calib)} if quantization == "int8" else None),
-        "bias_correction": correction,
-        "parity": {"dataset": data_note, "num_inputs": len(samples), "outputs": par},
-        "pck": None, "metadata": doc, "conversion_seconds": round(conversion_s, 2),
-    }
-    if kind == "tracker" and samples and samples[0].person is not None:
-        k = tracker_pck(ref["landmarks"], samples, topology, prepared.input_hw[1])
-        t = tracker_pck(got["landmarks"], samples, topology, prepared.input_hw[1])
-        if k and t:
-            report["pck"] = {"dataset": data_note, "threshold": 0.2, "keras": k, "tflite": t,
-                             "delta_points": t["pck"] - k["pck"]}
-    report["seconds"] = round(time.time() - t_start, 2)
-    rpath = report_path_for(output)
-    rtmp = rpath.with_name(rpath.name + ".part")
-    rtmp.write_text(json.dumps(report, indent=1, default=float))
-    os.replace(rtmp, rpath)
+    model_tmp = _write_atomically(output, flat)
+    try:
+        info = inspect_model(flat)
+        # Parity (and PCK) on real inputs, of the written model.
+        if eval_spec:
+            samples = load_samples(eval_spec, kind, prepared.input_hw, value_range, num_eval, topology=topology)
+            data_note = eval_spec
+        elif calib:
+            samples, data_note = calib[:num_eval], representative
+        else:
+            rng = np.random.default_rng(0)
+            lo, hi = value_range
+            samples = [Sample(tensor=rng.uniform(lo, hi, (1, *prepared.input_hw, 3)).astype(np.float32),
+                              roi=None, source="random") for _ in range(min(num_eval, 8))]  # type: ignore[arg-type]
+            data_note = "random inputs (no dataset given: not real crops)"
+        batch = np.concatenate([s.tensor for s in samples], axis=0)
+        ref = keras_outputs(prepared.model, batch)
+        got = tflite_outputs(model_tmp, batch)
+        par = parity(ref, got)
+        report: dict[str, Any] = {
+            "model": str(output), "source": source, "name": doc["name"], "kind": kind, "quantization": quantization,
+            "size_bytes": info.size_bytes, "size_mb": round(info.size_bytes / 1e6, 3),
+            "op_histogram": info.op_histogram, "custom_ops": info.custom_ops, "flex_ops": info.flex_ops,
+            "inputs": [vars(t) for t in info.inputs], "outputs": [vars(t) for t in info.outputs],
+            "kept_outputs": prepared.kept, "dropped_outputs": prepared.dropped,
+            "io_types": "float32 in / float32 out" + (" (int8 inside)" if quantization == "int8" else ""),
+            "calibration": ({"dataset": representative, "num_inputs": len(calib)} if quantization == "int8"
+                            else None),
+            "bias_correction": correction,
+            "parity": {"dataset": data_note, "num_inputs": len(samples), "outputs": par},
+            "pck": None, "metadata": doc, "conversion_seconds": round(conversion_s, 2),
+        }
+        if kind == "tracker" and samples and samples[0].person is not None:
+            k = tracker_pck(ref["landmarks"], samples, topology, prepared.input_hw[1])
+            t = tracker_pck(got["landmarks"], samples, topology, prepared.input_hw[1])
+            if k and t:
+                report["pck"] = {"dataset": data_note, "threshold": 0.2, "keras": k, "tflite": t,
+                                 "delta_points": t["pck"] - k["pck"]}
+        report["runtime_contract"] = runtime_contract or "ok"
+        report["seconds"] = round(time.time() - t_start, 2)
+        rpath = report_path_for(output)
+        report_tmp = _write_atomically(rpath, json.dumps(report, indent=1, default=float).encode())
+    except BaseException:
+        model_tmp.unlink(missing_ok=True)
+        raise
+    os.replace(model_tmp, output)
+    os.replace(report_tmp, rpath)
     return ExportResult(path=output, report_path=rpath, report=report)
+
+
+def runtime_mismatch(prepared: PreparedModel, label: str, topology: Topology = BLAZEPOSE_33) -> Optional[str]:
+    """Why the runtime (:mod:`blazepose_tf.runtime`) would refuse the exported ``prepared`` model (e.g. an input
+    size other than the contract's), or None when it meets the runtime's I/O contract."""
+    try:
+        contract.check_model(contract.KIND_ROLES[prepared.kind], label, (*prepared.input_hw, 3),
+                             prepared.output_shapes, num_keypoints=topology.num_keypoints)
+    except ModelError as e:
+        return str(e)
+    return None
 
 
 def format_report(report: Mapping[str, Any]) -> str:

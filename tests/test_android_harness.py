@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from android_harness.adb import EXIT_BENCHMARK, EXIT_DEVICE
+from android_harness.adb import EXCERPT_CHARS, EXIT_BENCHMARK, EXIT_DEVICE, BenchmarkError, excerpt
 from android_harness.benchmark_output import BenchmarkParseError, parse_benchmark_output
 from android_harness.elf import abi_compatible, read_elf
 
@@ -283,3 +283,32 @@ def test_elf_abi(tmp_path):
     assert abi_compatible("armeabi-v7a", ["armeabi"])
     assert not abi_compatible("arm64-v8a", ["armeabi-v7a", "armeabi"])
     assert not abi_compatible(None, ["x86_64"])
+
+
+def test_excerpt_is_short_printable_and_one_line():
+    assert excerpt("adb: device offline") == "adb: device offline"
+    assert excerpt("a\n\tb\r\n  c") == "a b c"
+    assert excerpt("\x1b[31mred\x00\x07\u200b") == "\\x1b[31mred\\x00\\x07\\u200b"
+    long = excerpt("x" * 1000)
+    assert len(long) == EXCERPT_CHARS and long.endswith("…")
+    assert excerpt("\x00" * 100, limit=10) == "\\x00\\x00\\…"
+    garbage = bytes(range(256)).decode("utf-8", errors="backslashreplace") * 20
+    out = excerpt(garbage)
+    assert out.isprintable() and len(out) <= EXCERPT_CHARS
+
+
+@pytest.mark.parametrize("code, output, start", [
+    (0, "\x1b[2J\x00" + "\x7f garbage " * 200, "could not parse benchmark_model output: "),
+    (1, "ERROR: \x1b[31m" + "\x01" * 500, "benchmark_model failed (exit code 1): ERROR: \\x1b[31m\\x01"),
+    (139, "Segmentation fault \x00" * 100, "benchmark_model crashed on the device (exit code 139, signal 11): "),
+    (127, "/system/bin/sh: x: not found\x1b" * 50, "could not start benchmark_model on the device (exit code 127)"),
+])
+def test_benchmark_output_is_quoted_as_an_excerpt(code, output, start):
+    from android_harness.bench import check_run
+
+    with pytest.raises(BenchmarkError) as info:
+        check_run(code, output, "benchmark_model", "arm64-v8a")
+    message = str(info.value)
+    assert message.startswith(start) and message.isprintable()
+    assert len(message) <= len(start) + 200, message
+    assert "\\x" in message   # escaped, not echoed

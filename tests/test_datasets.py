@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from blazepose_tf.datasets.coco import load_coco_keypoints
-from blazepose_tf.errors import UserError
+from blazepose_tf.errors import InputError, UserError
 from blazepose_tf.metrics import select_scored_person
 from blazepose_tf.topology import BLAZEPOSE_33, COCO_17
 
@@ -144,3 +144,62 @@ def test_real_lspet_dev(shared_data: Path) -> None:
     assert int(ds.coverage.sum()) == 12
     assert sum(select_scored_person(r) is not None for r in ds) == 585
     assert "unknown_image_id" not in ds.problems and "missing_image_file" not in ds.problems
+
+
+def _write(tmp_path: Path, doc: dict) -> tuple[Path, Path]:
+    images_dir = tmp_path / "images"
+    images_dir.mkdir(exist_ok=True)
+    ann = tmp_path / "bad.json"
+    ann.write_text(json.dumps(doc))
+    return ann, images_dir
+
+
+def test_malformed_keypoints_are_dropped_and_counted_by_reason(tmp_path: Path) -> None:
+    good = _lspet_like_keypoints(10)
+    nan_labelled = list(good)
+    nan_labelled[0] = float("nan")                   # x of a labelled point
+    inf_v = list(good)
+    inf_v[5] = float("inf")                          # a visibility
+    nan_unlabelled = _lspet_like_keypoints(10, missing=("neck",))
+    nan_unlabelled[3 * LSPET_NAMES.index("neck")] = float("nan")   # x of an unlabelled point: harmless
+    entries = [good, good[:-3], good + [1, 2, 2], [], nan_labelled, inf_v, [str(v) for v in good],
+               good[:-1] + [None], [[1, 2], [3]], {"x": 1}, "1 2 2", None, [True] * 42, nan_unlabelled]
+    doc = {"images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}],
+           "annotations": [{"id": i, "image_id": 1, "category_id": 1, "keypoints": k} for i, k in enumerate(entries)]
+           + ["not an object", {"id": 99, "image_id": 2, "category_id": 1, "keypoints": good},
+              {"id": 98, "image_id": 1, "category_id": 7, "keypoints": good}],
+           "categories": [{"id": 1, "name": "person", "keypoints": LSPET_NAMES}]}
+    ds = load_coco_keypoints(*_write(tmp_path, doc))
+    assert [p.annotation_id for p in ds.records[0].people] == [0, 13]
+    assert not ds.records[0].people[1].available[BLAZEPOSE_33.index("nose")]
+    assert ds.problems == {"keypoints_wrong_length": 3, "keypoints_not_finite": 2, "keypoints_not_numbers": 7,
+                           "bad_annotation_entry": 1, "unknown_image_id": 1, "other_category": 1,
+                           "missing_image_file": 1}
+    assert ds.dropped_annotations == 15
+    assert ds.problem_messages() == [
+        "1 annotation dropped: not a JSON object",
+        "2 annotations dropped: NaN or infinite keypoint value (the x or y of a labelled point, or a v)",
+        "7 annotations dropped: 'keypoints' is missing or not a list of numbers",
+        "3 annotations dropped: 'keypoints' does not hold 3 values (x, y, v) per keypoint name of the category "
+        "(expected 42 values)",
+        "1 image kept: file not found in the images folder",
+        "1 annotation dropped: its category_id is not the keypoint category's id",
+        "1 annotation dropped: its image_id matches no entry of 'images'",
+    ]
+
+
+def test_empty_images_and_missing_or_empty_annotations(tmp_path: Path) -> None:
+    category = [{"id": 1, "name": "person", "keypoints": LSPET_NAMES}]
+    image = {"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}
+    ann, images_dir = _write(tmp_path, {"images": [], "annotations": [], "categories": category})
+    with pytest.raises(InputError, match="has an empty 'images' list"):
+        load_coco_keypoints(ann, images_dir)
+    ann, images_dir = _write(tmp_path, {"images": [image], "categories": category})
+    assert load_coco_keypoints(ann, images_dir).num_people == 0      # images without people: fine by default
+    with pytest.raises(UserError, match="has no 'annotations' list") as info:
+        load_coco_keypoints(ann, images_dir, require_annotations=True)
+    assert not isinstance(info.value, InputError)                    # a malformed file: exit code 2
+    ann, images_dir = _write(tmp_path, {"images": [image], "annotations": [], "categories": category})
+    assert load_coco_keypoints(ann, images_dir).num_people == 0
+    with pytest.raises(InputError, match="has an empty 'annotations' list"):
+        load_coco_keypoints(ann, images_dir, require_annotations=True)

@@ -32,7 +32,8 @@ SAMPLE_KEYPOINTS = {
     "right_elbow": (63, 411), "left_wrist": (325, 467), "right_wrist": (133, 479), "left_hip": (241, 504),
     "right_hip": (128, 531),
 }
-SUMMARY_KEYS = {"annotations", "split", "num_images", "models", "pck", "pck_diagonal", "coco", "errors"}
+SUMMARY_KEYS = {"annotations", "split", "num_images", "models", "pck", "pck_diagonal", "coco", "errors",
+                "dropped_annotations", "dataset_problems"}
 PCK_KEYS = {"pck", "per_keypoint", "per_group", "detection_rate", "num_people", "num_detected", "num_points",
             "num_correct", "keypoint_counts", "threshold", "diagonal"}
 
@@ -141,6 +142,8 @@ def test_tiny_coco_scores_high_and_writes_summary(tiny_coco, official_models):
     assert set(doc) == SUMMARY_KEYS
     assert doc["annotations"] == str(tiny_coco / "annotations.json")
     assert doc["split"] == "dev" and doc["num_images"] == 2 and doc["errors"] == []
+    assert doc["dropped_annotations"] == 0 and doc["dataset_problems"] == {}
+    assert "warning:" not in proc.stderr and "dropped" not in proc.stdout
     assert set(doc["models"]) == {"detector", "landmarks"}
     for variant, diagonal in (("pck", False), ("pck_diagonal", True)):
         pck = doc[variant]
@@ -167,3 +170,41 @@ def test_every_image_unreadable_exit_3(tiny_coco, official_models):
     doc = strict_json(out)   # still written: every image scored as a miss, with the reasons
     assert doc["pck"]["pck"] == 0.0 and doc["pck"]["detection_rate"] == 0.0
     assert sorted(Path(e["source"]).name for e in doc["errors"]) == ["astronaut.png", "astronaut_small.jpg"]
+
+
+def test_dropped_annotations_are_reported_not_silently_skipped(tiny_coco, official_models):
+    """Broken annotations next to the two good ones: scored on the good ones, each reason warned with its count
+    and counted in the summary."""
+    path = tiny_coco / "annotations.json"
+    doc = json.loads(path.read_text())
+    good = coco_annotation(1, 1.0)["keypoints"]
+    nan = list(good)
+    nan[3 * COCO_17.index("left_shoulder")] = float("nan")
+    doc["annotations"] += [dict(coco_annotation(2, 0.75), id=10 + i, keypoints=k)
+                           for i, k in enumerate([good[:-3], nan, [str(v) for v in good], good + [0]])]
+    path.write_text(json.dumps(doc))
+    out = tiny_coco / "summary.json"
+    proc = run_evaluate("--annotations", path, "--images", tiny_coco / "images", "--output", out)
+    report = f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == EXIT_OK and "Traceback" not in proc.stderr, report
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:")] == [
+        "warning: 1 annotation dropped: NaN or infinite keypoint value (the x or y of a labelled point, or a v)",
+        "warning: 1 annotation dropped: 'keypoints' is missing or not a list of numbers",
+        "warning: 2 annotations dropped: 'keypoints' does not hold 3 values (x, y, v) per keypoint name of the "
+        "category (expected 51 values)",
+    ], report
+    assert "2 scored images (4 annotations dropped, see the warnings)" in proc.stdout, report
+    summary = strict_json(out)
+    assert summary["num_images"] == 2 and summary["pck"]["num_people"] == 2
+    assert summary["dropped_annotations"] == 4
+    assert summary["dataset_problems"] == {"keypoints_not_finite": 1, "keypoints_not_numbers": 1,
+                                           "keypoints_wrong_length": 2}
+
+
+def test_dataset_without_annotations_key(tiny_coco):
+    path = tiny_coco / "annotations.json"
+    doc = json.loads(path.read_text())
+    del doc["annotations"]
+    path.write_text(json.dumps(doc))
+    proc = run_evaluate("--annotations", path, "--images", tiny_coco / "images")
+    check_error(proc, EXIT_USAGE, "has no 'annotations' list")

@@ -185,3 +185,66 @@ def test_cli_export_and_errors(tracker, dataset, tmp_path):
     proc = _cli("--model", str(keras_path), "--output", str(out), "--quantize", "int8")
     assert proc.returncode == 2 and "needs --representative" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_prepare_model_enforces_the_io_contract():
+    import keras
+
+    from blazepose_tf.errors import ModelError
+    from blazepose_tf.topology import COCO_17
+
+    assert prepare_model(tiny_tracker(points=19), topology=COCO_17).kind == "tracker"  # 17 keypoints + 2 ROI
+    with pytest.raises(ModelError, match=r"^t19: landmarks output \(1,95\) .* at least 35 points"):
+        prepare_model(tiny_tracker(points=19), label="t19")
+    inp = keras.Input((64, 64, 3))
+    ten = keras.Model(inp, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(inp)), name="ten")
+    with pytest.raises(ModelError, match=r"^ten: landmarks output \(1,10\)"):
+        prepare_model(ten)
+    with pytest.raises(ModelError, match=r"^d\.keras is a detector \(outputs regressors \(1,\d+,12\), scores "
+                                         r"\(1,\d+,1\)\), not a landmark model"):
+        prepare_model(tiny_detector(), kind="tracker", label="d.keras")
+    vec = keras.Input((10,))
+    with pytest.raises(ModelError, match=r"^v\.keras is not a pose model: it takes input \(\?,10\)"):
+        prepare_model(keras.Model(vec, keras.layers.Dense(4)(vec)), label="v.keras")
+
+
+def test_check_output_path(tmp_path):
+    from blazepose_tf.errors import UserError
+    from export.to_tflite import check_output_path
+
+    check_output_path(tmp_path / "m.tflite")
+    check_output_path(tmp_path / "new" / "deeper" / "m.tflite")  # created when the export writes
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir.tflite").mkdir()
+    (tmp_path / "r.report.json").mkdir()
+    for output, message in [(tmp_path / "file" / "m.tflite", "is a file, not a folder"),
+                            (tmp_path / "file" / "a" / "b" / "m.tflite", f"{tmp_path / 'file'} is a file"),
+                            (tmp_path / "dir.tflite", "it is a folder; give a .tflite file name"),
+                            (tmp_path / "r.tflite", "r.report.json: it is a folder"),
+                            (tmp_path / "m.onnx", "must end in .tflite")]:
+        with pytest.raises(UserError, match=message):
+            check_output_path(output)
+    assert not (tmp_path / "new").exists()
+
+
+def test_failed_export_keeps_the_earlier_model_and_report(tracker, tmp_path, monkeypatch):
+    from blazepose_tf.errors import ModelError
+    from export import to_tflite
+
+    out = tmp_path / "m.tflite"
+    out.write_bytes(b"earlier model")
+    to_tflite.report_path_for(out).write_text("earlier report")
+
+    def broken(path, batch):
+        raise ModelError("parity run failed")
+
+    monkeypatch.setattr(to_tflite, "tflite_outputs", broken)  # fails after the new model's bytes are written
+    with pytest.raises(ModelError, match="parity run failed"):
+        export_model(tracker, out, "none", log=lambda *_: None)
+    assert out.read_bytes() == b"earlier model"
+    assert to_tflite.report_path_for(out).read_text() == "earlier report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.report.json", "m.tflite"]  # no temporary left
+    monkeypatch.undo()
+    result = export_model(tracker, out, "none", log=lambda *_: None)
+    assert md.read_metadata(out)["kind"] == "tracker" and result.report["runtime_contract"] == "ok"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.report.json", "m.tflite"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from pathlib import Path
 
 import cv2
@@ -12,7 +13,7 @@ from PIL import Image, ImageOps
 
 from blazepose_tf.errors import EXIT_NO_INPUT, InputError, UserError
 from blazepose_tf.io.images import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputItem, apply_exif_orientation,
-                                    collect_inputs, load_image)
+                                    collect_inputs, header_size, load_image, max_image_pixels)
 from blazepose_tf.io.video import VideoReader, VideoWriter, sanitize_fps
 
 
@@ -211,6 +212,41 @@ def test_truncated_image(tmp_path, suffix, keep):
     cut = tmp_path / f"cut{suffix}"
     cut.write_bytes(full[: int(len(full) * keep)])
     _assert_input_error(cut)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tif", ".webp", ".gif"])
+def test_header_size_of_every_format(tmp_path, suffix):
+    path = _write_cv2(tmp_path / f"a{suffix}", _rgb_pattern(40, 60)[:, :, ::-1])
+    assert header_size(path.read_bytes()) == (60, 40)
+    assert header_size(b"this is not an image") is None
+    assert header_size(path.read_bytes()[:12]) is None  # truncated header
+
+
+def test_image_over_the_pixel_limit_is_too_large_not_corrupt(tmp_path, monkeypatch):
+    rgb = _rgb_pattern(40, 60)                                     # 2,400 pixels
+    path = _write_cv2(tmp_path / "big.png", rgb[:, :, ::-1])
+    before = path.read_bytes()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)           # Pillow refuses above 2 x 1,000
+    assert max_image_pixels() == 2000
+    err = _assert_input_error(path, "is too large: 60 x 40 = 2,400 pixels, over the 2,000-pixel limit")
+    assert "corrupt" not in str(err)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1200)           # exactly at the limit: decoded
+    np.testing.assert_array_equal(load_image(path), rgb)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)           # check disabled, as in Pillow
+    assert max_image_pixels() is None
+    np.testing.assert_array_equal(load_image(path), rgb)
+    assert path.read_bytes() == before
+
+
+def test_exif_image_between_the_pillow_limits_loads_without_warning(tmp_path, monkeypatch):
+    rgb = _rgb_pattern(40, 60)
+    exif = Image.Exif()
+    exif[0x0112] = 3                                               # rotate 180
+    Image.fromarray(rgb).save(tmp_path / "a.png", exif=exif)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)           # 2,400 px: Pillow would only warn
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(load_image(tmp_path / "a.png"), rgb[::-1, ::-1])
 
 
 # ----------------------------------------------------------------------------------------- collect_inputs

@@ -185,3 +185,56 @@ def test_keras_wrong_input_shape_fully_convolutional():
     runner(_batch(1))
     with pytest.raises(ValueError):
         runner(np.zeros((1, 16, 16, 3), np.float32))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading errors and the I/O contract (blazepose_tf.contract) of the shipped models.
+
+
+def test_keras_runner_maps_dict_outputs_by_name():
+    from export_fixtures import tiny_tracker
+
+    model = tiny_tracker(points=35)  # outputs {"landmarks", "presence", "heatmap", "offsets"}
+    runner = KerasRunner(model)
+    assert sorted(runner.output_roles) == ["heatmap", "landmarks", "offsets", "presence"]
+    assert runner.label == "tiny_tracker"
+    x = np.random.default_rng(0).uniform(0, 1, (1, 64, 64, 3)).astype(np.float32)
+    out, ref = runner(x), model(x, training=False)
+    for role in ("landmarks", "presence", "heatmap", "offsets"):
+        np.testing.assert_allclose(out[role], np.asarray(ref[role]), atol=1e-6)
+
+
+def test_non_image_corrupt_and_folder_models_raise_model_error(tmp_path):
+    keras = pytest.importorskip("keras")
+    inp = keras.Input((None, None, 3))
+    with pytest.raises(ModelError, match=r"is not a pose model: it takes input \(\?,\?,\?,3\)"):
+        KerasRunner(keras.Model(inp, keras.layers.Conv2D(2, 3)(inp), name="any_size"))
+    path = tmp_path / "cut.keras"
+    keras.Model(inp, keras.layers.Conv2D(2, 3)(inp)).save(path)
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(ModelError) as info:
+        load_runner(path)
+    assert str(path) in str(info.value) and "corrupt" in str(info.value) and "not found" not in str(info.value)
+    (tmp_path / "dir.tflite").mkdir()
+    with pytest.raises(ModelError, match=r"dir\.tflite is a folder, not a \.tflite file"):
+        load_runner(tmp_path / "dir.tflite")
+
+
+def test_shipped_models_meet_the_contract_in_every_combination():
+    from blazepose_tf import contract
+    from blazepose_tf.runtime.pipeline import PoseTracker
+    from blazepose_tf.runtime.runners import check_runner
+    from blazepose_tf.zoo import MODEL_KINDS, weights_dir
+
+    runners = {contract.DETECTOR: [], contract.LANDMARKS: []}
+    for name, kind in MODEL_KINDS.items():
+        for ext in ("tflite", "keras"):
+            path = weights_dir() / f"{name}.{ext}"
+            runner = load_runner(path)
+            assert runner.label == str(path)
+            check_runner(runner, contract.KIND_ROLES[kind])
+            runners[contract.KIND_ROLES[kind]].append(runner)
+    for det, lmk in itertools.product(runners[contract.DETECTOR], runners[contract.LANDMARKS]):
+        PoseTracker(det, lmk)
+        with pytest.raises(ModelError, match="swapped"):
+            PoseTracker(lmk, det)

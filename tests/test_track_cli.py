@@ -27,7 +27,7 @@ from blazepose_tf.io.samples import sample_image_path
 
 REPO = Path(__file__).resolve().parents[1]
 TOP_KEYS = {"schema", "models", "mode", "keypoint_names", "results", "errors", "summary"}
-RESULT_KEYS = {"source", "frame", "timestamp", "width", "height", "poses"}
+RESULT_KEYS = {"source", "frame", "timestamp", "width", "height", "overlay", "poses"}
 POSE_KEYS = {"score", "keypoints", "roi", "detection_score"}
 ROI_KEYS = {"x_center", "y_center", "width", "height", "rotation"}
 SUMMARY_KEYS = {"inputs", "processed", "skipped", "frames", "with_pose", "detector_calls"}
@@ -174,6 +174,7 @@ def test_sample_input_json_schema_and_overlay(tmp_path, official_models):
     assert set(result) == RESULT_KEYS
     assert Path(result["source"]) == sample_image_path()
     assert result["frame"] is None and result["timestamp"] is None
+    assert result["overlay"] == str(overlay)
     assert (result["width"], result["height"]) == (512, 512)
     [pose] = result["poses"]
     check_pose(pose, 512, 512)
@@ -209,7 +210,9 @@ def test_directory_with_bad_images_reports_and_skips(tmp_path, official_models):
     assert all("\n" not in e for e in errors.values())
     assert doc["summary"] == {"inputs": 4, "processed": 2, "skipped": 2, "frames": 2, "with_pose": 2,
                               "detector_calls": 2}
-    assert sorted(p.name for p in overlays.iterdir()) == ["a_gray.png", "b_rgba.png"]
+    assert sorted(p.name for p in overlays.iterdir()) == ["a_gray.png.png", "b_rgba.png.png"]
+    assert [r["overlay"] for r in doc["results"]] == [str(overlays / "a_gray.png.png"),
+                                                      str(overlays / "b_rgba.png.png")]
 
 
 def test_unusual_formats_and_images_without_person(tmp_path, official_models):
@@ -262,7 +265,7 @@ def test_video_one_result_per_frame_and_overlay(tmp_path, official_models):
     assert [r["frame"] for r in doc["results"]] == list(range(8))
     assert [r["timestamp"] for r in doc["results"]] == pytest.approx([i / 10.0 for i in range(8)])
     for r in doc["results"]:
-        assert set(r) == RESULT_KEYS and r["source"] == str(clip)
+        assert set(r) == RESULT_KEYS and r["source"] == str(clip) and r["overlay"] == str(overlay)
         assert (r["width"], r["height"]) == (256, 160)
         assert len(r["poses"]) == 1
         check_pose(r["poses"][0], 256, 160)

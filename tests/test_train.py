@@ -70,6 +70,12 @@ def _batches(model_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (model_dir / "batches.jsonl").read_text().splitlines() if line]
 
 
+def _history_steps(model_dir: Path) -> list[int]:
+    """Steps of the loss rows of history.jsonl (dev rows left out)."""
+    rows = [json.loads(line) for line in (model_dir / "history.jsonl").read_text().splitlines() if line]
+    return [r["step"] for r in rows if not any(k.startswith("dev_") for k in r)]
+
+
 def test_killed_run_resumes_from_last_checkpoint(data_dir, tmp_path):
     model_dir = tmp_path / "run"
     cmd = _cmd(data_dir, model_dir, "--steps=10", "--checkpoint_every=3", "--log_batches")
@@ -86,18 +92,28 @@ def test_killed_run_resumes_from_last_checkpoint(data_dir, tmp_path):
     before = _batches(model_dir)
     last = int(tf.train.latest_checkpoint(str(ckpts)).rsplit("-", 1)[1])
     assert last >= 6 and max(b["step"] for b in before) >= last - 1
+    # What a kill can leave besides: rows of steps past the checkpoint (redone on resume), a torn last line,
+    # and a half-written checkpoint (TF writes ckpt-N_temp/ and checkpoint.tmp<uuid> before renaming them).
+    for log, row in (("batches.jsonl", {"step": last + 1, "batch": "killed"}), ("history.jsonl", {"step": last + 2})):
+        with open(model_dir / log, "a") as f:
+            f.write(json.dumps(row) + "\n" + '{"step": 1')
+    (ckpts / "ckpt-99_temp").mkdir()
+    (ckpts / "ckpt-99_temp" / "part-00000-of-00001.index").write_bytes(b"half written")
+    (ckpts / "checkpoint.tmp5eed").write_text('model_checkpoint_path: "ckpt-99"')
 
     out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"resumed from" in out.stderr and f"at step {last}" in out.stderr
+    assert "removed leftovers of interrupted checkpoint writes: checkpoint.tmp5eed, ckpt-99_temp" in out.stderr
+    assert not any("_temp" in p.name or ".tmp" in p.name for p in ckpts.iterdir())
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["step"] == 10
-    after = _batches(model_dir)[len(before):]
-    assert [b["step"] for b in after] == list(range(last, 10))       # nothing lost, nothing repeated
+    after = _batches(model_dir)
+    assert [b["step"] for b in after] == list(range(10))       # nothing lost, nothing repeated
+    assert _history_steps(model_dir) == list(range(1, 11))
     # the resumed run sees exactly the batches the killed run saw (or would have seen) at those steps
     seen = {b["step"]: b["batch"] for b in before}
-    overlap = [b for b in after if b["step"] in seen]
-    assert all(seen[b["step"]] == b["batch"] for b in overlap)
+    assert all(seen[b["step"]] == b["batch"] for b in after if b["step"] in seen)
     assert (model_dir / "last.keras").is_file()
 
 
@@ -124,6 +140,7 @@ def test_bad_flags_give_one_line_errors(tmp_path):
                           f"--model_dir={tmp_path}"], cwd=ROOT, env=_env(), capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "error: no TFRecord shards match /nonexistent/*.tfrecord" in out.stderr
+    assert not any(tmp_path.iterdir())      # checked before anything is written into --model_dir
 
 
 def test_pruned_preset_distils_from_the_official_full(official_models, data_dir, tmp_path):

@@ -16,11 +16,29 @@ from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 
-from blazepose_tf.errors import UserError
+from blazepose_tf.errors import InputError, UserError
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
 
 PathLike = Union[str, Path]
 BBox = tuple[float, float, float, float]
+
+# What the loader counts in KeypointDataset.problems: key -> (entry, what happened to it, why).
+PROBLEMS: dict[str, tuple[str, str, str]] = {
+    "bad_annotation_entry": ("annotation", "dropped", "not a JSON object"),
+    "other_category": ("annotation", "dropped", "its category_id is not the keypoint category's id"),
+    "unknown_image_id": ("annotation", "dropped", "its image_id matches no entry of 'images'"),
+    "keypoints_not_numbers": ("annotation", "dropped", "'keypoints' is missing or not a list of numbers"),
+    "keypoints_wrong_length": ("annotation", "dropped", "'keypoints' does not hold 3 values (x, y, v) per "
+                                                        "keypoint name of the category"),
+    "keypoints_not_finite": ("annotation", "dropped", "NaN or infinite keypoint value (the x or y of a labelled "
+                                                      "point, or a v)"),
+    "bad_image_entry": ("image", "dropped", "not an object with an integer or string 'id' and a string "
+                                           "'file_name'"),
+    "duplicate_image_id": ("image", "dropped", "its 'id' is already used by an earlier image"),
+    "missing_image_size": ("image", "kept", "no numeric width/height"),
+    "missing_image_file": ("image", "kept", "file not found in the images folder"),
+    "split_id_without_image": ("split id", "ignored", "no entry of 'images' has that id"),
+}
 
 
 @dataclass
@@ -75,7 +93,7 @@ class KeypointDataset:
         topology: the topology the keypoints were mapped onto.
         source_keypoints: keypoint names as listed in the file's category.
         mapping: (N_topology,) index into ``source_keypoints`` for each topology point, -1 if absent.
-        problems: counts of entries that were skipped or suspicious (``unknown_image_id``, ...).
+        problems: counts of entries that were skipped or suspicious, keyed as in :data:`PROBLEMS`.
         split: the split that was selected, if any.
     """
 
@@ -98,7 +116,23 @@ class KeypointDataset:
 
     @property
     def num_people(self) -> int:
+        """Number of annotated people kept."""
         return sum(len(r.people) for r in self.records)
+
+    @property
+    def dropped_annotations(self) -> int:
+        """Number of annotations the loader dropped (malformed, unknown image, other category)."""
+        return sum(n for key, n in self.problems.items() if PROBLEMS.get(key, ("",))[0] == "annotation")
+
+    def problem_messages(self) -> list[str]:
+        """One line per counted problem, e.g. ``"2 annotations dropped: 'keypoints' does not hold ..."``."""
+        lines = []
+        for key, n in sorted(self.problems.items()):
+            entry, fate, why = PROBLEMS.get(key, ("entry", "skipped", key))
+            if key == "keypoints_wrong_length":
+                why += f" (expected {3 * len(self.source_keypoints)} values)"
+            lines.append(f"{n} {entry}{'' if n == 1 else 's'} {fate}: {why}")
+        return lines
 
     def __len__(self) -> int:
         return len(self.records)
@@ -120,7 +154,8 @@ def bbox_from_keypoints(keypoints: np.ndarray, available: np.ndarray) -> Optiona
     return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
 
 
-def _read_json(path: Path, what: str) -> Any:
+def read_json(path: Path, what: str) -> Any:
+    """The parsed JSON file at ``path``; missing or malformed is a one-line UserError naming ``what``."""
     if not path.is_file():
         raise UserError(f"{what} not found: {path}")
     try:
@@ -133,7 +168,7 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def _split_ids(splits_json: Path, split: str) -> list:
-    data = _read_json(splits_json, "splits file")
+    data = read_json(splits_json, "splits file")
     if not isinstance(data, dict):
         raise UserError(f"splits file {splits_json} must hold a JSON object of {{split_name: [image ids]}}")
     known = sorted(k for k, v in data.items() if isinstance(v, list))
@@ -159,9 +194,28 @@ def _parse_bbox(value: Any) -> Optional[BBox]:
     return vals[0], vals[1], vals[2], vals[3]
 
 
+def _keypoint_values(raw: Any, num_source: int) -> tuple[Optional[np.ndarray], Optional[str]]:
+    """(``num_source`` x 3 float array, None) for a valid COCO ``keypoints`` list, else (None, problem key)."""
+    if not isinstance(raw, list):
+        return None, "keypoints_not_numbers"
+    try:
+        values = np.asarray(raw)
+    except ValueError:  # ragged nesting
+        return None, "keypoints_not_numbers"
+    if values.dtype.kind not in "iuf":  # strings, null, booleans, objects
+        return None, "keypoints_not_numbers"
+    if values.size != 3 * num_source:
+        return None, "keypoints_wrong_length"
+    kps = values.astype(np.float64).reshape(num_source, 3)
+    labelled = kps[:, 2] > 0
+    if not np.isfinite(kps[:, 2]).all() or not np.isfinite(kps[labelled, :2]).all():
+        return None, "keypoints_not_finite"
+    return kps, None
+
+
 def load_coco_keypoints(annotations_json: PathLike, images_dir: PathLike, split: Optional[str] = None,
-                        splits_json: Optional[PathLike] = None,
-                        topology: Topology = BLAZEPOSE_33) -> KeypointDataset:
+                        splits_json: Optional[PathLike] = None, topology: Topology = BLAZEPOSE_33,
+                        require_annotations: bool = False) -> KeypointDataset:
     """Loads a COCO-keypoints JSON and maps its keypoints onto ``topology`` by name.
 
     Args:
@@ -172,17 +226,22 @@ def load_coco_keypoints(annotations_json: PathLike, images_dir: PathLike, split:
         splits_json: JSON object ``{split_name: [image ids], ...}``; defaults to ``splits.json`` next to
             ``annotations_json`` when ``split`` is given.
         topology: target keypoint topology.
+        require_annotations: the file must have a non-empty ``annotations`` list (to score against it);
+            otherwise a missing one means images without people.
 
     Returns:
-        A :class:`KeypointDataset`. Skipped/suspicious entries are counted in ``problems``
-        (``unknown_image_id``, ``bad_keypoints``, ``other_category``, ``missing_image_file``, ...).
+        A :class:`KeypointDataset`. Skipped/suspicious entries are counted in ``problems`` (see
+        :data:`PROBLEMS`): an annotation is dropped when its ``keypoints`` are not a list of numbers, do not
+        hold 3 values per keypoint name, or hold NaN/inf (a v, or the x/y of a labelled point).
 
     Raises:
-        UserError: missing or invalid JSON, no keypoint category, missing images folder, unknown split.
+        UserError: missing or invalid JSON, no keypoint category, missing images folder, unknown split, no
+            ``annotations`` list (with ``require_annotations``).
+        InputError: an empty ``images`` list, or (with ``require_annotations``) an empty ``annotations`` list.
     """
     annotations_json = Path(annotations_json)
     images_dir = Path(images_dir)
-    data = _read_json(annotations_json, "annotations file")
+    data = read_json(annotations_json, "annotations file")
     if not isinstance(data, dict):
         raise UserError(f"annotations file {annotations_json} is not a COCO JSON object")
     if not images_dir.is_dir():
@@ -204,6 +263,11 @@ def load_coco_keypoints(annotations_json: PathLike, images_dir: PathLike, split:
     images = data.get("images")
     if not isinstance(images, list):
         raise UserError(f"annotations file {annotations_json} has no 'images' list")
+    if not images:
+        raise InputError(f"annotations file {annotations_json} has an empty 'images' list: no image to load")
+    if require_annotations and "annotations" not in data:
+        raise UserError(f"annotations file {annotations_json} has no 'annotations' list: it names images but "
+                        "no annotated people")
 
     problems: Counter = Counter()
     wanted: Optional[set] = None
@@ -244,6 +308,9 @@ def load_coco_keypoints(annotations_json: PathLike, images_dir: PathLike, split:
     annotations = data.get("annotations", [])
     if not isinstance(annotations, list):
         raise UserError(f"annotations file {annotations_json}: 'annotations' is not a list")
+    if require_annotations and not annotations:
+        raise InputError(f"annotations file {annotations_json} has an empty 'annotations' list: no annotated "
+                         "people")
     for ann in annotations:
         if not isinstance(ann, dict):
             problems["bad_annotation_entry"] += 1
@@ -258,19 +325,14 @@ def load_coco_keypoints(annotations_json: PathLike, images_dir: PathLike, split:
         record = by_id[image_id]
         if record is None:  # outside the selected split
             continue
-        raw = ann.get("keypoints")
-        try:
-            kps = np.asarray(raw, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError):
-            kps = None
-        if kps is None or kps.size != 3 * num_source:
-            problems["bad_keypoints"] += 1
+        kps, problem = _keypoint_values(ann.get("keypoints"), num_source)
+        if problem:
+            problems[problem] += 1
             continue
-        kps = kps.reshape(num_source, 3)
         keypoints = np.zeros((topology.num_keypoints, 2), dtype=np.float64)
         available = np.zeros(topology.num_keypoints, dtype=bool)
         keypoints[covered] = kps[src_idx, :2]
-        available[covered] = (kps[src_idx, 2] > 0) & np.isfinite(kps[src_idx, :2]).all(axis=1)
+        available[covered] = kps[src_idx, 2] > 0
         keypoints[~available] = 0.0
         bbox = _parse_bbox(ann.get("bbox"))
         area = _to_float(ann.get("area"))

@@ -9,17 +9,19 @@ Every image is returned as an (H, W, 3) ``uint8`` RGB array, whatever it was sto
 * floating-point TIFFs are assumed to hold values in [0, 1] (clipped, scaled by 255);
 * the EXIF orientation of JPEG/PNG/WebP files is applied (TIFF orientation is applied by OpenCV's decoder).
 
-Decoding uses OpenCV on the file's bytes (so non-ASCII paths work everywhere); Pillow only reads the EXIF
-orientation tag. Any problem with an input file raises :class:`~blazepose_tf.errors.InputError` with a
-one-line message that names the file.
+Decoding uses OpenCV on the file's bytes (so non-ASCII paths work everywhere); Pillow only reads headers: the
+image size, checked against Pillow's decompression-bomb limit (:func:`max_image_pixels`) *before* decoding,
+and the EXIF orientation tag. Any problem with an input file raises :class:`~blazepose_tf.errors.InputError`
+with a one-line message that names the file.
 """
 from __future__ import annotations
 
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal, Optional, Union
 
 import cv2
 import numpy as np
@@ -32,6 +34,8 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")
 
 _EXIF_ORIENTATION_TAG = 0x0112
+# Pillow format plugins of the IMAGE_EXTENSIONS, whose headers give the image size.
+_PILLOW_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF")
 
 
 def _supported_text() -> str:
@@ -131,8 +135,10 @@ def _exif_orientation(data: bytes) -> int:
     try:
         from PIL import Image
 
-        with Image.open(io.BytesIO(data)) as im:   # lazy: reads headers only, does not decode pixels
-            value = im.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+        with warnings.catch_warnings():   # size already checked by decode_image; no DecompressionBombWarning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:   # lazy: reads headers only, does not decode pixels
+                value = im.getexif().get(_EXIF_ORIENTATION_TAG, 1)
         return int(value)
     except Exception:  # noqa: BLE001 - a broken EXIF block must not make a decodable image unreadable
         return 1
@@ -156,12 +162,47 @@ def _has_chunk(data: bytes, start: int, name: bytes, big_endian: bool) -> bool:
     return False
 
 
+def header_size(data: bytes) -> Optional[tuple[int, int]]:
+    """(width, height) from the header of an encoded PNG/JPEG/WebP/TIFF/BMP/GIF, read by Pillow's format plugin
+    without decoding pixels (and without Pillow's size check); None if no plugin recognises the bytes."""
+    from PIL import Image
+
+    Image.init()
+    prefix = data[:16]
+    for name in _PILLOW_FORMATS:
+        factory, accept = Image.OPEN.get(name, (None, None))
+        recognised = factory is not None and accept is not None and accept(prefix)
+        if not recognised or isinstance(recognised, str):  # a str: recognised, but Pillow cannot read it
+            continue
+        try:
+            with warnings.catch_warnings():  # e.g. TIFF's "Corrupt EXIF data": OpenCV's decoder has the last word
+                warnings.simplefilter("ignore")
+                with factory(io.BytesIO(data)) as im:
+                    return im.size
+        except Exception:  # noqa: BLE001 - an unreadable header: OpenCV's decoder will say what is wrong
+            return None
+    return None
+
+
+def max_image_pixels() -> Optional[int]:
+    """The largest image (in pixels) that is decoded: where Pillow refuses to open an image as a possible
+    decompression bomb (2 x ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 million); None if that is disabled."""
+    from PIL import Image
+
+    return None if Image.MAX_IMAGE_PIXELS is None else 2 * int(Image.MAX_IMAGE_PIXELS)
+
+
 def decode_image(data: bytes, source: str = "image") -> np.ndarray:
     """Decodes encoded image bytes to (H, W, 3) uint8 RGB with EXIF orientation applied.
 
     Raises:
-        InputError: the bytes are not a decodable image (the message names ``source``).
+        InputError: the image is larger than :func:`max_image_pixels` (checked on its header, before any
+            decoding), or the bytes are not a decodable image (the message names ``source``).
     """
+    size, limit = header_size(data), max_image_pixels()
+    if size is not None and limit is not None and size[0] * size[1] > limit:
+        raise InputError(f"image {source} is too large: {size[0]} x {size[1]} = {size[0] * size[1]:,} pixels, "
+                         f"over the {limit:,}-pixel limit (a guard against decompression bombs)")
     try:
         decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:
@@ -176,8 +217,8 @@ def load_image(path: PathLike) -> np.ndarray:
     """Loads an image file as an (H, W, 3) uint8 RGB array (see the module docstring for conversions).
 
     Raises:
-        InputError: missing path, a directory, an empty file, or a file that cannot be decoded
-            (not an image, corrupt, truncated).
+        InputError: missing path, a directory, an empty file, an image over :func:`max_image_pixels`, or a
+            file that cannot be decoded (not an image, corrupt, truncated).
     """
     data = read_input_bytes(path, "image")
     return decode_image(data, str(Path(path)))

@@ -11,12 +11,17 @@ Notes on OpenCV's behaviour that shaped this module:
   no frames cannot be opened at all.)
 * ``frame_count`` comes from the container header, which for some formats is an estimate
   (duration x fps); ``truncated`` compares it with the frames actually decoded.
+* OpenCV's writers report no write error (a full disk gives a silently truncated file), so
+  :class:`VideoWriter` writes to a temporary file, checks on close that it reopens with every frame, and only
+  then renames it over the output. :func:`atomic_output` and :func:`write_bytes_atomic` give other outputs
+  (overlay images, results JSON) the same guarantee: a file under its final name is always complete.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import os
+import secrets
 import sys
 from pathlib import Path
 from types import TracebackType
@@ -189,8 +194,105 @@ class VideoReader:
         self.close()
 
 
+# --- Output files: complete under their final name, or not there at all -----------------------------------------
+
+_TEMP_NAME_TRIES = 100
+
+
+def temp_file_beside(path: PathLike) -> Path:
+    """Creates an empty, hidden file with a unique name in ``path``'s folder and returns its path.
+
+    The name, ``.NAME.XXXXXXXX.part.EXT``, keeps ``path``'s extension (OpenCV's video writer picks the container
+    from it). Being in the same folder, it can be renamed over ``path`` atomically.
+
+    Raises:
+        OSError: the folder does not exist or is not writable.
+    """
+    p = Path(path)
+    for _ in range(_TEMP_NAME_TRIES):
+        tmp = p.with_name(f".{p.name}.{secrets.token_hex(4)}.part{p.suffix}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"no free temporary name next to {p}")
+
+
+def remove_quietly(path: PathLike) -> None:
+    """Deletes a file if it is there, ignoring errors (cleanup of a temporary file on a failure path)."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def sync_file(path: PathLike) -> None:
+    """Flushes a written file to the disk, where a full disk or an I/O error may only then surface.
+
+    Raises:
+        OSError: the data could not be written.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_output(path: PathLike) -> Iterator[Path]:
+    """Yields a temporary file to fill; when the block ends without error it is synced and renamed over ``path``,
+    otherwise deleted. ``path`` is thus either left as it was or replaced by a complete file, never partly
+    written. A symbolic link at ``path`` is written through (its target is replaced), not replaced.
+
+    Raises:
+        OSError: the temporary file cannot be created, synced or renamed (the temporary file is removed).
+    """
+    final = Path(os.path.realpath(path))
+    tmp = temp_file_beside(final)
+    try:
+        yield tmp
+        sync_file(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+
+
+def write_bytes_atomic(path: PathLike, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through :func:`atomic_output`.
+
+    Raises:
+        OSError: the file cannot be written; ``path`` is then unchanged.
+    """
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def _holds_frames(path: Path, frames: int) -> bool:
+    """Whether the video file reopens announcing at least ``frames`` frames and its last one decodes (a disk that
+    filled up leaves an MP4 without its index, or an AVI whose header counts frames that are not there)."""
+    with _native_stderr_muted():
+        cap = cv2.VideoCapture(str(path))
+        try:
+            if not cap.isOpened() or cap.get(cv2.CAP_PROP_FRAME_COUNT) < frames:
+                return False
+            cap.set(cv2.CAP_PROP_POS_FRAMES, frames - 1)
+            ok, frame = cap.read()
+            return bool(ok) and frame is not None
+        except cv2.error:
+            return False
+        finally:
+            cap.release()
+
+
 class VideoWriter:
     """Writes RGB uint8 frames to an .mp4 (MPEG-4 Part 2, ``mp4v``) or .avi (Motion JPEG) file.
+
+    Frames go to a hidden temporary file next to ``path``; :meth:`close` checks that it reopens with every frame
+    written (OpenCV reports no write error: a full disk truncates the file silently) and renames it over
+    ``path``. :meth:`discard`, or leaving a ``with`` block on an exception, deletes it. So ``path`` is never left
+    holding a partial video (an earlier file there stays until a complete one replaces it).
 
     Args:
         path: output file; its extension picks the container and codec.
@@ -198,8 +300,8 @@ class VideoWriter:
         size: ``(width, height)`` of every frame.
 
     Raises:
-        UserError: unsupported extension, bad fps/size, or OpenCV cannot open the file for writing
-            (e.g. the directory does not exist or is not writable).
+        UserError: unsupported extension, bad fps/size, or the file cannot be created (e.g. the directory does
+            not exist or is not writable).
 
     Note: the ``mp4v`` encoder may crop odd frame sizes to even ones.
     """
@@ -219,15 +321,21 @@ class VideoWriter:
         self.fps = fps
         self.size = (width, height)
         self.frames_written = 0
+        self._writer: Optional[cv2.VideoWriter] = None
+        self._tmp: Optional[Path] = None
         if self.path.is_dir():
             raise UserError(f"cannot write video {self.path}: it is a directory")
         if not self.path.parent.is_dir():
             raise UserError(f"cannot write video {self.path}: directory {self.path.parent} does not exist")
+        self._final = Path(os.path.realpath(self.path))
+        try:
+            self._tmp = temp_file_beside(self._final)
+        except OSError as e:
+            raise UserError(f"cannot write video {self.path}: {e.strerror or e}") from None
         fourcc = cv2.VideoWriter.fourcc(*WRITER_CODECS[ext])
-        self._writer: Optional[cv2.VideoWriter] = cv2.VideoWriter(str(self.path), fourcc, fps, self.size)
+        self._writer = cv2.VideoWriter(str(self._tmp), fourcc, fps, self.size)
         if not self._writer.isOpened():
-            self._writer.release()
-            self._writer = None
+            self.discard()
             raise UserError(f"cannot open video writer for {self.path} (is the location writable?)")
 
     def write(self, frame_rgb: np.ndarray) -> None:
@@ -246,15 +354,47 @@ class VideoWriter:
         self._writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
         self.frames_written += 1
 
-    def close(self) -> None:
-        """Finalises the file (idempotent)."""
+    def _release(self) -> Optional[Path]:
+        """Closes the encoder; returns the temporary file still to be committed or deleted (None if done)."""
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+        tmp, self._tmp = self._tmp, None
+        return tmp
+
+    def close(self) -> None:
+        """Finalises the video and moves it to ``path`` (idempotent).
+
+        Raises:
+            UserError: the video is incomplete (disk full) or cannot be moved to ``path``; the temporary file is
+                deleted and ``path`` left as it was.
+        """
+        tmp = self._release()
+        if tmp is None:
+            return
+        try:
+            if self.frames_written == 0 or _holds_frames(tmp, self.frames_written):
+                sync_file(tmp)
+                os.replace(tmp, self._final)
+                return
+            reason = f"the file does not hold the {self.frames_written} frames written (disk full?)"
+        except OSError as e:
+            reason = e.strerror or str(e)
+        remove_quietly(tmp)
+        raise UserError(f"cannot write video {self.path}: {reason}")
+
+    def discard(self) -> None:
+        """Stops writing and deletes the temporary file, leaving ``path`` as it was (idempotent)."""
+        tmp = self._release()
+        if tmp is not None:
+            remove_quietly(tmp)
 
     def __enter__(self) -> "VideoWriter":
         return self
 
     def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
                  tb: Optional[TracebackType]) -> None:
-        self.close()
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()

@@ -12,9 +12,7 @@ MobileNet papers' convention. For the tracker this covers >99% of the arithmetic
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -133,13 +131,13 @@ def format_table(rows: list[ModelStats]) -> str:
     return "\n".join(out)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """CLI entry point."""
-    parser = argparse.ArgumentParser(prog="python -m blazepose_tf.models.summary", description=__doc__.split("\n")[0])
-    parser.parse_args(argv)
+def main(argv: list[str]) -> int:
+    """CLI entry point (no flags of its own)."""
     print(format_table(all_stats()))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from blazepose_tf import cli
+
+    cli.run(main)

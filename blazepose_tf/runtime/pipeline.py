@@ -6,6 +6,11 @@
 them in IMAGE mode (every image on its own, up to ``num_poses`` people) or VIDEO mode (one person; the ROI is
 carried from frame to frame through the tracker's auxiliary points, and the detector runs only on the first
 frame and whenever the tracker's presence drops below its threshold).
+
+Each model step checks its runner against the I/O contract of its role when it is built
+(:func:`blazepose_tf.runtime.runners.check_runner`), so a wrong model (wrong input size or outputs, the detector and
+landmark model swapped, a non-pose model) fails there with one :class:`blazepose_tf.errors.ModelError` line naming
+the file, not with a traceback on the first image.
 """
 from __future__ import annotations
 
@@ -15,12 +20,13 @@ from typing import Optional
 
 import numpy as np
 
+from blazepose_tf import contract
 from blazepose_tf.codecs import roi as roi_codec
 from blazepose_tf.codecs.anchors import AnchorOptions, generate_anchors
 from blazepose_tf.codecs.detection import decode_detections, weighted_nms
 from blazepose_tf.codecs.landmarks import decode_landmarks, refine_with_heatmap
 from blazepose_tf.errors import InputError
-from blazepose_tf.runtime.runners import ModelRunner
+from blazepose_tf.runtime.runners import ModelRunner, check_runner, model_io
 from blazepose_tf.smoothing import AUX_LANDMARKS, LANDMARKS, LandmarkSmoother, OneEuroFilter, object_scale
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
 from blazepose_tf.types import Detection, Pose, Roi
@@ -56,11 +62,16 @@ def to_tensor(crop: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
 
 
 class PersonDetector:
-    """Step 1: letterbox the image, run the detector, decode, weighted NMS, map back to image pixels."""
+    """Step 1: letterbox the image, run the detector, decode, weighted NMS, map back to image pixels.
+
+    Raises:
+        ModelError: ``runner`` does not meet the detector contract (:mod:`blazepose_tf.contract`).
+    """
 
     def __init__(self, runner: ModelRunner, min_score: float = 0.5, iou_threshold: float = 0.3,
                  input_range: tuple[float, float] = DETECTOR_INPUT_RANGE,
                  anchor_options: Optional[AnchorOptions] = None):
+        check_runner(runner, contract.DETECTOR)
         self.runner = runner
         h, w = runner.input_shape[:2]
         self.input_size = (w, h)
@@ -76,7 +87,7 @@ class PersonDetector:
         tensor = to_tensor(roi_codec.crop(image, padded, *self.input_size, border="zero"), self.input_range)
         out = self.runner(tensor)
         self.calls += 1
-        if out["regressors"].shape[1] != len(self.anchors):
+        if out["regressors"].shape[1] != len(self.anchors):  # only with anchor_options not made for this model
             raise ValueError(f"detector emits {out['regressors'].shape[1]} boxes for {len(self.anchors)} anchors")
         dets = weighted_nms(decode_detections(out["regressors"][0], out["scores"][0], self.anchors,
                                               min_score=self.min_score, input_size=float(self.input_size[0])),
@@ -114,10 +125,16 @@ class LandmarkOutput:
 
 
 class LandmarkEstimator:
-    """Steps 3–5: crop the ROI, run the tracker, decode (with optional heatmap refinement), project back."""
+    """Steps 3–5: crop the ROI, run the tracker, decode (with optional heatmap refinement), project back.
+
+    Raises:
+        ModelError: ``runner`` does not meet the landmark-model contract for ``topology``
+            (:mod:`blazepose_tf.contract`).
+    """
 
     def __init__(self, runner: ModelRunner, topology: Topology = BLAZEPOSE_33, refine_heatmap: bool = True,
                  heatmap_kernel: int = 7, input_range: tuple[float, float] = LANDMARK_INPUT_RANGE):
+        check_runner(runner, contract.LANDMARKS, num_keypoints=topology.num_keypoints)
         self.runner = runner
         self.topology = topology
         h, w = runner.input_shape[:2]
@@ -132,10 +149,7 @@ class LandmarkEstimator:
         out = self.runner(to_tensor(crop, self.input_range))
         self.calls += 1
         n = self.topology.num_keypoints
-        lm = decode_landmarks(out["landmarks"][0], input_size=self.input_size[0])
-        if lm.xyz.shape[0] < n + 2:
-            raise ValueError(f"tracker emits {lm.xyz.shape[0]} landmarks; topology {self.topology.name} needs "
-                             f"{n} + 2 auxiliary")
+        lm = decode_landmarks(out["landmarks"][0], input_size=self.input_size[0])  # >= n + 2 points: checked
         xyz = lm.xyz
         if self.refine_heatmap and "heatmap" in out and out["heatmap"].shape[-1] == xyz.shape[0]:
             xyz = refine_with_heatmap(xyz, out["heatmap"][0], kernel_size=self.heatmap_kernel)
@@ -162,6 +176,10 @@ class PoseTracker:
         min_presence: tracker presence threshold under which a pose is dropped (and VIDEO mode re-detects).
         smooth: One Euro smoothing of landmarks and of the ROI points in VIDEO mode.
         refine_heatmap: MediaPipe's heatmap refinement when the tracker outputs a heatmap.
+
+    Raises:
+        ModelError: a model does not meet the I/O contract of its role, or the two are swapped (one line naming
+            the file and what is wrong; see :mod:`blazepose_tf.contract`).
     """
 
     def __init__(self, detector: ModelRunner, landmarker: ModelRunner, mode: str = "image", num_poses: int = 1,
@@ -173,6 +191,7 @@ class PoseTracker:
             raise ValueError("num_poses must be >= 1")
         if mode == "video" and num_poses != 1:
             raise ValueError("VIDEO mode tracks one person; use num_poses=1 (IMAGE mode supports more)")
+        contract.check_not_swapped(model_io(detector), model_io(landmarker))
         self.detector = PersonDetector(detector, min_score=min_detection_confidence)
         self.landmarker = LandmarkEstimator(landmarker, topology=topology, refine_heatmap=refine_heatmap)
         self.mode = mode

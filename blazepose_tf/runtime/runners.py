@@ -5,26 +5,31 @@ name when the model names them, else by shape (TFLite output order differs from 
 
 * detector: ``regressors`` (1, A, 4+2K) and ``scores`` (1, A, 1);
 * landmarks: ``landmarks`` (1, L·5), ``presence`` (1, 1), ``segmentation`` (1, H, W, 1),
-  ``heatmap`` (1, h, w, L), ``world`` (1, L·3).
+  ``heatmap`` (1, h, w, L), ``world`` (1, L·3); a training-only ``offsets`` head is recognised by name.
+
+Loading checks only that the model takes one fixed-size HxWx3 image; :func:`check_runner` checks the I/O contract
+of a role (:mod:`blazepose_tf.contract`), which the pipeline's steps do when they are built.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Optional, Protocol, Sequence
+from typing import Callable, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 
+from blazepose_tf import contract
+from blazepose_tf.contract import DETECTOR_ROLES, LANDMARK_ROLES, TRAINING_ONLY_ROLES
 from blazepose_tf.errors import ModelError
-
-DETECTOR_ROLES = ("regressors", "scores")
-LANDMARK_ROLES = ("landmarks", "presence", "segmentation", "heatmap", "world")
 
 
 class ModelRunner(Protocol):
     """What the pipeline needs from a model."""
 
+    label: str                         # names the model in messages (its path, or the Keras model's name)
     input_shape: tuple[int, int, int]  # H, W, C
+    output_roles: list[str]
+    output_shapes: list[tuple[int, ...]]  # per output, batch dimension included, in output_roles' order
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         ...
@@ -37,8 +42,8 @@ def assign_roles(shapes: Sequence[tuple[int, ...]], names: Optional[Sequence[str
     roles: list[Optional[str]] = []
     for name in names:
         low = name.lower()
-        roles.append(next((r for r in DETECTOR_ROLES + LANDMARK_ROLES if low == r or low.endswith("/" + r)
-                           or low.endswith(":" + r)), None))
+        roles.append(next((r for r in DETECTOR_ROLES + LANDMARK_ROLES + TRAINING_ONLY_ROLES
+                           if low == r or low.endswith("/" + r) or low.endswith(":" + r)), None))
     if all(roles):
         return [str(r) for r in roles]
     ranks = [len(s) for s in shapes]
@@ -102,6 +107,9 @@ class TFLiteRunner:
 
     def __init__(self, path: str | os.PathLike, num_threads: int = 1):
         self.path = Path(path)
+        self.label = str(self.path)
+        if self.path.is_dir():
+            raise ModelError(f"model file {self.path} is a folder, not a .tflite file")
         if not self.path.is_file():
             raise ModelError(f"model file not found: {self.path}")
         if num_threads < 1:
@@ -109,14 +117,13 @@ class TFLiteRunner:
         self.num_threads = num_threads
         self._it = _load_interpreter(self.path, num_threads)
         inp = self._it.get_input_details()
-        if len(inp) != 1 or len(inp[0]["shape"]) != 4:
-            raise ModelError(f"{self.path}: expected one NHWC image input, got {[d['shape'] for d in inp]}")
+        self.input_shape = contract.image_input_shape(self.label, [tuple(int(v) for v in d["shape"]) for d in inp])
         self._in = inp[0]
-        self.input_shape = tuple(int(v) for v in inp[0]["shape"][1:])
         outs = self._it.get_output_details()
         self._out_idx = [d["index"] for d in outs]
+        self.output_shapes = [tuple(int(v) for v in d["shape"]) for d in outs]
         signature_names = _signature_output_names(self._it)  # preferred over tensor names when present
-        self.output_roles = assign_roles([tuple(d["shape"]) for d in outs],
+        self.output_roles = assign_roles(self.output_shapes,
                                          [signature_names.get(d["index"], d["name"]) for d in outs],
                                          self.input_shape[:2])
 
@@ -139,21 +146,19 @@ class KerasRunner:
 
     def __init__(self, model, output_names: Optional[Sequence[str]] = None):
         if isinstance(model, (str, os.PathLike)):
-            path = Path(model)
-            if not path.is_file():
-                raise ModelError(f"model file not found: {path}")
-            import keras
+            from blazepose_tf.models.loading import load_keras_model
 
-            import blazepose_tf.models  # noqa: F401  registers the project's custom layers for deserialization
-            try:
-                model = keras.models.load_model(path, compile=False)
-            except Exception as e:  # noqa: BLE001 - any load failure is a bad model file for the user
-                raise ModelError(f"{path} is not a loadable Keras model: {str(e).splitlines()[0]}") from None
+            self.label = str(model)
+            model = load_keras_model(model, what="model file")
+        else:
+            self.label = str(getattr(model, "name", "keras model"))
         self.model = model
-        self.input_shape = tuple(int(v) for v in model.inputs[0].shape[1:])
-        shapes = [tuple(int(d) if d is not None else 1 for d in o.shape) for o in model.outputs]
-        names = list(output_names or getattr(model, "output_names", None) or [])
-        self.output_roles = assign_roles(shapes, names or None, self.input_shape[:2])
+        self.input_shape = contract.image_input_shape(self.label, [tuple(i.shape) for i in model.inputs])
+        self.output_shapes = [tuple(int(d) if d is not None else 1 for d in o.shape) for o in model.outputs]
+        # A model built with dict outputs returns a dict keyed by its output names (model.outputs is in their order).
+        self._keys = list(getattr(model, "output_names", None) or [])
+        self.output_roles = assign_roles(self.output_shapes, list(output_names or self._keys) or None,
+                                         self.input_shape[:2])
         self._fn: Optional[Callable] = None
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -166,9 +171,23 @@ class KerasRunner:
             import tensorflow as tf
             self._fn = tf.function(lambda t: self.model(t, training=False), reduce_retracing=True)
         outs = self._fn(x)
-        if not isinstance(outs, (list, tuple)):
+        if isinstance(outs, Mapping):
+            outs = [outs[k] for k in self._keys]
+        elif not isinstance(outs, (list, tuple)):
             outs = [outs]
         return {role: np.asarray(o) for role, o in zip(self.output_roles, outs)}
+
+
+def model_io(runner: ModelRunner) -> contract.ModelIO:
+    """What :mod:`blazepose_tf.contract` checks of a runner: its label, input shape and (role, shape) outputs."""
+    return contract.ModelIO(runner.label, tuple(runner.input_shape),
+                            list(zip(runner.output_roles, runner.output_shapes)))
+
+
+def check_runner(runner: ModelRunner, role: str, num_keypoints: int = contract.NUM_KEYPOINTS) -> None:
+    """Raises a one-line :class:`ModelError` naming the model unless ``runner`` meets the runtime's I/O contract
+    for ``role`` (:data:`contract.DETECTOR` or :data:`contract.LANDMARKS`; see :func:`contract.check_model`)."""
+    contract.check_model(role, *model_io(runner), num_keypoints=num_keypoints)
 
 
 def load_runner(path: str | os.PathLike, num_threads: int = 1) -> ModelRunner:

@@ -8,11 +8,13 @@ already consumed (:func:`tracker_dataset` ``skip_batches``) before any decoding 
 from __future__ import annotations
 
 import glob
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import tensorflow as tf
 
+from blazepose_tf.errors import UserError
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
 from blazepose_tf.training.augment import AugmentConfig, color_jitter, occlude, sample_affine, warp_image
 
@@ -32,8 +34,9 @@ class TrackerDataConfig:
 
 
 def list_shards(pattern: str) -> list[str]:
-    """Sorted shard files for a glob pattern (raises FileNotFoundError naming the pattern when none)."""
-    files = sorted(glob.glob(pattern))
+    """Sorted shard files (not folders) for a glob pattern (raises FileNotFoundError naming the pattern when
+    none)."""
+    files = sorted(f for f in glob.glob(pattern) if os.path.isfile(f))
     if not files:
         raise FileNotFoundError(f"no TFRecord shards match {pattern}")
     return files
@@ -165,5 +168,14 @@ def _seeded_shuffle(ds: tf.data.Dataset, buffer: int, seed: int, epoch: tf.Tenso
 
 
 def count_records(pattern: str) -> int:
-    """Number of records in the shards (reads them once)."""
-    return int(sum(1 for f in list_shards(pattern) for _ in tf.data.TFRecordDataset(f)))
+    """Number of records in the shards (reads them once); a one-line :class:`UserError` naming a shard that is
+    not a readable TFRecord file."""
+    total = 0
+    for f in list_shards(pattern):
+        try:
+            total += sum(1 for _ in tf.data.TFRecordDataset(f))
+        except tf.errors.DataLossError:
+            raise UserError(f"{f} is not a readable TFRecord shard (corrupt or truncated)") from None
+        except tf.errors.OpError as e:
+            raise UserError(f"cannot read the TFRecord shard {f} ({type(e).__name__})") from None
+    return total

@@ -5,6 +5,8 @@ import hashlib
 import json
 import math
 import os
+import re
+import shutil
 import sys
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -18,7 +20,7 @@ from tqdm import tqdm
 from blazepose_tf.errors import UserError
 from blazepose_tf.topology import get_topology
 from blazepose_tf.training.augment import AugmentConfig
-from blazepose_tf.training.data import TrackerDataConfig, count_records, list_shards, tracker_dataset
+from blazepose_tf.training.data import TrackerDataConfig, count_records, tracker_dataset
 
 
 @dataclass
@@ -119,19 +121,79 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
 
 def _check_config(cfg: TrainConfig, model_dir: Path) -> None:
+    """Refuses to resume a checkpointed run whose ``config.json`` differs from ``cfg`` in a field that is not
+    in ``RESUMABLE_CHANGES`` (a field added since the run started counts as its default). Reads only."""
     path = model_dir / "config.json"
-    current = asdict(cfg)
+    if not path.is_file():
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{path} is unreadable; use a new --model_dir") from None
     defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-    if path.is_file():
-        saved = json.loads(path.read_text())  # a field added since the run started counts as its default
-        diff = {k for k in current
-                if k not in TrainConfig.RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != current[k]}
-        if diff:
-            raise UserError(f"{model_dir} holds a run with different settings ({', '.join(sorted(diff))}); "
-                            "use a new --model_dir or the same flags")
-    tmp = path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(current, indent=1))
+    current = asdict(cfg)
+    diff = {k for k in current
+            if k not in TrainConfig.RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != current[k]}
+    if diff:
+        raise UserError(f"{model_dir} holds a run with different settings ({', '.join(sorted(diff))}); "
+                        "use a new --model_dir or the same flags")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+# What an interrupted checkpoint write leaves behind: TF writes ckpt-N's shards into ckpt-N_temp/ before
+# merging them, and the `checkpoint` state file through checkpoint.tmp<uuid>.
+STALE_CHECKPOINT_FILES = re.compile(r"^(ckpt-\d+_temp.*|checkpoint\.tmp.*)$")
+
+
+def remove_stale_checkpoint_files(checkpoint_dir: Path) -> list[str]:
+    """Deletes the leftovers of interrupted checkpoint writes in ``checkpoint_dir``; returns their names."""
+    removed = []
+    if checkpoint_dir.is_dir():
+        for p in sorted(checkpoint_dir.iterdir()):
+            if STALE_CHECKPOINT_FILES.match(p.name):
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                removed.append(p.name)
+    return removed
+
+
+def trim_jsonl(path: Path, keep: Callable[[int], bool]) -> int:
+    """Rewrites a JSON-lines log atomically with only the rows whose ``step`` passes ``keep`` (a torn last line
+    from a kill is dropped too); returns the rows dropped. No file, nothing done."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and keep(row["step"]):
+            kept.append(line)
+    if len(kept) < len(lines):
+        _write_atomically(path, "".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
+
+
+def _training_records(cfg: TrainConfig) -> int:
+    """Checks the data flags (each glob matches readable shards holding records) and returns the number of
+    training records."""
+    counts = {}
+    for flag in ("train_data", "dev_data"):
+        pattern = getattr(cfg, flag)
+        if pattern:
+            try:
+                counts[flag] = count_records(pattern)
+            except FileNotFoundError as e:
+                raise UserError(str(e)) from None
+            if counts[flag] == 0:
+                raise UserError(f"--{flag} {pattern}: the shards hold no records")
+    return counts["train_data"]
 
 
 @dataclass
@@ -221,30 +283,33 @@ TASKS = {"tracker": tracker_task, "detector": detector_task}
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Trains (or resumes) and returns the final step and metrics."""
+    """Trains (or resumes) and returns the final step and metrics.
+
+    Everything is checked first — flags, data, the checkpoint or ``init_from``/``distill_from`` weights, the
+    model — and only then is anything written to ``model_dir``, so a failed start leaves it as it was. A
+    ``model_dir`` without a checkpoint starts afresh (its ``config.json`` and logs are replaced); on resume the
+    logs' rows past the restored step are dropped and leftovers of interrupted checkpoint writes removed."""
     from blazepose_tf.training import objectives
 
     cfg.train_data = os.path.expanduser(os.path.expandvars(cfg.train_data))
     cfg.dev_data = os.path.expanduser(os.path.expandvars(cfg.dev_data)) if cfg.dev_data else None
     cfg.model_dir = os.path.expanduser(os.path.expandvars(cfg.model_dir))
     model_dir = Path(cfg.model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        list_shards(cfg.train_data)
-        if cfg.dev_data:
-            list_shards(cfg.dev_data)
-    except FileNotFoundError as e:
-        raise UserError(str(e)) from None
+    if model_dir.exists() and not model_dir.is_dir():
+        raise UserError(f"--model_dir {model_dir} is a file, not a folder")
     if cfg.model not in TASKS:
         raise UserError(f"--model must be one of {', '.join(TASKS)}, got {cfg.model!r}")
-    _check_config(cfg, model_dir)
+    num_train = _training_records(cfg)
+    checkpoint_dir = model_dir / "checkpoints"
+    latest = tf.train.latest_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+    if latest:
+        _check_config(cfg, model_dir)
     topology = get_topology(cfg.topology)
     strategy = make_strategy(cfg.strategy)
     print(f"strategy {type(strategy).__name__}, replicas: {strategy.num_replicas_in_sync}", file=sys.stderr)
     import keras
     keras.utils.set_random_seed(cfg.seed)
 
-    num_train = count_records(cfg.train_data)
     steps_per_epoch = max(num_train // cfg.batch_size, 1)
     task = TASKS[cfg.model](cfg, topology, strategy)
     models = task.models
@@ -255,14 +320,13 @@ def train(cfg: TrainConfig) -> dict:
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         best_var = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_dev_pck")
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, best=best_var)
-    manager = tf.train.CheckpointManager(ckpt, str(model_dir / "checkpoints"), max_to_keep=3)
-    if manager.latest_checkpoint:
+    if latest:
         try:
-            ckpt.restore(manager.latest_checkpoint).assert_consumed()
+            ckpt.restore(latest).assert_consumed()
         except (AssertionError, ValueError, tf.errors.OpError):
-            raise UserError(f"{manager.latest_checkpoint} does not match the model being trained (was the "
+            raise UserError(f"{latest} does not match the model being trained (was the "
                             "architecture changed?); use a new --model_dir") from None
-        print(f"resumed from {manager.latest_checkpoint} at step {int(step_var.numpy())}", file=sys.stderr)
+        print(f"resumed from {latest} at step {int(step_var.numpy())}", file=sys.stderr)
     else:
         objectives.initialize(models, cfg.init_from, cfg.train_data)
         print(f"starting from {cfg.init_from} at step 0", file=sys.stderr)
@@ -271,6 +335,23 @@ def train(cfg: TrainConfig) -> dict:
     start = int(step_var.numpy())
     if start >= cfg.steps:
         print(f"already trained {start} >= --steps {cfg.steps} steps", file=sys.stderr)
+
+    # Everything checked: from here on model_dir is written.
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomically(model_dir / "config.json", json.dumps(asdict(cfg), indent=1))
+    except OSError as e:
+        raise UserError(f"cannot write --model_dir {model_dir}: {e.strerror or e}") from None
+    stale = remove_stale_checkpoint_files(checkpoint_dir)
+    if stale:
+        print(f"removed leftovers of interrupted checkpoint writes: {', '.join(stale)}", file=sys.stderr)
+    # Log rows of steps about to be redone go (all of them on a fresh start): history rows are numbered by the
+    # steps done, batch rows by the (0-based) step they feed.
+    history_path = model_dir / "history.jsonl"
+    done = start if latest else -1
+    trim_jsonl(history_path, lambda step: step <= done)
+    trim_jsonl(model_dir / "batches.jsonl", lambda step: step < start)
+    manager = tf.train.CheckpointManager(ckpt, str(checkpoint_dir), max_to_keep=3)
 
     epoch, skip = divmod(start, steps_per_epoch)
     dist_ds = strategy.experimental_distribute_dataset(task.dataset(epoch, skip))
@@ -295,7 +376,6 @@ def train(cfg: TrainConfig) -> dict:
 
     writer = tf.summary.create_file_writer(str(model_dir / "logs"))
     batches_log = open(model_dir / "batches.jsonl", "a") if cfg.log_batches else None
-    history_path = model_dir / "history.jsonl"
     last_losses: dict = {}
     t0 = time.time()
     it = iter(dist_ds)

@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from blazepose_tf.codecs.heatmap import encode_heatmaps
 from blazepose_tf.codecs.targets import tracker_targets
-from blazepose_tf.errors import UserError
+from blazepose_tf.errors import ModelError, UserError
+from blazepose_tf.models.loading import load_keras_model
 from blazepose_tf.losses import (coordinate_loss, heatmap_loss, offset_loss, presence_loss, split_landmarks,
                                  visibility_loss)
 from blazepose_tf.topology import AUX_ROI_POINTS, Topology
@@ -114,16 +115,9 @@ def initialize(models: Models, init_from: str, train_data: Optional[str] = None,
         return
     path = Path(init_from).expanduser()
     if path.is_dir():
-        latest = tf.train.latest_checkpoint(str(path / "checkpoints") if (path / "checkpoints").is_dir() else str(path))
-        if latest is None:
-            raise UserError(f"no checkpoint found in {path}")
-        tf.train.Checkpoint(model=models.training).restore(latest).expect_partial()
+        restore_checkpoint_folder(models.training, path, "--init_from")
         return
-    if path.suffix != ".keras" or not path.is_file():
-        raise UserError(f"--init_from must be scratch, official, a .keras file or a checkpoint folder: {init_from}")
-    import keras
-    import blazepose_tf.models  # noqa: F401  custom layers
-    src = keras.models.load_model(path, compile=False)
+    src = load_keras_model(path, "--init_from")
     by_name = {layer.name: layer for layer in src.layers}
     copied = 0
     for layer in models.training.layers:
@@ -134,7 +128,24 @@ def initialize(models: Models, init_from: str, train_data: Optional[str] = None,
             layer.set_weights(other.get_weights())
             copied += 1
     if copied == 0:
-        raise UserError(f"{path}: no layer matches the model being trained (by name and shape)")
+        raise ModelError(f"--init_from {path}: no layer matches the model being trained (by name and shape)")
+
+
+def restore_checkpoint_folder(model, folder: Path, what: str = "--init_from") -> str:
+    """Restores ``model``'s weights from the latest checkpoint of a run folder (its ``checkpoints/``) or of a
+    checkpoint folder, as recorded in its ``checkpoint`` state file (so half-written ``ckpt-N_temp`` leftovers are
+    never read); returns the checkpoint prefix. One-line :class:`ModelError` when there is none or it does not
+    fit ``model``."""
+    sub = folder / "checkpoints"
+    latest = tf.train.latest_checkpoint(str(sub if sub.is_dir() else folder))
+    if latest is None:
+        raise ModelError(f"{what} {folder} holds no checkpoint")
+    try:
+        tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise ModelError(f"{what} {latest} does not fit the model being trained: {first[:200]}") from None
+    return latest
 
 
 def train_crops(train_data: str, count: int, batch_size: int = 16) -> np.ndarray:
@@ -264,16 +275,11 @@ def feature_loss(teacher: tf.Tensor, student: tf.Tensor) -> tf.Tensor:
 def load_teacher(spec: str, feature_layers: tuple = ()):
     """The distillation teacher: ``official`` (converted official Full) or a ``.keras`` tracker; with
     ``feature_layers``, a view that also outputs those activations (``feature/<layer>``)."""
-    import keras
-    import blazepose_tf.models  # noqa: F401
     if spec == "official":
         from blazepose_tf.models.convert_official import converted_model_path
-        path = converted_model_path("pose_landmark_full")
+        teacher = load_keras_model(converted_model_path("pose_landmark_full"), "--distill_from official")
     else:
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise UserError(f"--distill_from: no such model {spec}")
-    teacher = keras.models.load_model(path, compile=False)
+        teacher = load_keras_model(spec, "--distill_from")
     teacher.trainable = False
     if feature_layers:
         from blazepose_tf.models.pruned import with_features
