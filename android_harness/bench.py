@@ -46,6 +46,7 @@ from android_harness.adb import Adb, BenchmarkError, DeviceError, excerpt
 from android_harness.benchmark_output import BenchmarkParseError, BenchmarkTimings, parse_benchmark_output
 from android_harness.elf import abi_compatible, read_elf
 from blazepose_tf.errors import ModelError, UserError
+from blazepose_tf import cli
 
 RESULT_FIELDS = ("timestamp", "mode", "serial", "device", "abi", "model", "model_sha256", "model_size_mb",
                  "quantization", "num_threads", "use_xnnpack", "init_ms", "first_inference_ms", "warmup_avg_ms",
@@ -351,8 +352,11 @@ def define_flags() -> None:
     flags.DEFINE_bool("cleanup", True, "Delete the pushed model and binary from the device afterwards.")
 
 
-if __name__ == "__main__":
-    from blazepose_tf import cli
-
+def entry_point() -> None:
+    """Console-script entry point (``[project.scripts]`` in pyproject.toml)."""
     define_flags()
     cli.run(main)
+
+
+if __name__ == "__main__":
+    entry_point()

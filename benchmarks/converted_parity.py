@@ -47,7 +47,7 @@ def load_models(reconvert: bool, threads: int) -> dict[str, Any]:
     """Runners for both official models: ``keras_<name>`` (converted) and ``tflite_<name>``."""
     from blazepose_tf.models.convert_official import OFFICIAL_NAMES, converted_model_path, load_converted
     from blazepose_tf.runtime.runners import KerasRunner, TFLiteRunner
-    from data.fetch_official import official_model_path
+    from blazepose_tf.official import official_model_path
 
     runners: dict[str, Any] = {}
     for name in OFFICIAL_NAMES:

@@ -113,7 +113,7 @@ def make_bundles(names: Sequence[str], out_dir: Path, lite_model: Optional[str],
                  rebuild: bool = False) -> list[BundleSpec]:
     """Builds (or reuses, when their sources did not change) the requested bundles in ``out_dir``."""
     from blazepose_tf.models.convert_official import converted_model_path
-    from data.fetch_official import official_model_path
+    from blazepose_tf.official import official_model_path
     from export.to_mediapipe import build_bundle, read_bundle, DETECTOR_FILE
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -145,7 +145,7 @@ def check_data(annotations: Path, images: Path) -> None:
 def cache_root() -> Path:
     if FLAGS.cache_dir:
         return Path(FLAGS.cache_dir).expanduser()
-    from data.fetch_official import cache_dir
+    from blazepose_tf.official import cache_dir
     return cache_dir().parent / "model_zoo"
 
 

@@ -1,64 +1,25 @@
 """Shared command-line plumbing: absl flag parsing without tracebacks, one-line errors with documented exit
-codes, ``--help`` / ``--helpfull``, and the model-selection flags every runtime command shares."""
+codes, ``--help`` / ``--helpfull``. It imports nothing of the project but :mod:`blazepose_tf.errors`, so every
+layer's command can use it (the shared model flags are :mod:`blazepose_tf.zoo.model_flags`)."""
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Callable, Literal, Optional
 
 from absl import flags
 
-from blazepose_tf import zoo
 from blazepose_tf.errors import EXIT_USAGE, ModelError, UserError
-
-MODEL_SETS: tuple[str, ...] = tuple(zoo.MODEL_SETS)
-DEFAULT_MODEL_SET = zoo.DEFAULT_SET
 
 HELP_ARGS: tuple[str, ...] = ("-h", "-help", "--help", "-helpshort", "--helpshort")
 HELPFULL_ARGS: tuple[str, ...] = ("-helpfull", "--helpfull")
-_REPO = Path(__file__).resolve().parents[1]
+# The project's top-level packages (pyproject.toml): their flags are the command's own in ``--help``.
+PROJECT_PACKAGES = ("blazepose_tf", "export", "data", "android_harness", "benchmarks")
 # Flags absl itself handles for every command (not in any module's flag list).
 _COMMON_FLAGS_HELP = """every command:
   --flagfile: Read more flags from this file (one --flag=value per line).
   --help: This help.
   --helpfull: Every flag, absl's and TensorFlow's internal ones included."""
-
-
-def define_model_flags() -> None:
-    """Flags choosing the detector and tracker: a named set, or explicit .tflite/.keras files."""
-    sets = "; ".join(f"{name}: {det} + {lmk}" for name, (det, lmk) in zoo.MODEL_SETS.items())
-    flags.DEFINE_enum("models", DEFAULT_MODEL_SET, list(MODEL_SETS),
-                      f"Model set ({sets}); zoo models are the shipped files in blazepose_tf/zoo/weights.")
-    flags.DEFINE_string("detector", None, "Detector model file (.tflite or .keras); overrides --models.")
-    flags.DEFINE_string("landmarks", None, "Landmark (tracker) model file (.tflite or .keras); overrides --models.")
-    flags.DEFINE_integer("num_threads", 1, "CPU threads for TFLite inference (XNNPACK).", lower_bound=1)
-
-
-def resolve_models(FLAGS) -> tuple[Path, Path]:
-    """(detector, landmarks) files from the model flags: ``--detector`` / ``--landmarks`` when given, else the
-    ``--models`` set's files, resolved (and checked) through :mod:`blazepose_tf.zoo`; only the roles not
-    overridden are looked up."""
-    if FLAGS.models not in MODEL_SETS:
-        raise UserError(f"--models must be one of {', '.join(MODEL_SETS)}, got {FLAGS.models!r}")
-    det = Path(FLAGS.detector) if FLAGS.detector else zoo.set_member_path(FLAGS.models, "detector")
-    lmk = Path(FLAGS.landmarks) if FLAGS.landmarks else zoo.set_member_path(FLAGS.models, "landmarks")
-    return det, lmk
-
-
-def model_labels(FLAGS) -> dict[str, str]:
-    """{"detector", "landmarks"}: the file given by flag, else the set member (``zoo:full``, ``official:...``)."""
-    return {role: str(getattr(FLAGS, role) or zoo.set_member(FLAGS.models, role)) for role in zoo.ROLES}
-
-
-def build_tracker(FLAGS, mode: str, **kwargs):
-    """Builds a :class:`PoseTracker` from the model flags (see :func:`resolve_models`)."""
-    from blazepose_tf.runtime.pipeline import PoseTracker
-    from blazepose_tf.runtime.runners import load_runner
-
-    det, lmk = resolve_models(FLAGS)
-    return PoseTracker(load_runner(det, FLAGS.num_threads), load_runner(lmk, FLAGS.num_threads), mode=mode,
-                       **kwargs)
 
 
 def help_request(argv: list[str]) -> Optional[Literal["help", "helpfull"]]:
@@ -71,12 +32,8 @@ def help_request(argv: list[str]) -> Optional[Literal["help", "helpfull"]]:
 
 
 def _is_project_module(name: str) -> bool:
-    """Whether the imported module ``name`` is a file of this repository (not of an installed package)."""
-    path = getattr(sys.modules.get(name), "__file__", None)
-    if not path:
-        return False
-    resolved = Path(path).resolve()
-    return resolved.is_relative_to(_REPO) and "site-packages" not in resolved.parts
+    """Whether module ``name`` belongs to this project's packages (not to absl, TensorFlow or another library)."""
+    return name.split(".")[0] in PROJECT_PACKAGES
 
 
 def command_help(main_module: str, label: str, full: bool = False) -> str:
@@ -84,7 +41,7 @@ def command_help(main_module: str, label: str, full: bool = False) -> str:
     then its flags grouped by defining module.
 
     ``full=False`` (``--help``) lists the flags of ``main_module`` and of this repository's modules it defined
-    flags through (e.g. ``--models`` from :func:`define_model_flags`): every flag the command accepts except
+    flags through (e.g. ``--models`` from :func:`blazepose_tf.zoo.model_flags.define_model_flags`): every flag the command accepts except
     absl's and TensorFlow's internal ones. ``full=True`` (``--helpfull``) lists every defined flag.
     """
     module = sys.modules.get(main_module)

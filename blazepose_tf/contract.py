@@ -47,6 +47,18 @@ TRAINING_ONLY_ROLES: tuple[str, ...] = ("offsets",)
 #: needs the detector's exactly (its SSD anchors are laid out for it); a landmark model's may be any square size.
 INPUT_SHAPES: dict[str, tuple[int, int, int]] = {DETECTOR: (224, 224, 3), LANDMARKS: (256, 256, 3)}
 
+#: Input value range (lo, hi) per role: an RGB uint8 pixel v becomes lo + v / 255 · (hi − lo).
+INPUT_RANGES: dict[str, tuple[float, float]] = {DETECTOR: (-1.0, 1.0), LANDMARKS: (0.0, 1.0)}
+
+#: The ROI side is the alignment circle's diameter times this (detector keypoints or the tracker's two ROI
+#: points; MediaPipe's ``scale_x/scale_y`` in its RectTransformation calculators).
+ROI_SCALE = 1.25
+#: Heatmap cells per input pixel: a 256x256 landmark model has a 64x64 heatmap.
+HEATMAP_STRIDE = 4
+
+#: Export precisions, as ``export.to_tflite --quantize`` names them ("none" = float32 weights).
+QUANTIZATIONS: tuple[str, ...] = ("none", "fp16", "dynamic", "int8")
+
 #: SSD anchors of the 224x224 detector: 28²·2 + 14²·2 + 7²·6 (DESIGN.md §3).
 DETECTOR_NUM_ANCHORS = 2254
 DETECTOR_NUM_KEYPOINTS = 4

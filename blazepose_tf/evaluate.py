@@ -33,6 +33,7 @@ import numpy as np
 from absl import flags
 
 from blazepose_tf import cli
+from blazepose_tf.zoo import model_flags
 from blazepose_tf.datasets.coco import load_coco_keypoints
 from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, InputError, UserError
 from blazepose_tf.evaluation import evaluate, scored_records
@@ -47,7 +48,7 @@ flags.DEFINE_string("output", None, "Write the JSON summary here.")
 flags.DEFINE_integer("num_poses", 1, "People per image the pipeline may return.", lower_bound=1)
 flags.DEFINE_float("min_detection_confidence", 0.5, "Detector score threshold.", lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
-cli.define_model_flags()
+model_flags.define_model_flags()
 FLAGS = flags.FLAGS
 
 
@@ -84,7 +85,7 @@ def main(argv: list[str]) -> int:
     if not records:
         raise InputError("no image in the dataset has a person with both shoulders and both hips annotated"
                          + dropped_note)
-    tracker = cli.build_tracker(FLAGS, "image", num_poses=FLAGS.num_poses,
+    tracker = model_flags.build_tracker(FLAGS, "image", num_poses=FLAGS.num_poses,
                                 min_detection_confidence=FLAGS.min_detection_confidence)
     result = evaluate(tracker.process, records, progress=FLAGS.progress)
     print(f"dataset {FLAGS.annotations}" + (f" split {FLAGS.split}" if FLAGS.split else "") +
@@ -99,7 +100,7 @@ def main(argv: list[str]) -> int:
         print(f"{len(result.errors)} unreadable images were scored as misses; first: {result.errors[0][1]}")
     if FLAGS.output:
         doc = {"annotations": str(FLAGS.annotations), "split": FLAGS.split, "num_images": len(records),
-               "models": cli.model_labels(FLAGS), **result.summary(),
+               "models": model_flags.model_labels(FLAGS), **result.summary(),
                "dropped_annotations": dropped, "dataset_problems": dict(sorted(dataset.problems.items()))}
         tmp = FLAGS.output + ".part"
         try:
@@ -117,5 +118,10 @@ def main(argv: list[str]) -> int:
     return EXIT_OK
 
 
-if __name__ == "__main__":
+def entry_point() -> None:
+    """Console-script entry point (``[project.scripts]`` in pyproject.toml)."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    entry_point()

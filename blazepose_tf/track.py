@@ -48,6 +48,7 @@ from absl import flags
 from tqdm import tqdm
 
 from blazepose_tf import cli
+from blazepose_tf.zoo import model_flags
 from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL, InputError, UserError
 from blazepose_tf.io.images import InputItem, collect_inputs, load_image
 from blazepose_tf.io.samples import SAMPLE_NAMES, sample_image_path
@@ -71,7 +72,7 @@ flags.DEFINE_float("min_detection_confidence", 0.5, "Detector score threshold.",
 flags.DEFINE_float("min_presence", 0.5, "Tracker presence threshold.", lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_bool("smooth", True, "One Euro smoothing in VIDEO mode.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
-cli.define_model_flags()
+model_flags.define_model_flags()
 FLAGS = flags.FLAGS
 
 
@@ -276,7 +277,7 @@ def main(argv: list[str]) -> int:
     mode = FLAGS.mode if FLAGS.mode != "auto" else ("video" if has_video else "image")
     if mode == "video" and FLAGS.num_poses != 1:
         raise UserError("VIDEO mode tracks one person: use --num_poses=1 or --mode=image")
-    tracker = cli.build_tracker(FLAGS, mode, num_poses=FLAGS.num_poses,
+    tracker = model_flags.build_tracker(FLAGS, mode, num_poses=FLAGS.num_poses,
                                 min_detection_confidence=FLAGS.min_detection_confidence,
                                 min_presence=FLAGS.min_presence, smooth=FLAGS.smooth)
     results: list[dict] = []
@@ -301,7 +302,7 @@ def main(argv: list[str]) -> int:
                "frames": len(results), "with_pose": sum(1 for r in results if r["poses"]),
                "detector_calls": tracker.detector_calls}
     doc = {"schema": SCHEMA, "mode": mode,
-           "models": cli.model_labels(FLAGS),
+           "models": model_flags.model_labels(FLAGS),
            "keypoint_names": list(tracker.topology.keypoints), "results": results, "errors": errors,
            "summary": summary}
     _write_json(out_path, doc)
@@ -313,5 +314,10 @@ def main(argv: list[str]) -> int:
     return EXIT_PARTIAL if errors else EXIT_OK
 
 
-if __name__ == "__main__":
+def entry_point() -> None:
+    """Console-script entry point (``[project.scripts]`` in pyproject.toml)."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -103,5 +103,10 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def entry_point() -> None:
+    """Console-script entry point (``[project.scripts]`` in pyproject.toml)."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    entry_point()

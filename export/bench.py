@@ -28,6 +28,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from blazepose_tf.errors import ModelError, UserError
+from blazepose_tf import cli
 
 OFFICIAL_RANGES = {"pose_detection": (-1.0, 1.0), "pose_landmark_full": (0.0, 1.0)}
 
@@ -183,7 +184,7 @@ def _int_list(text: str, what: str) -> list[int]:
 
 def official_models(names: Sequence[str]) -> list[tuple[str, str]]:
     """(label, path) of the requested official models; unavailable ones are skipped with a warning."""
-    from data.fetch_official import OFFICIAL_MODELS, official_model_path
+    from blazepose_tf.official import OFFICIAL_MODELS, official_model_path
 
     out = []
     for name in names:
@@ -253,8 +254,11 @@ def define_flags() -> None:
     flags.DEFINE_string("output", None, "Also write the results as JSON here.")
 
 
-if __name__ == "__main__":
-    from blazepose_tf import cli
-
+def entry_point() -> None:
+    """Console-script entry point (``[project.scripts]`` in pyproject.toml)."""
     define_flags()
     cli.run(main, positional=True)
+
+
+if __name__ == "__main__":
+    entry_point()

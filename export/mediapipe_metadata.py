@@ -40,7 +40,7 @@ def metadata_schema() -> ModuleType:
     """The TFLite Metadata schema module (generated Python from the mediapipe wheel, fetched on first use)."""
     if _MODULE_NAME in sys.modules:
         return sys.modules[_MODULE_NAME]
-    from data.fetch_official import cache_dir, fetch
+    from blazepose_tf.official import cache_dir, fetch
 
     path = cache_dir() / "metadata" / "metadata_schema_py_generated.py"
     if not path.is_file():

@@ -157,7 +157,7 @@ class _OfficialAligner:
     def __init__(self) -> None:
         from blazepose_tf.runtime.pipeline import PersonDetector
         from blazepose_tf.runtime.runners import TFLiteRunner
-        from data.fetch_official import official_model_path
+        from blazepose_tf.official import official_model_path
 
         self.detector = PersonDetector(TFLiteRunner(official_model_path("pose_detection")))
 

@@ -29,7 +29,7 @@ def schema() -> ModuleType:
         try:
             from ai_edge_litert import schema_py_generated as mod  # type: ignore[attr-defined]
         except ImportError:  # pragma: no cover - ai-edge-litert is pinned; the wheel's copy is the fallback
-            from data.fetch_official import cache_dir
+            from blazepose_tf.official import cache_dir
             path = cache_dir() / "metadata" / "schema_py_generated.py"
             if not path.is_file():
                 raise ModelError("no TFLite schema module: install ai-edge-litert or run `python -m data.fetch_official`")

@@ -87,6 +87,7 @@ import numpy as np
 from blazepose_tf.errors import ModelError, UserError
 from blazepose_tf.runtime.runners import assign_roles
 from blazepose_tf.topology import AUX_ROI_POINTS, BLAZEPOSE_33
+from blazepose_tf import cli
 from export import mediapipe_metadata as mpm
 from export import metadata as md
 from export.tflite_model import inspect_model, pack, read_bytes, unpack
@@ -954,8 +955,11 @@ def define_flags() -> None:
     flags.DEFINE_string("validate_image", None, "Image for the validation run (default: the offline sample photo).")
 
 
-if __name__ == "__main__":
-    from blazepose_tf import cli
-
+def entry_point() -> None:
+    """Console-script entry point (``[project.scripts]`` in pyproject.toml)."""
     define_flags()
     cli.run(main)
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -56,7 +56,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from blazepose_tf import contract
+from blazepose_tf import cli, contract
 from blazepose_tf.contract import DETECTOR_ROLES, LANDMARK_ROLES
 from blazepose_tf.errors import ModelError, UserError
 from blazepose_tf.runtime.runners import assign_roles
@@ -604,8 +604,11 @@ def define_flags() -> None:
     flags.DEFINE_string("input_range", None, "Input range LO,HI (default: tracker 0,1; detector -1,1).")
 
 
-if __name__ == "__main__":
-    from blazepose_tf import cli
-
+def entry_point() -> None:
+    """Console-script entry point (``[project.scripts]`` in pyproject.toml)."""
     define_flags()
     cli.run(main)
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -21,7 +21,7 @@ def shared_data() -> Path:
 def official_models():
     """Makes sure MediaPipe's official models are fetched; skips (with the reason) when they cannot be."""
     from blazepose_tf.errors import ModelError
-    from data.fetch_official import official_model_path
+    from blazepose_tf.official import official_model_path
 
     try:
         official_model_path("pose_detection")

@@ -28,7 +28,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 def _official(name: str) -> Path:
     from blazepose_tf.errors import ModelError
-    from data.fetch_official import official_model_path
+    from blazepose_tf.official import official_model_path
 
     try:
         return official_model_path(name, fetch_if_missing=False)

@@ -18,7 +18,7 @@ NUM_REAL_IMAGES = 6
 
 @pytest.fixture(scope="module")
 def official_paths() -> dict[str, Path]:
-    from data.fetch_official import official_model_path
+    from blazepose_tf.official import official_model_path
 
     try:
         return {n: official_model_path(n) for n in ("pose_detection", "pose_landmark_full")}

@@ -145,7 +145,7 @@ def test_representative_spec_and_alignment(dataset, tmp_path):
 
 def test_plain_image_folder_uses_the_official_detector(dataset):
     from blazepose_tf.errors import ModelError
-    from data.fetch_official import official_model_path
+    from blazepose_tf.official import official_model_path
 
     try:
         official_model_path("pose_detection", fetch_if_missing=False)

@@ -198,7 +198,7 @@ def bad_models(tmp_path_factory) -> dict[str, Path]:
 
 
 def _official(name: str) -> Path:
-    from data.fetch_official import official_model_path
+    from blazepose_tf.official import official_model_path
 
     return official_model_path(name, fetch_if_missing=False)
 

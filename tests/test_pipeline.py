@@ -28,7 +28,7 @@ LH, RH = BLAZEPOSE_33.index("left_hip"), BLAZEPOSE_33.index("right_hip")
 
 @pytest.fixture(scope="module")
 def official_runners():
-    from data.fetch_official import official_model_path
+    from blazepose_tf.official import official_model_path
 
     try:
         paths = (official_model_path("pose_detection"), official_model_path("pose_landmark_full"))

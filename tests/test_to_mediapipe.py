@@ -29,7 +29,7 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def official_detector() -> Path:
-    from data.fetch_official import official_model_path
+    from blazepose_tf.official import official_model_path
 
     try:
         return official_model_path("pose_detection")
@@ -122,7 +122,7 @@ def test_bundle_layout_metadata_and_order(bundle):
 
 
 def test_official_tflite_outputs_mapped_by_shape(official_detector):
-    from data.fetch_official import official_model_path
+    from blazepose_tf.official import official_model_path
 
     lmk = tm.export_one("landmarks", official_model_path("pose_landmark_full"), log=lambda *a: None)
     info = inspect_model(lmk.data)

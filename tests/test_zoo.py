@@ -15,7 +15,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from blazepose_tf import cli, zoo
+from blazepose_tf import zoo
+from blazepose_tf.zoo import model_flags
 from blazepose_tf.errors import EXIT_MODELS, EXIT_NO_INPUT, EXIT_OK, EXIT_USAGE, ModelError, UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +72,7 @@ def fake_zoo(tmp_path, monkeypatch) -> Path:
 def test_sets_and_names():
     assert zoo.MODEL_NAMES == ("detector", "full", "lite")
     assert set(zoo.MODEL_SETS) == {"ours", "ours_lite", "official"} and zoo.DEFAULT_SET == "ours"
-    assert cli.MODEL_SETS == tuple(zoo.MODEL_SETS) and cli.DEFAULT_MODEL_SET == "ours"
+    assert model_flags.MODEL_SETS == tuple(zoo.MODEL_SETS) and model_flags.DEFAULT_MODEL_SET == "ours"
     assert zoo.DEFAULT_WEIGHTS_DIR == REPO / "blazepose_tf" / "zoo" / "weights"
 
 
@@ -87,7 +88,7 @@ def test_model_set_resolves_verified_files(fake_zoo):
 
 
 def test_official_set_is_the_fetched_official_models(official_models, tmp_path, monkeypatch):
-    from data.fetch_official import official_model_path
+    from blazepose_tf.official import official_model_path
 
     monkeypatch.setenv(zoo.WEIGHTS_ENV, str(tmp_path))  # empty zoo: the official set does not need it
     assert zoo.model_set("official") == (official_model_path("pose_detection"),
@@ -161,22 +162,22 @@ def flags_ns(models="ours", detector=None, landmarks=None) -> SimpleNamespace:
 
 
 def test_cli_resolves_sets_through_the_zoo(fake_zoo):
-    assert cli.resolve_models(flags_ns()) == (fake_zoo / "detector.tflite", fake_zoo / "full.tflite")
-    assert cli.resolve_models(flags_ns("ours_lite")) == (fake_zoo / "detector.tflite", fake_zoo / "lite.tflite")
-    assert cli.model_labels(flags_ns("ours_lite", landmarks="x.tflite")) == {"detector": "zoo:detector",
+    assert model_flags.resolve_models(flags_ns()) == (fake_zoo / "detector.tflite", fake_zoo / "full.tflite")
+    assert model_flags.resolve_models(flags_ns("ours_lite")) == (fake_zoo / "detector.tflite", fake_zoo / "lite.tflite")
+    assert model_flags.model_labels(flags_ns("ours_lite", landmarks="x.tflite")) == {"detector": "zoo:detector",
                                                                              "landmarks": "x.tflite"}
     with pytest.raises(UserError, match="--models must be one of"):
-        cli.resolve_models(flags_ns("bogus"))
+        model_flags.resolve_models(flags_ns("bogus"))
 
 
 def test_cli_overrides_skip_the_zoo(tmp_path, monkeypatch):
     monkeypatch.setenv(zoo.WEIGHTS_ENV, str(tmp_path / "empty"))
-    assert cli.resolve_models(flags_ns(detector="d.tflite", landmarks="l.keras")) == (Path("d.tflite"),
+    assert model_flags.resolve_models(flags_ns(detector="d.tflite", landmarks="l.keras")) == (Path("d.tflite"),
                                                                                       Path("l.keras"))
     with pytest.raises(ModelError, match="zoo model 'detector' is not published"):
-        cli.resolve_models(flags_ns(landmarks="l.keras"))  # only the role not overridden is looked up
+        model_flags.resolve_models(flags_ns(landmarks="l.keras"))  # only the role not overridden is looked up
     with pytest.raises(ModelError, match="zoo model 'lite' is not published"):
-        cli.resolve_models(flags_ns("ours_lite", detector="d.tflite"))
+        model_flags.resolve_models(flags_ns("ours_lite", detector="d.tflite"))
 
 
 def test_models_flag_rejects_unknown_set_before_loading(tmp_path):
@@ -308,7 +309,7 @@ def test_publish_cli_flagfile_alias_and_errors(tmp_path):
 
 
 def test_track_runs_a_published_tracker_through_the_set(published_zoo, official_models, tmp_path):
-    from data.fetch_official import official_model_path
+    from blazepose_tf.official import official_model_path
 
     out = tmp_path / "r.json"
     proc = run_module("blazepose_tf.track", "--input", "sample", "--output", out, "--models", "ours_lite",

@@ -68,7 +68,7 @@ def load_schema() -> ModuleType:
     name = "_blazepose_tf_tflite_schema"
     if name in sys.modules:
         return sys.modules[name]
-    from data.fetch_official import cache_dir, fetch
+    from blazepose_tf.official import cache_dir, fetch
 
     path = cache_dir() / "metadata" / "schema_py_generated.py"
     if not path.is_file():
@@ -478,7 +478,7 @@ def convert(name: str):
     """
     if name not in OFFICIAL_NAMES:
         raise ModelError(f"unknown official model {name!r}; known: {', '.join(OFFICIAL_NAMES)}")
-    from data.fetch_official import official_model_path
+    from blazepose_tf.official import official_model_path
 
     graph = TFLiteGraph(official_model_path(name))
     return translate(graph, f"{name}_official")
@@ -565,7 +565,7 @@ def converted_model_path(name: str, directory: Optional[str | os.PathLike] = Non
     """
     if name not in OFFICIAL_NAMES:
         raise ModelError(f"unknown official model {name!r}; known: {', '.join(OFFICIAL_NAMES)}")
-    from data.fetch_official import cache_dir
+    from blazepose_tf.official import cache_dir
 
     folder = Path(directory) if directory else cache_dir().parent / "converted"
     path = folder / f"{name}.keras"
@@ -579,7 +579,7 @@ def converted_model_path(name: str, directory: Optional[str | os.PathLike] = Non
 
 
 def _stamp(name: str) -> dict:
-    from data.fetch_official import OFFICIAL_MODELS
+    from blazepose_tf.official import OFFICIAL_MODELS
 
     return {"converter_version": CONVERTER_VERSION, "source_sha256": OFFICIAL_MODELS[name][1]}
 
@@ -734,7 +734,7 @@ def sample_inputs(image: np.ndarray) -> dict[str, np.ndarray]:
                                                roi_from_detection, to_tensor)
     from blazepose_tf.runtime.runners import TFLiteRunner
     from blazepose_tf.types import Roi
-    from data.fetch_official import official_model_path
+    from blazepose_tf.official import official_model_path
 
     h, w = image.shape[:2]
     padded, _ = roi_codec.letterbox_roi(w, h, 224, 224)
@@ -780,7 +780,7 @@ def main(argv: list[str]) -> int:
     from blazepose_tf.io.images import load_image
     from blazepose_tf.io.samples import sample_image_path
     from blazepose_tf.runtime.runners import KerasRunner, TFLiteRunner
-    from data.fetch_official import cache_dir, official_model_path
+    from blazepose_tf.official import cache_dir, official_model_path
 
     out_dir = Path(FLAGS.output_dir) if FLAGS.output_dir else cache_dir().parent / "converted"
     if out_dir.exists() and not out_dir.is_dir():

@@ -208,7 +208,7 @@ class PoseTracker:
     def from_official(cls, mode: str = "image", num_threads: int = 1, **kwargs) -> "PoseTracker":
         """The pipeline on MediaPipe's official pose_detection + pose_landmark_full models."""
         from blazepose_tf.runtime.runners import TFLiteRunner
-        from data.fetch_official import official_model_path
+        from blazepose_tf.official import official_model_path
 
         return cls(TFLiteRunner(official_model_path("pose_detection"), num_threads),
                    TFLiteRunner(official_model_path("pose_landmark_full"), num_threads), mode=mode, **kwargs)

@@ -139,7 +139,7 @@ def model_entry(name: str, directory: Optional[str | os.PathLike] = None) -> dic
 
 def file_sha256(path: str | os.PathLike) -> str:
     """sha256 of a file (cached per path, size and modification time)."""
-    from data.fetch_official import sha256
+    from blazepose_tf.official import sha256
 
     st = os.stat(path)
     key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
@@ -206,7 +206,7 @@ def resolve(spec: str, fmt: str = "tflite") -> Path:
         if fmt != "tflite":
             from blazepose_tf.models.convert_official import converted_model_path
             return converted_model_path(name)
-        from data.fetch_official import official_model_path
+        from blazepose_tf.official import official_model_path
         return official_model_path(name)
     raise UserError(f"model spec must be zoo:NAME or official:NAME, got {spec!r}")
 

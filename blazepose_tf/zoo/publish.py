@@ -36,7 +36,7 @@ from typing import Any, Optional, Sequence
 
 from absl import flags
 
-from blazepose_tf import zoo
+from blazepose_tf import cli, zoo
 from blazepose_tf.errors import ModelError, UserError
 
 TFLITE_QUANTIZATION = "fp16"
@@ -297,8 +297,11 @@ def rename_flagfile(argv: Sequence[str]) -> list[str]:
     return out
 
 
-if __name__ == "__main__":
-    from blazepose_tf import cli
-
+def entry_point() -> None:
+    """Console-script entry point (``[project.scripts]`` in pyproject.toml)."""
     define_flags()
     cli.run(main, rename_flagfile(sys.argv))
+
+
+if __name__ == "__main__":
+    entry_point()

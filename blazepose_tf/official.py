@@ -1,0 +1,125 @@
+"""MediaPipe's official BlazePose .tflite models: where they live, their pinned sha256, and fetching them from
+the ``mediapipe==0.10.21`` wheel (the command is ``python -m data.fetch_official``).
+
+The wheel is downloaded with ``pip download --no-deps`` (mediapipe is never installed), the two models are
+extracted, their sha256 sums checked, and the wheel deleted. A second run with the files already in place
+does nothing. Offline or on a checksum mismatch it stops with one clear line and exit code 4.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Optional
+
+from blazepose_tf.errors import ModelError
+
+MEDIAPIPE_VERSION = "0.10.21"
+
+# name -> (path inside the wheel, sha256 of the extracted file)
+OFFICIAL_MODELS: dict[str, tuple[str, str]] = {
+    "pose_detection": (
+        "mediapipe/modules/pose_detection/pose_detection.tflite",
+        "9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c",
+    ),
+    "pose_landmark_full": (
+        "mediapipe/modules/pose_landmark/pose_landmark_full.tflite",
+        "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
+    ),
+}
+# Pure-Python TFLite metadata schema shipped in the same wheel (used by export.to_mediapipe).
+METADATA_FILES: dict[str, str] = {
+    "metadata_schema_py_generated.py": "mediapipe/tasks/metadata/metadata_schema_py_generated.py",
+    "schema_py_generated.py": "mediapipe/tasks/metadata/schema_py_generated.py",
+}
+
+
+def cache_dir() -> Path:
+    """Where fetched models live: ``$BLAZEPOSE_TF_CACHE`` or ``~/.cache/blazepose_tf``, sub-folder ``official``."""
+    root = os.environ.get("BLAZEPOSE_TF_CACHE") or os.path.join(Path.home(), ".cache", "blazepose_tf")
+    return Path(root) / "official"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _is_complete(directory: Path) -> bool:
+    for name, (_, digest) in OFFICIAL_MODELS.items():
+        p = directory / f"{name}.tflite"
+        if not p.is_file() or sha256(p) != digest:
+            return False
+    return all((directory / "metadata" / f).is_file() for f in METADATA_FILES)
+
+
+def _download_wheel(dest: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", f"mediapipe=={MEDIAPIPE_VERSION}", "--no-deps",
+           "--only-binary=:all:", "--quiet", "-d", str(dest)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(dest.glob("mediapipe-*.whl"))
+    if proc.returncode != 0 or not wheels:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ModelError(f"could not download mediapipe=={MEDIAPIPE_VERSION} with pip (offline?): {last}")
+    return wheels[0]
+
+
+def fetch(directory: Optional[Path] = None, force: bool = False, wheel: Optional[Path] = None) -> Path:
+    """Makes sure the official models are in ``directory`` (default :func:`cache_dir`) and returns it.
+
+    Args:
+        directory: target folder.
+        force: re-download even if the files are present and valid.
+        wheel: use this local wheel instead of downloading one.
+    Raises:
+        ModelError: download failed or a checksum does not match.
+    """
+    directory = Path(directory or cache_dir())
+    if not force and _is_complete(directory):
+        return directory
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bp_wheel_") as tmp:
+        whl = Path(wheel) if wheel else _download_wheel(Path(tmp))
+        try:
+            zf = zipfile.ZipFile(whl)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise ModelError(f"{whl} is not a readable wheel: {e}") from None
+        with zf:
+            names = set(zf.namelist())
+            wanted = {f"{n}.tflite": p for n, (p, _) in OFFICIAL_MODELS.items()}
+            wanted.update({f"metadata/{n}": p for n, p in METADATA_FILES.items()})
+            for out_name, member in wanted.items():
+                if member not in names:
+                    raise ModelError(f"{whl.name} has no {member}")
+                out = directory / out_name
+                out.parent.mkdir(parents=True, exist_ok=True)
+                part = out.with_suffix(out.suffix + ".part")
+                with zf.open(member) as src, open(part, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                os.replace(part, out)
+    for name, (_, digest) in OFFICIAL_MODELS.items():
+        got = sha256(directory / f"{name}.tflite")
+        if got != digest:
+            (directory / f"{name}.tflite").unlink()
+            raise ModelError(f"checksum mismatch for {name}.tflite: expected {digest[:12]}…, got {got[:12]}…")
+    return directory
+
+
+def official_model_path(name: str, fetch_if_missing: bool = True) -> Path:
+    """Path of an official model (``pose_detection`` or ``pose_landmark_full``), fetching it if needed."""
+    if name not in OFFICIAL_MODELS:
+        raise ModelError(f"unknown official model {name!r}; known: {sorted(OFFICIAL_MODELS)}")
+    path = cache_dir() / f"{name}.tflite"
+    if path.is_file() and sha256(path) == OFFICIAL_MODELS[name][1]:
+        return path
+    if not fetch_if_missing:
+        raise ModelError(f"{path} is missing; run `python -m data.fetch_official`")
+    return fetch() / f"{name}.tflite"

@@ -1,0 +1,48 @@
+"""The model-selection flags every runtime command shares (``--models``, ``--detector``, ``--landmarks``,
+``--num_threads``) and the tracker they build."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from absl import flags
+
+from blazepose_tf import zoo
+from blazepose_tf.errors import UserError
+from blazepose_tf.runtime.pipeline import PoseTracker
+from blazepose_tf.runtime.runners import load_runner
+
+MODEL_SETS: tuple[str, ...] = tuple(zoo.MODEL_SETS)
+DEFAULT_MODEL_SET = zoo.DEFAULT_SET
+
+
+def define_model_flags() -> None:
+    """Flags choosing the detector and tracker: a named set, or explicit .tflite/.keras files."""
+    sets = "; ".join(f"{name}: {det} + {lmk}" for name, (det, lmk) in zoo.MODEL_SETS.items())
+    flags.DEFINE_enum("models", DEFAULT_MODEL_SET, list(MODEL_SETS),
+                      f"Model set ({sets}); zoo models are the shipped files in blazepose_tf/zoo/weights.")
+    flags.DEFINE_string("detector", None, "Detector model file (.tflite or .keras); overrides --models.")
+    flags.DEFINE_string("landmarks", None, "Landmark (tracker) model file (.tflite or .keras); overrides --models.")
+    flags.DEFINE_integer("num_threads", 1, "CPU threads for TFLite inference (XNNPACK).", lower_bound=1)
+
+
+def resolve_models(FLAGS) -> tuple[Path, Path]:
+    """(detector, landmarks) files from the model flags: ``--detector`` / ``--landmarks`` when given, else the
+    ``--models`` set's files, resolved (and checked) through :mod:`blazepose_tf.zoo`; only the roles not
+    overridden are looked up."""
+    if FLAGS.models not in MODEL_SETS:
+        raise UserError(f"--models must be one of {', '.join(MODEL_SETS)}, got {FLAGS.models!r}")
+    det = Path(FLAGS.detector) if FLAGS.detector else zoo.set_member_path(FLAGS.models, "detector")
+    lmk = Path(FLAGS.landmarks) if FLAGS.landmarks else zoo.set_member_path(FLAGS.models, "landmarks")
+    return det, lmk
+
+
+def model_labels(FLAGS) -> dict[str, str]:
+    """{"detector", "landmarks"}: the file given by flag, else the set member (``zoo:full``, ``official:...``)."""
+    return {role: str(getattr(FLAGS, role) or zoo.set_member(FLAGS.models, role)) for role in zoo.ROLES}
+
+
+def build_tracker(FLAGS, mode: str, **kwargs):
+    """Builds a :class:`PoseTracker` from the model flags (see :func:`resolve_models`)."""
+    det, lmk = resolve_models(FLAGS)
+    return PoseTracker(load_runner(det, FLAGS.num_threads), load_runner(lmk, FLAGS.num_threads), mode=mode,
+                       **kwargs)
