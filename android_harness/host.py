@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from android_harness.benchmark_output import BenchmarkTimings
-from export.bench import feed_random_input, input_range, make_interpreter
+from blazepose_tf.tflite_file import load_interpreter
+from export.bench import feed_random_input, input_range
 
 HOST_ABI = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64-v8a", "arm64": "arm64-v8a",
             "i686": "x86", "i386": "x86", "armv7l": "armeabi-v7a"}
@@ -46,7 +47,7 @@ def host_benchmark(model: str | os.PathLike, num_threads: int = 1, use_xnnpack: 
                    max_secs: float = 150.0) -> BenchmarkTimings:
     """benchmark_model's protocol on the host (its defaults: warm-up >= 1 run and 0.5 s; >= 50 runs and 1 s)."""
     t0 = time.perf_counter()
-    it = make_interpreter(model, num_threads, use_xnnpack)
+    it = load_interpreter(model, num_threads, use_xnnpack)
     init_ms = (time.perf_counter() - t0) * 1e3
     feed_random_input(it, input_range(model))
     warm = _run_phase(it, max(1, warmup_runs), warmup_min_secs, max_secs)

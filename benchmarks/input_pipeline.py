@@ -10,10 +10,11 @@ training for real, so both are measured with all cores available, one after the 
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 from absl import flags
+
+from blazepose_tf import cli
 
 flags.DEFINE_string("data", "~/.cache/blazepose_tf/data/lspet_tracker/train-*.tfrecord",
                     "Training shards from data.prepare.")
@@ -27,12 +28,15 @@ def main(argv: list[str]) -> int:
     import tensorflow as tf
 
     from blazepose_tf.topology import BLAZEPOSE_33
-    from blazepose_tf.training import objectives
+    from blazepose_tf.training.config import default_loss_weights
     from blazepose_tf.training.data import TrackerDataConfig, tracker_dataset
+    from blazepose_tf.training.registry import build_models
+    from blazepose_tf.training.tracker_targets import target_encoder
+    from blazepose_tf.training.weighted_losses import tracker_losses
 
     pattern = os.path.expanduser(FLAGS.data)
-    models = objectives.build_models(FLAGS.preset, BLAZEPOSE_33)
-    encode = objectives.target_encoder(models, BLAZEPOSE_33)
+    models = build_models(FLAGS.preset, BLAZEPOSE_33)
+    encode = target_encoder(models.num_points, models.input_size, with_offsets=models.has_offsets)
     cfg = TrackerDataConfig(batch_size=FLAGS.batch_size)
     ds = tracker_dataset(pattern, cfg, training=True, encode_targets=encode, repeat=True)
     it = iter(ds)
@@ -46,12 +50,12 @@ def main(argv: list[str]) -> int:
     import keras
     model = models.training
     opt = keras.optimizers.AdamW(1e-3)
-    weights = {"coords": 1.0, "z": 0.1, "visibility": 0.2, "presence": 0.1, "heatmap": 1.0, "offset": 1.0}
+    weights = default_loss_weights("tracker")  # the training defaults (no teacher: no distillation term)
 
     @tf.function
     def step(images, targets):
         with tf.GradientTape() as tape:
-            terms = objectives.tracker_losses(model(images, training=True), targets, weights)
+            terms = tracker_losses(model(images, training=True), targets, weights)
             loss = tf.add_n(list(terms.values()))
         grads = tape.gradient(loss, model.trainable_variables)
         opt.apply_gradients(zip(grads, model.trainable_variables))
@@ -74,5 +78,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from blazepose_tf import cli
     cli.run(main)

@@ -13,10 +13,10 @@ For each bundle (made with :mod:`export.to_mediapipe`):
   **untrained** preset, labelled so) with documented placeholders (segmentation, world; padded landmarks,
   own heatmap), behind the converted official detector (our own detector is not trained for this yet),
 
-it runs, on the first ``--num_images`` scored images of the LSPET split (DESIGN.md §7):
+it runs, on the first ``--num_images`` scored images of the LSPET split (docs/design.md §8):
 
 * MediaPipe Tasks 0.10.21 ``PoseLandmarker`` from the bundle, in its isolated venv
-  (:mod:`benchmarks.mediapipe_env`, worker :mod:`benchmarks.mp_worker_tasks`, pinned to ``--cpu``), Tasks
+  (:mod:`export.mediapipe_env`, worker :mod:`export.mp_worker_tasks`, pinned to ``--cpu``), Tasks
   defaults (num_poses 1, min_pose_detection_confidence / min_pose_presence_confidence /
   min_tracking_confidence 0.5), and
 * our pipeline, :class:`~blazepose_tf.runtime.pipeline.PoseTracker` on the **same two .tflite files**
@@ -61,9 +61,24 @@ _REPO = Path(__file__).resolve().parents[1]
 if str(_REPO) not in sys.path:  # allow `python benchmarks/mediapipe_bundle.py`
     sys.path.insert(0, str(_REPO))
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
 
+from benchmarks.parity_mediapipe import load_rgb, select_scored_images  # noqa: E402
+from blazepose_tf import cli  # noqa: E402
+from blazepose_tf.contract import NUM_KEYPOINTS  # noqa: E402
 from blazepose_tf.errors import UserError  # noqa: E402
+from blazepose_tf.metrics import pck  # noqa: E402
+from blazepose_tf.official import official_model_path  # noqa: E402
+from blazepose_tf.runtime.pipeline import PoseTracker, roi_from_aux  # noqa: E402
+from blazepose_tf.runtime.runners import load_runner  # noqa: E402
+from blazepose_tf.smoothing import LANDMARKS, OneEuroFilter  # noqa: E402
+from blazepose_tf.topology import BLAZEPOSE_33, torso_size  # noqa: E402
+from export.mediapipe_env import MediapipeEnvError, cache_root, ensure_mediapipe_env, worker_env  # noqa: E402
+from export.mediapipe_validate import tasks_command, tasks_request  # noqa: E402
+from export.task_bundle import DETECTOR_FILE, extract_bundle, read_bundle  # noqa: E402
+from export.to_mediapipe import build_bundle  # noqa: E402
 
 DEFAULT_DATA_DIR = os.environ.get("BLAZEPOSE_TF_LSPET") or str(_REPO.parent / "shared" / "data" / "lspet")
 MIN_IMAGES = 100
@@ -71,11 +86,6 @@ MEDIAN_DISTANCE_TARGET = 0.02   # GT torso units
 PCK_DIFF_TARGET = 0.5           # percentage points
 BUNDLES = ("official", "converted", "lite", "full")
 MODES = ("image", "video")
-
-
-def cache_root() -> Path:
-    root = os.environ.get("BLAZEPOSE_TF_CACHE") or os.path.join(Path.home(), ".cache", "blazepose_tf")
-    return Path(root)
 
 
 @dataclass
@@ -112,9 +122,7 @@ def _file_key(p: Optional[Path]) -> Optional[list]:
 def make_bundles(names: Sequence[str], out_dir: Path, lite_model: Optional[str], full_model: Optional[str],
                  rebuild: bool = False) -> list[BundleSpec]:
     """Builds (or reuses, when their sources did not change) the requested bundles in ``out_dir``."""
-    from blazepose_tf.models.convert_official import converted_model_path
-    from blazepose_tf.official import official_model_path
-    from export.to_mediapipe import build_bundle, read_bundle, DETECTOR_FILE
+    from blazepose_tf.models.convert_official import converted_model_path  # loads TensorFlow: only when run
 
     out_dir.mkdir(parents=True, exist_ok=True)
     specs: list[BundleSpec] = []
@@ -203,10 +211,6 @@ def shifted(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
 
 def make_clips(images: Sequence[Any], directory: Path, frames: int, shift: tuple[int, int]) -> list[Clip]:
     """PNG frames for every image: ``frames`` frames translated by k·shift (1 frame = the image itself)."""
-    import cv2
-
-    from benchmarks.parity_mediapipe import load_rgb
-
     clips = []
     for i, im in enumerate(images):
         rgb = load_rgb(im.path)
@@ -240,11 +244,6 @@ def run_ours(bundle: Path, clips: Sequence[Clip], mode: str, min_presence: float
     * ``"legacy"``: our ``PoseTracker(mode="video")`` defaults, which follow the legacy graph (smoothed
       auxiliary points for the ROI, object scale from the landmarks' box).
     """
-    from blazepose_tf.runtime.pipeline import PoseTracker, roi_from_aux
-    from blazepose_tf.runtime.runners import load_runner
-    from blazepose_tf.smoothing import LANDMARKS, OneEuroFilter
-    from export.to_mediapipe import extract_bundle
-
     out: dict[str, list[Optional[np.ndarray]]] = {}
     with tempfile.TemporaryDirectory(prefix="bp_bundle_") as tmp:
         det, lmk = extract_bundle(bundle, tmp)
@@ -271,7 +270,7 @@ def run_ours(bundle: Path, clips: Sequence[Clip], mode: str, min_presence: float
                         scale = 0.5 * (roi.width + roi.height) if roi is not None else 0.0
                         if scale > 1e-6:
                             kps = smoother(kps, t, 1.0 / scale)
-                preds.append(None if kps is None else kps[:33, :2])
+                preds.append(None if kps is None else kps[:NUM_KEYPOINTS, :2])
             out[variant] = preds
     return out
 
@@ -279,30 +278,19 @@ def run_ours(bundle: Path, clips: Sequence[Clip], mode: str, min_presence: float
 def start_tasks(bundle: Path, clips: Sequence[Clip], mode: str, min_presence: float, cpu: Optional[list[int]],
                 workdir: Path):
     """Starts the MediaPipe Tasks worker in the background; returns (Popen, output path)."""
-    from benchmarks.mediapipe_env import ensure_mediapipe_env
-    from export.to_mediapipe import MEDIAPIPE_DEFAULTS, WORKER_SCRIPT
-
     python = ensure_mediapipe_env(quiet=False)
-    req = {"bundle": str(bundle.resolve()), "mode": mode,
-           "items": [{"id": c.id, "frames": [str(p) for p in c.frames]} for c in clips],
-           "options": {**MEDIAPIPE_DEFAULTS, "min_pose_presence_confidence": min_presence}, "fps": 30.0,
-           "warmup": 1}
+    req = tasks_request(bundle, [{"id": c.id, "frames": [str(p) for p in c.frames]} for c in clips], mode,
+                        {"min_pose_presence_confidence": min_presence}, fps=30.0, warmup=1)
     rq = workdir / f"req_{bundle.stem}_{mode}.json"
     out = workdir / f"out_{bundle.stem}_{mode}.json"
     rq.write_text(json.dumps(req))
-    cmd = [str(python), str(WORKER_SCRIPT), "--request", str(rq), "--output", str(out)]
-    if cpu:
-        cmd += ["--pin_cpu", ",".join(str(c) for c in cpu)]
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env.setdefault("GLOG_minloglevel", "2")
     log = open(workdir / f"log_{bundle.stem}_{mode}.txt", "w")
-    return subprocess.Popen(cmd, stdout=log, stderr=log, env=env), out, log
+    proc = subprocess.Popen(tasks_command(python, rq, out, cpu), stdout=log, stderr=log, env=worker_env())
+    return proc, out, log
 
 
 def finish_tasks(proc, out: Path, log) -> list[Optional[np.ndarray]]:
     """Waits for the worker; (33, 2) pixels of the last frame of each clip, or None."""
-    from benchmarks.mediapipe_env import MediapipeEnvError
-
     proc.wait()
     log.close()
     if not out.is_file():
@@ -326,8 +314,6 @@ def finish_tasks(proc, out: Path, log) -> list[Optional[np.ndarray]]:
 def distances(ours: Sequence[Optional[np.ndarray]], theirs: Sequence[Optional[np.ndarray]],
               people: Sequence[Any]) -> dict[str, Any]:
     """Pooled per-point distances ours vs MediaPipe Tasks, in GT torso units, where both found a pose."""
-    from blazepose_tf.topology import BLAZEPOSE_33, torso_size
-
     chunks = []
     for a, b, person in zip(ours, theirs, people):
         if a is None or b is None:
@@ -342,8 +328,6 @@ def distances(ours: Sequence[Optional[np.ndarray]], theirs: Sequence[Optional[np
 def score(ours: Sequence[Optional[np.ndarray]], theirs: Sequence[Optional[np.ndarray]],
           people: Sequence[Any]) -> dict[str, Any]:
     """PCK@0.2 (mid torso) of both, detection counts, distances and the PASS/FAIL verdicts."""
-    from blazepose_tf.metrics import pck
-
     p_ours, p_tasks = pck(people, list(ours)), pck(people, list(theirs))
     d = distances(ours, theirs, people)
     diff = p_ours.pck - p_tasks.pck
@@ -373,8 +357,6 @@ def format_table(rows: Sequence[dict]) -> str:
 def evaluate(num_images: int, split: str, data_dir: str, bundles: Sequence[str], modes: Sequence[str],
              clip_frames: int, shift: tuple[int, int], out_dir: Path, rebuild: bool, cpu: Optional[list[int]],
              lite_model: Optional[str], full_model: Optional[str], output: Optional[str]) -> tuple[list, bool]:
-    from benchmarks.parity_mediapipe import select_scored_images
-
     t0 = time.time()
     images = select_scored_images(data_dir, split, num_images)
     print(f"LSPET {split}: {len(images)} scored images (first {len(images)} in annotations.json order), {data_dir}")
@@ -427,8 +409,6 @@ def evaluate(num_images: int, split: str, data_dir: str, bundles: Sequence[str],
 
 
 def _define_flags() -> None:
-    from absl import flags
-
     flags.DEFINE_integer("num_images", MIN_IMAGES, "Scored images (first N of the split).", lower_bound=MIN_IMAGES)
     flags.DEFINE_string("split", "dev", "Split name in splits.json.")
     flags.DEFINE_string("data_dir", DEFAULT_DATA_DIR, "LSPET folder (annotations.json, splits.json, images/).")
@@ -445,8 +425,6 @@ def _define_flags() -> None:
 
 
 def main(argv: list[str]) -> int:
-    from absl import flags
-
     FLAGS = flags.FLAGS
     bad = [m for m in FLAGS.modes if m not in MODES]
     if bad:
@@ -465,7 +443,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from blazepose_tf import cli
-
     _define_flags()
     cli.run(main)

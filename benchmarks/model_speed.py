@@ -143,13 +143,12 @@ def inference_speed(kind: str, preset: str, runs: int, threads: list[int], tflit
         times.append(time.perf_counter() - t)
     out = {"keras_ms": 1000 * statistics.median(times)}
     if tflite:
-        from ai_edge_litert.interpreter import Interpreter
+        from blazepose_tf.tflite_file import load_interpreter
 
         content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
         out["tflite_mb"] = len(content) / 1e6
         for n in threads:
-            it = Interpreter(model_content=content, num_threads=n)
-            it.allocate_tensors()
+            it = load_interpreter(content, n)
             idx = it.get_input_details()[0]["index"]
             for _ in range(3):
                 it.set_tensor(idx, x)

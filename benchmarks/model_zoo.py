@@ -1,16 +1,18 @@
 """The model-zoo table: writes ``MODEL_ZOO.md`` (top level) from measurements, never from typed-in numbers.
 
     python -m benchmarks.model_zoo [--limit N] [--output MODEL_ZOO.md] [--json zoo.json] [--runs 100]
-        [--models official_detector,official_full,detector,full,lite] [--quantizations fp32,fp16,dynamic,int8]
+        [--models official_detector,official_full,official_lite,detector,full,lite]
+        [--quantizations fp32,fp16,dynamic,int8]
         [--skip_int8] [--num_calibration 200] [--nocrop_pck] [--annotations A.json --images DIR --split dev]
 
-Models: MediaPipe's detector and Full landmark model (the reference columns) and the zoo's detector, Full and
-Lite (:mod:`blazepose_tf.zoo`). Quantizations: ``fp16`` is the shipped file itself (MediaPipe's .tflite, which
-stores fp16 weights, or the zoo's fp16 export); ``fp32``, ``dynamic`` and ``int8`` are exported from the Keras
-model (MediaPipe's models converted by :mod:`blazepose_tf.models.convert_official`, the zoo's ``.keras``) with
-:func:`export.to_tflite.export_model` into ``--cache_dir`` (reused while the source and settings are unchanged;
-int8 calibrated on ``--num_calibration`` GT-aligned crops / letterboxed images of the ``train`` split). A tracker
-export keeps the heatmap output exactly when the shipped file has one.
+Models: MediaPipe's detector, Full and Lite landmark models (the reference rows; the Lite is the file this
+package carries) and the zoo's detector, Full and Lite (:mod:`blazepose_tf.zoo`). Quantizations: ``fp16`` is the
+shipped file itself (MediaPipe's .tflite, which stores fp16 weights, or the zoo's fp16 export); ``fp32``,
+``dynamic`` and ``int8`` are exported from the Keras model (MediaPipe's models converted by
+:mod:`blazepose_tf.models.convert_official`, the zoo's ``.keras``) with :func:`export.to_tflite.export_model`
+into ``--cache_dir`` (reused while the source and settings are unchanged; int8 calibrated on ``--num_calibration``
+GT-aligned crops / letterboxed images of the ``train`` split). A tracker export keeps the heatmap output exactly
+when the shipped file has one.
 
 Columns, all measured in this run:
 
@@ -52,11 +54,13 @@ if str(_REPO) not in sys.path:  # allow `python benchmarks/model_zoo.py`
 
 from absl import flags  # noqa: E402
 
+from blazepose_tf import contract  # noqa: E402
 from blazepose_tf.errors import InputError, UserError  # noqa: E402
 
 DEFAULT_LSPET = Path(os.environ.get("BLAZEPOSE_TF_LSPET") or _REPO.parent / "shared" / "data" / "lspet")
-QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8")
-EXPORT_MODE = {"fp32": "none", "fp16": "fp16", "dynamic": "dynamic", "int8": "int8"}  # export.to_tflite names
+# Table label -> export.to_tflite --quantize name: the table says "fp32" for float32 weights ("none" in export).
+EXPORT_MODE = {("fp32" if q == "none" else q): q for q in contract.QUANTIZATIONS}
+QUANTIZATIONS = tuple(EXPORT_MODE)
 REFERENCE = "official:pose_landmark_full"
 GROUPS = ("face", "arms", "legs")
 EXPORT_VERSION = 2  # bump to invalidate cached exports (2: int8 with output bias correction)
@@ -87,6 +91,7 @@ class ZooModel:
 MODELS: dict[str, ZooModel] = {m.key: m for m in (
     ZooModel("official_detector", "official detector", "detector", "official:pose_detection"),
     ZooModel("official_full", "official Full", "tracker", REFERENCE, partner="official_detector"),
+    ZooModel("official_lite", "official Lite", "tracker", "official:pose_landmark_lite", partner="official_detector"),
     ZooModel("detector", "ours detector", "detector", "zoo:detector"),
     ZooModel("full", "ours Full", "tracker", "zoo:full", partner="detector"),
     ZooModel("lite", "ours Lite", "tracker", "zoo:lite", partner="detector"),
@@ -413,7 +418,8 @@ def render(rows: list[Row], info: dict[str, Any]) -> str:
         "",
         "## Trackers",
         "",
-        "Pipeline with the set's shipped detector (official Full → MediaPipe's detector, ours → our detector); "
+        "Pipeline with the set's shipped detector (official Full and Lite → MediaPipe's detector, ours → our "
+        "detector); "
         "\"with MediaPipe's detector\": the shipped (fp16) trackers all behind MediaPipe's detector, to compare the "
         "trackers alone. Crop PCK: the tracker alone on ground-truth-aligned crops"
         + (f" ({info['num_crops']} crops spread over the split)" if info["crop_pck"] else " (not measured)") + ".",

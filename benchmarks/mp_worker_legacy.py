@@ -1,10 +1,14 @@
 """Runs MediaPipe's legacy Pose solution on a list of images; executed by the *mediapipe venv's* python.
 
     <mediapipe-venv>/bin/python benchmarks/mp_worker_legacy.py --images in.json --output out.json \
-        [--pin_cpu 0[,1...]] [--warmup 3]
+        [--pin_cpu 0[,1...]] [--warmup 3] [--model_complexity 1]
     <mediapipe-venv>/bin/python benchmarks/mp_worker_legacy.py --serve [--pin_cpu 0] [--warmup 3]
 
-Standalone on purpose: it runs in the isolated environment made by ``benchmarks/mediapipe_env.py`` and
+``--model_complexity 1`` runs the Full landmark model (in the wheel), ``0`` the Lite, which must already be in
+the mediapipe package's ``modules/pose_landmark/`` (``benchmarks/mediapipe_env.py`` copies it there; otherwise
+MediaPipe tries to download it).
+
+Standalone on purpose: it runs in the isolated environment made by ``export/mediapipe_env.py`` and
 must not import ``blazepose_tf`` (nor anything outside the standard library, mediapipe, cv2 and numpy).
 
 Batch mode input: a JSON list of image paths. Output JSON::
@@ -44,7 +48,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
                    help="Pin this process to these CPU cores (comma-separated, e.g. 0 or 0,1).")
     p.add_argument("--warmup", type=int, default=3, help="Warm-up process() calls on the first image.")
     p.add_argument("--min_detection_confidence", type=float, default=0.5)
-    p.add_argument("--model_complexity", type=int, default=1)
+    p.add_argument("--model_complexity", type=int, default=1, help="0 Lite, 1 Full (the landmark model).")
     args = p.parse_args(argv)
     if not args.serve and not (args.images and args.output):
         p.error("--images and --output are required unless --serve is given")

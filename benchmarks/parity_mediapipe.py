@@ -1,13 +1,18 @@
-"""Parity of our IMAGE-mode pipeline with MediaPipe 0.10.21's own legacy Pose pipeline on LSPET.
+"""Parity of our IMAGE-mode pipeline with MediaPipe 0.10.21's own legacy Pose pipeline on LSPET, for the official
+Full and Lite landmark models.
 
-    python -m benchmarks.parity_mediapipe [--num_images 585] [--split dev] [--threads 1] [--output out.json]
+    python -m benchmarks.parity_mediapipe [--num_images 585] [--split dev] [--threads 1]
+                                          [--trackers pose_landmark_full,pose_landmark_lite] [--output out.json]
 
 Takes the first ``--num_images`` *scored* images of the split (file order of ``annotations.json``; an image
-is scored when its largest person has both shoulders and both hips annotated, DESIGN.md §7), runs
+is scored when its largest person has both shoulders and both hips annotated, docs/design.md §8) and, for each
+tracker of ``--trackers``, runs
 
-* MediaPipe's legacy ``mp.solutions.pose.Pose`` (Full model, static images, min detection confidence 0.5)
-  in its isolated venv (:mod:`benchmarks.mediapipe_env`), and
-* ``PoseTracker.from_official(mode="image")`` here, first pose of each image,
+* MediaPipe's legacy ``mp.solutions.pose.Pose`` (static images, min detection confidence 0.5;
+  ``model_complexity=1`` for ``pose_landmark_full``, ``0`` for ``pose_landmark_lite``, whose model file is copied
+  into the venv's mediapipe package first) in its isolated venv (:mod:`benchmarks.mediapipe_env`), and
+* ``PoseTracker.from_official(mode="image", landmarks=...)`` here with the same official models, first pose of
+  each image,
 
 and prints:
 
@@ -15,10 +20,11 @@ and prints:
 * the median and p90 distance between the two pipelines' 33 landmarks (x, y), pooled over all points of
   the images where both found a person, in units of the **ground-truth** torso (|mid-shoulder - mid-hip|
   of the annotated person), with MediaPipe's own predicted torso given for information;
-* PCK@0.2 of each against the ground truth (mid torso, and the diagonal variant), DESIGN.md §7.
+* PCK@0.2 of each against the ground truth (mid torso, and the diagonal variant), docs/design.md §8.
 
-Targets: median distance <= 0.02 torso and |PCK_ours - PCK_mediapipe| <= 0.5 points (mid torso); each is
-printed with PASS/FAIL and the exit code is 0 only when both pass (1 otherwise; 2-5 for usage/input errors).
+Targets, per tracker: median distance <= 0.02 torso and |PCK_ours - PCK_mediapipe| <= 0.5 points (mid torso);
+each is printed with PASS/FAIL and the exit code is 0 only when all pass (1 otherwise; 2-5 for usage/input
+errors, 4 when the mediapipe venv cannot be created, e.g. offline).
 """
 from __future__ import annotations
 
@@ -35,16 +41,23 @@ if str(_REPO) not in sys.path:  # allow `python benchmarks/parity_mediapipe.py`
     sys.path.insert(0, str(_REPO))
 
 import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
 
+from benchmarks.mediapipe_env import LEGACY_LANDMARK_MODELS, run_legacy_pose  # noqa: E402
+from blazepose_tf import cli  # noqa: E402
+from blazepose_tf.contract import NUM_KEYPOINTS  # noqa: E402
 from blazepose_tf.datasets.coco import ImageRecord, PersonAnnotation, load_coco_keypoints  # noqa: E402
 from blazepose_tf.errors import InputError, UserError  # noqa: E402
 from blazepose_tf.metrics import pck, select_scored_person  # noqa: E402
+from blazepose_tf.runtime.pipeline import PoseTracker  # noqa: E402
 from blazepose_tf.topology import BLAZEPOSE_33, torso_size  # noqa: E402
 
 DEFAULT_DATA_DIR = os.environ.get("BLAZEPOSE_TF_LSPET") or str(_REPO.parent / "shared" / "data" / "lspet")
 MIN_IMAGES = 100
 MEDIAN_DISTANCE_TARGET = 0.02   # torso units
 PCK_DIFF_TARGET = 0.5           # percentage points
+#: --trackers: official landmark model -> the ``model_complexity`` with which MediaPipe runs it.
+TRACKERS: dict[str, int] = {name: complexity for complexity, name in LEGACY_LANDMARK_MODELS.items()}
 
 
 @dataclass
@@ -93,16 +106,17 @@ def load_rgb(path: Path) -> np.ndarray:
 
 
 def run_mediapipe(images: Sequence[ScoredImage], out_json: Optional[Path] = None,
-                  threads_pinned: bool = False, cpu: Any = 0) -> tuple[list[Optional[np.ndarray]], dict]:
+                  threads_pinned: bool = False, cpu: Any = 0,
+                  model_complexity: int = 1) -> tuple[list[Optional[np.ndarray]], dict]:
     """MediaPipe legacy predictions: per image a (33, 5) array [x_px, y_px, z, visibility, presence] or None.
 
-    Also returns the worker's full output (``meta`` and per-image ``results`` with ``latency_ms``).
+    ``model_complexity``: 1 Full, 0 Lite. Also returns the worker's full output (``meta`` and per-image
+    ``results`` with ``latency_ms``).
     """
-    from benchmarks.mediapipe_env import run_legacy_pose
-
     with tempfile.TemporaryDirectory(prefix="bp_mp_") as tmp:
         target = out_json or Path(tmp) / "mediapipe.json"
-        raw = run_legacy_pose([im.path for im in images], target, threads_pinned=threads_pinned, cpu=cpu)
+        raw = run_legacy_pose([im.path for im in images], target, threads_pinned=threads_pinned, cpu=cpu,
+                              model_complexity=model_complexity)
     preds: list[Optional[np.ndarray]] = []
     for r in raw["results"]:
         lm = r["landmarks"]
@@ -110,16 +124,15 @@ def run_mediapipe(images: Sequence[ScoredImage], out_json: Optional[Path] = None
     return preds, raw
 
 
-def make_tracker(num_threads: int) -> Any:
-    """Our IMAGE-mode pipeline on the official models."""
-    from blazepose_tf.runtime.pipeline import PoseTracker
-
-    return PoseTracker.from_official(mode="image", num_threads=num_threads)
+def make_tracker(num_threads: int, landmarks: str = "pose_landmark_full") -> Any:
+    """Our IMAGE-mode pipeline on the official detector and the official landmark model ``landmarks``."""
+    return PoseTracker.from_official(mode="image", num_threads=num_threads, landmarks=landmarks)
 
 
-def run_ours(images: Sequence[ScoredImage], num_threads: int) -> tuple[list[Any], int]:
+def run_ours(images: Sequence[ScoredImage], num_threads: int,
+             landmarks: str = "pose_landmark_full") -> tuple[list[Any], int]:
     """Our first pose per image (None when no person), and the number of images with more than one pose."""
-    tracker = make_tracker(num_threads)
+    tracker = make_tracker(num_threads, landmarks)
     preds: list[Any] = []
     multi = 0
     for im in images:
@@ -127,8 +140,6 @@ def run_ours(images: Sequence[ScoredImage], num_threads: int) -> tuple[list[Any]
         multi += int(len(poses) > 1)
         preds.append(poses[0] if poses else None)
     return preds, multi
-
-
 def landmark_distances(ours: Sequence[Any], theirs: Sequence[Optional[np.ndarray]],
                        images: Sequence[ScoredImage]) -> dict:
     """Per-point (x, y) distances ours-vs-MediaPipe over images where both found a person.
@@ -144,14 +155,15 @@ def landmark_distances(ours: Sequence[Any], theirs: Sequence[Optional[np.ndarray
         if pose is None or mp_lm is None:
             per_image.append(None)
             continue
-        ours_xy = np.asarray(pose.keypoints, dtype=np.float64)[:33, :2]
-        d = np.linalg.norm(ours_xy - mp_lm[:33, :2], axis=1)
+        ours_xy = np.asarray(pose.keypoints, dtype=np.float64)[:NUM_KEYPOINTS, :2]
+        d = np.linalg.norm(ours_xy - mp_lm[:NUM_KEYPOINTS, :2], axis=1)
         gt_torso = torso_size(im.person.keypoints, BLAZEPOSE_33)
-        mp_torso = torso_size(mp_lm[:33, :2], BLAZEPOSE_33)
+        mp_torso = torso_size(mp_lm[:NUM_KEYPOINTS, :2], BLAZEPOSE_33)
         gt_units.append(d / gt_torso)
         if mp_torso > 0:
             mp_units.append(d / mp_torso)
-        vis_diff.append(np.abs(np.asarray(pose.visibility, dtype=np.float64)[:33] - mp_lm[:33, 3]))
+        ours_vis = np.asarray(pose.visibility, dtype=np.float64)[:NUM_KEYPOINTS]
+        vis_diff.append(np.abs(ours_vis - mp_lm[:NUM_KEYPOINTS, 3]))
         per_image.append(float(np.mean(d / gt_torso)))
 
     def stats(chunks: list[np.ndarray]) -> dict:
@@ -170,20 +182,19 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def evaluate(num_images: int, split: str, threads: int, data_dir: str,
-             output: Optional[str] = None) -> tuple[dict, bool]:
-    """Runs both pipelines, prints the report, returns (summary dict, all targets passed)."""
-    images = select_scored_images(data_dir, split, num_images)
-    print(f"LSPET {split}: {len(images)} scored images (first {len(images)} in annotations.json order; "
-          f"{num_images} requested), data {data_dir}")
-    mp_preds, mp_raw = run_mediapipe(images)
+def compare(images: Sequence[ScoredImage], tracker: str, threads: int) -> tuple[dict, bool]:
+    """Runs MediaPipe's pipeline and ours with the official landmark model ``tracker`` (``pose_landmark_full`` or
+    ``pose_landmark_lite``), prints the comparison, returns (its summary, both targets passed)."""
+    complexity = TRACKERS[tracker]
+    print(f"\n== {tracker}")
+    mp_preds, mp_raw = run_mediapipe(images, model_complexity=complexity)
     meta = mp_raw["meta"]
     print(f"reference: MediaPipe {meta['mediapipe_version']} legacy Pose (model_complexity="
           f"{meta['model_complexity']}, static_image_mode, min_detection_confidence="
           f"{meta['min_detection_confidence']}), isolated venv")
-    ours, multi = run_ours(images, threads)
-    print(f"ours:      blazepose_tf PoseTracker.from_official(mode='image', num_threads={threads}), first pose"
-          + (f" ({multi} images returned >1 pose)" if multi else ""))
+    ours, multi = run_ours(images, threads, tracker)
+    print(f"ours:      blazepose_tf PoseTracker.from_official(mode='image', num_threads={threads}, "
+          f"landmarks={tracker!r}), first pose" + (f" ({multi} images returned >1 pose)" if multi else ""))
 
     n = len(images)
     mp_det = sum(p is not None for p in mp_preds)
@@ -197,14 +208,14 @@ def evaluate(num_images: int, split: str, threads: int, data_dir: str,
     dist = landmark_distances(ours, mp_preds, images)
     g, m = dist["gt_torso"], dist["mp_torso"]
     dist_ok = bool(dist["num_images_both"] > 0 and g["median"] <= MEDIAN_DISTANCE_TARGET)
-    print(f"landmark distance ours vs mediapipe, 33 points x {dist['num_images_both']} images, GT torso units: "
-          f"median {g['median']:.4f}  p90 {g['p90']:.4f}  max {g['max']:.3f}   "
+    print(f"landmark distance ours vs mediapipe, {NUM_KEYPOINTS} points x {dist['num_images_both']} images, "
+          f"GT torso units: median {g['median']:.4f}  p90 {g['p90']:.4f}  max {g['max']:.3f}   "
           f"[{_verdict(dist_ok)}: median <= {MEDIAN_DISTANCE_TARGET}]")
     print(f"  (in MediaPipe-predicted torso units: median {m['median']:.4f}  p90 {m['p90']:.4f}; "
           f"mean |visibility diff| {dist['visibility_abs_diff_mean']:.4f})")
 
     gt_people = [im.person for im in images]
-    mp_xy = [None if p is None else p[:33, :2] for p in mp_preds]
+    mp_xy = [None if p is None else p[:NUM_KEYPOINTS, :2] for p in mp_preds]
     results: dict[str, Any] = {}
     pck_ok = False
     for diagonal in (False, True):
@@ -220,11 +231,9 @@ def evaluate(num_images: int, split: str, threads: int, data_dir: str,
             line += f"   [{_verdict(pck_ok)}: |diff| <= {PCK_DIFF_TARGET}]"
         print(line + f"   ({r_mp.num_points} GT keypoints)")
     passed = dist_ok and pck_ok
-    print(f"overall                {_verdict(passed)}")
-
+    print(f"{tracker} overall   {_verdict(passed)}")
     summary = {
-        "split": split, "num_images": n, "num_requested": num_images, "threads": threads, "data_dir": data_dir,
-        "mediapipe_meta": meta, "torso_units": "ground truth |mid-shoulder - mid-hip|",
+        "mediapipe_meta": meta,
         "detection": {"mediapipe": mp_det, "ours": our_det, "both": both, "ours_multi_pose": multi},
         "distance": {k: v for k, v in dist.items() if k != "per_image_mean_gt_torso"},
         "pck": results,
@@ -234,6 +243,28 @@ def evaluate(num_images: int, split: str, threads: int, data_dir: str,
                        "mean_distance_gt_torso": d}
                       for im, p, o, d in zip(images, mp_preds, ours, dist["per_image_mean_gt_torso"])],
     }
+    return summary, passed
+
+
+def evaluate(num_images: int, split: str, threads: int, data_dir: str, output: Optional[str] = None,
+             trackers: Sequence[str] = tuple(TRACKERS)) -> tuple[dict, bool]:
+    """Compares both pipelines for every tracker of ``trackers``, prints the report, returns (summary dict, all
+    targets passed)."""
+    unknown = [t for t in trackers if t not in TRACKERS]
+    if unknown or not trackers:
+        raise UserError(f"--trackers must list names from {', '.join(TRACKERS)}, got {list(trackers)}")
+    images = select_scored_images(data_dir, split, num_images)
+    print(f"LSPET {split}: {len(images)} scored images (first {len(images)} in annotations.json order; "
+          f"{num_images} requested), data {data_dir}")
+    sections: dict[str, dict] = {}
+    passed = True
+    for tracker in trackers:
+        sections[tracker], ok = compare(images, tracker, threads)
+        passed &= ok
+    print(f"\noverall                {_verdict(passed)}")
+    summary = {"split": split, "num_images": len(images), "num_requested": num_images, "threads": threads,
+               "data_dir": data_dir, "torso_units": "ground truth |mid-shoulder - mid-hip|", "trackers": sections,
+               "pass": passed}
     write_summary(summary, output)
     return summary, passed
 
@@ -248,26 +279,22 @@ def write_summary(summary: dict, output: Optional[str]) -> None:
 
 
 def _define_flags() -> None:
-    from absl import flags
-
     flags.DEFINE_integer("num_images", 585, "Number of scored images (first N of the split; 585 = all of LSPET dev).",
                          lower_bound=MIN_IMAGES)
     flags.DEFINE_string("split", "dev", "Split name in splits.json.")
     flags.DEFINE_integer("threads", 1, "num_threads of our pipeline.", lower_bound=1)
+    flags.DEFINE_list("trackers", list(TRACKERS), "Official landmark models compared (MediaPipe runs "
+                      + ", ".join(f"{n} with model_complexity={c}" for n, c in TRACKERS.items()) + ").")
     flags.DEFINE_string("output", None, "Optional JSON file for the full results.")
     flags.DEFINE_string("data_dir", DEFAULT_DATA_DIR, "LSPET folder (annotations.json, splits.json, images/).")
 
 
 def main(argv: list[str]) -> int:
-    from absl import flags
-
     FLAGS = flags.FLAGS
-    _, passed = evaluate(FLAGS.num_images, FLAGS.split, FLAGS.threads, FLAGS.data_dir, FLAGS.output)
+    _, passed = evaluate(FLAGS.num_images, FLAGS.split, FLAGS.threads, FLAGS.data_dir, FLAGS.output, FLAGS.trackers)
     return 0 if passed else 1
 
 
 if __name__ == "__main__":
-    from blazepose_tf import cli
-
     _define_flags()
     cli.run(main)

@@ -11,7 +11,7 @@ model or a ``.weights.h5`` for the preset; without it the preset is built untrai
 which the table says) is exported by :func:`export.to_tflite.export_model` in each mode (int8 calibrated on
 ``--num_calibration`` GT-aligned crops of ``--representative``); PCK@0.2 comes from the export report (the
 exported model's landmarks on ground-truth-aligned crops of ``--eval``, projected back and scored as in
-DESIGN.md §7). Host latency is measured with ai-edge-litert + XNNPACK at 1 thread, all modes of a model
+docs/design.md §8). Host latency is measured with ai-edge-litert + XNNPACK at 1 thread, all modes of a model
 interleaved in the same run (:func:`export.bench.measure`), and reported as the speed-up over fp32 (fp32 median
 / mode median).
 
@@ -32,12 +32,13 @@ if str(_REPO) not in sys.path:  # allow `python benchmarks/quantization.py`
 
 from absl import flags  # noqa: E402
 
+from blazepose_tf.contract import QUANTIZATIONS  # noqa: E402
 from blazepose_tf.errors import ModelError, UserError  # noqa: E402
 
 DEFAULT_LSPET = os.environ.get("BLAZEPOSE_TF_LSPET") or str(_REPO.parent / "shared" / "data" / "lspet")
 SPEEDUP_TARGET = 1.8
 PCK_LOSS_TARGET = 1.0
-MODES = ("none", "fp16", "dynamic", "int8")
+MODES = QUANTIZATIONS  # export.to_tflite --quantize names; "none" (float32) is the reference
 
 flags.DEFINE_string("presets", "lite,full", "Tracker presets (blazepose_tf.models.TRACKER_PRESETS).")
 flags.DEFINE_string("weights", "", "Trained weights per preset: preset=PATH (.keras model or .weights.h5), comma-separated.")

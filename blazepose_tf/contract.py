@@ -2,7 +2,7 @@
 expect of a person detector and of a landmark model (tracker), and the checks that refuse anything else with one
 line naming the model and what is wrong (:class:`blazepose_tf.errors.ModelError`).
 
-MediaPipe's models define the contract (DESIGN.md §2); this project's own models follow it:
+MediaPipe's models define the contract (docs/design.md §3); this project's own models follow it:
 
 * detector (role ``detector``, kind ``detector``): input 1x224x224x3; outputs ``regressors`` (1, 2254, 12) —
   per SSD anchor a box (cx, cy, w, h) and 4 keypoints (x, y) — and ``scores`` (1, 2254, 1) logits;
@@ -59,7 +59,7 @@ HEATMAP_STRIDE = 4
 #: Export precisions, as ``export.to_tflite --quantize`` names them ("none" = float32 weights).
 QUANTIZATIONS: tuple[str, ...] = ("none", "fp16", "dynamic", "int8")
 
-#: SSD anchors of the 224x224 detector: 28²·2 + 14²·2 + 7²·6 (DESIGN.md §3).
+#: SSD anchors of the 224x224 detector: 28²·2 + 14²·2 + 7²·6 (docs/design.md §4).
 DETECTOR_NUM_ANCHORS = 2254
 DETECTOR_NUM_KEYPOINTS = 4
 #: Values per anchor in ``regressors``: box (cx, cy, w, h), then (x, y) per detector keypoint.
@@ -237,3 +237,8 @@ def _check_landmark_outputs(label: str, shapes: dict[str, Shape], num_keypoints:
     seg = shapes.get("segmentation")
     if seg is not None and (len(seg) != 4 or seg[3] != 1):
         raise ModelError(f"{label}: segmentation output {format_shape(seg)} must be (1,H,W,1)")
+
+
+#: Role of each of MediaPipe's official models, by the name :mod:`blazepose_tf.official` fetches it under.
+OFFICIAL_MODEL_ROLES: dict[str, str] = {"pose_detection": DETECTOR, "pose_landmark_full": LANDMARKS,
+                                         "pose_landmark_lite": LANDMARKS}

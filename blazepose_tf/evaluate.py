@@ -1,4 +1,4 @@
-"""Scores the pipeline on a COCO-keypoints dataset: PCK@0.2 (DESIGN.md §7: overall, per keypoint and group,
+"""Scores the pipeline on a COCO-keypoints dataset: PCK@0.2 (docs/design.md §8: overall, per keypoint and group,
 detection rate; mid-torso and diagonal-torso variants) and COCO keypoint AP with pycocotools.
 
     python -m blazepose_tf.evaluate --annotations COCO.json --images DIR [--split dev] [--output summary.json]

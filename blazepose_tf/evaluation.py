@@ -33,7 +33,7 @@ class EvaluationResult:
 
 
 def scored_records(dataset: KeypointDataset | Sequence[ImageRecord], limit: Optional[int] = None) -> list[ImageRecord]:
-    """The records that have a scored person (DESIGN.md §7), first ``limit`` of them."""
+    """The records that have a scored person (docs/design.md §8), first ``limit`` of them."""
     out = [r for r in dataset if select_scored_person(r) is not None]
     return out[:limit] if limit else out
 

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import tensorflow as tf
 
-from blazepose_tf.codecs.landmarks import VALUES_PER_LANDMARK
+from blazepose_tf.contract import VALUES_PER_LANDMARK
 
 _EPS = 1e-7
 

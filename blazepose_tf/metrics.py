@@ -1,7 +1,12 @@
-"""Evaluation metrics (DESIGN.md §7): PCK@0.2 with torso normalisation and COCO keypoint AP (OKS).
+"""Evaluation metrics (docs/design.md §8): PCK@0.2 with torso normalisation and COCO keypoint AP (OKS).
 
 Ground truth comes from :mod:`blazepose_tf.datasets.coco` (keypoints already mapped onto the evaluated topology
 by name); predictions are (N, 2) pixel arrays in the same topology, or :class:`~blazepose_tf.types.Pose` objects.
+
+:func:`pck` is the project's one PCK: ``evaluate`` scores whole images with it, and the two "crop PCK"s call it
+too — the training log's (:func:`blazepose_tf.training.evaluation.crop_pck`, on the prepared dev crops) and the
+export report's / MODEL_ZOO.md's (:func:`export.report.tracker_pck`, on crops of the original images aligned on
+the ground truth); the two differ only in the crops they score (see those functions).
 """
 from __future__ import annotations
 
@@ -47,7 +52,7 @@ def _gt_arrays(person: GtPerson) -> tuple[np.ndarray, np.ndarray]:
 
 
 def select_scored_person(record: ImageRecord, topology: Topology = BLAZEPOSE_33) -> Optional[PersonAnnotation]:
-    """The person of an image that PCK scores (DESIGN.md §7), or None if the image is not scored.
+    """The person of an image that PCK scores (docs/design.md §8), or None if the image is not scored.
 
     That is the largest (bbox area; keypoint extent when the file has no bbox) non-crowd person with both
     shoulders and both hips annotated. Ties keep the first in file order.
@@ -126,7 +131,7 @@ def _percent(num: float, den: float) -> float:
 
 def pck(gt_people: Sequence[GtPerson], predictions: Sequence[Optional[Prediction]], threshold: float = 0.2,
         diagonal: bool = False, topology: Topology = BLAZEPOSE_33) -> PckResult:
-    """Percentage of correct keypoints (DESIGN.md §7).
+    """Percentage of correct keypoints (docs/design.md §8).
 
     Args:
         gt_people: one entry per scored person: a :class:`PersonAnnotation` or a ``(keypoints (N,2),
@@ -234,7 +239,7 @@ def coco_keypoint_ap(dataset_records: Union[KeypointDataset, Sequence[ImageRecor
         topology: order of GT and predicted keypoints; defaults to the dataset's, else BlazePose-33.
             Points are mapped to COCO-17 by name; COCO points missing from the GT source are v=0.
         use_annotation_area: take the GT ``area`` (OKS scale) from the file instead of the bbox (w*h).
-            The default follows DESIGN.md: GT area = bbox area (bbox from the keypoints if the file has none).
+            The default follows docs/design.md: GT area = bbox area (bbox from the keypoints if the file has none).
 
     Returns:
         ``{"AP", "AP50", "AP75", "AP_M", "AP_L", "AR", "AR50", "AR75", "AR_M", "AR_L"}`` as fractions (0-1;

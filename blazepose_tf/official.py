@@ -1,6 +1,10 @@
 """MediaPipe's official BlazePose .tflite models: where they live, their pinned sha256, and fetching them from
 the ``mediapipe==0.10.21`` wheel (the command is ``python -m data.fetch_official``).
 
+The detector and the Full landmark model come from the wheel (:data:`OFFICIAL_MODELS`). The Lite landmark model is
+in no wheel (MediaPipe downloads it at run time) and no registry serves it, so this package carries it
+(:data:`PACKAGED_MODELS`, in ``blazepose_tf/official_models/`` with its license notice); it needs no cache.
+
 The wheel is downloaded with ``pip download --no-deps`` (mediapipe is never installed), the two models are
 extracted, their sha256 sums checked, and the wheel deleted. A second run with the files already in place
 does nothing. Offline or on a checksum mismatch it stops with one clear line and exit code 4.
@@ -32,6 +36,13 @@ OFFICIAL_MODELS: dict[str, tuple[str, str]] = {
         "e9a5c5cb17f736fafd4c2ec1da3b3d331d6edbe8a0d32395855aeb2cdfd64b9f",
     ),
 }
+#: Official models shipped inside this package (``official_models/<name>.tflite``): name -> sha256.
+PACKAGED_MODELS: dict[str, str] = {
+    "pose_landmark_lite": "0e0d22450724475de81b5074cf8deac54268cd9af73c883c02475b768e4ec7e4",
+}
+PACKAGED_DIR = Path(__file__).resolve().parent / "official_models"
+#: Every official model's pinned sha256, by name (fetched and packaged ones).
+OFFICIAL_SHA256: dict[str, str] = {**{n: digest for n, (_, digest) in OFFICIAL_MODELS.items()}, **PACKAGED_MODELS}
 # Pure-Python TFLite metadata schema shipped in the same wheel (used by export.to_mediapipe).
 METADATA_FILES: dict[str, str] = {
     "metadata_schema_py_generated.py": "mediapipe/tasks/metadata/metadata_schema_py_generated.py",
@@ -46,6 +57,7 @@ def cache_dir() -> Path:
 
 
 def sha256(path: Path) -> str:
+    """Hex sha256 of a file."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -114,12 +126,34 @@ def fetch(directory: Optional[Path] = None, force: bool = False, wheel: Optional
 
 
 def official_model_path(name: str, fetch_if_missing: bool = True) -> Path:
-    """Path of an official model (``pose_detection`` or ``pose_landmark_full``), fetching it if needed."""
+    """Path of an official model (a name of :data:`OFFICIAL_SHA256`), checked against its sha256.
+
+    ``pose_detection`` and ``pose_landmark_full`` are fetched into the cache if needed; ``pose_landmark_lite`` is
+    the file this package carries (no cache, no network).
+
+    Raises:
+        ModelError: unknown name, a packaged file missing or changed, or a fetch that failed.
+    """
+    if name in PACKAGED_MODELS:
+        return _packaged_path(name)
     if name not in OFFICIAL_MODELS:
-        raise ModelError(f"unknown official model {name!r}; known: {sorted(OFFICIAL_MODELS)}")
+        raise ModelError(f"unknown official model {name!r}; known: {sorted(OFFICIAL_SHA256)}")
     path = cache_dir() / f"{name}.tflite"
     if path.is_file() and sha256(path) == OFFICIAL_MODELS[name][1]:
         return path
     if not fetch_if_missing:
         raise ModelError(f"{path} is missing; run `python -m data.fetch_official`")
     return fetch() / f"{name}.tflite"
+
+
+def _packaged_path(name: str) -> Path:
+    """The packaged file of ``name``, after checking it is there and unchanged (a one-line ModelError if not)."""
+    path = PACKAGED_DIR / f"{name}.tflite"
+    restore = "reinstall blazepose-tf or restore it with `git checkout -- blazepose_tf/official_models`"
+    if not path.is_file():
+        raise ModelError(f"packaged official model {path} is missing; {restore}")
+    got, want = sha256(path), PACKAGED_MODELS[name]
+    if got != want:
+        raise ModelError(f"packaged official model {path} is corrupted (sha256 {got[:12]}…, expected "
+                         f"{want[:12]}…); {restore}")
+    return path

@@ -1,4 +1,4 @@
-"""Temporal smoothing of landmarks with the One Euro filter, MediaPipe's pose defaults (DESIGN.md §6).
+"""Temporal smoothing of landmarks with the One Euro filter, MediaPipe's pose defaults (docs/design.md §7).
 
 Values are filtered in image pixels; the derivative is divided by the object's scale (the mean of the
 landmarks' bounding-box width and height) so the filter behaves the same for near and far people.

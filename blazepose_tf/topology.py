@@ -125,7 +125,7 @@ def get_topology(name: str) -> Topology:
 
 
 def torso_size(points: np.ndarray, topology: Topology = BLAZEPOSE_33, diagonal: bool = False) -> float:
-    """Torso size of one person, as used by PCK@0.2 (DESIGN.md §7).
+    """Torso size of one person, as used by PCK@0.2 (docs/design.md §8).
 
     Args:
         points: (N, >=2) keypoints in ``topology`` order, pixels.

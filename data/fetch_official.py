@@ -4,8 +4,9 @@
 
 The wheel is downloaded with ``pip download --no-deps`` (mediapipe is never installed), the models are
 extracted, their sha256 sums checked, and the wheel deleted. A second run with the files already in place
-does nothing. Offline or on a checksum mismatch it stops with one clear line and exit code 4. The library side
-is :mod:`blazepose_tf.official`.
+does nothing. Offline or on a checksum mismatch it stops with one clear line and exit code 4. The Lite landmark
+model is in no wheel: the package carries it, and its sha256 is checked too. The library side is
+:mod:`blazepose_tf.official`.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from absl import flags
 
 from blazepose_tf import cli
-from blazepose_tf.official import OFFICIAL_MODELS, fetch
+from blazepose_tf.official import OFFICIAL_MODELS, PACKAGED_MODELS, fetch, official_model_path
 
 
 def define_flags() -> None:
@@ -32,6 +33,8 @@ def main(argv: list[str]) -> int:
                 Path(FLAGS.wheel) if FLAGS.wheel else None)
     for name in OFFICIAL_MODELS:
         print(f"{name}: {out / (name + '.tflite')}")
+    for name in PACKAGED_MODELS:
+        print(f"{name}: {official_model_path(name)} (packaged)")
     return 0
 
 

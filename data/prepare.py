@@ -9,7 +9,7 @@ tracker topology by name, and — with ``--teacher official`` — fills the poin
 Ground truth always wins: each point records its source (0 none, 1 ground truth, 2 teacher) and a weight.
 A dataset with images but no annotations (e.g. yoga_pose_photos) is labelled by the teacher alone.
 
-Each person with a torso becomes one example: the alignment crop of DESIGN.md §4 (centre mid-hip, side
+Each person with a torso becomes one example: the alignment crop of docs/design.md §5 (centre mid-hip, side
 2.5·r, rotated upright) enlarged by ``--margin`` so augmentation can scale/shift/rotate without running out of
 pixels, at ``crop_size`` pixels, JPEG-encoded. Keypoints are stored in that crop's pixels; the two auxiliary
 ROI points (centre, scale point) are appended after the body points.
@@ -47,6 +47,7 @@ from tqdm import tqdm
 from blazepose_tf import cli
 from blazepose_tf.codecs import roi as roi_codec
 from blazepose_tf.codecs.targets import alignment_keypoints
+from blazepose_tf.contract import ROI_SCALE  # inference ROI = 2·r·ROI_SCALE (docs/design.md §5)
 from blazepose_tf.datasets.coco import ImageRecord, KeypointDataset, load_coco_keypoints
 from blazepose_tf.datasets.coco import read_json  # one-line errors for missing/malformed JSON
 from blazepose_tf.errors import InputError, UserError
@@ -56,7 +57,6 @@ from blazepose_tf.topology import BLAZEPOSE_33, Topology
 from blazepose_tf.training.detector_data import MAX_PEOPLE  # people stored per detector example (what it reads)
 
 SOURCE_NONE, SOURCE_GT, SOURCE_TEACHER = 0, 1, 2
-ROI_SCALE = 1.25           # inference ROI = 2·r·1.25 (DESIGN.md §4)
 OUTSIDE_TOLERANCE = 0.05   # GT points further than this fraction of the image outside it are dropped
 
 flags.DEFINE_string("annotations", None, "COCO-keypoints JSON (images without annotations: teacher labels only).")

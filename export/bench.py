@@ -27,10 +27,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from blazepose_tf.errors import ModelError, UserError
 from blazepose_tf import cli
-
-OFFICIAL_RANGES = {"pose_detection": (-1.0, 1.0), "pose_landmark_full": (0.0, 1.0)}
+from blazepose_tf.contract import INPUT_RANGES, OFFICIAL_MODEL_ROLES
+from blazepose_tf.errors import ModelError, UserError
+from blazepose_tf.official import OFFICIAL_SHA256, official_model_path
+from blazepose_tf.tflite_file import inspect_model, load_interpreter
+from export.metadata import read_metadata
 
 
 @dataclass
@@ -51,26 +53,11 @@ class Latency:
     ratio: Optional[float] = None   # median / reference median at the same thread count
 
 
-def make_interpreter(path: str | os.PathLike, num_threads: int, use_xnnpack: bool = True):
-    """An allocated ai-edge-litert Interpreter (XNNPACK is its default delegate)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    kwargs = {} if use_xnnpack else {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
-    try:
-        it = Interpreter(model_path=str(path), num_threads=num_threads, **kwargs)
-        it.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
-        raise ModelError(f"{path} is not a loadable TFLite model: {str(e).strip().splitlines()[0]}") from None
-    return it
-
-
 def input_range(path: str | os.PathLike) -> tuple[float, float]:
     """The model's input range from its blazepose_tf metadata, the official models' known ranges, else [0, 1]."""
-    from export.metadata import read_metadata
-
     stem = Path(path).stem
-    if stem in OFFICIAL_RANGES:
-        return OFFICIAL_RANGES[stem]
+    if stem in OFFICIAL_MODEL_ROLES:
+        return INPUT_RANGES[OFFICIAL_MODEL_ROLES[stem]]
     try:
         meta = read_metadata(path)
     except ModelError:
@@ -96,9 +83,6 @@ def feed_random_input(interpreter, value_range: tuple[float, float], seed: int =
 
 def quantization_of(path: str | os.PathLike) -> str:
     """The model's quantization: from its metadata, else guessed from its tensors."""
-    from export.metadata import read_metadata
-    from export.tflite_model import inspect_model
-
     try:
         meta = read_metadata(path)
         if meta and meta.get("quantization"):
@@ -123,7 +107,7 @@ def measure(models: Sequence[tuple[str, str]], threads: Sequence[int] = (1, 2), 
         its, init = [], []
         for label, path in models:
             t0 = time.perf_counter()
-            it = make_interpreter(path, n, use_xnnpack)
+            it = load_interpreter(path, n, use_xnnpack)
             init.append((time.perf_counter() - t0) * 1e3)
             feed_random_input(it, input_range(path))
             for _ in range(warmup):
@@ -184,12 +168,10 @@ def _int_list(text: str, what: str) -> list[int]:
 
 def official_models(names: Sequence[str]) -> list[tuple[str, str]]:
     """(label, path) of the requested official models; unavailable ones are skipped with a warning."""
-    from blazepose_tf.official import OFFICIAL_MODELS, official_model_path
-
     out = []
     for name in names:
-        if name not in OFFICIAL_MODELS:
-            raise UserError(f"unknown official model {name!r}; known: {', '.join(sorted(OFFICIAL_MODELS))}")
+        if name not in OFFICIAL_SHA256:
+            raise UserError(f"unknown official model {name!r}; known: {', '.join(sorted(OFFICIAL_SHA256))}")
         try:
             out.append((f"official:{name}", str(official_model_path(name))))
         except ModelError as e:

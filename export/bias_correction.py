@@ -5,20 +5,25 @@ systematically. On 256 LSPET dev crops the official Full's int8 export puts the 
 average than the float model (std 3.3), so 92% of people pass the 0.5 presence threshold instead of 99%, and
 42% of its landmark error (2.5 of 6.0 px) is a per-coordinate constant.
 
-The correction (as in the bias-correction step of data-free quantization, applied to the outputs): convert once,
-run the float model and the int8 model on the calibration inputs, and add the mean float − int8 difference of
-each output channel to the bias of the layer that produces it; then convert again (recalibrating), and repeat
-on what is left. Only outputs computed by a
-dense layer (or a convolution with a 1×1 output) through shape-only layers, a per-channel affine map or a
-sigmoid are corrected: their channels map one to one onto bias entries. Other outputs (heatmaps, segmentation)
-are left as they are.
+The correction (as in the bias-correction step of data-free quantization, applied to the outputs;
+:func:`correct_int8_biases`, run by :func:`export.to_tflite.export_model`): convert once, run the float model and
+the int8 model on the calibration inputs, and add the mean float − int8 difference of each output channel to the
+bias of the layer that produces it; then convert again (recalibrating), and repeat on what is left. Only outputs
+computed by a dense layer (or a convolution with a 1×1 output) through shape-only layers, a per-channel affine map
+or a sigmoid are corrected: their channels map one to one onto bias entries. Other outputs (heatmaps,
+segmentation) are left as they are.
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
+
+from export.conversion import PreparedModel, convert
+from export.report import keras_outputs, tflite_outputs
 
 SHAPE_ONLY = ("Reshape", "BatchReshape", "Flatten", "Identity")
 EPS = 1e-6
@@ -42,7 +47,7 @@ def _bias_index(layer) -> Optional[int]:
 
 
 def find_correctable(model) -> dict[str, CorrectableOutput]:
-    """Outputs of ``model`` (by output name) that :func:`correct_biases` can adjust."""
+    """Outputs of ``model`` (by output name) that :func:`correct_int8_biases` can adjust."""
     found: dict[str, CorrectableOutput] = {}
     for name, tensor in zip(model.output_names, model.outputs):
         scale, link, t = None, "identity", tensor
@@ -119,3 +124,39 @@ def restore(saved: Mapping[str, Any]) -> None:
         weights = layer.get_weights()
         weights[_bias_index(layer)] = bias
         layer.set_weights(weights)
+
+
+def correct_int8_biases(model, prepared: PreparedModel, flat: bytes, inputs: Sequence[np.ndarray],
+                        log=print, rounds: int = 1) -> tuple[bytes, Optional[dict]]:
+    """Converts ``prepared`` to int8 again, ``rounds`` times, each time with the biases of its dense outputs
+    shifted by the mean float − int8 difference left by the previous conversion on ``inputs``
+    (this module's correction); ``model``'s weights are restored afterwards. One round by default: on the
+    official Full (LSPET dev, behind MediaPipe's detector) pipeline PCK int8 43.8 → 48.7 with one round, 49.0
+    with two, but the second round pushes the detection rate past the float model's (92.3% against 90.9%).
+    Returns the last flatbuffer and a report ({role: shift summary}), or ``flat`` unchanged and None when no output
+    can be corrected."""
+    by_name = find_correctable(model)
+    correctable = {r: by_name[n] for r, n in prepared.source_names.items() if n in by_name}
+    if not correctable or not inputs:
+        return flat, None
+    batch = np.concatenate(inputs, axis=0)
+    ref = keras_outputs(prepared.model, batch)          # the float model, before any shift
+    saved = snapshot(correctable)
+    total = {r: 0.0 for r in correctable}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "int8.tflite"
+            for _ in range(rounds):
+                path.write_bytes(flat)
+                shifts = bias_shifts(correctable, ref, tflite_outputs(path, batch))
+                apply_shifts(correctable, shifts)
+                total = {r: total[r] + shifts[r] for r in shifts}
+                flat = convert(prepared.model, "int8", list(inputs))
+    finally:
+        restore(saved)
+    summary = {r: {"layer": correctable[r].layer.name, "rounds": rounds,
+                   "mean_abs_shift": float(np.abs(v).mean()), "max_abs_shift": float(np.abs(v).max()),
+                   "channels": int(np.size(v))} for r, v in total.items()}
+    log("int8 bias correction: " + ", ".join(f"{r} (mean |shift| {v['mean_abs_shift']:.3g})"
+                                            for r, v in summary.items()))
+    return flat, summary

@@ -19,39 +19,26 @@ list under the name ``TFLITE_METADATA``, next to the project's own ``blazepose_t
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Optional, Sequence, Union
 
+import flatbuffers
 import numpy as np
 
 from blazepose_tf.errors import ModelError
+from blazepose_tf.tflite_file import wheel_schema
+from export.metadata import get_metadata_buffers
+from export.metadata import normalization_for_range as normalization_for_range_rgb
 
 TFLITE_METADATA_NAME = "TFLITE_METADATA"
 METADATA_FILE_IDENTIFIER = b"M001"
 MIN_PARSER_VERSION = "1.0.0"  # NormalizationOptions / ImageProperties / FeatureProperties all date from 1.0.0
 
-_MODULE_NAME = "_blazepose_tf_tflite_metadata_schema"
-
 
 def metadata_schema() -> ModuleType:
     """The TFLite Metadata schema module (generated Python from the mediapipe wheel, fetched on first use)."""
-    if _MODULE_NAME in sys.modules:
-        return sys.modules[_MODULE_NAME]
-    from blazepose_tf.official import cache_dir, fetch
-
-    path = cache_dir() / "metadata" / "metadata_schema_py_generated.py"
-    if not path.is_file():
-        fetch()
-    if not path.is_file():
-        raise ModelError(f"TFLite metadata schema not found at {path}; run `python -m data.fetch_official`")
-    spec = importlib.util.spec_from_file_location(_MODULE_NAME, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[_MODULE_NAME] = module
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    return wheel_schema("metadata_schema_py_generated.py", "TFLite metadata schema")
 
 
 @dataclass(frozen=True)
@@ -82,16 +69,14 @@ def normalization_for_range(value_range: Sequence[float]) -> tuple[float, float]
     lo, hi = float(value_range[0]), float(value_range[1])
     if not hi > lo:
         raise ModelError(f"invalid input range {tuple(value_range)}: need LO < HI")
-    std = 255.0 / (hi - lo)
-    return -lo * std + 0.0, std
+    norm = normalization_for_range_rgb((lo, hi))
+    return norm["mean"][0], norm["std"][0]
 
 
 def build_model_metadata(*, name: str, description: str, version: str, image: ImageInputDoc,
                          outputs: Sequence[TensorDoc], author: str = "blazepose_tf",
                          license_text: Optional[str] = None) -> bytes:
     """Serializes a ``ModelMetadata`` flatbuffer (identifier ``M001``) for a one-input image model."""
-    import flatbuffers
-
     s = metadata_schema()
     if not image.std or not np.isfinite(image.std) or not np.isfinite(image.mean):
         raise ModelError(f"invalid input normalization mean={image.mean} std={image.std}")
@@ -179,7 +164,5 @@ def parse_model_metadata(blob: bytes) -> dict[str, Any]:
 
 def read_tflite_metadata(model: Union[bytes, str, Any]) -> Optional[dict[str, Any]]:
     """The ``TFLITE_METADATA`` of a .tflite file or buffer as a dict, or None when it has none."""
-    from export.metadata import get_metadata_buffers
-
     blob = get_metadata_buffers(model).get(TFLITE_METADATA_NAME)
     return None if blob is None else parse_model_metadata(blob)

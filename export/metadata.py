@@ -28,18 +28,14 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+import blazepose_tf
+from blazepose_tf.contract import INPUT_RANGES, ROLE_KINDS
 from blazepose_tf.errors import ModelError
 from export.tflite_model import pack, read_bytes, rename_signature_tensors, schema, unpack
 
 METADATA_NAME = "blazepose_tf"
 FORMAT = "blazepose_tf.tflite"
 FORMAT_VERSION = 1
-
-# (range, mean, std) per model kind; x = (pixel - mean) / std.
-NORMALIZATION: dict[str, tuple[tuple[float, float], float, float]] = {
-    "tracker": ((0.0, 1.0), 0.0, 255.0),
-    "detector": ((-1.0, 1.0), 127.5, 127.5),
-}
 
 DETECTOR_KEYPOINTS = ("mid_hip", "full_body_scale", "mid_shoulder", "upper_body_scale")
 
@@ -54,14 +50,22 @@ def normalization_for_range(value_range: Sequence[float]) -> dict[str, Any]:
     return {"range": [lo, hi], "mean": [mean] * 3, "std": [std] * 3}
 
 
+def _range_mean_std(value_range: tuple[float, float]) -> tuple[tuple[float, float], float, float]:
+    norm = normalization_for_range(value_range)
+    return tuple(value_range), norm["mean"][0], norm["std"][0]
+
+
+# (range, mean, std) per model kind ("detector", "tracker"), from the contract's input ranges; x = (pixel - mean) / std.
+NORMALIZATION: dict[str, tuple[tuple[float, float], float, float]] = {
+    kind: _range_mean_std(INPUT_RANGES[role]) for role, kind in ROLE_KINDS.items()}
+
+
 def build_metadata(*, name: str, kind: str, input_shape: Sequence[int], outputs: Mapping[str, Sequence[int]],
                    quantization: str, value_range: Sequence[float], topology_name: Optional[str] = None,
                    keypoints: Optional[Sequence[str]] = None, auxiliary: Sequence[str] = (),
                    version: str = "1", source: Optional[str] = None,
                    extra: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """The JSON metadata document described in the module docstring."""
-    import blazepose_tf
-
     doc: dict[str, Any] = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "kind": kind, "version": str(version),
         "blazepose_tf_version": blazepose_tf.__version__,

@@ -14,14 +14,14 @@ Examples: ``../shared/data/lspet:train``, ``coco/annotations/person_keypoints_va
 ``my_photos/``.
 
 Tracker crops from an annotated dataset are aligned on the ground truth, as the detector would align them
-(DESIGN.md §3/§4): centre = mid-hip, scale point = mid-hip + r·unit(mid-hip → mid-shoulder) with r the radius
-of the circle around the annotated keypoints, ROI side 2r·1.25, rotated so that the torso points up. Tracker
+(docs/design.md §4/§5; :func:`blazepose_tf.codecs.targets.gt_alignment_roi`): centre = mid-hip, scale point =
+mid-hip + r·unit(mid-hip → mid-shoulder) with r the radius of the circle around the annotated keypoints, ROI side
+2r·:data:`~blazepose_tf.contract.ROI_SCALE`, rotated so that the torso points up. Tracker
 crops from a plain folder are aligned on the official detector's first detection. Detector inputs are the
 whole image letterboxed with zero borders. Samples are spread evenly over the dataset (deterministic).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -29,10 +29,14 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from blazepose_tf.codecs import roi as roi_codec
+from blazepose_tf.codecs.targets import gt_alignment_roi
 from blazepose_tf.datasets.coco import PersonAnnotation, load_coco_keypoints
 from blazepose_tf.errors import InputError, UserError
 from blazepose_tf.io.images import IMAGE_EXTENSIONS, load_image
 from blazepose_tf.metrics import select_scored_person
+from blazepose_tf.official import official_model_path
+from blazepose_tf.runtime.pipeline import PersonDetector, roi_from_detection
+from blazepose_tf.runtime.runners import TFLiteRunner
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
 from blazepose_tf.types import Roi
 
@@ -114,24 +118,6 @@ def parse_spec(spec: str) -> DatasetSpec:
     return DatasetSpec(text=text, images=images, annotations=annotations, split=split)
 
 
-def gt_alignment_roi(person: PersonAnnotation, topology: Topology = BLAZEPOSE_33, scale: float = 1.25) -> Optional[Roi]:
-    """The tracker ROI a perfect detector would give for ``person`` (module docstring), None if degenerate."""
-    kp = np.asarray(person.keypoints, np.float64)[:, :2]
-    av = np.asarray(person.available, bool)
-    idx = [topology.index(n) for n in ("left_hip", "right_hip", "left_shoulder", "right_shoulder")]
-    if not av[idx].all():
-        return None
-    mid_hip = (kp[idx[0]] + kp[idx[1]]) / 2
-    mid_shoulder = (kp[idx[2]] + kp[idx[3]]) / 2
-    up = mid_shoulder - mid_hip
-    norm = float(np.linalg.norm(up))
-    radius = float(np.linalg.norm(kp[av] - mid_hip, axis=1).max())
-    if norm < 1e-6 or radius < 1e-6 or not math.isfinite(radius):
-        return None
-    roi = roi_codec.alignment_roi(mid_hip, mid_hip + up / norm * radius, scale=scale)
-    return roi if roi.width > 1e-3 else None
-
-
 def normalize(image_u8: np.ndarray, value_range: Sequence[float]) -> np.ndarray:
     """uint8 (H, W, 3) → float32 (1, H, W, 3) scaled to ``value_range``."""
     lo, hi = float(value_range[0]), float(value_range[1])
@@ -155,15 +141,9 @@ class _OfficialAligner:
     """Aligns tracker crops on the official detector's first detection (plain image folders)."""
 
     def __init__(self) -> None:
-        from blazepose_tf.runtime.pipeline import PersonDetector
-        from blazepose_tf.runtime.runners import TFLiteRunner
-        from blazepose_tf.official import official_model_path
-
         self.detector = PersonDetector(TFLiteRunner(official_model_path("pose_detection")))
 
     def __call__(self, image: np.ndarray) -> Optional[Roi]:
-        from blazepose_tf.runtime.pipeline import roi_from_detection
-
         dets = self.detector(image)
         return roi_from_detection(dets[0]) if dets else None
 
@@ -214,7 +194,8 @@ def iter_samples(spec: DatasetSpec | str, kind: str, input_hw: tuple[int, int], 
             roi, _ = roi_codec.letterbox_roi(image.shape[1], image.shape[0], w, h)
             pixels = roi_codec.crop(image, roi, w, h, border="zero")
         else:
-            roi = gt_alignment_roi(person, topology) if person is not None else aligner(image)
+            roi = (gt_alignment_roi(person.keypoints, person.available, topology) if person is not None
+                   else aligner(image))
             if roi is None:
                 continue
             pixels = roi_codec.crop(image, roi, w, h, border="replicate")

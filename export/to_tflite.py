@@ -1,5 +1,7 @@
 """Exports a Keras detector or tracker to TFLite (builtin ops only), optionally quantized, with embedded
-metadata and a parity report.
+metadata and a parity report. This module is the command and :func:`export_model`; the steps live in
+:mod:`export.conversion` (1-4), :mod:`export.bias_correction` (int8), :mod:`export.metadata` (5),
+:mod:`export.report` (6) and :mod:`export.output_files` (where and how the files are written).
 
     python -m export.to_tflite --model MODEL.keras --output out.tflite [--quantize none|fp16|dynamic|int8]
         [--representative SPEC] [--num_calibration 200] [--eval SPEC] [--num_eval 100] [--keep_heatmap]
@@ -43,276 +45,38 @@ not convertible with builtin ops.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
-import re
 import time
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
+from absl import flags
 
-from blazepose_tf import cli, contract
-from blazepose_tf.contract import DETECTOR_ROLES, LANDMARK_ROLES
-from blazepose_tf.errors import ModelError, UserError
-from blazepose_tf.runtime.runners import assign_roles
-from blazepose_tf.topology import AUX_ROI_POINTS, BLAZEPOSE_33, Topology
+from blazepose_tf import cli
+from blazepose_tf.contract import QUANTIZATIONS
+from blazepose_tf.errors import UserError
+from blazepose_tf.topology import AUX_ROI_POINTS, BLAZEPOSE_33, Topology, get_topology
 from export import metadata as md
+from export.bias_correction import correct_int8_biases
+from export.conversion import (ConversionError, PreparedModel, convert, load_keras_model, named_outputs,
+                               output_roles, prepare_model, runtime_mismatch)
+from export.output_files import check_output_path, report_path_for, write_temporary
+from export.report import format_report, keras_outputs, parity, tflite_outputs, tracker_pck
 from export.representative import Sample, load_samples
 from export.tflite_model import inspect_model
 
-QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
-TRAINING_ONLY = ("heatmap", "offsets")
-KEPT_ROLES = {"tracker": ("landmarks", "presence", "world", "segmentation"), "detector": DETECTOR_ROLES}
-INPUT_NAME = "image"
-
-
-class ConversionError(ModelError):
-    """The model cannot be converted with TFLite builtin ops (or the converter failed)."""
-
-
-@dataclass
-class PreparedModel:
-    """The inference-only Keras model to convert and what was kept/dropped."""
-
-    model: Any                      # keras.Model, input (1, H, W, 3) named "image", dict outputs by role
-    kind: str
-    input_hw: tuple[int, int]
-    kept: list[str]
-    dropped: list[str]
-    output_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    source_names: dict[str, str] = field(default_factory=dict)   # role → the Keras model's output name
-
-
-def load_keras_model(path: str | os.PathLike, what: str = "model"):
-    """:func:`blazepose_tf.models.loading.load_keras_model`, imported on first use: importing the
-    :mod:`blazepose_tf.models` package imports Keras and TensorFlow (whose start-up lines on stderr would come
-    before the ``error:`` line), so a missing file is reported before that."""
-    if not Path(path).expanduser().exists():
-        raise ModelError(f"{what} not found: {Path(path).expanduser()}")
-    from blazepose_tf.models.loading import load_keras_model as load
-
-    return load(path, what)
-
-
-def _output_names(model) -> list[str]:
-    names = list(getattr(model, "output_names", None) or [])
-    return [n.split("/")[0] for n in names]
-
-
-def _named_outputs(model, outputs) -> dict[str, Any]:
-    """The model's outputs (a dict, list or tensor) as {name: tensor}."""
-    if isinstance(outputs, Mapping):
-        return dict(outputs)
-    if not isinstance(outputs, (list, tuple)):
-        outputs = [outputs]
-    names = _output_names(model)
-    if len(names) != len(outputs):
-        names = [f"output_{i}" for i in range(len(outputs))]
-    return dict(zip(names, outputs))
-
-
-def output_roles(names: Sequence[str], shapes: Sequence[tuple[int, ...]], input_hw: tuple[int, int]) -> list[str]:
-    """Role of each Keras output: its name when it is a known role or training-only head, else by shape."""
-    known = set(DETECTOR_ROLES) | set(LANDMARK_ROLES) | set(TRAINING_ONLY)
-    by_shape = assign_roles(shapes, names, input_hw)
-    roles = [n if n in known else by_shape[i] for i, n in enumerate(names)]
-    dup = sorted({r for r in roles if roles.count(r) > 1})
-    if dup:
-        raise ModelError(f"cannot tell the model's outputs apart ({', '.join(names)} -> {', '.join(roles)}); "
-                         "name the output layers landmarks/presence/heatmap/offsets or regressors/scores")
-    return roles
-
-
-def prepare_model(model, kind: str = "auto", keep_heatmap: bool = False, *, label: Optional[str] = None,
-                  topology: Topology = BLAZEPOSE_33) -> PreparedModel:
-    """Wraps ``model`` into the graph that gets exported (see step 1 and 3 of the module docstring).
-
-    Args:
-        model: a Keras model.
-        kind: ``auto`` (from the outputs), ``tracker`` or ``detector``.
-        keep_heatmap: keep a tracker's heatmap output.
-        label: names the model in error messages (default: the Keras model's name).
-        topology: the tracker's keypoints (it must output them and the 2 ROI points).
-
-    Raises:
-        ModelError: the model does not meet the tracker or detector I/O contract
-            (:func:`blazepose_tf.contract.check_model`, at any fixed input size).
-    """
-    import keras
-
-    label = label or str(getattr(model, "name", "model"))
-    h, w, _ = contract.image_input_shape(label, [tuple(i.shape) for i in model.inputs])
-    image = keras.Input(batch_shape=(1, h, w, 3), name=INPUT_NAME, dtype="float32")
-    outs = _named_outputs(model, model(image, training=False))
-    names = list(outs)
-    shapes = [tuple(1 if d is None else int(d) for d in outs[n].shape) for n in names]
-    try:
-        roles = output_roles(names, shapes, (h, w))
-    except ModelError as e:
-        raise ModelError(f"{label}: {e}") from None
-    if kind == "auto":
-        role = contract.guess_role(list(zip(roles, shapes)))
-        if role is None:
-            raise ModelError(f"{label}: cannot tell whether the model is a tracker or a detector from its outputs "
-                             f"{contract.format_outputs(list(zip(names, shapes)))}; pass --kind")
-        kind = contract.ROLE_KINDS[role]
-    if kind not in KEPT_ROLES:
-        raise UserError(f"--kind must be auto, tracker or detector, got {kind!r}")
-    contract.check_model(contract.KIND_ROLES[kind], label, (h, w, 3), list(zip(roles, shapes)),
-                         num_keypoints=topology.num_keypoints, exact=False)
-    keep = set(KEPT_ROLES[kind]) | ({"heatmap"} if keep_heatmap and kind == "tracker" else set())
-    kept = {r: outs[n] for n, r in zip(names, roles) if r in keep}
-    dropped = [n for n, r in zip(names, roles) if r not in keep]
-    if keep_heatmap and "heatmap" not in kept:
-        raise UserError("--keep_heatmap given but the model has no heatmap output")
-    wrapped = keras.Model(image, kept, name=f"{model.name}_inference")
-    return PreparedModel(model=wrapped, kind=kind, input_hw=(h, w), kept=list(kept), dropped=dropped,
-                         output_shapes={r: tuple(int(d) for d in kept[r].shape) for r in kept},
-                         source_names={r: n for n, r in zip(names, roles) if r in keep})
-
-
-_FLEX_PATTERNS = (re.compile(r"TF Select ops: ([^\n]+)"),
-                  re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op"))
-
-
-def _flex_ops_from_error(text: str) -> list[str]:
-    ops: list[str] = []
-    for pat in _FLEX_PATTERNS:
-        for m in pat.finditer(text):
-            for op in re.split(r"[,\s]+", m.group(1).strip()):
-                if op and op not in ops:
-                    ops.append(op)
-    return ops
-
-
-def _first_error_line(text: str) -> str:
-    for line in text.splitlines():
-        low = line.lower()
-        if "error:" in low and "failed while converting" not in low:
-            return line.split("error:", 1)[1].strip()[:300]
-    return (text.strip().splitlines() or ["unknown converter error"])[0][:300]
-
-
-def convert(model, quantization: str = "none", representative: Optional[Sequence[np.ndarray]] = None) -> bytes:
-    """Converts a prepared Keras model (see :func:`prepare_model`) with builtin ops only.
-
-    Raises:
-        ConversionError: ops with no builtin kernel (named), or any other converter failure (first error line).
-        UserError: unknown quantization, or int8 without representative inputs.
-    """
-    import tensorflow as tf
-
-    if quantization not in QUANTIZATIONS:
-        raise UserError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quantization == "fp16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif quantization == "dynamic":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif quantization == "int8":
-        if not representative:
-            raise UserError("int8 quantization needs representative inputs (--representative SPEC)")
-        data = [np.asarray(x, np.float32) for x in representative]
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([x] for x in data)
-        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.float32    # keep the float contract: (de)quantize inside the graph
-        converter.inference_output_type = tf.float32
-    converter.target_spec.supported_ops = ops
-    sink = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(sink), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            flat = converter.convert()
-    except Exception as e:  # noqa: BLE001 - the converter raises ConverterError, RuntimeError, ValueError...
-        text = str(e)
-        flex = _flex_ops_from_error(text)
-        if flex:
-            raise ConversionError(
-                f"the model uses TensorFlow ops with no TFLite builtin kernel: {', '.join(flex)} (they would need "
-                "Flex/Select TF ops, which exported models must not use); replace those layers") from None
-        raise ConversionError(f"TFLite conversion ({quantization}) failed: {_first_error_line(text)}") from None
-    info = inspect_model(flat)
-    if info.custom_ops:
-        raise ConversionError(f"the converted model contains custom/Flex ops: {', '.join(info.custom_ops)}")
-    return bytes(flat)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Parity and PCK
-
-
-def keras_outputs(model, batch: np.ndarray, chunk: int = 16) -> dict[str, np.ndarray]:
-    """Runs a (prepared or original) Keras model on a (N, H, W, 3) batch; {name: (N, ...)}."""
-    import tensorflow as tf
-
-    fn = tf.function(lambda t: model(t, training=False), reduce_retracing=True)
-    parts: list[dict[str, np.ndarray]] = []
-    x = np.asarray(batch, np.float32)
-    for i in range(0, len(x), chunk):
-        piece = x[i:i + chunk]
-        if model.inputs[0].shape[0] == 1:  # the prepared model has a fixed batch of one
-            outs = [_named_outputs(model, fn(piece[j:j + 1])) for j in range(len(piece))]
-            parts.extend({k: np.asarray(v) for k, v in o.items()} for o in outs)
-        else:
-            parts.append({k: np.asarray(v) for k, v in _named_outputs(model, fn(piece)).items()})
-    return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
-
-
-def tflite_outputs(path: str | os.PathLike, batch: np.ndarray) -> dict[str, np.ndarray]:
-    """Runs a .tflite model with :class:`TFLiteRunner` on a (N, H, W, 3) batch; {role: (N, ...)}."""
-    from blazepose_tf.runtime.runners import TFLiteRunner
-
-    return TFLiteRunner(path)(np.asarray(batch, np.float32))
-
-
-def parity(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    """Per output: max and mean absolute error, and max error relative to the reference's largest magnitude."""
-    out = {}
-    for name, ref in reference.items():
-        if name not in candidate:
-            raise ModelError(f"exported model has no {name!r} output (has {', '.join(candidate)})")
-        ref = np.asarray(ref, np.float64)
-        got = np.asarray(candidate[name], np.float64).reshape(ref.shape)
-        diff = np.abs(got - ref)
-        scale = float(np.abs(ref).max()) if ref.size else 0.0
-        out[name] = {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
-                     "max_rel": float(diff.max() / max(scale, 1e-12)), "ref_max_abs": scale}
-    return out
-
-
-def tracker_pck(landmarks: np.ndarray, samples: Sequence[Sample], topology: Topology = BLAZEPOSE_33,
-                input_size: int = 256) -> Optional[dict[str, Any]]:
-    """PCK@0.2 (mid-torso and diagonal) of tracker outputs on GT-aligned crops; None without annotations."""
-    from blazepose_tf.codecs.landmarks import decode_landmarks
-    from blazepose_tf.codecs.roi import project_to_image
-    from blazepose_tf.metrics import pck
-
-    people = [s.person for s in samples]
-    if not samples or any(p is None for p in people):
-        return None
-    n = topology.num_keypoints
-    preds = []
-    for raw, s in zip(landmarks, samples):
-        lm = decode_landmarks(raw, input_size=input_size)
-        if lm.xyz.shape[0] < n:
-            return None
-        preds.append(project_to_image(lm.xyz[:n], s.roi)[:, :2])
-    mid = pck(people, preds, topology=topology)
-    diag = pck(people, preds, topology=topology, diagonal=True)
-    return {"pck": mid.pck, "pck_diagonal": diag.pck, "num_people": mid.num_people, "num_points": mid.num_points,
-            "per_keypoint": mid.per_keypoint}
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Whole export
+# The export's parts live in export.conversion, export.report, export.output_files and export.bias_correction;
+# their names stay importable from here (the zoo, the benchmarks and export.to_mediapipe use them).
+_named_outputs = named_outputs
+__all__ = [
+    "QUANTIZATIONS", "ConversionError", "ExportResult", "PreparedModel", "check_output_path", "convert",
+    "correct_int8_biases", "export_model", "format_report", "keras_outputs", "load_keras_model", "main",
+    "output_roles", "parity", "prepare_model", "report_path_for", "runtime_mismatch", "tflite_outputs",
+    "tracker_pck",
+]
 
 
 @dataclass
@@ -322,83 +86,6 @@ class ExportResult:
     path: Path
     report_path: Path
     report: dict[str, Any]
-
-
-def report_path_for(output: Path) -> Path:
-    """``out.tflite`` → ``out.report.json``."""
-    return output.with_name(output.stem + ".report.json")
-
-
-def check_output_path(output: Path) -> None:
-    """Raises a one-line :class:`UserError` (exit 2) unless ``output`` and its report can be written: neither is a
-    folder, and their folder exists or can be created (its nearest existing ancestor is a writable folder).
-    Cheap: :func:`export_model` calls it before loading or converting anything."""
-    if output.suffix != ".tflite":
-        raise UserError(f"--output must end in .tflite, got {output.name!r}")
-    for path in (output, report_path_for(output)):
-        if path.is_dir():
-            raise UserError(f"cannot write {path}: it is a folder" + (
-                "; give a .tflite file name" if path == output else " (the report goes beside the model)"))
-    folder = output.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise UserError(f"cannot write --output {output}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write --output {output}: folder {folder} is not writable")
-
-
-def _write_atomically(path: Path, data: bytes) -> Path:
-    """Writes ``data`` to a new temporary file beside ``path`` (creating the folder; usual permissions), returned
-    for :func:`os.replace`; a write failure is a one-line :class:`UserError` and leaves nothing behind."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.part")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    return tmp
-
-
-def correct_int8_biases(model, prepared: PreparedModel, flat: bytes, inputs: Sequence[np.ndarray],
-                        log=print, rounds: int = 1) -> tuple[bytes, Optional[dict]]:
-    """Converts ``prepared`` to int8 again, ``rounds`` times, each time with the biases of its dense outputs
-    shifted by the mean float − int8 difference left by the previous conversion on ``inputs``
-    (:mod:`export.bias_correction`); ``model``'s weights are restored afterwards. One round by default: on the
-    official Full (LSPET dev, behind MediaPipe's detector) pipeline PCK int8 43.8 → 48.7 with one round, 49.0
-    with two, but the second round pushes the detection rate past the float model's (92.3% against 90.9%).
-    Returns the last flatbuffer and a report ({role: shift summary}), or ``flat`` unchanged and None when no output can be corrected."""
-    import tempfile
-    from export import bias_correction as bc
-
-    by_name = bc.find_correctable(model)
-    correctable = {r: by_name[n] for r, n in prepared.source_names.items() if n in by_name}
-    if not correctable or not inputs:
-        return flat, None
-    batch = np.concatenate(inputs, axis=0)
-    ref = keras_outputs(prepared.model, batch)          # the float model, before any shift
-    saved = bc.snapshot(correctable)
-    total = {r: 0.0 for r in correctable}
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "int8.tflite"
-            for _ in range(rounds):
-                path.write_bytes(flat)
-                shifts = bc.bias_shifts(correctable, ref, tflite_outputs(path, batch))
-                bc.apply_shifts(correctable, shifts)
-                total = {r: total[r] + shifts[r] for r in shifts}
-                flat = convert(prepared.model, "int8", list(inputs))
-    finally:
-        bc.restore(saved)
-    summary = {r: {"layer": correctable[r].layer.name, "rounds": rounds,
-                   "mean_abs_shift": float(np.abs(v).mean()), "max_abs_shift": float(np.abs(v).max()),
-                   "channels": int(np.size(v))} for r, v in total.items()}
-    log("int8 bias correction: " + ", ".join(f"{r} (mean |shift| {v['mean_abs_shift']:.3g})"
-                                            for r, v in summary.items()))
-    return flat, summary
 
 
 def export_model(model, output: str | os.PathLike, quantization: str = "none", *,
@@ -413,7 +100,7 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
         model: a Keras model (or a ``.keras`` path).
         output: the .tflite file to write (its folder is created if missing); it and its report are written
             atomically, and only once the export succeeded.
-        quantization: one of :data:`QUANTIZATIONS`.
+        quantization: one of :data:`blazepose_tf.contract.QUANTIZATIONS`.
         representative: dataset spec for int8 calibration (and parity when ``eval_spec`` is None).
         num_calibration / num_eval: how many inputs to calibrate on / to compare and score.
         eval_spec: dataset spec for parity and (annotated, tracker) PCK.
@@ -423,7 +110,7 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
         name / version / source: metadata fields (name defaults to the Keras model's name).
         value_range: model input range (default: tracker [0, 1], detector [-1, 1]).
         bias_correction: int8 only: correct the systematic int8 shift of dense outputs
-            (:mod:`export.bias_correction`; converts twice).
+            (:func:`export.bias_correction.correct_int8_biases`; converts twice).
         log: where progress lines go.
 
     Raises:
@@ -471,7 +158,7 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
         keypoints=topology.keypoints if kind == "tracker" else md.DETECTOR_KEYPOINTS,
         auxiliary=AUX_ROI_POINTS if kind == "tracker" else (), version=version, source=source)
     flat = md.write_metadata(flat, doc, description=f"blazepose_tf {kind} {doc['name']} ({quantization})")
-    model_tmp = _write_atomically(output, flat)
+    model_tmp = write_temporary(output, flat)
     try:
         info = inspect_model(flat)
         # Parity (and PCK) on real inputs, of the written model.
@@ -512,7 +199,7 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
         report["runtime_contract"] = runtime_contract or "ok"
         report["seconds"] = round(time.time() - t_start, 2)
         rpath = report_path_for(output)
-        report_tmp = _write_atomically(rpath, json.dumps(report, indent=1, default=float).encode())
+        report_tmp = write_temporary(rpath, json.dumps(report, indent=1, default=float).encode())
     except BaseException:
         model_tmp.unlink(missing_ok=True)
         raise
@@ -521,40 +208,8 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
     return ExportResult(path=output, report_path=rpath, report=report)
 
 
-def runtime_mismatch(prepared: PreparedModel, label: str, topology: Topology = BLAZEPOSE_33) -> Optional[str]:
-    """Why the runtime (:mod:`blazepose_tf.runtime`) would refuse the exported ``prepared`` model (e.g. an input
-    size other than the contract's), or None when it meets the runtime's I/O contract."""
-    try:
-        contract.check_model(contract.KIND_ROLES[prepared.kind], label, (*prepared.input_hw, 3),
-                             prepared.output_shapes, num_keypoints=topology.num_keypoints)
-    except ModelError as e:
-        return str(e)
-    return None
-
-
-def format_report(report: Mapping[str, Any]) -> str:
-    """A few human-readable lines summarizing a report."""
-    ops = ", ".join(f"{k}×{v}" for k, v in report["op_histogram"].items())
-    lines = [f"{report['model']}: {report['kind']} {report['name']}, {report['quantization']}, "
-             f"{report['size_mb']:.3f} MB, no Flex ops",
-             f"ops: {ops}",
-             f"parity vs Keras on {report['parity']['num_inputs']} inputs ({report['parity']['dataset']}):"]
-    for name, e in report["parity"]["outputs"].items():
-        lines.append(f"  {name:<12} max abs {e['max_abs']:.3g}  mean abs {e['mean_abs']:.3g}  "
-                     f"max rel {e['max_rel']:.3g}")
-    if report.get("pck"):
-        p = report["pck"]
-        lines.append(f"PCK@0.2 on {p['keras']['num_people']} GT-aligned crops: Keras {p['keras']['pck']:.2f}%  "
-                     f"TFLite {p['tflite']['pck']:.2f}%  (delta {p['delta_points']:+.2f} points)")
-    return "\n".join(lines)
-
-
 def main(argv: list[str]) -> int:
     """Command-line entry point (flags in :func:`define_flags`)."""
-    from absl import flags
-
-    from blazepose_tf.topology import get_topology
-
     FLAGS = flags.FLAGS
     if not FLAGS.model or not FLAGS.output:
         raise UserError("--model and --output are required (see --help)")
@@ -581,8 +236,6 @@ def main(argv: list[str]) -> int:
 
 def define_flags() -> None:
     """The command's absl flags."""
-    from absl import flags
-
     flags.DEFINE_string("model", None, "Keras model to export (.keras).")
     flags.DEFINE_string("output", None, "The .tflite file to write; the report goes beside it (.report.json).")
     flags.DEFINE_enum("quantize", "none", list(QUANTIZATIONS),

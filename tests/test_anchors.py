@@ -1,4 +1,4 @@
-"""Tests for SSD anchor generation (MediaPipe SsdAnchorsCalculator semantics, DESIGN.md §3)."""
+"""Tests for SSD anchor generation (MediaPipe SsdAnchorsCalculator semantics, docs/design.md §4)."""
 from __future__ import annotations
 
 import math

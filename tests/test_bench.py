@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from export.bench import add_ratios, format_table, measure
+from blazepose_tf.contract import DETECTOR, INPUT_RANGES, LANDMARKS
+from blazepose_tf.errors import ModelError
+from export.bench import add_ratios, format_table, input_range, measure
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +29,6 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 def _official(name: str) -> Path:
-    from blazepose_tf.errors import ModelError
     from blazepose_tf.official import official_model_path
 
     try:
@@ -66,3 +67,13 @@ def test_cli(tiny_model, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "export.bench", str(tmp_path / "nope.tflite")], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 4 and proc.stderr.strip() == f"error: model file not found: {tmp_path / 'nope.tflite'}"
+
+
+def test_official_input_ranges_and_unloadable_model(tmp_path):
+    assert input_range("anywhere/pose_detection.tflite") == INPUT_RANGES[DETECTOR] == (-1.0, 1.0)
+    assert input_range("anywhere/pose_landmark_full.tflite") == INPUT_RANGES[LANDMARKS] == (0.0, 1.0)
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ModelError) as err:
+        measure([("bad", str(bad))], threads=[1], runs=1, warmup=0, rounds=1)
+    assert str(err.value).startswith(f"{bad} is not a loadable TFLite model: ") and "\n" not in str(err.value)

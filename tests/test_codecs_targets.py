@@ -12,9 +12,10 @@ from blazepose_tf.codecs.detection import decode_boxes
 from blazepose_tf.codecs.heatmap import decode_heatmaps, encode_heatmaps
 from blazepose_tf.codecs.landmarks import refine_with_heatmap
 from blazepose_tf.codecs.targets import (HEAD_FROM_SHOULDERS, AssignmentOptions, alignment_keypoints,
-                                         assign_detector_targets, detector_targets, person_target,
-                                         tf_detector_targets, tracker_targets, upper_body_indices,
-                                         with_aux_points)
+                                         assign_detector_targets, detector_targets, gt_alignment_roi,
+                                         person_target, tf_detector_targets, tracker_targets,
+                                         upper_body_indices, with_aux_points)
+from blazepose_tf.contract import ROI_SCALE
 from blazepose_tf.topology import BLAZEPOSE_33, COCO_17
 
 tf = pytest.importorskip("tensorflow")
@@ -170,6 +171,18 @@ def test_alignment_needs_hips_and_shoulders():
     assert not mask.any()
 
 
+def test_gt_alignment_roi_is_the_alignment_of_the_training_crops():
+    kp, valid = _standing_person()
+    kps, _ = alignment_keypoints(kp, valid)
+    roi = gt_alignment_roi(kp, valid)
+    assert (roi.x_center, roi.y_center) == pytest.approx(tuple(kps[0]), abs=1e-4)
+    assert roi.width == roi.height == pytest.approx(2 * np.linalg.norm(kps[1] - kps[0]) * ROI_SCALE, rel=1e-5)
+    assert abs(roi.rotation) < 1e-6
+    assert gt_alignment_roi(kp, valid, scale=1.0).width == pytest.approx(roi.width / ROI_SCALE)
+    valid[23] = False
+    assert gt_alignment_roi(kp, valid) is None
+
+
 def test_with_aux_points_appends_roi_points():
     kp, valid = _standing_person()
     kp3 = np.concatenate([kp, np.ones((33, 1), np.float32)], axis=1)
@@ -267,7 +280,7 @@ def test_detector_targets_run_inside_tf_data():
 
 
 def test_detector_rotation_recovered_from_targets():
-    """A person lying sideways: the decoded kp0→kp1 gives the ROI rotation of DESIGN.md §4."""
+    """A person lying sideways: the decoded kp0→kp1 gives the ROI rotation of docs/design.md §5."""
     kp, valid = _standing_person()
     centre = np.array([0.5, 0.55])
     rot = np.array([[0.0, -1.0], [1.0, 0.0]])  # 90° on screen

@@ -1,5 +1,5 @@
 """Official-weight conversion: graph reading, the Keras rebuild, parity with the .tflite on real inputs,
-.keras round trip, fine-tunability and re-export to TFLite builtins."""
+.keras round trip, fine-tunability and re-export to TFLite builtins; the command and its import path."""
 from __future__ import annotations
 
 import os
@@ -7,29 +7,63 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from blazepose_tf import tflite_file
+from blazepose_tf.datasets.coco import load_coco_keypoints
 from blazepose_tf.errors import ModelError
+from blazepose_tf.evaluation import scored_records
+from blazepose_tf.io.images import load_image
+from blazepose_tf.io.samples import sample_image_path
+from blazepose_tf.models import convert_official, official_cache, official_parity, official_translation
+from blazepose_tf.models.official_cache import converted_model_path, save_model
+from blazepose_tf.models.official_layers import BatchReshape, DepthToSpace, ResizeBilinear, ZeroPad
+from blazepose_tf.models.official_parity import (detector_parity, detector_parity_ok, landmark_parity,
+                                                 landmark_parity_ok, sample_inputs)
+from blazepose_tf.models.official_translation import convert, pose_landmark_lite, to_tflite, translate
+from blazepose_tf.official import official_model_path
+from blazepose_tf.runtime.pipeline import PoseTracker
+from blazepose_tf.runtime.runners import KerasRunner, TFLiteRunner, assign_roles
+from blazepose_tf.tflite_file import TFLiteGraph, load_interpreter
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_REAL_IMAGES = 6
+# The official Lite's ops (docs/design.md §3.1); its re-export fuses the RELUs and drops the weight DEQUANTIZEs.
+LITE_OPS = {"DEQUANTIZE": 236, "CONV_2D": 62, "RELU": 57, "DEPTHWISE_CONV_2D": 56, "ADD": 53, "MAX_POOL_2D": 9,
+            "PAD": 7, "RESIZE_BILINEAR": 4, "RESHAPE": 3, "LOGISTIC": 1}
+LITE_REEXPORT_OPS = {"CONV_2D": 62, "DEPTHWISE_CONV_2D": 56, "ADD": 53, "MAX_POOL_2D": 9, "PAD": 7,
+                     "RESIZE_BILINEAR": 4, "RESHAPE": 3, "LOGISTIC": 1}
+
+
+def _official_or_skip(*names: str) -> dict[str, Path]:
+    """Paths of official models (fetched if needed; the Lite is packaged); skips the test when one is unavailable."""
+    try:
+        return {n: official_model_path(n) for n in names}
+    except ModelError as e:
+        pytest.skip(f"official models unavailable: {e}")
 
 
 @pytest.fixture(scope="module")
 def official_paths() -> dict[str, Path]:
-    from blazepose_tf.official import official_model_path
+    return _official_or_skip("pose_detection", "pose_landmark_full")
 
-    try:
-        return {n: official_model_path(n) for n in ("pose_detection", "pose_landmark_full")}
-    except ModelError as e:
-        pytest.skip(f"official models cannot be fetched: {e}")
+
+@pytest.fixture(scope="module")
+def lite_path() -> Path:
+    """The packaged official Lite (no cache, no network)."""
+    return _official_or_skip("pose_landmark_lite")["pose_landmark_lite"]
+
+
+@pytest.fixture(scope="module")
+def lite(lite_path) -> keras.Model:
+    return pose_landmark_lite()
 
 
 @pytest.fixture(scope="module")
 def converted(official_paths) -> dict:
-    from blazepose_tf.models.convert_official import convert
-
     return {name: convert(name) for name in official_paths}
 
 
@@ -37,33 +71,23 @@ def converted(official_paths) -> dict:
 def real_inputs(request, official_paths) -> dict[str, np.ndarray]:
     """Detector inputs and tracker crops (official detector → ROI → crop) from a few LSPET dev images, or from
     the offline sample photo when the shared data folder is absent."""
-    from blazepose_tf.io.images import load_image
-    from blazepose_tf.models.convert_official import sample_inputs
-
     images = []
     try:
         shared = request.getfixturevalue("shared_data")
     except pytest.skip.Exception:
         shared = None
     if shared is not None and (shared / "lspet" / "annotations.json").is_file():
-        from blazepose_tf.datasets.coco import load_coco_keypoints
-        from blazepose_tf.evaluation import scored_records
-
         root = shared / "lspet"
         ds = load_coco_keypoints(root / "annotations.json", root / "images", split="dev",
                                  splits_json=root / "splits.json")
         images = [load_image(r.file_path) for r in scored_records(ds, NUM_REAL_IMAGES)]
     if not images:
-        from blazepose_tf.io.samples import sample_image_path
-
         images = [load_image(sample_image_path())]
     batches = [sample_inputs(np.asarray(im)) for im in images]
     return {k: np.concatenate([b[k] for b in batches], axis=0) for k in batches[0]}
 
 
 def test_official_graph_structure(official_paths):
-    from blazepose_tf.models.convert_official import TFLiteGraph
-
     lm = TFLiteGraph(official_paths["pose_landmark_full"]).op_counts()
     assert lm == {"DEQUANTIZE": 192, "CONV_2D": 58, "DEPTHWISE_CONV_2D": 38, "ADD": 28, "PAD": 5,
                   "RESIZE_BILINEAR": 5, "RESHAPE": 3, "MAX_POOL_2D": 2, "LOGISTIC": 1}
@@ -75,15 +99,9 @@ def test_official_graph_structure(official_paths):
 
 def test_weights_match_interpreter(official_paths):
     """fp16 dequantization and sparse (DENSIFY) decoding from the flatbuffer equal what TFLite computes."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    from blazepose_tf.models.convert_official import TFLiteGraph
-
     for path in official_paths.values():
         graph = TFLiteGraph(path)
-        it = Interpreter(str(path), experimental_preserve_all_tensors=True,
-                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        it.allocate_tensors()
+        it = load_interpreter(path, use_xnnpack=False, experimental_preserve_all_tensors=True)
         d = it.get_input_details()[0]
         it.set_tensor(d["index"], np.zeros(d["shape"], np.float32))
         it.invoke()
@@ -94,8 +112,6 @@ def test_weights_match_interpreter(official_paths):
 
 
 def test_output_names_shapes_and_layers(converted):
-    import keras
-
     det, lmk = converted["pose_detection"], converted["pose_landmark_full"]
     assert det.output_names == ["regressors", "scores"]
     assert [tuple(o.shape) for o in det.outputs] == [(None, 2254, 12), (None, 2254, 1)]
@@ -114,10 +130,6 @@ def test_output_names_shapes_and_layers(converted):
 
 
 def test_parity_on_real_crops(converted, official_paths, real_inputs):
-    from blazepose_tf.models.convert_official import (detector_parity, detector_parity_ok, landmark_parity,
-                                                      landmark_parity_ok)
-    from blazepose_tf.runtime.runners import KerasRunner, TFLiteRunner
-
     x = real_inputs["pose_landmark_full"]
     stats = landmark_parity(TFLiteRunner(official_paths["pose_landmark_full"])(x),
                             KerasRunner(converted["pose_landmark_full"])(x))
@@ -131,12 +143,52 @@ def test_parity_on_real_crops(converted, official_paths, real_inputs):
     assert stats["detections"] >= 1
 
 
-def test_pipeline_runs_on_converted_models(converted, official_paths):
-    from blazepose_tf.io.images import load_image
-    from blazepose_tf.io.samples import sample_image_path
-    from blazepose_tf.runtime.pipeline import PoseTracker
-    from blazepose_tf.runtime.runners import KerasRunner
+def test_lite_graph_and_keras_model(lite_path, lite):
+    assert TFLiteGraph(lite_path).op_counts() == LITE_OPS
+    assert lite.output_names == ["landmarks", "presence", "segmentation", "heatmap", "world"]
+    assert [tuple(o.shape) for o in lite.outputs] == [(None, 195), (None, 1), (None, 128, 128, 1),
+                                                      (None, 64, 64, 39), (None, 117)]
+    assert lite.count_params() == 1_440_065 and not lite.non_trainable_weights
+    assert not [layer for layer in lite.layers if isinstance(layer, keras.layers.Lambda)]
 
+
+def test_lite_parity_on_real_crops(lite_path, lite, real_inputs):
+    """The converted Lite against the packaged .tflite on real tracker crops (official detector → ROI → crop), as
+    the runtime runs both (TFLite with XNNPACK; Keras in one tf.function)."""
+    x = real_inputs["pose_landmark_lite"]
+    tflite = TFLiteRunner(lite_path)
+    assert tflite.output_roles == ["landmarks", "presence", "segmentation", "heatmap", "world"]
+    stats = landmark_parity(tflite(x), KerasRunner(lite)(x))
+    assert landmark_parity_ok(stats), stats
+    assert stats["xy_px_max"] < 0.05 and stats["heatmap_max"] < 0.01 and stats["world_m_max"] < 1e-3
+    assert stats["segmentation_prob_max"] < 1e-3
+
+
+def test_lite_trains_in_tf_function_and_reexports_to_builtins(lite, real_inputs):
+    """A gradient step inside tf.function (a BlazeBlock's PAD feeding a VALID 1x1 conv's residual add crashed
+    TensorFlow's oneDNN pass: the translation keeps 1x1 convolutions SAME) and a re-export with the official op list
+    (PAD, not PADV2, so XNNPACK keeps the whole graph)."""
+    x = tf.constant(real_inputs["pose_landmark_lite"][:1])
+
+    @tf.function
+    def grads():
+        with tf.GradientTape() as tape:
+            loss = tf.add_n([tf.reduce_mean(tf.square(o)) for o in lite(x, training=True)])
+        return tape.gradient(loss, lite.trainable_weights)
+
+    assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads())
+    blob = to_tflite(lite)
+    assert TFLiteGraph(blob).op_counts() == LITE_REEXPORT_OPS
+    it = load_interpreter(blob)
+    it.set_tensor(it.get_input_details()[0]["index"], x.numpy())
+    it.invoke()
+    outs = it.get_output_details()
+    roles = assign_roles([tuple(d["shape"]) for d in outs], [d["name"] for d in outs], (256, 256))
+    assert landmark_parity_ok(landmark_parity(KerasRunner(lite)(x.numpy()),
+                                              {r: it.get_tensor(d["index"]) for r, d in zip(roles, outs)}))
+
+
+def test_pipeline_runs_on_converted_models(converted, official_paths):
     image = load_image(sample_image_path())
     ours = PoseTracker(KerasRunner(converted["pose_detection"]), KerasRunner(converted["pose_landmark_full"]),
                        mode="image").process(image)
@@ -150,11 +202,7 @@ def test_pipeline_runs_on_converted_models(converted, official_paths):
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras' own np.array(copy=False) on save
 def test_keras_roundtrip_and_cached_path(converted, tmp_path, real_inputs):
-    from blazepose_tf.models.convert_official import converted_model_path, save_model
-    from blazepose_tf.runtime.runners import KerasRunner
-
-    import blazepose_tf.models.official_layers  # noqa: F401 - registers the custom layers for loading
-
+    # official_cache (imported above) registers the custom layers of official_layers for loading
     model = converted["pose_landmark_full"]
     path = save_model(model, tmp_path / "lmk.keras")
     x = real_inputs["pose_landmark_full"][:1]
@@ -174,9 +222,6 @@ def test_keras_roundtrip_and_cached_path(converted, tmp_path, real_inputs):
 
 
 def test_converted_model_is_trainable(converted, real_inputs):
-    import keras
-    import tensorflow as tf
-
     src = converted["pose_landmark_full"]
     model = keras.models.clone_model(src)
     model.set_weights(src.get_weights())
@@ -195,18 +240,12 @@ def test_converted_model_is_trainable(converted, real_inputs):
 
 
 def test_reexport_to_tflite_builtins(converted, real_inputs):
-    from ai_edge_litert.interpreter import Interpreter
-
-    from blazepose_tf.models.convert_official import TFLiteGraph, landmark_parity, landmark_parity_ok, to_tflite
-    from blazepose_tf.runtime.runners import KerasRunner, assign_roles
-
     model = converted["pose_landmark_full"]
     blob = to_tflite(model)
     counts = TFLiteGraph(blob).op_counts()
     assert counts == {"CONV_2D": 58, "DEPTHWISE_CONV_2D": 38, "ADD": 28, "PAD": 5, "RESIZE_BILINEAR": 5,
                       "RESHAPE": 3, "MAX_POOL_2D": 2, "LOGISTIC": 1}, counts
-    it = Interpreter(model_content=blob)
-    it.allocate_tensors()
+    it = load_interpreter(blob)
     x = real_inputs["pose_landmark_full"][:1]
     it.set_tensor(it.get_input_details()[0]["index"], x)
     it.invoke()
@@ -217,8 +256,6 @@ def test_reexport_to_tflite_builtins(converted, real_inputs):
 
 
 def test_bad_inputs_are_model_errors(tmp_path):
-    from blazepose_tf.models.convert_official import TFLiteGraph, convert, converted_model_path
-
     with pytest.raises(ModelError, match="unknown official model"):
         convert("pose_landmark_heavy")
     with pytest.raises(ModelError, match="unknown official model"):
@@ -241,11 +278,6 @@ def test_cli_rejects_unknown_model_name():
 
 
 def test_official_layers_roundtrip_and_semantics():
-    import keras
-    import tensorflow as tf
-
-    from blazepose_tf.models.official_layers import BatchReshape, DepthToSpace, ResizeBilinear, ZeroPad
-
     x = np.random.default_rng(0).normal(size=(2, 4, 6, 8)).astype(np.float32)
     pad = ZeroPad([[1, 2], [0, 1], [0, 4]])  # includes BlazeBlock-style channel padding
     y = np.asarray(pad(x))
@@ -261,3 +293,36 @@ def test_official_layers_roundtrip_and_semantics():
         assert type(clone) is type(layer) and clone.get_config() == layer.get_config()
     with pytest.raises(ValueError):
         ResizeBilinear((2, 2), align_corners=True, half_pixel_centers=True)
+
+
+def test_public_names_keep_their_import_path():
+    """zoo, training, models.pruned, benchmarks and tests import these from convert_official: the same objects as
+    in the modules that now hold them."""
+    homes = {
+        official_translation: ("OFFICIAL_NAMES", "convert", "count_params", "pose_detection", "pose_landmark_full",
+                               "pose_landmark_lite", "to_tflite", "translate"),
+        official_cache: ("CONVERTER_VERSION", "converted_model_path", "load_converted", "save_converted",
+                         "save_model"),
+        official_parity: ("LANDMARK_PX_TOL", "PROBABILITY_TOL", "REGRESSOR_PX_TOL", "detector_parity",
+                          "detector_parity_ok", "landmark_parity", "landmark_parity_ok", "sample_inputs"),
+        tflite_file: ("TFLiteGraph",),
+    }
+    for module, names in homes.items():
+        for name in names:
+            assert getattr(convert_official, name) is getattr(module, name), name
+    assert convert_official.OFFICIAL_NAMES == ("pose_detection", "pose_landmark_full", "pose_landmark_lite")
+
+
+def test_models_layer_does_not_import_the_runtime():
+    code = ("import sys, blazepose_tf.models.convert_official; "
+            "print(sorted(m for m in sys.modules if m.startswith('blazepose_tf.runtime')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_translate_needs_one_role_per_output(official_paths):
+    graph = TFLiteGraph(official_paths["pose_detection"])
+    with pytest.raises(ModelError, match="2 outputs, 1 roles given"):
+        translate(graph, "detector", ["regressors"])

@@ -1,4 +1,4 @@
-"""Tests for detector tensor decoding, score handling, IoU and weighted NMS (DESIGN.md §3)."""
+"""Tests for detector tensor decoding, score handling, IoU and weighted NMS (docs/design.md §4)."""
 from __future__ import annotations
 
 import warnings

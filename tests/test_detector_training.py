@@ -20,7 +20,7 @@ from blazepose_tf.datasets.coco import ImageRecord, PersonAnnotation  # noqa: E4
 from blazepose_tf.topology import BLAZEPOSE_33  # noqa: E402
 from blazepose_tf.training.augment import AugmentConfig  # noqa: E402
 from blazepose_tf.training.detector_data import DetectorDataConfig, detector_dataset  # noqa: E402
-from blazepose_tf.training.detector_objectives import match_detections  # noqa: E402
+from blazepose_tf.training.evaluation import match_detections  # noqa: E402
 from data.prepare import Labeller, to_detector_example  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

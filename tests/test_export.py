@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from blazepose_tf.codecs.targets import gt_alignment_roi
 from export import metadata as md
-from export.representative import gt_alignment_roi, load_samples, parse_spec
+from export.representative import load_samples, parse_spec
 from export.tflite_model import inspect_model, schema
 from export.to_tflite import ConversionError, export_model, prepare_model
 from export_fixtures import flex_model, synthetic_coco, tiny_detector, tiny_tracker
@@ -132,8 +133,10 @@ def test_representative_spec_and_alignment(dataset, tmp_path):
     samples = load_samples(spec, "tracker", (64, 64), (0.0, 1.0), 3)
     assert len(samples) == 3 and samples[0].tensor.shape == (1, 64, 64, 3)
     assert 0.0 <= samples[0].tensor.min() and samples[0].tensor.max() <= 1.0
-    roi = gt_alignment_roi(samples[0].person)
+    person = samples[0].person
+    roi = gt_alignment_roi(person.keypoints, person.available)
     assert abs(roi.rotation) < 0.3  # upright person: torso points up
+    assert roi == samples[0].roi    # the crop is the ground-truth alignment
     det = load_samples(str(dataset), "detector", (32, 32), (-1.0, 1.0), 2)
     assert det[0].tensor.min() >= -1.0 and det[0].tensor.shape == (1, 32, 32, 3)
     from blazepose_tf.errors import UserError

@@ -79,7 +79,7 @@ def test_every_readme_command_answers_help(module, row, flag):
 def test_help_of_evaluate_shows_the_model_sets():
     proc = run_module("blazepose_tf.evaluate", "--help", timeout=120)
     assert_clean_exit(proc, EXIT_OK)
-    assert "<ours|ours_lite|official>" in proc.stdout and "blazepose_tf.evaluate:" in proc.stdout
+    assert "<ours|ours_lite|official|official_lite>" in proc.stdout and "blazepose_tf.evaluate:" in proc.stdout
     assert proc.stdout.index("--annotations") < proc.stdout.index("--models")  # the command's own flags first
 
 

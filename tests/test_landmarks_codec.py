@@ -123,26 +123,3 @@ def test_channel_mismatch_raises():
         refine_with_heatmap(np.zeros((33, 2), np.float32), np.zeros((HM, HM, K), np.float32))
     with pytest.raises(ValueError, match="channels"):
         refine_with_heatmap(np.zeros((K + 1, 2), np.float32), np.zeros((1, HM, HM, K), np.float32))
-
-
-def test_tf_refinement_matches_the_runtime_and_has_gradients():
-    tf = pytest.importorskip("tensorflow")
-    from blazepose_tf.codecs.landmarks import refine_with_heatmap_tf
-
-    rng = np.random.default_rng(3)
-    peaks = {k: tuple(int(v) for v in rng.integers(0, HM, 2)) for k in range(0, K, 2)}
-    hm = np.stack([_peak_heatmap(peaks, sigma=1.5), rng.normal(-2, 3, (HM, HM, K)).astype(np.float32)])
-    xy = rng.uniform(-0.05, 1.05, (2, K, 2)).astype(np.float32)
-    for k, (r, c) in peaks.items():          # even points start within two cells of their peak
-        xy[0, k] = ((c + rng.integers(-2, 3) + 0.5) / HM, (r + rng.integers(-2, 3) + 0.5) / HM)
-    expected = np.stack([refine_with_heatmap(xy[b], hm[b]) for b in range(2)])
-    hm_t = tf.constant(hm)
-    with tf.GradientTape() as tape:
-        tape.watch(hm_t)
-        got = refine_with_heatmap_tf(tf.constant(xy), hm_t)
-        loss = tf.reduce_sum(got)
-    np.testing.assert_allclose(got.numpy(), expected, atol=1e-4)
-    refined = (expected != xy).any(-1)
-    assert refined[0, ::2].all() and not refined[0, 1::2].any()   # peaks refined, flat -10 channels gated out
-    grad = tape.gradient(loss, hm_t).numpy()
-    assert np.isfinite(grad).all() and np.abs(grad).max() > 0

@@ -10,8 +10,8 @@ keras = pytest.importorskip("keras")
 
 from blazepose_tf import losses as L  # noqa: E402
 from blazepose_tf.codecs.anchors import generate_anchors  # noqa: E402
-from blazepose_tf.models import (DETECTOR_PRESETS, TRACKER_PRESETS, TrackerConfig, build_detector,  # noqa: E402
-                                 build_tracker)
+from blazepose_tf.models import (BUILT_DETECTOR_PRESETS, BUILT_TRACKER_PRESETS, DETECTOR_PRESETS,  # noqa: E402
+                                 TRACKER_PRESETS, TrackerConfig, build_detector, build_tracker)
 from blazepose_tf.models.summary import all_stats, count_macs, format_table  # noqa: E402
 from blazepose_tf.models.tracker import (OUTPUT_NAMES_INFERENCE, OUTPUT_NAMES_TRAINING,  # noqa: E402
                                          OUTPUT_NAMES_WITH_HEATMAP, training_only_weights)
@@ -28,7 +28,7 @@ TINY = TrackerConfig(name="tiny", stem_filters=8, encoder_filters=(8, 16, 16, 24
 
 @pytest.fixture(scope="module")
 def trackers():
-    return {name: build_tracker(name) for name in TRACKER_PRESETS}
+    return {name: build_tracker(name) for name in BUILT_TRACKER_PRESETS}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def _randomize(model: keras.Model, seed: int = 0) -> None:
 
 
 # -------------------------------------------------------------------------------------------------- shapes
-@pytest.mark.parametrize("name", list(TRACKER_PRESETS))
+@pytest.mark.parametrize("name", list(BUILT_TRACKER_PRESETS))
 def test_tracker_shapes_and_names(trackers, image, name):
     m = trackers[name]
     p = BLAZEPOSE_33.num_keypoints + 2
@@ -105,8 +105,24 @@ def test_detector_heads_follow_anchor_order():
     assert (scores[1568:] < 0).all()  # the other heads keep their prior
 
 
+def test_one_presets_table_per_family():
+    """Each family's table names our architectures, the smoke-test one and MediaPipe's (converted, not built)."""
+    assert {"full", "lite", "smoke", "official_full"} <= set(TRACKER_PRESETS)
+    assert {"detector", "detector_lite", "detector_smoke", "official_detector"} <= set(DETECTOR_PRESETS)
+    assert TRACKER_PRESETS["official_full"].official == "pose_landmark_full"
+    assert DETECTOR_PRESETS["official_detector"].official == "pose_detection"
+    assert set(BUILT_TRACKER_PRESETS) == {n for n, c in TRACKER_PRESETS.items() if not c.official}
+    assert set(BUILT_DETECTOR_PRESETS) == {n for n, c in DETECTOR_PRESETS.items() if not c.official}
+    with pytest.raises(ValueError, match="converted pose_landmark_full, not built"):
+        build_tracker("official_full")
+    with pytest.raises(ValueError, match="converted pose_detection, not built"):
+        build_detector("official_detector")
+    with pytest.raises(KeyError, match="unknown tracker preset 'nope'"):
+        build_tracker("nope")
+
+
 # ------------------------------------------------------------------------------------------------- budgets
-@pytest.mark.parametrize("name", list(TRACKER_PRESETS))
+@pytest.mark.parametrize("name", list(PAPER_PARAMS))
 def test_parameter_budgets(trackers, name):
     m = trackers[name]
     target = PAPER_PARAMS[name]
@@ -119,7 +135,8 @@ def test_parameter_budgets(trackers, name):
 def test_summary_table(trackers, detector):
     rows = {r.name: r for r in all_stats(models={**{f"tracker/{k}": v for k, v in trackers.items()},
                                                  "detector/detector": detector})}
-    assert set(rows) == {f"tracker/{p}" for p in TRACKER_PRESETS} | {f"detector/{p}" for p in DETECTOR_PRESETS}
+    assert set(rows) == ({f"tracker/{p}" for p in BUILT_TRACKER_PRESETS}
+                         | {f"detector/{p}" for p in BUILT_DETECTOR_PRESETS})
     full = rows["tracker/full"]
     assert full.params_inference == trackers["full"].inference.count_params()
     assert full.training_only > 0 and full.macs > rows["tracker/lite"].macs > 0
@@ -241,7 +258,7 @@ def _check_tflite(model: keras.Model, x: np.ndarray) -> None:
         np.testing.assert_allclose(g, r, rtol=1e-3, atol=1e-2 * max(1.0, float(np.abs(r).max()) / 100))
 
 
-@pytest.mark.parametrize("name", list(TRACKER_PRESETS))
+@pytest.mark.parametrize("name", list(BUILT_TRACKER_PRESETS))
 def test_tracker_converts_to_builtin_tflite(trackers, image, name):
     _check_tflite(trackers[name].inference, image)
 

@@ -1,4 +1,4 @@
-"""Tests for ROI geometry: alignment ROI, crop warps, projections and letterboxing (DESIGN.md §4)."""
+"""Tests for ROI geometry: alignment ROI, crop warps, projections and letterboxing (docs/design.md §5)."""
 from __future__ import annotations
 
 import math
@@ -12,7 +12,7 @@ from blazepose_tf.types import Roi
 
 
 def _expected_rotation(center, scale_point) -> float:
-    """DESIGN.md §4: rotation = 90° − atan2(−(y1 − y0), x1 − x0), wrapped to [−π, π]."""
+    """docs/design.md §5: rotation = 90° − atan2(−(y1 − y0), x1 − x0), wrapped to [−π, π]."""
     dx, dy = scale_point[0] - center[0], scale_point[1] - center[1]
     r = math.pi / 2 - math.atan2(-dy, dx)
     return math.atan2(math.sin(r), math.cos(r))

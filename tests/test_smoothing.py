@@ -1,4 +1,4 @@
-"""Tests for the One Euro filter and the landmark smoother with MediaPipe's pose defaults (DESIGN.md §6)."""
+"""Tests for the One Euro filter and the landmark smoother with MediaPipe's pose defaults (docs/design.md §7)."""
 from __future__ import annotations
 
 import math

@@ -12,9 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from blazepose_tf.contract import DETECTOR_ROLES, LANDMARK_ROLES
 from blazepose_tf.errors import ModelError, UserError
 from export import metadata as md
 from export import to_mediapipe as tm
+from export.mediapipe_contract import PLACEHOLDER_LOGIT, landmark_contract_model
+from export.mediapipe_env import MediapipeEnvError, ensure_mediapipe_env
+from export.mediapipe_validate import run_pose_landmarker, validate_bundle
+from export.task_bundle import DETECTOR_FILE, LANDMARKS_FILE, extract_bundle, read_bundle, write_bundle
 from export.tflite_model import inspect_model
 from export_fixtures import tiny_tracker
 
@@ -65,8 +70,8 @@ def test_metadata_round_trip():
 
 
 def test_wrapper_contract_and_placeholders(tiny):
-    model, infos = tm.landmark_contract_model(tiny)
-    assert [o.name for o in infos] == list(tm.LANDMARK_ORDER)
+    model, infos = landmark_contract_model(tiny)
+    assert [o.name for o in infos] == list(LANDMARK_ROLES)
     status = {o.name: o.status for o in infos}
     assert status == {"landmarks": "padded", "presence": "model", "segmentation": "placeholder",
                       "heatmap": "padded", "world": "placeholder"}
@@ -77,17 +82,17 @@ def test_wrapper_contract_and_placeholders(tiny):
     assert out["segmentation"].shape == (1, 64, 64, 1) and out["heatmap"].shape == (1, 16, 16, 39)
     np.testing.assert_allclose(out["landmarks"][:, :175], ref["landmarks"], atol=1e-6)
     pad = out["landmarks"][0, 175:].reshape(4, 5)
-    assert np.all(pad[:, :3] == 0) and np.all(pad[:, 3:] == tm.PLACEHOLDER_LOGIT)
+    assert np.all(pad[:, :3] == 0) and np.all(pad[:, 3:] == PLACEHOLDER_LOGIT)
     np.testing.assert_allclose(out["heatmap"][..., :35], ref["heatmap"], atol=1e-6)
-    assert np.all(out["heatmap"][..., 35:] == tm.PLACEHOLDER_LOGIT)
-    assert np.all(out["segmentation"] == tm.PLACEHOLDER_LOGIT) and np.all(out["world"] == 0)
+    assert np.all(out["heatmap"][..., 35:] == PLACEHOLDER_LOGIT)
+    assert np.all(out["segmentation"] == PLACEHOLDER_LOGIT) and np.all(out["world"] == 0)
 
-    _, infos = tm.landmark_contract_model(tiny, heatmap="placeholder")
+    _, infos = landmark_contract_model(tiny, heatmap="placeholder")
     assert {o.name: o.status for o in infos}["heatmap"] == "placeholder"
     with pytest.raises(ModelError, match="segmentation, world"):
-        tm.landmark_contract_model(tiny, placeholders="refuse")
+        landmark_contract_model(tiny, placeholders="refuse")
     with pytest.raises(ModelError, match="BlazePose topology"):
-        tm.landmark_contract_model(tiny_tracker(input_size=64, points=19))
+        landmark_contract_model(tiny_tracker(input_size=64, points=19))
 
 
 def test_bundle_layout_metadata_and_order(bundle):
@@ -95,10 +100,10 @@ def test_bundle_layout_metadata_and_order(bundle):
 
     with zipfile.ZipFile(bundle.path) as z:
         infos = {i.filename: i for i in z.infolist()}
-        assert set(infos) == {tm.DETECTOR_FILE, tm.LANDMARKS_FILE}
+        assert set(infos) == {DETECTOR_FILE, LANDMARKS_FILE}
         assert all(i.compress_type == zipfile.ZIP_STORED for i in infos.values())
-        det, lmk = z.read(tm.DETECTOR_FILE), z.read(tm.LANDMARKS_FILE)
-    for data, order, mean, std in ((det, tm.DETECTOR_ORDER, 127.5, 127.5), (lmk, tm.LANDMARK_ORDER, 0.0, 255.0)):
+        det, lmk = z.read(DETECTOR_FILE), z.read(LANDMARKS_FILE)
+    for data, order, mean, std in ((det, DETECTOR_ROLES, 127.5, 127.5), (lmk, LANDMARK_ROLES, 0.0, 255.0)):
         meta = mpm.read_tflite_metadata(data)
         assert meta["inputs"][0]["mean"] == [mean] and meta["inputs"][0]["std"] == [std]
         assert [o["name"] for o in meta["outputs"]] == list(order)
@@ -126,7 +131,7 @@ def test_official_tflite_outputs_mapped_by_shape(official_detector):
 
     lmk = tm.export_one("landmarks", official_model_path("pose_landmark_full"), log=lambda *a: None)
     info = inspect_model(lmk.data)
-    assert [t.name for t in info.outputs] == list(tm.LANDMARK_ORDER)
+    assert [t.name for t in info.outputs] == list(LANDMARK_ROLES)
     assert [t.shape for t in info.outputs] == [(1, 195), (1, 1), (1, 256, 256, 1), (1, 64, 64, 39), (1, 117)]
     assert lmk.placeholders == [] and (lmk.mean, lmk.std) == (0.0, 255.0)
 
@@ -159,8 +164,6 @@ def test_cli_refuses_placeholders_and_bad_detectors(tiny, official_detector, tmp
 
 
 def _mediapipe_python():
-    from benchmarks.mediapipe_env import MediapipeEnvError, ensure_mediapipe_env
-
     try:
         return ensure_mediapipe_env(quiet=True)
     except MediapipeEnvError as e:
@@ -182,7 +185,7 @@ def test_pose_landmarker_loads_and_runs_the_bundle(bundle, tmp_path):
     png = tmp_path / "astronaut.png"
     cv2.imwrite(str(png), rgb[..., ::-1])
     opts = {"min_pose_presence_confidence": 0.0, "output_segmentation_masks": True}  # random tiny tracker
-    res = tm.run_pose_landmarker(bundle.path, [{"id": "a", "frames": [str(png)]}], mode="image", options=opts,
+    res = run_pose_landmarker(bundle.path, [{"id": "a", "frames": [str(png)]}], mode="image", options=opts,
                                  python=python, timeout=600)
     assert "error" not in res, res.get("error")
     poses = res["results"][0]["frames"][0]["poses"]
@@ -192,14 +195,14 @@ def test_pose_landmarker_loads_and_runs_the_bundle(bundle, tmp_path):
     assert np.allclose(pose["world"], 0.0)              # world placeholder: all zeros
     assert pose["mask"]["max"] < 0.01                   # segmentation placeholder: empty mask
 
-    det, lmk = tm.extract_bundle(bundle.path, tmp_path / "models")
+    det, lmk = extract_bundle(bundle.path, tmp_path / "models")
     ours = PoseTracker(load_runner(det), load_runner(lmk), mode="image", min_presence=0.0).process(rgb)
     assert len(ours) == 1
     theirs = np.asarray([p[:2] for p in pose["landmarks"]])
     d = np.linalg.norm(np.asarray(ours[0].keypoints)[:33, :2] - theirs, axis=1)
     assert np.median(d) < 0.01 * rgb.shape[0], d
 
-    vid = tm.run_pose_landmarker(bundle.path, [{"id": "v", "frames": [str(png)] * 2}], mode="video",
+    vid = run_pose_landmarker(bundle.path, [{"id": "v", "frames": [str(png)] * 2}], mode="video",
                                  options={"min_pose_presence_confidence": 0.0}, python=python, timeout=600)
     assert "error" not in vid and [len(f["poses"]) for f in vid["results"][0]["frames"]] == [1, 1]
 
@@ -211,17 +214,17 @@ def test_bundle_without_metadata_is_rejected_by_mediapipe(bundle, tmp_path):
     from export.tflite_model import pack, unpack
 
     python = _mediapipe_python()
-    files = tm.read_bundle(bundle.path)
-    tree = unpack(files[tm.LANDMARKS_FILE])
+    files = read_bundle(bundle.path)
+    tree = unpack(files[LANDMARKS_FILE])
     tree.metadata = [m for m in tree.metadata if (m.name.decode() if isinstance(m.name, bytes) else m.name)
                      != mpm.TFLITE_METADATA_NAME]
     stripped = pack(tree)
     assert mpm.TFLITE_METADATA_NAME not in get_metadata_buffers(stripped)
-    bad = tm.write_bundle(files[tm.DETECTOR_FILE], stripped, tmp_path / "bad.task")
-    res = tm.run_pose_landmarker(bad, [], mode="image", python=python, timeout=600)
+    bad = write_bundle(files[DETECTOR_FILE], stripped, tmp_path / "bad.task")
+    res = run_pose_landmarker(bad, [], mode="image", python=python, timeout=600)
     assert "NormalizationOptions" in res.get("error", ""), res
     with pytest.raises(ModelError, match="NormalizationOptions"):
-        tm.validate_bundle(bad, log=lambda *a: None)
+        validate_bundle(bad, log=lambda *a: None)
 
 
 def test_outputs_out_of_official_order_fail_in_mediapipe(bundle, tmp_path):
@@ -230,10 +233,39 @@ def test_outputs_out_of_official_order_fail_in_mediapipe(bundle, tmp_path):
     from export.tflite_model import pack, unpack
 
     _mediapipe_python()
-    files = tm.read_bundle(bundle.path)
-    tree = unpack(files[tm.LANDMARKS_FILE])
+    files = read_bundle(bundle.path)
+    tree = unpack(files[LANDMARKS_FILE])
     sg = tree.subgraphs[0]
     sg.outputs = np.array([int(sg.outputs[i]) for i in (3, 0, 1, 2, 4)], np.int32)  # heatmap first
-    bad = tm.write_bundle(files[tm.DETECTOR_FILE], pack(tree), tmp_path / "order.task")
+    bad = write_bundle(files[DETECTOR_FILE], pack(tree), tmp_path / "order.task")
     with pytest.raises(ModelError, match="failed running"):
-        tm.validate_bundle(bad, log=lambda *a: None)
+        validate_bundle(bad, log=lambda *a: None)
+
+
+def test_bundle_files_round_trip_and_errors(tmp_path):
+    path = write_bundle(b"det", b"lmk", tmp_path / "b.task")
+    assert read_bundle(path) == {DETECTOR_FILE: b"det", LANDMARKS_FILE: b"lmk"}
+    det, lmk = extract_bundle(path, tmp_path / "out")
+    assert det.read_bytes() == b"det" and lmk.read_bytes() == b"lmk"
+    with pytest.raises(ModelError, match="not found"):
+        read_bundle(tmp_path / "missing.task")
+    (tmp_path / "bad.task").write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match="not a zip"):
+        read_bundle(tmp_path / "bad.task")
+    with zipfile.ZipFile(tmp_path / "half.task", "w") as z:
+        z.writestr(DETECTOR_FILE, b"det")
+    with pytest.raises(ModelError, match=LANDMARKS_FILE):
+        read_bundle(tmp_path / "half.task")
+
+
+def test_mediapipe_contract_comes_from_the_model_contract():
+    from blazepose_tf import contract
+    from export.mediapipe_contract import DETECTOR_INPUT_HW, DETECTOR_SHAPES, landmark_output_shapes
+
+    assert DETECTOR_INPUT_HW == (224, 224)
+    assert DETECTOR_SHAPES == {"regressors": (1, contract.DETECTOR_NUM_ANCHORS, 12),
+                               "scores": (1, contract.DETECTOR_NUM_ANCHORS, 1)}
+    assert landmark_output_shapes((256, 256)) == {"landmarks": (1, 195), "presence": (1, 1),
+                                                  "segmentation": (1, 256, 256, 1), "heatmap": (1, 64, 64, 39),
+                                                  "world": (1, 117)}
+    assert md.NORMALIZATION == {"tracker": ((0.0, 1.0), 0.0, 255.0), "detector": ((-1.0, 1.0), 127.5, 127.5)}

@@ -185,6 +185,18 @@ def test_sample_input_json_schema_and_overlay(tmp_path, official_models):
     assert changed.sum() > 1000, changed.sum()  # a skeleton was drawn, not a copy of the input
 
 
+def test_official_lite_set_tracks_the_sample(tmp_path, official_models):
+    """``--models official_lite``: MediaPipe's detector + the Lite landmark model the package carries."""
+    out = tmp_path / "sample.json"
+    proc = run_track("--models", "official_lite", "--input", "sample", "--output", out)
+    check_stderr(proc, EXIT_OK)
+    doc = read_doc(out)
+    assert doc["models"] == {"detector": "official:pose_detection", "landmarks": "official:pose_landmark_lite"}
+    [result] = doc["results"]
+    [pose] = result["poses"]
+    check_pose(pose, 512, 512)
+
+
 def test_directory_with_bad_images_reports_and_skips(tmp_path, official_models):
     d = tmp_path / "photos"
     d.mkdir()

@@ -143,32 +143,13 @@ def test_bad_flags_give_one_line_errors(tmp_path):
     assert not any(tmp_path.iterdir())      # checked before anything is written into --model_dir
 
 
-def test_pruned_preset_distils_from_the_official_full(official_models, data_dir, tmp_path):
-    model_dir = tmp_path / "pruned"
-    cmd = _cmd(data_dir, model_dir, "--preset=pruned_lite", "--distill_from=official", "--init_from=linear_fit",
-               "--w_features=1", "--w_distill=1", "--w_heatmap=0", "--w_offset=0", "--batch_size=2",
-               "--steps=2", "--eval_every=2", "--eval_batches=0")
-    out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "linear fits (residual / variance): add " in out.stderr
-    logged = [json.loads(line) for line in (model_dir / "history.jsonl").read_text().splitlines()]
-    losses = [h for h in logged if "features" in h]
-    assert losses and all(np.isfinite(h["features"]) and h["features"] > 0 for h in losses)
-    import keras
-    import blazepose_tf.models  # noqa: F401  custom layers
-    exported = keras.models.load_model(model_dir / "last.keras", compile=False)
-    assert exported.output_names == ["landmarks", "presence", "world"]
-    assert "add" not in {layer.name for layer in exported.layers}   # the 64x64 residual block is gone
-
-
-@pytest.mark.parametrize("part,frozen,moved", [("heatmap_branch", "landmarks", "heatmap"),
-                                               ("regression_branch", "heatmap", "landmarks")])
-def test_branch_training_leaves_the_other_output_unchanged(part, frozen, moved):
+def test_regression_branch_training_leaves_the_heatmap_unchanged():
     from blazepose_tf.models.graph import upstream_layers
-    from blazepose_tf.training import objectives
+    from blazepose_tf.training import registry
 
-    models = objectives.build_models("smoke", BLAZEPOSE_33)
-    n = objectives.restrict_trainable(models, part)
+    part, frozen, moved = "regression_branch", "heatmap", "landmarks"
+    models = registry.build_models("smoke", BLAZEPOSE_33)
+    n = registry.restrict_trainable(models, part)
     out = dict(zip(models.training.output_names, models.training.outputs))
     trainable = {layer.name for layer in models.training.layers if layer.trainable and layer.weights}
     assert n == len(trainable) > 0
@@ -184,28 +165,30 @@ def test_branch_training_leaves_the_other_output_unchanged(part, frozen, moved):
     after = dict(zip(models.training.output_names, models.training(images, training=False)))
     np.testing.assert_array_equal(np.asarray(after[frozen]), np.asarray(before[frozen]))
     assert np.abs(np.asarray(after[moved]) - np.asarray(before[moved])).max() > 1e-6
-    assert objectives.restrict_trainable(models, "all") > n
+    assert registry.restrict_trainable(models, "all") > n
     with pytest.raises(UserError, match="must be one of"):
-        objectives.restrict_trainable(models, "backbone")
+        registry.restrict_trainable(models, "backbone")
 
 
-def test_quantization_noise_trains_through_simulated_int8_and_saves_a_float_model(data_dir, tmp_path):
-    model_dir = tmp_path / "int8sim"
-    cmd = _cmd(data_dir, model_dir, "--quantization_noise", "--steps=3", "--eval_every=3", "--eval_batches=0",
-               "--best_metric=int8sim_pck", "--checkpoint_every=2")
-    out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "activation ranges calibrated on" in out.stderr
-    evals = [h for h in map(json.loads, (model_dir / "history.jsonl").read_text().splitlines()) if "dev_pck" in h]
-    assert evals and all("dev_int8sim_pck" in h and 0 <= h["dev_int8sim_pck"] <= 100 for h in evals)
-    from blazepose_tf.models.fake_quant import FakeQuant
-    best = keras.models.load_model(model_dir / "best.keras", compile=False)
-    assert not any(isinstance(layer, FakeQuant) for layer in best.layers)   # the saved model stays float
-    # The ranges are part of the checkpoint: a resumed run does not recalibrate.
-    again = subprocess.run(cmd[:-1] + ["--steps=4"] + cmd[-1:], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                           timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "resumed from" in again.stderr and "calibrated on" not in again.stderr
-    bad = subprocess.run(_cmd(data_dir, tmp_path / "bad", "--best_metric=int8sim_pck"), cwd=ROOT, env=_env(),
-                         capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 2 and "needs --quantization_noise" in bad.stderr and "Traceback" not in bad.stderr
+def test_flags_are_generated_from_the_train_config():
+    from dataclasses import fields
+
+    from absl import flags as absl_flags
+
+    from blazepose_tf.training.config import LOSS_WEIGHTS, TrainConfig, define_flags
+
+    values = absl_flags.FlagValues()
+    define_flags(values)
+    values(["train", "--train_data=a", "--model_dir=b", "--model=detector", "--w_regression=2"])
+    cfg = TrainConfig.from_flags(values)
+    for f in fields(TrainConfig):
+        if f.name not in ("train_data", "model_dir", "loss_weights", "model"):
+            assert getattr(cfg, f.name) == f.default and f.metadata["help"] in values[f.name].help, f.name
+    assert (cfg.train_data, cfg.model_dir, cfg.model) == ("a", "b", "detector")
+    assert cfg.loss_weights == {"classification": LOSS_WEIGHTS["detector"]["classification"].default,
+                                "regression": 2.0}
+    assert values["optimizer"].parser.enum_values == ["adamw", "sgd"] and values["w_z"].default == 0.1
+    values.unparse_flags()
+    values(["train", "--train_data=a"])
+    with pytest.raises(UserError, match="--model_dir is required"):
+        TrainConfig.from_flags(values)

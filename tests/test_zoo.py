@@ -71,7 +71,7 @@ def fake_zoo(tmp_path, monkeypatch) -> Path:
 
 def test_sets_and_names():
     assert zoo.MODEL_NAMES == ("detector", "full", "lite")
-    assert set(zoo.MODEL_SETS) == {"ours", "ours_lite", "official"} and zoo.DEFAULT_SET == "ours"
+    assert set(zoo.MODEL_SETS) == {"ours", "ours_lite", "official", "official_lite"} and zoo.DEFAULT_SET == "ours"
     assert model_flags.MODEL_SETS == tuple(zoo.MODEL_SETS) and model_flags.DEFAULT_MODEL_SET == "ours"
     assert zoo.DEFAULT_WEIGHTS_DIR == REPO / "blazepose_tf" / "zoo" / "weights"
 
@@ -93,6 +93,8 @@ def test_official_set_is_the_fetched_official_models(official_models, tmp_path, 
     monkeypatch.setenv(zoo.WEIGHTS_ENV, str(tmp_path))  # empty zoo: the official set does not need it
     assert zoo.model_set("official") == (official_model_path("pose_detection"),
                                          official_model_path("pose_landmark_full"))
+    assert zoo.model_set("official_lite") == (official_model_path("pose_detection"),
+                                              official_model_path("pose_landmark_lite"))
 
 
 def test_unknown_names_are_user_errors(fake_zoo):
@@ -100,7 +102,7 @@ def test_unknown_names_are_user_errors(fake_zoo):
         zoo.model_path("heavy")
     with pytest.raises(UserError, match="format must be one of tflite, keras"):
         zoo.model_path("full", fmt="onnx")
-    with pytest.raises(UserError, match="--models must be one of ours, ours_lite, official, got 'mine'"):
+    with pytest.raises(UserError, match="--models must be one of ours, ours_lite, official, official_lite, got 'mine'"):
         zoo.model_set("mine")
 
 
@@ -183,7 +185,8 @@ def test_cli_overrides_skip_the_zoo(tmp_path, monkeypatch):
 def test_models_flag_rejects_unknown_set_before_loading(tmp_path):
     proc = run_module("blazepose_tf.track", "--input", "sample", "--output", tmp_path / "r.json", "--models", "mine")
     assert proc.returncode == EXIT_USAGE, proc.stderr
-    assert error_lines(proc) == ["error: flag --models=mine: value should be one of <ours|ours_lite|official>"]
+    assert error_lines(proc) == ["error: flag --models=mine: value should be one of "
+                                 "<ours|ours_lite|official|official_lite>"]
     assert not (tmp_path / "r.json").exists()
 
 
@@ -203,7 +206,7 @@ def test_default_set_without_published_weights_exits_4_with_one_line(tmp_path):
 def smoke_run(tmp_path_factory) -> Path:
     """A tiny trained-looking run folder: best.keras (smoke tracker inference model) + best.json sidecar."""
     from blazepose_tf.topology import BLAZEPOSE_33
-    from blazepose_tf.training.objectives import build_models
+    from blazepose_tf.training.registry import build_models
 
     run = tmp_path_factory.mktemp("run")
     build_models("smoke", BLAZEPOSE_33).inference.save(run / "best.keras")

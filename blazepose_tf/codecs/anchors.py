@@ -10,7 +10,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class AnchorOptions:
-    """SSD anchor parameters; the defaults are the official pose detector's (DESIGN.md §3)."""
+    """SSD anchor parameters; the defaults are the official pose detector's (docs/design.md §4)."""
 
     input_size: int = 224
     num_layers: int = 5

@@ -77,32 +77,3 @@ def refine_with_heatmap(xy: np.ndarray, heatmap: np.ndarray, kernel_size: int = 
         out[i, 0] = float(win.sum(axis=0) @ np.arange(c0, c1)) / w / total
         out[i, 1] = float(win.sum(axis=1) @ np.arange(r0, r1)) / h / total
     return out
-
-
-def refine_with_heatmap_tf(xy, heatmap_logits, kernel_size: int = 7, min_confidence: float = 0.5):
-    """Batched, differentiable :func:`refine_with_heatmap` for training (TensorFlow).
-
-    Each point whose window reaches ``min_confidence`` becomes the sigmoid-weighted mean cell position in the
-    ``kernel_size`` window around its (stop-gradient) regressed position, with MediaPipe's truncation and
-    ``index / size`` convention; the others keep the regressed position (the gate has no gradient).
-    Args: ``xy`` (B, K, 2) normalized crop coordinates; ``heatmap_logits`` (B, H, W, K). Returns (B, K, 2)."""
-    import tensorflow as tf
-
-    hm = tf.cast(heatmap_logits, tf.float32)
-    h, w = hm.shape[1], hm.shape[2]
-    xy = tf.stop_gradient(tf.cast(xy, tf.float32))
-    col = tf.cast(tf.cast(xy[..., 0] * w, tf.int32), tf.float32)
-    row = tf.cast(tf.cast(xy[..., 1] * h, tf.int32), tf.float32)   # truncation toward zero, as in C++
-    checked = (col >= 0) & (col < w) & (row >= 0)                   # MediaPipe's bounds check (no row < h)
-    col, row = col[:, None, None, :], row[:, None, None, :]          # (B, 1, 1, K)
-    cols = tf.range(w, dtype=tf.float32)[None, None, :, None]
-    rows = tf.range(h, dtype=tf.float32)[None, :, None, None]
-    half = float((kernel_size - 1) // 2)
-    window = tf.cast((tf.abs(cols - col) <= half) & (tf.abs(rows - row) <= half), tf.float32)
-    weight = tf.sigmoid(hm) * window
-    total = tf.reduce_sum(weight, axis=[1, 2]) + 1e-6
-    x = tf.reduce_sum(weight * cols, axis=[1, 2]) / total / w
-    y = tf.reduce_sum(weight * rows, axis=[1, 2]) / total / h
-    confident = (tf.reduce_max(weight, axis=[1, 2]) >= min_confidence) & checked
-    inside = tf.stop_gradient(tf.cast(confident, tf.float32))
-    return tf.stack([x * inside + xy[..., 0] * (1 - inside), y * inside + xy[..., 1] * (1 - inside)], -1)

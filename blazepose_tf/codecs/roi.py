@@ -1,5 +1,5 @@
 """ROI geometry: letterboxing, detection/landmarks → rotated square ROI, rotated crops as warps, and the
-inverse projection of crop coordinates back to the image (DESIGN.md §4). Everything is in image pixels.
+inverse projection of crop coordinates back to the image (docs/design.md §5). Everything is in image pixels.
 
 Conventions follow MediaPipe's ImageToTensor (OpenCV path): the ROI's four corners map exactly onto the
 output tensor's corners (0 and ``size``, not ``size - 1``), sampled with bilinear interpolation on the uint8
@@ -12,6 +12,7 @@ import math
 import cv2
 import numpy as np
 
+from blazepose_tf.contract import ROI_SCALE
 from blazepose_tf.types import Roi
 
 BORDER_MODES = {"replicate": cv2.BORDER_REPLICATE, "zero": cv2.BORDER_CONSTANT}
@@ -53,7 +54,7 @@ def remove_letterbox(points: np.ndarray, padding: np.ndarray) -> np.ndarray:
     return out
 
 
-def alignment_roi(center: np.ndarray, scale_point: np.ndarray, scale: float = 1.25,
+def alignment_roi(center: np.ndarray, scale_point: np.ndarray, scale: float = ROI_SCALE,
                   target_angle: float = math.pi / 2) -> Roi:
     """ROI from two alignment points (pixels): centre ``center``, side 2·|scale_point − center|·``scale``,
     rotated so that the centre→scale_point direction points up in the crop.
@@ -116,3 +117,9 @@ def image_to_crop(points: np.ndarray, roi: Roi) -> np.ndarray:
     v = (-s * dx + c * dy) / roi.height + 0.5
     return np.stack([u, v], axis=1).astype(np.float32)
 
+
+def to_tensor(crop: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    """uint8 crop → float32 batch of one, scaled to ``value_range`` (a model's input range,
+    :data:`blazepose_tf.contract.INPUT_RANGES`)."""
+    lo, hi = value_range
+    return (crop.astype(np.float32) * ((hi - lo) / 255.0) + lo)[None]

@@ -1,5 +1,5 @@
 """Training targets: tracker regression targets normalized to the crop, the two auxiliary ROI points, and the
-person detector's anchor assignment (DESIGN.md §3–§5).
+person detector's anchor assignment (docs/design.md §4–§6).
 
 Tracker targets (TensorFlow, usable inside ``tf.data``; see :func:`tracker_targets`) are computed from
 keypoints already in crop pixels. Detector targets (NumPy; wrap with :func:`tf_detector_targets` to run
@@ -15,18 +15,22 @@ Alignment keypoints (the official detector's, checked against it on 184 LSPET im
     u = unit(mid-hip → mid-shoulder)
 
 The tracker's auxiliary ROI points (centre, scale/rotation) are kp0 and kp1: from them the runtime's
-``alignment_roi`` rebuilds the next frame's crop (DESIGN.md §4).
+``alignment_roi`` rebuilds the next frame's crop (docs/design.md §5).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from blazepose_tf.codecs.anchors import AnchorOptions, anchors_per_cell, generate_anchors
-from blazepose_tf.codecs.detection import NUM_DETECTOR_KEYPOINTS, encode_boxes
+from blazepose_tf.codecs.detection import encode_boxes
+from blazepose_tf.codecs.roi import alignment_roi
+from blazepose_tf.contract import DETECTOR_NUM_KEYPOINTS, REGRESSOR_VALUES, ROI_SCALE
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
+from blazepose_tf.types import Roi
 
 FACE_KEYPOINTS = ("nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
                   "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right")
@@ -56,6 +60,33 @@ def upper_body_indices(topology: Topology) -> list[int]:
     return [i for i, n in enumerate(topology.keypoints) if not any(w in n for w in LOWER_BODY_WORDS)]
 
 
+class _Alignment(NamedTuple):
+    points: np.ndarray   # (4, 2) float64: kp0..kp3
+    torso: float         # |mid-shoulder − mid-hip|
+    radius: float        # r = |kp1 − kp0|
+
+
+def _alignment(keypoints: np.ndarray, valid: np.ndarray, topology: Topology) -> Optional[_Alignment]:
+    """The alignment keypoints in float64 (module docstring), or None when hips or shoulders are missing or
+    coincide (the direction u is then undefined)."""
+    pts = np.asarray(keypoints, dtype=np.float64)[:, :2]
+    ok = np.asarray(valid, dtype=bool) & np.isfinite(pts).all(axis=1)
+    hip = _midpoint(pts, ok, topology, "left_hip", "right_hip")
+    sho = _midpoint(pts, ok, topology, "left_shoulder", "right_shoulder")
+    if hip is None or sho is None:
+        return None
+    torso = sho - hip
+    length = float(np.linalg.norm(torso))
+    if length <= 1e-9:
+        return None
+    u = torso / length
+    r = float(np.max(np.linalg.norm(pts[ok] - hip, axis=1)))
+    upper = np.zeros_like(ok)
+    upper[upper_body_indices(topology)] = True
+    r_up = float(np.max(np.linalg.norm(pts[ok & upper] - sho, axis=1)))
+    return _Alignment(np.stack([hip, hip + u * r, sho, sho + u * r_up]), length, r)
+
+
 def alignment_keypoints(keypoints: np.ndarray, valid: np.ndarray,
                         topology: Topology = BLAZEPOSE_33) -> tuple[np.ndarray, np.ndarray]:
     """The detector's 4 alignment keypoints from body keypoints (any coordinate units).
@@ -67,26 +98,33 @@ def alignment_keypoints(keypoints: np.ndarray, valid: np.ndarray,
         (4, 2) kp0..kp3 and a (4,) bool mask (all False when hips or shoulders are missing, since the
         direction u is then undefined).
     """
-    pts = np.asarray(keypoints, dtype=np.float64)[:, :2]
-    ok = np.asarray(valid, dtype=bool) & np.isfinite(pts).all(axis=1)
-    out = np.zeros((NUM_DETECTOR_KEYPOINTS, 2), np.float32)
-    mask = np.zeros(NUM_DETECTOR_KEYPOINTS, bool)
-    hip = _midpoint(pts, ok, topology, "left_hip", "right_hip")
-    sho = _midpoint(pts, ok, topology, "left_shoulder", "right_shoulder")
-    if hip is None or sho is None:
-        return out, mask
-    torso = sho - hip
-    length = float(np.hypot(*torso))
-    if length <= 1e-9:
-        return out, mask
-    u = torso / length
-    r = float(np.max(np.linalg.norm(pts[ok] - hip, axis=1)))
-    upper = np.zeros_like(ok)
-    upper[upper_body_indices(topology)] = True
-    r_up = float(np.max(np.linalg.norm(pts[ok & upper] - sho, axis=1)))
-    out[:] = np.stack([hip, hip + r * u, sho, sho + r_up * u]).astype(np.float32)
-    mask[:] = True
+    out = np.zeros((DETECTOR_NUM_KEYPOINTS, 2), np.float32)
+    mask = np.zeros(DETECTOR_NUM_KEYPOINTS, bool)
+    found = _alignment(keypoints, valid, topology)
+    if found is not None:
+        out[:] = found.points.astype(np.float32)
+        mask[:] = True
     return out, mask
+
+
+def gt_alignment_roi(keypoints: np.ndarray, valid: np.ndarray, topology: Topology = BLAZEPOSE_33,
+                     scale: float = ROI_SCALE) -> Optional[Roi]:
+    """The tracker ROI a perfect detector would give a person (image pixels): centred on kp0 (mid-hip), side
+    2·r·``scale``, rotated so that the torso points up (:func:`blazepose_tf.codecs.roi.alignment_roi` of kp0,
+    kp1); None when hips or shoulders are missing or the person is degenerate. The one ground-truth alignment:
+    ``data.prepare`` crops on the same points (:func:`alignment_keypoints`), the export's evaluation crops on
+    this ROI.
+
+    Args:
+        keypoints: (K, 2+) in ``topology`` order, image pixels.
+        valid: (K,) availability.
+        scale: ROI side over the alignment circle's diameter.
+    """
+    found = _alignment(keypoints, valid, topology)
+    if found is None or found.torso < 1e-6 or not found.radius >= 1e-6 or not math.isfinite(found.radius):
+        return None
+    roi = alignment_roi(found.points[0], found.points[1], scale=scale)
+    return roi if roi.width > 1e-3 else None
 
 
 def aux_roi_points(keypoints: np.ndarray, valid: np.ndarray,
@@ -289,7 +327,7 @@ def assign_detector_targets(persons: Sequence[DetectorPerson], anchors: Optional
     positive = owner >= 0
     labels[ignore] = -1
     labels[positive] = 1
-    regressors = np.zeros((n, 4 + 2 * NUM_DETECTOR_KEYPOINTS), np.float32)
+    regressors = np.zeros((n, REGRESSOR_VALUES), np.float32)
     mask = np.zeros_like(regressors)
     idx = np.nonzero(positive)[0]
     if len(idx):
@@ -353,7 +391,7 @@ def tf_detector_targets(keypoints, valid, topology: Topology = BLAZEPOSE_33,
 
     reg, labels, mask = tf.numpy_function(fn, [keypoints, valid], [tf.float32, tf.int32, tf.float32],
                                           stateful=False)
-    reg.set_shape((n, 4 + 2 * NUM_DETECTOR_KEYPOINTS))
+    reg.set_shape((n, REGRESSOR_VALUES))
     labels.set_shape((n,))
-    mask.set_shape((n, 4 + 2 * NUM_DETECTOR_KEYPOINTS))
+    mask.set_shape((n, REGRESSOR_VALUES))
     return reg, labels, mask

@@ -1,5 +1,6 @@
 """Keras 3 model builders: the BlazePose tracker (heatmap + regression, paper Fig. 4) and the BlazeFace-style
-person detector, each with its presets beside its builder.
+person detector, each with its presets beside its builder (one table per family: ``TRACKER_PRESETS``,
+``DETECTOR_PRESETS``, which also name MediaPipe's converted models and the smoke-test presets).
 
     >>> from blazepose_tf.models import build_tracker, build_detector
     >>> tracker = build_tracker("lite")          # .training / .inference / .inference_with_heatmap
@@ -9,11 +10,12 @@ person detector, each with its presets beside its builder.
 """
 from blazepose_tf.models import official_layers  # noqa: F401  registers the converted official models' layers
 from blazepose_tf.models.blocks import CUSTOM_OBJECTS, ChannelAffine, ChannelPad, FusedBatchNorm, StopGradient
-from blazepose_tf.models.detector import DETECTOR_PRESETS, DetectorConfig, build_detector
-from blazepose_tf.models.tracker import TRACKER_PRESETS, TrackerConfig, TrackerModels, build_tracker
+from blazepose_tf.models.detector import BUILT_DETECTOR_PRESETS, DETECTOR_PRESETS, DetectorConfig, build_detector
+from blazepose_tf.models.tracker import (BUILT_TRACKER_PRESETS, TRACKER_PRESETS, TrackerConfig, TrackerModels,
+                                         build_tracker)
 
 __all__ = [
     "CUSTOM_OBJECTS", "ChannelAffine", "ChannelPad", "FusedBatchNorm", "StopGradient",
-    "DETECTOR_PRESETS", "DetectorConfig", "build_detector",
-    "TRACKER_PRESETS", "TrackerConfig", "TrackerModels", "build_tracker",
+    "BUILT_DETECTOR_PRESETS", "DETECTOR_PRESETS", "DetectorConfig", "build_detector",
+    "BUILT_TRACKER_PRESETS", "TRACKER_PRESETS", "TrackerConfig", "TrackerModels", "build_tracker",
 ]

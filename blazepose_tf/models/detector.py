@@ -1,4 +1,4 @@
-"""BlazeFace-style person detector (paper §2.2, DESIGN.md §3) as a Keras 3 functional model, with its presets.
+"""BlazeFace-style person detector (paper §2.2, docs/design.md §4) as a Keras 3 functional model, with its presets.
 
 Same I/O contract as the official ``pose_detection.tflite``: input (B, 224, 224, 3) RGB in [-1, 1]
 (letterboxed); outputs ``regressors`` (B, 2254, 12) and ``scores`` (B, 2254, 1) logits, one row per anchor of
@@ -16,17 +16,18 @@ Architecture::
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import keras
 from keras import layers
 
 from blazepose_tf.codecs.anchors import AnchorOptions, anchors_per_cell, strides_of
-from blazepose_tf.codecs.detection import NUM_COORDS
+from blazepose_tf.contract import DETECTOR_ROLES, REGRESSOR_VALUES
 from blazepose_tf.models.blocks import (ChannelAffine, blaze_block, blaze_stage, conv_bn_act, depthwise_initializer,
                                        pointwise, upsample_add)
 
-DETECTOR_OUTPUT_NAMES = ("regressors", "scores")
+DETECTOR_OUTPUT_NAMES = DETECTOR_ROLES
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class DetectorConfig:
             :class:`blazepose_tf.models.tracker.TrackerConfig`).
         prior_probability: initial score of every anchor (classification bias, as for focal loss).
         anchor_options: the SSD anchors the heads are laid out for.
+        official: non-empty for MediaPipe's own detector: the name of the official model whose converted graph and
+            weights the preset is (:func:`blazepose_tf.models.convert_official.load_converted`); it is loaded, not
+            built, and the width/depth fields do not apply.
     """
 
     name: str
@@ -56,6 +60,7 @@ class DetectorConfig:
     batch_norm_min_stride: int = 8
     prior_probability: float = 0.01
     anchor_options: AnchorOptions = field(default_factory=AnchorOptions)
+    official: str = ""
 
     def __post_init__(self) -> None:
         if len(self.stage_filters) != 4 or len(self.stage_blocks) != 4:
@@ -71,6 +76,8 @@ class DetectorConfig:
         return self.anchor_options.input_size
 
 
+#: Every detector preset (``--preset`` of ``python -m blazepose_tf.train --model=detector``): this project's
+#: architectures, the tiny smoke-test one and MediaPipe's (``official``: converted, not built).
 DETECTOR_PRESETS: dict[str, DetectorConfig] = {
     # ≈0.9M parameters (the official detector stores 2.97M, of which 0.92M are non-zero).
     "detector": DetectorConfig(name="detector", stem_filters=24, stage_filters=(32, 64, 160, 320),
@@ -78,7 +85,14 @@ DETECTOR_PRESETS: dict[str, DetectorConfig] = {
     # About 4x cheaper to train; for quick experiments on CPU.
     "detector_lite": DetectorConfig(name="detector_lite", stem_filters=16, stage_filters=(24, 48, 96, 192),
                                     stage_blocks=(1, 2, 2, 3), fpn_filters=(48, 96, 128)),
+    # A detector that builds and traces fast: for smoke tests only.
+    "detector_smoke": DetectorConfig(name="detector_smoke", stem_filters=8, stage_filters=(8, 16, 16, 16),
+                                     stage_blocks=(1, 1, 1, 1), fpn_filters=(8, 16, 16)),
+    # MediaPipe's person detector, converted with its weights (for fine-tuning).
+    "official_detector": DetectorConfig(name="official_detector", official="pose_detection"),
 }
+#: The presets :func:`build_detector` builds (the official ones are converted models).
+BUILT_DETECTOR_PRESETS: tuple[str, ...] = tuple(n for n, c in DETECTOR_PRESETS.items() if not c.official)
 
 
 def resolve_detector_config(preset: str | DetectorConfig) -> DetectorConfig:
@@ -96,10 +110,14 @@ def build_detector(preset: str | DetectorConfig = "detector", name: str | None =
 
     The raw regression convolution predicts offsets normalized to the input size; a constant scale turns them
     into the official model's input-pixel units inside the graph (folded into the convolution on export).
-    """
-    import math
 
+    Raises:
+        KeyError: an unknown preset name; ValueError: an official preset (converted, not built).
+    """
     cfg = resolve_detector_config(preset)
+    if cfg.official:
+        raise ValueError(f"detector preset {cfg.name!r} is MediaPipe's converted {cfg.official}, not built here "
+                         "(blazepose_tf.models.convert_official.load_converted)")
     size = cfg.input_size
     k = cfg.kernel_size
 
@@ -135,10 +153,11 @@ def build_detector(preset: str | DetectorConfig = "detector", name: str | None =
         scores.append(layers.Reshape((side * side * per_cell, 1), name=f"{tag}_cls_reshape")(c))
         r = layers.DepthwiseConv2D(3, padding="same", depthwise_initializer=depthwise_initializer(3),
                                    name=f"{tag}_reg_dw")(feat)
-        r = layers.Conv2D(per_cell * NUM_COORDS, 1, kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3),
-                          name=f"{tag}_reg")(r)
-        r = ChannelAffine([float(size)] * (per_cell * NUM_COORDS), name=f"{tag}_reg_scale")(r)
-        regressors.append(layers.Reshape((side * side * per_cell, NUM_COORDS), name=f"{tag}_reg_reshape")(r))
+        r = layers.Conv2D(per_cell * REGRESSOR_VALUES, 1,
+                          kernel_initializer=keras.initializers.RandomNormal(stddev=1e-3), name=f"{tag}_reg")(r)
+        r = ChannelAffine([float(size)] * (per_cell * REGRESSOR_VALUES), name=f"{tag}_reg_scale")(r)
+        regressors.append(layers.Reshape((side * side * per_cell, REGRESSOR_VALUES),
+                                         name=f"{tag}_reg_reshape")(r))
     regressors_out = layers.Concatenate(axis=1, name="regressors")(regressors)
     scores_out = layers.Concatenate(axis=1, name="scores")(scores)
     return keras.Model(inputs, [regressors_out, scores_out], name=name or f"blazepose_{cfg.name}")

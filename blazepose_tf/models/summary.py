@@ -12,11 +12,14 @@ MobileNet papers' convention. For the tracker this covers >99% of the arithmetic
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from keras import layers
+
+from blazepose_tf import cli
+from blazepose_tf.models.detector import BUILT_DETECTOR_PRESETS, build_detector
+from blazepose_tf.models.tracker import BUILT_TRACKER_PRESETS, build_tracker, training_only_weights
 
 
 @dataclass
@@ -45,8 +48,6 @@ def _prod(shape: Iterable[Optional[int]]) -> int:
 
 def count_macs(model) -> int:
     """Multiply-accumulates of one forward pass (batch 1) over Conv2D, DepthwiseConv2D and Dense layers."""
-    from keras import layers
-
     total = 0
     for layer in model.layers:
         if isinstance(layer, layers.DepthwiseConv2D):
@@ -66,8 +67,6 @@ def count_macs(model) -> int:
 
 def folded_params(model) -> int:
     """Parameters once every BatchNorm is folded into its convolution (conv weights + one bias per channel)."""
-    from keras import layers
-
     total = 0
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
@@ -81,8 +80,6 @@ def folded_params(model) -> int:
 
 def tracker_stats(preset: str, models=None) -> ModelStats:
     """Statistics of a tracker preset (33-point BlazePose topology); ``models``: already built ones."""
-    from blazepose_tf.models.tracker import build_tracker, training_only_weights
-
     m = models or build_tracker(preset)
     return ModelStats(name=f"tracker/{preset}", input_shape=tuple(m.inference.inputs[0].shape[1:]),
                       params_training=m.training.count_params(), params_inference=m.inference.count_params(),
@@ -92,8 +89,6 @@ def tracker_stats(preset: str, models=None) -> ModelStats:
 
 def detector_stats(preset: str, model=None) -> ModelStats:
     """Statistics of a detector preset (the same model trains and infers); ``model``: an already built one."""
-    from blazepose_tf.models.detector import build_detector
-
     m = model or build_detector(preset)
     n = m.count_params()
     return ModelStats(name=f"detector/{preset}", input_shape=tuple(m.inputs[0].shape[1:]), params_training=n,
@@ -101,13 +96,11 @@ def detector_stats(preset: str, model=None) -> ModelStats:
 
 
 def all_stats(models: Optional[dict] = None) -> list[ModelStats]:
-    """Rows for every tracker and detector preset (``models``: already built ones by row name, reused)."""
-    from blazepose_tf.models.detector import DETECTOR_PRESETS
-    from blazepose_tf.models.tracker import TRACKER_PRESETS
-
+    """Rows for every tracker and detector preset this project builds (not MediaPipe's converted ones;
+    ``models``: already built ones by row name, reused)."""
     models = models or {}
-    return ([tracker_stats(p, models.get(f"tracker/{p}")) for p in TRACKER_PRESETS]
-            + [detector_stats(p, models.get(f"detector/{p}")) for p in DETECTOR_PRESETS])
+    return ([tracker_stats(p, models.get(f"tracker/{p}")) for p in BUILT_TRACKER_PRESETS]
+            + [detector_stats(p, models.get(f"detector/{p}")) for p in BUILT_DETECTOR_PRESETS])
 
 
 def format_table(rows: list[ModelStats]) -> str:
@@ -138,6 +131,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from blazepose_tf import cli
-
     cli.run(main)

@@ -1,4 +1,4 @@
-"""The BlazePose tracker (paper §2.5, Fig. 4; DESIGN.md §5) as a Keras 3 functional model, with its presets.
+"""The BlazePose tracker (paper §2.5, Fig. 4; docs/design.md §6) as a Keras 3 functional model, with its presets.
 
 Architecture (BlazeBlocks throughout: depthwise k×k + pointwise 1×1, residual when the shape allows)::
 
@@ -36,12 +36,11 @@ from dataclasses import dataclass, field, replace
 import keras
 from keras import layers
 
-from blazepose_tf.codecs.landmarks import VALUES_PER_LANDMARK
+from blazepose_tf.contract import HEATMAP_STRIDE, NUM_ROI_POINTS, VALUES_PER_LANDMARK
 from blazepose_tf.models.blocks import (BN_MOMENTUM, ChannelAffine, FusedBatchNorm, StopGradient, blaze_block,
                                        blaze_stage, conv_bn_act, depthwise_initializer, pointwise, upsample_add)
 from blazepose_tf.topology import AUX_ROI_POINTS, BLAZEPOSE_33, Topology
 
-HEATMAP_STRIDE = 4
 OUTPUT_NAMES_TRAINING = ("landmarks", "presence", "heatmap", "offsets")
 OUTPUT_NAMES_INFERENCE = ("landmarks", "presence")
 OUTPUT_NAMES_WITH_HEATMAP = ("landmarks", "presence", "heatmap")
@@ -70,6 +69,9 @@ class TrackerConfig:
         batch_norm_min_stride: BatchNorm only on feature maps of at least this stride (8: 32² and below for
             a 256 input). At 128² and 64² BatchNorm would cost more CPU training time than the convolutions
             (measured: the stem's BatchNorm alone triples its train-step time); those layers use biases.
+        official: non-empty for MediaPipe's own architecture: the name of the official model whose converted
+            graph and weights the preset is (:func:`blazepose_tf.models.convert_official.load_converted`); it is
+            loaded, not built, and the width/depth fields do not apply.
     """
 
     name: str
@@ -84,6 +86,7 @@ class TrackerConfig:
     small_kernel_max_stride: int = 0
     batch_norm: bool = True
     batch_norm_min_stride: int = 8
+    official: str = ""
 
     def __post_init__(self) -> None:
         if self.input_size % 128:
@@ -100,6 +103,8 @@ class TrackerConfig:
         return self.input_size // HEATMAP_STRIDE
 
 
+#: Every tracker preset (``--preset`` of ``python -m blazepose_tf.train``): this project's architectures, the tiny
+#: smoke-test one and MediaPipe's (``official``: converted, not built).
 TRACKER_PRESETS: dict[str, TrackerConfig] = {
     # ≈3.5M parameters (paper: BlazePose Full, 3.5M).
     "full": TrackerConfig(
@@ -109,7 +114,15 @@ TRACKER_PRESETS: dict[str, TrackerConfig] = {
     "lite": TrackerConfig(
         name="lite", stem_filters=16, encoder_filters=(32, 64, 128, 256), encoder_blocks=(2, 2, 3, 3),
         decoder_filters=32, regression_filters=(64, 128, 256, 256, 320), regression_blocks=(1, 2, 3, 3, 3)),
+    # A Lite-shaped tracker that builds and traces fast: for smoke tests only.
+    "smoke": TrackerConfig(
+        name="smoke", stem_filters=8, encoder_filters=(8, 16, 16, 16), encoder_blocks=(1, 1, 1, 1),
+        decoder_filters=8, regression_filters=(8, 16, 16, 16, 16), regression_blocks=(1, 1, 1, 1, 1)),
+    # MediaPipe's BlazePose Full, converted with its weights (for fine-tuning; 33-point topology only).
+    "official_full": TrackerConfig(name="official_full", official="pose_landmark_full"),
 }
+#: The presets :func:`build_tracker` builds (the official ones are converted models).
+BUILT_TRACKER_PRESETS: tuple[str, ...] = tuple(n for n, c in TRACKER_PRESETS.items() if not c.official)
 
 
 @dataclass
@@ -133,7 +146,7 @@ class TrackerModels:
 
     @property
     def num_points(self) -> int:
-        return self.topology.num_keypoints + len(AUX_ROI_POINTS)
+        return self.topology.num_keypoints + NUM_ROI_POINTS
 
 
 def resolve_tracker_config(preset: str | TrackerConfig) -> TrackerConfig:
@@ -151,12 +164,17 @@ def build_tracker(preset: str | TrackerConfig = "full", topology: Topology = BLA
     """Builds the training, inference and inference-with-heatmap tracker models (shared weights).
 
     Args:
-        preset: ``"full"``, ``"lite"`` or a :class:`TrackerConfig`.
+        preset: a name of :data:`BUILT_TRACKER_PRESETS` or a :class:`TrackerConfig`.
         topology: the keypoint set; the model predicts its K points then the 2 auxiliary ROI points.
         name: model name prefix (default ``blazepose_tracker_{preset}``).
+    Raises:
+        KeyError: an unknown preset name; ValueError: an official preset (converted, not built).
     """
     cfg = resolve_tracker_config(preset)
-    num_points = topology.num_keypoints + len(AUX_ROI_POINTS)
+    if cfg.official:
+        raise ValueError(f"tracker preset {cfg.name!r} is MediaPipe's converted {cfg.official}, not built here "
+                         "(blazepose_tf.models.convert_official.load_converted)")
+    num_points = topology.num_keypoints + NUM_ROI_POINTS
 
     def k(stride: int) -> int:
         return 3 if stride <= cfg.small_kernel_max_stride else cfg.kernel_size

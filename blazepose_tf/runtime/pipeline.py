@@ -31,8 +31,8 @@ from blazepose_tf.smoothing import AUX_LANDMARKS, LANDMARKS, LandmarkSmoother, O
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
 from blazepose_tf.types import Detection, Pose, Roi
 
-DETECTOR_INPUT_RANGE = (-1.0, 1.0)
-LANDMARK_INPUT_RANGE = (0.0, 1.0)
+DETECTOR_INPUT_RANGE = contract.INPUT_RANGES[contract.DETECTOR]
+LANDMARK_INPUT_RANGE = contract.INPUT_RANGES[contract.LANDMARKS]
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -53,12 +53,6 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
             img = img * 255.0
         img = np.clip(np.nan_to_num(img), 0, 255)
     return np.ascontiguousarray(img.astype(np.uint8))
-
-
-def to_tensor(crop: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
-    """uint8 crop → float32 batch of one, scaled to ``value_range``."""
-    lo, hi = value_range
-    return (crop.astype(np.float32) * ((hi - lo) / 255.0) + lo)[None]
 
 
 class PersonDetector:
@@ -84,7 +78,7 @@ class PersonDetector:
     def __call__(self, image: np.ndarray) -> list[Detection]:
         h, w = image.shape[:2]
         padded, _ = roi_codec.letterbox_roi(w, h, *self.input_size)
-        tensor = to_tensor(roi_codec.crop(image, padded, *self.input_size, border="zero"), self.input_range)
+        tensor = roi_codec.to_tensor(roi_codec.crop(image, padded, *self.input_size, border="zero"), self.input_range)
         out = self.runner(tensor)
         self.calls += 1
         if out["regressors"].shape[1] != len(self.anchors):  # only with anchor_options not made for this model
@@ -100,13 +94,13 @@ class PersonDetector:
         return result
 
 
-def roi_from_detection(det: Detection, scale: float = 1.25) -> Optional[Roi]:
+def roi_from_detection(det: Detection, scale: float = contract.ROI_SCALE) -> Optional[Roi]:
     """Step 2: the tracker's ROI from detection keypoints 0 (centre) and 1 (scale/rotation); None if degenerate."""
     roi = roi_codec.alignment_roi(det.keypoints[0], det.keypoints[1], scale=scale)
     return roi if roi.width > 1e-3 else None
 
 
-def roi_from_aux(aux: np.ndarray, scale: float = 1.25) -> Optional[Roi]:
+def roi_from_aux(aux: np.ndarray, scale: float = contract.ROI_SCALE) -> Optional[Roi]:
     """Step 2 for video: the next frame's ROI from the auxiliary points (centre, scale/rotation)."""
     roi = roi_codec.alignment_roi(aux[0], aux[1], scale=scale)
     return roi if roi.width > 1e-3 else None
@@ -146,7 +140,7 @@ class LandmarkEstimator:
 
     def __call__(self, image: np.ndarray, roi: Roi) -> LandmarkOutput:
         crop = roi_codec.crop(image, roi, *self.input_size, border="replicate")
-        out = self.runner(to_tensor(crop, self.input_range))
+        out = self.runner(roi_codec.to_tensor(crop, self.input_range))
         self.calls += 1
         n = self.topology.num_keypoints
         lm = decode_landmarks(out["landmarks"][0], input_size=self.input_size[0])  # >= n + 2 points: checked
@@ -184,7 +178,7 @@ class PoseTracker:
 
     def __init__(self, detector: ModelRunner, landmarker: ModelRunner, mode: str = "image", num_poses: int = 1,
                  min_detection_confidence: float = 0.5, min_presence: float = 0.5, smooth: bool = True,
-                 refine_heatmap: bool = True, topology: Topology = BLAZEPOSE_33, roi_scale: float = 1.25):
+                 refine_heatmap: bool = True, topology: Topology = BLAZEPOSE_33, roi_scale: float = contract.ROI_SCALE):
         if mode not in ("image", "video"):
             raise ValueError(f"mode must be 'image' or 'video', got {mode!r}")
         if num_poses < 1:
@@ -205,13 +199,15 @@ class PoseTracker:
         self.reset()
 
     @classmethod
-    def from_official(cls, mode: str = "image", num_threads: int = 1, **kwargs) -> "PoseTracker":
-        """The pipeline on MediaPipe's official pose_detection + pose_landmark_full models."""
+    def from_official(cls, mode: str = "image", num_threads: int = 1, landmarks: str = "pose_landmark_full",
+                      **kwargs) -> "PoseTracker":
+        """The pipeline on MediaPipe's official pose_detection and ``landmarks`` (``pose_landmark_full`` or
+        ``pose_landmark_lite``) models."""
         from blazepose_tf.runtime.runners import TFLiteRunner
         from blazepose_tf.official import official_model_path
 
         return cls(TFLiteRunner(official_model_path("pose_detection"), num_threads),
-                   TFLiteRunner(official_model_path("pose_landmark_full"), num_threads), mode=mode, **kwargs)
+                   TFLiteRunner(official_model_path(landmarks), num_threads), mode=mode, **kwargs)
 
     def reset(self) -> None:
         """Forgets the tracked ROI and the smoothing state (start of a new video)."""

@@ -1,7 +1,7 @@
 """Model runners: one small interface over a .tflite file (ai-edge-litert + XNNPACK) or a Keras model.
 
 A runner takes one float32 NHWC batch and returns a dict of named outputs. Output *roles* are resolved by
-name when the model names them, else by shape (TFLite output order differs from the names, DESIGN.md §2):
+name when the model names them, else by shape (TFLite output order differs from the names, docs/design.md §3):
 
 * detector: ``regressors`` (1, A, 4+2K) and ``scores`` (1, A, 1);
 * landmarks: ``landmarks`` (1, L·5), ``presence`` (1, 1), ``segmentation`` (1, H, W, 1),
@@ -21,6 +21,7 @@ import numpy as np
 from blazepose_tf import contract
 from blazepose_tf.contract import DETECTOR_ROLES, LANDMARK_ROLES, TRAINING_ONLY_ROLES
 from blazepose_tf.errors import ModelError
+from blazepose_tf.tflite_file import load_interpreter
 
 
 class ModelRunner(Protocol):
@@ -52,9 +53,8 @@ def assign_roles(shapes: Sequence[tuple[int, ...]], names: Optional[Sequence[str
     flat = [(i, int(np.prod(s[1:]))) for i, s in enumerate(shapes) if len(s) == 2]
     out: list[str] = ["" for _ in shapes]
     for i, s in enumerate(shapes):
-        if len(s) == 4:
-            full_res = input_hw is not None and tuple(s[1:3]) == tuple(input_hw)
-            out[i] = "segmentation" if (s[-1] == 1 and (full_res or input_hw is None)) else "heatmap"
+        if len(s) == 4:  # a heatmap has a channel per landmark point (>= 35); a segmentation mask has one
+            out[i] = "segmentation" if s[-1] == 1 else "heatmap"
     vec = [(i, n) for i, n in flat if n > 1]
     for i, n in flat:
         if n == 1:
@@ -74,19 +74,6 @@ def assign_roles(shapes: Sequence[tuple[int, ...]], names: Optional[Sequence[str
         if r:
             out[i] = r
     return [r or f"output_{i}" for i, r in enumerate(out)]
-
-
-def _load_interpreter(path: Path, num_threads: int):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError as e:  # pragma: no cover - the project pins ai-edge-litert
-        raise ModelError(f"ai-edge-litert is not installed: {e}") from None
-    try:
-        it = Interpreter(model_path=str(path), num_threads=num_threads)
-        it.allocate_tensors()
-    except (ValueError, RuntimeError) as e:
-        raise ModelError(f"{path} is not a loadable TFLite model: {str(e).splitlines()[0]}") from None
-    return it
 
 
 def _signature_output_names(interpreter) -> dict[int, str]:
@@ -115,7 +102,7 @@ class TFLiteRunner:
         if num_threads < 1:
             raise ModelError(f"num_threads must be >= 1, got {num_threads}")
         self.num_threads = num_threads
-        self._it = _load_interpreter(self.path, num_threads)
+        self._it = load_interpreter(self.path, num_threads)
         inp = self._it.get_input_details()
         self.input_shape = contract.image_input_shape(self.label, [tuple(int(v) for v in d["shape"]) for d in inp])
         self._in = inp[0]

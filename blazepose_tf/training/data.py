@@ -14,11 +14,10 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
+from blazepose_tf.contract import NUM_ROI_POINTS
 from blazepose_tf.errors import UserError
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
 from blazepose_tf.training.augment import AugmentConfig, color_jitter, occlude, sample_affine, warp_image
-
-NUM_AUX = 2
 
 
 @dataclass(frozen=True)
@@ -140,7 +139,7 @@ def tracker_dataset(pattern: str, cfg: TrackerDataConfig = TrackerDataConfig(), 
     """
     ds = seeded_records(pattern, cfg.seed, cfg.shuffle_buffer, training, epoch, skip_batches * cfg.batch_size,
                         repeat)
-    num_points = topology.num_keypoints + NUM_AUX
+    num_points = topology.num_keypoints + NUM_ROI_POINTS
     example_fn = make_example_fn(cfg, topology, training)
     parse = parse_fn(num_points)
     ds = ds.map(lambda sd, s: example_fn(sd, parse(s)), num_parallel_calls=cfg.parallel_calls, deterministic=True)

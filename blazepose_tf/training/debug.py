@@ -11,11 +11,16 @@ from __future__ import annotations
 import math
 import os
 
+import cv2
 import numpy as np
 from absl import flags
 
 from blazepose_tf import cli
+from blazepose_tf.contract import NUM_ROI_POINTS
 from blazepose_tf.errors import UserError
+from blazepose_tf.io.images import IMAGE_EXTENSIONS
+from blazepose_tf.overlay import save_image
+from blazepose_tf.topology import BLAZEPOSE_33
 
 flags.DEFINE_string("data", None, "Glob of TFRecord shards from data.prepare.")
 flags.DEFINE_string("output", "augmented_grid.png", "PNG to write.")
@@ -28,7 +33,6 @@ FLAGS = flags.FLAGS
 def draw_sample(image: np.ndarray, keypoints: np.ndarray, weight: np.ndarray, visible: np.ndarray,
                 is_gt: np.ndarray, heatmap: np.ndarray, names) -> np.ndarray:
     """One annotated tile (uint8 RGB) from a sample's float image in [0, 1] and its targets."""
-    import cv2
     img = (np.clip(image, 0, 1) * 255).astype(np.uint8)
     hm = cv2.resize(np.clip(heatmap.sum(-1), 0, 1), img.shape[1::-1])
     img = (img * (1 - 0.5 * hm[..., None]) + np.array([255, 0, 0]) * 0.5 * hm[..., None]).astype(np.uint8)
@@ -51,17 +55,14 @@ def draw_sample(image: np.ndarray, keypoints: np.ndarray, weight: np.ndarray, vi
 def main(argv: list[str]) -> int:
     if not FLAGS.data:
         raise UserError("--data is required")
-    from blazepose_tf.io.images import IMAGE_EXTENSIONS
-    from blazepose_tf.overlay import save_image
-    from blazepose_tf.topology import BLAZEPOSE_33
-    from blazepose_tf.training import objectives
+    # TensorFlow: imported once the flags are checked (and not for --help)
     from blazepose_tf.training.augment import AugmentConfig
     from blazepose_tf.training.data import TrackerDataConfig, tracker_dataset
+    from blazepose_tf.training.tracker_targets import target_encoder
 
     if os.path.splitext(FLAGS.output)[1].lower() not in IMAGE_EXTENSIONS:
         raise UserError(f"--output must be an image file, got {FLAGS.output}")
-    models = objectives.Models(training=None, inference=None, num_points=BLAZEPOSE_33.num_keypoints + 2)
-    encode = objectives.target_encoder(models, BLAZEPOSE_33, with_offsets=False)
+    encode = target_encoder(BLAZEPOSE_33.num_keypoints + NUM_ROI_POINTS, with_offsets=False)
     cfg = TrackerDataConfig(batch_size=FLAGS.num, seed=FLAGS.seed,
                             augment=AugmentConfig() if FLAGS.augment else AugmentConfig.none())
     try:

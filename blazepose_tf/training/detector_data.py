@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from blazepose_tf.codecs.anchors import AnchorOptions
 from blazepose_tf.codecs.targets import AssignmentOptions, tf_detector_targets
+from blazepose_tf.contract import DETECTOR, INPUT_RANGES
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
 from blazepose_tf.training.augment import AugmentConfig, color_jitter, sample_affine, warp_image
 from blazepose_tf.training.data import seeded_records
@@ -39,7 +40,7 @@ class DetectorDataConfig:
     augment: AugmentConfig = field(default_factory=detector_augment)
     anchor_options: AnchorOptions = field(default_factory=AnchorOptions)
     assignment: AssignmentOptions = field(default_factory=AssignmentOptions)
-    input_range: tuple[float, float] = (-1.0, 1.0)
+    input_range: tuple[float, float] = INPUT_RANGES[DETECTOR]
     parallel_calls: int = tf.data.AUTOTUNE
 
 

@@ -3,89 +3,35 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
 import sys
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Optional
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
 from blazepose_tf.errors import UserError
 from blazepose_tf.topology import get_topology
+from blazepose_tf.training import evaluation, weighted_losses
 from blazepose_tf.training.augment import AugmentConfig
+from blazepose_tf.training.config import TrainConfig
 from blazepose_tf.training.data import TrackerDataConfig, count_records, tracker_dataset
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run needs; stored in ``model_dir/config.json`` (a resumed run must match it)."""
-
-    train_data: str
-    model_dir: str
-    dev_data: Optional[str] = None
-    model: str = "tracker"
-    preset: str = "lite"
-    topology: str = "blazepose33"
-    batch_size: int = 32
-    steps: int = 1000
-    learning_rate: float = 1e-3
-    warmup_steps: int = 100
-    schedule: str = "cosine"
-    weight_decay: float = 1e-4
-    clipnorm: float = 5.0
-    loss_weights: dict = field(default_factory=dict)
-    init_from: str = "scratch"
-    distill_from: Optional[str] = None
-    checkpoint_every: int = 200
-    eval_every: int = 500
-    eval_batches: int = 20
-    log_every: int = 20
-    strategy: str = "default"
-    seed: int = 0
-    shuffle_buffer: int = 2048
-    augment: bool = True
-    progress: bool = True
-    log_batches: bool = False
-    classification_loss: str = "focal"
-    optimizer: str = "adamw"
-    trainable: str = "all"
-    best_metric: str = "pck"
-    quantization_noise: bool = False
-
-    @staticmethod
-    def from_flags(f) -> "TrainConfig":
-        names = (("classification", "regression") if f.model == "detector" else
-                 ("heatmap", "offset", "coords", "z", "visibility", "presence", "distill", "features",
-                  "refined"))
-        weights = {k: getattr(f, "w_" + k) for k in names}
-        return TrainConfig(train_data=f.train_data, model_dir=f.model_dir, dev_data=f.dev_data, model=f.model,
-                           preset=f.preset, classification_loss=f.classification_loss, optimizer=f.optimizer,
-                           topology=f.topology, batch_size=f.batch_size, steps=f.steps,
-                           learning_rate=f.learning_rate, warmup_steps=f.warmup_steps, schedule=f.schedule,
-                           weight_decay=f.weight_decay, clipnorm=f.clipnorm, loss_weights=weights,
-                           init_from=f.init_from, distill_from=f.distill_from,
-                           checkpoint_every=f.checkpoint_every, eval_every=f.eval_every,
-                           eval_batches=f.eval_batches, log_every=f.log_every, strategy=f.strategy,
-                           seed=f.seed, shuffle_buffer=f.shuffle_buffer, augment=f.augment,
-                           progress=f.progress, log_batches=f.log_batches, trainable=f.trainable,
-                           best_metric=f.best_metric, quantization_noise=f.quantization_noise)
-
-    # Fields that may change between a run and its resumption without invalidating the checkpoint.
-    RESUMABLE_CHANGES = ("steps", "checkpoint_every", "eval_every", "eval_batches", "log_every", "progress",
-                         "strategy", "dev_data", "log_batches")
+from blazepose_tf.training.detector_data import DetectorDataConfig, detector_augment, detector_dataset
+from blazepose_tf.training.distillation import load_teacher, teacher_targets
+from blazepose_tf.training.initialize import initialize
+from blazepose_tf.training.registry import Models, build_detector_models, build_models, restrict_trainable
+from blazepose_tf.training.tracker_targets import target_encoder
 
 
 def make_schedule(cfg: TrainConfig):
     """Linear warm-up then cosine decay to 1% (or constant), as a Keras 3 schedule."""
-    import keras
-
     decay_steps = max(cfg.steps - cfg.warmup_steps, 1)
     if cfg.schedule == "cosine":
         return keras.optimizers.schedules.CosineDecay(
@@ -98,12 +44,7 @@ def make_schedule(cfg: TrainConfig):
 def make_optimizer(cfg: TrainConfig):
     """AdamW (training from scratch) or SGD with momentum 0.9 (fine-tuning pretrained weights: its steps scale
     with each weight's gradient, where Adam moves every weight by about the learning rate, which perturbs the
-    small folded-BatchNorm weights of the converted official models), or LAMB (Adam steps rescaled per
-    weight tensor to a fraction of its norm: every layer moves relative to its own scale, whatever it is)."""
-    import keras
-
-    if cfg.optimizer == "lamb":
-        return keras.optimizers.Lamb(learning_rate=make_schedule(cfg), clipnorm=cfg.clipnorm or None)
+    small folded-BatchNorm weights of the converted official models)."""
     if cfg.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate=make_schedule(cfg), momentum=0.9, clipnorm=cfg.clipnorm or None)
     return keras.optimizers.AdamW(learning_rate=make_schedule(cfg), weight_decay=cfg.weight_decay,
@@ -111,6 +52,7 @@ def make_optimizer(cfg: TrainConfig):
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The tf.distribute strategy of ``--strategy``."""
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
@@ -132,11 +74,19 @@ def _check_config(cfg: TrainConfig, model_dir: Path) -> None:
         raise UserError(f"{path} is unreadable; use a new --model_dir") from None
     defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
     current = asdict(cfg)
-    diff = {k for k in current
-            if k not in TrainConfig.RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != current[k]}
+    diff = {k for k in current if k not in TrainConfig.RESUMABLE_CHANGES
+            and _comparable(k, saved.get(k, defaults.get(k))) != _comparable(k, current[k])}
     if diff:
         raise UserError(f"{model_dir} holds a run with different settings ({', '.join(sorted(diff))}); "
                         "use a new --model_dir or the same flags")
+
+
+def _comparable(name: str, value):
+    """A setting as resuming compares it: loss weights without the zero ones (a zero weight is no term, so a run
+    saved with the weight of a since-removed term at 0 still resumes)."""
+    if name == "loss_weights" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if v}
+    return value
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -207,79 +157,76 @@ class Task:
         evaluate: (writer, step) → dev metrics, including ``metric``.
         metric: the dev metric that selects ``best.keras`` (higher is better).
         extra_targets: optional (images, targets) → targets (distillation from a teacher).
-        prepare: optional, run once on a fresh start after the initial weights are set (calibration).
     """
 
-    models: object
+    models: Models
     dataset: Callable
     losses: Callable
     evaluate: Callable
     metric: str
     extra_targets: Optional[Callable] = None
-    prepare: Optional[Callable[[], None]] = None
 
 
 def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
     """A tracker (our presets or the converted official Full) on aligned person crops."""
-    from blazepose_tf.training import objectives
-
     data_cfg = TrackerDataConfig(batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
                                  augment=AugmentConfig() if cfg.augment else AugmentConfig.none())
     with strategy.scope():
-        models = objectives.build_models(cfg.preset, topology)
-        objectives.restrict_trainable(models, cfg.trainable)
-        if cfg.quantization_noise:
-            objectives.add_simulated_int8(models)
+        models = build_models(cfg.preset, topology)
+        restrict_trainable(models, cfg.trainable)
     if cfg.best_metric.endswith("pck_refined") and "heatmap" not in models.inference.output_names:
         raise UserError(f"--best_metric={cfg.best_metric} needs a tracker with a heatmap output "
                         f"(--preset={cfg.preset})")
-    if cfg.best_metric.startswith("int8sim_") and not cfg.quantization_noise:
-        raise UserError(f"--best_metric={cfg.best_metric} needs --quantization_noise")
-    encode = objectives.target_encoder(models, topology)
+    encode = target_encoder(models.num_points, models.input_size, with_offsets=models.has_offsets)
     weights = dict(cfg.loss_weights)
-    teacher = objectives.load_teacher(cfg.distill_from, models.feature_layers) if cfg.distill_from else None
+    teacher = load_teacher(cfg.distill_from) if cfg.distill_from else None
 
     def extra(images, targets):
-        return dict(targets, **objectives.teacher_targets(teacher, images, models.num_points, models.input_size))
+        return dict(targets, **teacher_targets(teacher, images, models.num_points, models.input_size))
 
     return Task(
         models=models,
         dataset=lambda epoch, skip: tracker_dataset(cfg.train_data, data_cfg, training=True, topology=topology,
                                                     epoch=epoch, skip_batches=skip, encode_targets=encode,
                                                     repeat=True),
-        losses=lambda outputs, targets: objectives.tracker_losses(outputs, targets, weights, models.input_size),
-        evaluate=lambda writer, step: objectives.evaluate_dev(models, cfg.dev_data, topology, data_cfg,
+        losses=lambda outputs, targets: weighted_losses.tracker_losses(outputs, targets, weights,
+                                                                       models.input_size),
+        evaluate=lambda writer, step: evaluation.evaluate_dev(models, cfg.dev_data, topology, data_cfg,
                                                               cfg.eval_batches, writer, step),
-        metric=cfg.best_metric, extra_targets=extra if teacher is not None else None,
-        prepare=(lambda: objectives.calibrate_simulated_int8(models, cfg.train_data)) if cfg.quantization_noise
-        else None)
+        metric=cfg.best_metric, extra_targets=extra if teacher is not None else None)
 
 
 def detector_task(cfg: TrainConfig, topology, strategy) -> Task:
     """The person detector (our presets or the converted official one) on letterboxed whole images."""
-    from blazepose_tf.training import detector_objectives as dobj
-    from blazepose_tf.training.detector_data import DetectorDataConfig, detector_augment, detector_dataset
-
     if cfg.distill_from:
         raise UserError("--distill_from is only supported for --model=tracker")
-    if cfg.quantization_noise:
-        raise UserError("--quantization_noise is only supported for --model=tracker")
     data_cfg = DetectorDataConfig(batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
                                   augment=detector_augment() if cfg.augment else AugmentConfig.none())
     with strategy.scope():
-        models = dobj.build_detector_models(cfg.preset)
+        models = build_detector_models(cfg.preset)
     weights = dict(cfg.loss_weights)
     return Task(
         models=models,
         dataset=lambda epoch, skip: detector_dataset(cfg.train_data, data_cfg, training=True, topology=topology,
                                                      epoch=epoch, skip_batches=skip, repeat=True),
-        losses=lambda outputs, targets: dobj.detector_losses(outputs, targets, weights, cfg.classification_loss),
-        evaluate=lambda writer, step: dobj.evaluate_detector_dev(models, cfg.dev_data, topology, data_cfg,
-                                                                 cfg.eval_batches, writer, step),
+        losses=lambda outputs, targets: weighted_losses.detector_losses(outputs, targets, weights,
+                                                                        cfg.classification_loss),
+        evaluate=lambda writer, step: evaluation.evaluate_detector_dev(models, cfg.dev_data, topology, data_cfg,
+                                                                       cfg.eval_batches, writer, step),
         metric="detection_rate")
 
 
 TASKS = {"tracker": tracker_task, "detector": detector_task}
+
+
+def export_inference(models: Models, path: Path, metrics: dict, step: int) -> None:
+    """Saves the inference model as ``.keras`` atomically, with a JSON sidecar (step, metrics)."""
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".part.keras")
+    models.inference.save(tmp)
+    os.replace(tmp, path)
+    side = path.with_suffix(".json")
+    side.write_text(json.dumps({"step": step, **metrics}, indent=1))
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -289,8 +236,6 @@ def train(cfg: TrainConfig) -> dict:
     model — and only then is anything written to ``model_dir``, so a failed start leaves it as it was. A
     ``model_dir`` without a checkpoint starts afresh (its ``config.json`` and logs are replaced); on resume the
     logs' rows past the restored step are dropped and leftovers of interrupted checkpoint writes removed."""
-    from blazepose_tf.training import objectives
-
     cfg.train_data = os.path.expanduser(os.path.expandvars(cfg.train_data))
     cfg.dev_data = os.path.expanduser(os.path.expandvars(cfg.dev_data)) if cfg.dev_data else None
     cfg.model_dir = os.path.expanduser(os.path.expandvars(cfg.model_dir))
@@ -307,7 +252,6 @@ def train(cfg: TrainConfig) -> dict:
     topology = get_topology(cfg.topology)
     strategy = make_strategy(cfg.strategy)
     print(f"strategy {type(strategy).__name__}, replicas: {strategy.num_replicas_in_sync}", file=sys.stderr)
-    import keras
     keras.utils.set_random_seed(cfg.seed)
 
     steps_per_epoch = max(num_train // cfg.batch_size, 1)
@@ -328,10 +272,8 @@ def train(cfg: TrainConfig) -> dict:
                             "architecture changed?); use a new --model_dir") from None
         print(f"resumed from {latest} at step {int(step_var.numpy())}", file=sys.stderr)
     else:
-        objectives.initialize(models, cfg.init_from, cfg.train_data)
+        initialize(models, cfg.init_from)
         print(f"starting from {cfg.init_from} at step 0", file=sys.stderr)
-        if task.prepare is not None:
-            task.prepare()
     start = int(step_var.numpy())
     if start >= cfg.steps:
         print(f"already trained {start} >= --steps {cfg.steps} steps", file=sys.stderr)
@@ -390,7 +332,7 @@ def train(cfg: TrainConfig) -> dict:
         print(f"step {step}: dev " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()), file=sys.stderr)
         if metrics[task.metric] > float(best_var.numpy()):
             best_var.assign(metrics[task.metric])
-            objectives.export_inference(models, model_dir / "best.keras", metrics, step)
+            export_inference(models, model_dir / "best.keras", metrics, step)
 
     if start == 0 and cfg.dev_data and cfg.eval_every:
         run_eval()  # where the run starts from (untrained, or the weights it was initialized with)
@@ -427,6 +369,6 @@ def train(cfg: TrainConfig) -> dict:
         bar.close()
         if batches_log is not None:
             batches_log.close()
-    objectives.export_inference(models, model_dir / "last.keras", {}, step)
+    export_inference(models, model_dir / "last.keras", {}, step)
     return {"step": step, "steps_per_epoch": steps_per_epoch, "losses": last_losses,
             f"best_dev_{task.metric}": float(best_var.numpy())}

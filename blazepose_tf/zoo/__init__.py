@@ -17,8 +17,9 @@ pair of files per name in :data:`MODEL_NAMES`:
                            "published_at", "git_commit", "publish_command"}}}
 
 Model sets (``--models``): ``ours`` (our detector + our Full tracker; the default), ``ours_lite`` (our detector +
-our Lite tracker) and ``official`` (MediaPipe's ``pose_detection.tflite`` + ``pose_landmark_full.tflite``,
-fetched and checked by :mod:`data.fetch_official`).
+our Lite tracker), ``official`` (MediaPipe's ``pose_detection.tflite`` + ``pose_landmark_full.tflite``, fetched and
+checked by :mod:`data.fetch_official`) and ``official_lite`` (MediaPipe's detector + its Lite
+``pose_landmark_lite.tflite``, which this package carries: :mod:`blazepose_tf.official`).
 
 Every shipped file is checked against its sha256 in the manifest before use; a file that is missing, not
 published or changed raises :class:`blazepose_tf.errors.ModelError` with one line naming the file and how to
@@ -55,6 +56,7 @@ MODEL_SETS: dict[str, tuple[str, str]] = {
     "ours": ("zoo:detector", "zoo:full"),
     "ours_lite": ("zoo:detector", "zoo:lite"),
     "official": ("official:pose_detection", "official:pose_landmark_full"),
+    "official_lite": ("official:pose_detection", "official:pose_landmark_lite"),
 }
 DEFAULT_SET = "ours"
 
@@ -220,8 +222,8 @@ def model_set(set_name: str = DEFAULT_SET, fmt: str = "tflite") -> tuple[Path, P
     """(detector, landmarks) files of a model set (see :data:`MODEL_SETS`), verified.
 
     Args:
-        set_name: ``ours``, ``ours_lite`` or ``official``.
-        fmt: ``tflite`` (runtime) or ``keras`` (for ``official``: the converted Keras models).
+        set_name: a name of :data:`MODEL_SETS` (``ours``, ``ours_lite``, ``official``, ``official_lite``).
+        fmt: ``tflite`` (runtime) or ``keras`` (for the official sets: the converted Keras models).
     Raises:
         UserError: unknown set.
         ModelError: a file is missing, unpublished or corrupted (or the official models cannot be fetched).

@@ -19,7 +19,9 @@ def define_model_flags() -> None:
     """Flags choosing the detector and tracker: a named set, or explicit .tflite/.keras files."""
     sets = "; ".join(f"{name}: {det} + {lmk}" for name, (det, lmk) in zoo.MODEL_SETS.items())
     flags.DEFINE_enum("models", DEFAULT_MODEL_SET, list(MODEL_SETS),
-                      f"Model set ({sets}); zoo models are the shipped files in blazepose_tf/zoo/weights.")
+                      f"Model set ({sets}); zoo models are the shipped files in blazepose_tf/zoo/weights, official "
+                      "models MediaPipe's (detector and Full fetched from the mediapipe wheel into the cache, Lite "
+                      "carried in blazepose_tf/official_models).")
     flags.DEFINE_string("detector", None, "Detector model file (.tflite or .keras); overrides --models.")
     flags.DEFINE_string("landmarks", None, "Landmark (tracker) model file (.tflite or .keras); overrides --models.")
     flags.DEFINE_integer("num_threads", 1, "CPU threads for TFLite inference (XNNPACK).", lower_bound=1)

@@ -1,9 +1,11 @@
 """Runs MediaPipe Tasks' ``PoseLandmarker`` from a ``.task`` bundle; executed by the *mediapipe venv's* python.
 
-    <mediapipe-venv>/bin/python benchmarks/mp_worker_tasks.py --request req.json --output out.json [--pin_cpu 0]
+    <mediapipe-venv>/bin/python export/mp_worker_tasks.py --request req.json --output out.json [--pin_cpu 0]
 
 Standalone on purpose, like :mod:`benchmarks.mp_worker_legacy`: it runs in the isolated environment made by
-``benchmarks/mediapipe_env.py`` and imports nothing but the standard library, mediapipe, cv2 and numpy.
+``export/mediapipe_env.py`` (mediapipe pins NumPy < 2) and imports nothing but the standard library, mediapipe,
+cv2 and numpy — nothing from this project. Callers: :func:`export.mediapipe_validate.run_pose_landmarker`
+(the exporter's validation) and :mod:`benchmarks.mediapipe_bundle`.
 
 Request JSON::
 

@@ -1,0 +1,1 @@
+"""Benchmarks against MediaPipe itself and of our models, input pipeline and training (each a command)."""
