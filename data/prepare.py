@@ -49,7 +49,7 @@ from blazepose_tf.codecs import roi as roi_codec
 from blazepose_tf.codecs.targets import alignment_keypoints
 from blazepose_tf.contract import ROI_SCALE  # inference ROI = 2·r·ROI_SCALE (docs/design.md §5)
 from blazepose_tf.datasets.coco import ImageRecord, KeypointDataset, load_coco_keypoints
-from blazepose_tf.datasets.coco import read_json  # one-line errors for missing/malformed JSON
+from blazepose_tf.datasets.coco import DEV_ALL, read_splits
 from blazepose_tf.errors import InputError, UserError
 from blazepose_tf.io.images import load_image
 from blazepose_tf.metrics import match_prediction
@@ -360,11 +360,7 @@ def read_split_names(splits_json: Path, required: bool) -> list[Optional[str]]:
         if required:
             raise UserError(f"splits file not found: {splits_json}")
         return [None]
-    data = read_json(splits_json, "splits file")
-    names = [k for k, v in data.items() if isinstance(v, list)] if isinstance(data, dict) else []
-    if not names:
-        raise UserError(f"splits file {splits_json} must hold a JSON object of {{split_name: [image ids]}}")
-    return names
+    return [name for name in read_splits(splits_json) if name != DEV_ALL]
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blazepose_tf.datasets.coco import load_coco_keypoints
+from blazepose_tf.datasets.coco import is_test_id, load_coco_keypoints, resolve_splits
 from blazepose_tf.errors import InputError, UserError
 from blazepose_tf.metrics import select_scored_person
 from blazepose_tf.topology import BLAZEPOSE_33, COCO_17
@@ -101,12 +101,27 @@ def test_split_filtering(tmp_path: Path) -> None:
     ann, images_dir, splits = write_dataset(tmp_path)
     train = load_coco_keypoints(ann, images_dir, split="train", splits_json=splits)
     assert [r.image_id for r in train] == [1, 3]
-    dev = load_coco_keypoints(ann, images_dir, split="dev")  # splits.json next to the annotations
+    dev = load_coco_keypoints(ann, images_dir, split="dev_all")  # splits.json next to the annotations
     assert [r.image_id for r in dev] == [2]
-    assert dev.split == "dev"
+    assert dev.split == "dev_all"
     assert "unknown_image_id" in dev.problems  # id 12345 is still unknown
-    with pytest.raises(UserError, match="known splits: dev, train"):
-        load_coco_keypoints(ann, images_dir, split="test", splits_json=splits)
+    # The protocol divides dev: id 2 falls in the derived test split (is_test_id), none is left in dev.
+    assert [r.image_id for r in load_coco_keypoints(ann, images_dir, split="test")] == [2]
+    assert [r.image_id for r in load_coco_keypoints(ann, images_dir, split="dev")] == []
+    with pytest.raises(UserError, match="known splits: dev, dev_all, test, train"):
+        load_coco_keypoints(ann, images_dir, split="holdout", splits_json=splits)
+
+
+def test_protocol_divides_dev_into_dev_and_test_unless_the_file_has_test() -> None:
+    ids = list(range(1000))
+    table = resolve_splits({"train": [5000], "dev": ids})
+    assert sorted(table["dev"] + table["test"]) == ids and not set(table["dev"]) & set(table["test"])
+    assert 400 < len(table["test"]) < 600                      # about half
+    assert table["dev_all"] == ids and table["train"] == [5000]
+    assert resolve_splits({"dev": ids[::-1]})["test"] == table["test"][::-1]   # by id, not by position
+    explicit = resolve_splits({"dev": [1, 2], "test": [3]})
+    assert explicit == {"dev": [1, 2], "test": [3]}           # a file's own test split wins
+    assert all(is_test_id(i) for i in table["test"]) and not any(is_test_id(i) for i in table["dev"])
 
 
 def test_errors(tmp_path: Path) -> None:
@@ -138,12 +153,18 @@ def test_real_lspet_dev(shared_data: Path) -> None:
     root = shared_data / "lspet"
     if not (root / "annotations.json").is_file():
         pytest.skip(f"LSPET not found under {root}")
-    ds = load_coco_keypoints(root / "annotations.json", root / "images", split="dev",
+    ds = load_coco_keypoints(root / "annotations.json", root / "images", split="dev_all",
                              splits_json=root / "splits.json")
     assert len(ds) == 1000
     assert int(ds.coverage.sum()) == 12
     assert sum(select_scored_person(r) is not None for r in ds) == 585
     assert "unknown_image_id" not in ds.problems and "missing_image_file" not in ds.problems
+    # The protocol's halves: 489 dev images (294 scored) to choose on, 511 test images (291 scored) to report.
+    halves = {split: load_coco_keypoints(root / "annotations.json", root / "images", split=split)
+              for split in ("dev", "test")}
+    assert {k: len(v) for k, v in halves.items()} == {"dev": 489, "test": 511}
+    assert {k: sum(select_scored_person(r) is not None for r in v) for k, v in halves.items()} == \
+        {"dev": 294, "test": 291}
 
 
 def _write(tmp_path: Path, doc: dict) -> tuple[Path, Path]:

@@ -128,8 +128,8 @@ def test_prepare_model_output_roles_and_errors():
 
 
 def test_representative_spec_and_alignment(dataset, tmp_path):
-    spec = parse_spec(f"{dataset.parent}:dev")
-    assert spec.annotations == dataset and spec.split == "dev"
+    spec = parse_spec(f"{dataset.parent}:dev_all")
+    assert spec.annotations == dataset and spec.split == "dev_all"
     samples = load_samples(spec, "tracker", (64, 64), (0.0, 1.0), 3)
     assert len(samples) == 3 and samples[0].tensor.shape == (1, 64, 64, 3)
     assert 0.0 <= samples[0].tensor.min() and samples[0].tensor.max() <= 1.0

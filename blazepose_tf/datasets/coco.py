@@ -7,12 +7,13 @@ The source keypoints are mapped onto a :class:`~blazepose_tf.topology.Topology` 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, Mapping, Optional, Union
 
 import numpy as np
 
@@ -167,14 +168,45 @@ def read_json(path: Path, what: str) -> Any:
         raise UserError(f"cannot read {what} {path}: {e}") from None
 
 
-def _split_ids(splits_json: Path, split: str) -> list:
+#: The evaluation protocol (docs/design.md §8): a splits file with a ``dev`` list but no ``test`` list has its dev
+#: ids divided in two, ``dev`` (for choosing checkpoints and settings) and ``test`` (reported, never tuned on);
+#: ``dev_all`` keeps the undivided list. An explicit ``test`` list in the file wins and nothing is divided.
+DERIVED_TEST_SALT = "blazepose_tf.test:"
+DEV_ALL = "dev_all"
+
+
+def is_test_id(image_id: Any) -> bool:
+    """Whether a dev image id belongs to the derived ``test`` split: the low bit of sha256(salt + id), so about
+    half of any dev list, fixed for ever and independent of list order."""
+    return hashlib.sha256(f"{DERIVED_TEST_SALT}{image_id}".encode()).digest()[-1] & 1 == 1
+
+
+def resolve_splits(data: Mapping[str, Any]) -> dict[str, list]:
+    """The splits of a parsed splits file, with the protocol's derived ``dev``/``test``/``dev_all`` (see
+    :data:`DERIVED_TEST_SALT`) when it has ``dev`` and no ``test``."""
+    table = {k: v for k, v in data.items() if isinstance(v, list)}
+    if "dev" in table and "test" not in table:
+        dev_all = table["dev"]
+        table["dev"] = [i for i in dev_all if not is_test_id(i)]
+        table["test"] = [i for i in dev_all if is_test_id(i)]
+        table[DEV_ALL] = dev_all
+    return table
+
+
+def read_splits(splits_json: Path) -> dict[str, list]:
+    """The resolved splits (:func:`resolve_splits`) of a splits file; a one-line UserError if it is malformed."""
     data = read_json(splits_json, "splits file")
-    if not isinstance(data, dict):
+    table = resolve_splits(data) if isinstance(data, dict) else {}
+    if not table:
         raise UserError(f"splits file {splits_json} must hold a JSON object of {{split_name: [image ids]}}")
-    known = sorted(k for k, v in data.items() if isinstance(v, list))
-    if split not in known:
-        raise UserError(f"unknown split {split!r} in {splits_json}; known splits: {', '.join(known) or 'none'}")
-    return data[split]
+    return table
+
+
+def _split_ids(splits_json: Path, split: str) -> list:
+    table = read_splits(splits_json)
+    if split not in table:
+        raise UserError(f"unknown split {split!r} in {splits_json}; known splits: {', '.join(sorted(table))}")
+    return table[split]
 
 
 def _to_float(value: Any) -> Optional[float]:
