@@ -1,0 +1,110 @@
+"""The out-of-domain guard (benchmarks/ood_guard.py) on a tiny folder made from the bundled sample photo."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from benchmarks import ood_guard
+from blazepose_tf.datasets.coco import read_json
+from blazepose_tf.errors import InputError
+from blazepose_tf.io.images import load_image
+from blazepose_tf.io.samples import sample_image_path
+from blazepose_tf.official import official_model_path
+from blazepose_tf.overlay import save_image
+from blazepose_tf.runtime.pipeline import PoseTracker
+from blazepose_tf.runtime.runners import ModelRunner, TFLiteRunner
+from blazepose_tf.topology import BLAZEPOSE_33
+
+
+def sample_folder(root: Path, annotations: list | None = None, keypoint_names: tuple[str, ...] = ()) -> list[Path]:
+    """A COCO-layout folder (``annotations.json`` + ``images/``) of 3 photos made from the sample (as is, mirrored,
+    downscaled); returns the image paths in file order."""
+    image = load_image(sample_image_path())
+    variants = {"sample.png": image, "sample_mirrored.png": np.ascontiguousarray(image[:, ::-1]),
+                "sample_small.png": cv2.resize(image, (320, 320), interpolation=cv2.INTER_AREA)}
+    (root / "images").mkdir(parents=True)
+    entries = []
+    for i, (name, pixels) in enumerate(variants.items(), start=1):
+        save_image(root / "images" / name, pixels)
+        entries.append({"id": i, "file_name": name, "width": pixels.shape[1], "height": pixels.shape[0]})
+    category = {"id": 1, "name": "person", **({"keypoints": list(keypoint_names)} if keypoint_names else {})}
+    (root / "annotations.json").write_text(json.dumps({"images": entries, "annotations": annotations or [],
+                                                       "categories": [category]}))
+    return [root / "images" / e["file_name"] for e in entries]
+
+
+class Shifted:
+    """A landmark runner whose landmarks are moved by (dx, dy) crop pixels, without its heatmap output (so that
+    the heatmap refinement cannot pull them back)."""
+
+    def __init__(self, runner: ModelRunner, dx: float, dy: float):
+        keep = [i for i, role in enumerate(runner.output_roles) if role != "heatmap"]
+        self.runner = runner
+        self.label = f"{runner.label} shifted"
+        self.input_shape = runner.input_shape
+        self.output_roles = [runner.output_roles[i] for i in keep]
+        self.output_shapes = [runner.output_shapes[i] for i in keep]
+        self.shift = np.array([dx, dy, 0.0, 0.0, 0.0], np.float32)
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        out = dict(self.runner(batch))
+        out.pop("heatmap", None)
+        n = out["landmarks"].shape[0]
+        out["landmarks"] = (out["landmarks"].reshape(n, -1, 5) + self.shift).reshape(n, -1)
+        return out
+
+
+def official_pipeline() -> ood_guard.Pipeline:
+    return ood_guard.Pipeline("official", official_model_path("pose_detection"),
+                              official_model_path("pose_landmark_full"))
+
+
+def test_point_lists_come_from_the_topology() -> None:
+    assert len(ood_guard.ANNOTATED) == 12 and len(ood_guard.UNANNOTATED) == 21
+    assert set(ood_guard.ANNOTATED) | set(ood_guard.UNANNOTATED) == set(BLAZEPOSE_33.keypoints)
+    assert {g: len(v) for g, v in ood_guard.UNANNOTATED_GROUPS.items()} == {"face": 11, "hands": 6, "feet": 4}
+    assert "left_heel" in ood_guard.UNANNOTATED and "left_hip" in ood_guard.ANNOTATED
+
+
+def test_lspet_names_are_the_files(shared_data: Path) -> None:
+    doc = read_json(shared_data / "lspet" / "annotations.json", "annotations file")
+    assert tuple(doc["categories"][0]["keypoints"]) == ood_guard.LSPET_KEYPOINTS
+
+
+def test_missing_folder_is_one_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not found"):
+        ood_guard.image_files(tmp_path / "absent")
+
+
+def test_reference_agrees_with_itself_and_is_cached(official_models, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    images = sample_folder(tmp_path / "photos")
+    assert ood_guard.image_files(tmp_path / "photos") == images
+    ref = official_pipeline()
+    [result] = ood_guard.measure([ref], images, reference=ref, cache_dir=tmp_path / "cache")
+    assert result.found == 1.0 and result.num_compared == 3
+    assert result.agreement == 1.0 and result.agreement_annotated == 1.0
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 1
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("the cache should have answered")
+
+    monkeypatch.setattr(ood_guard.Pipeline, "tracker", no_models)
+    again = ood_guard.cached_predictions(ref, images, tmp_path / "cache")
+    assert all(np.allclose(a, b, atol=0.01) for a, b in zip(again, ood_guard.run_images(
+        PoseTracker.from_official().process, images)))
+
+
+def test_a_perturbed_model_agrees_less(official_models, tmp_path: Path) -> None:
+    images = sample_folder(tmp_path / "photos")
+    reference = ood_guard.cached_predictions(official_pipeline(), images, tmp_path / "cache")
+    shifted = PoseTracker(TFLiteRunner(official_model_path("pose_detection")),
+                          Shifted(TFLiteRunner(official_model_path("pose_landmark_full")), 12.0, 0.0))
+    result = ood_guard.compare("shifted", reference, ood_guard.run_images(shifted.process, images))
+    assert result.found == 1.0
+    assert result.agreement is not None and result.agreement < 0.5
+    assert result.agreement_annotated is not None and result.agreement_annotated < 0.5
