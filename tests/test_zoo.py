@@ -348,9 +348,10 @@ def test_model_zoo_benchmark_smoke(shared_data, official_models, tmp_path):
     """Official models, shipped files only (no export), two images, two timed runs: the whole table path.
     (Params/FLOPs come from the converted Keras models, converted on first use and cached.)"""
     out, js = tmp_path / "Z.md", tmp_path / "z.json"
+    guard = [] if (shared_data / "yoga_pose_photos").is_dir() else ["--noyoga_guard"]  # the guard needs the photos
     proc = run_module("benchmarks.model_zoo", "--models", "official_detector,official_full", "--quantizations",
                       "fp16", "--limit", "2", "--runs", "2", "--warmup", "0", "--rounds", "1", "--output", out,
-                      "--json", js, "--noprogress", "--cache_dir", tmp_path / "cache")
+                      "--json", js, "--noprogress", "--cache_dir", tmp_path / "cache", *guard)
     assert proc.returncode == EXIT_OK, proc.stderr
     text = out.read_text()
     assert text.startswith("# Model zoo\n") and text in proc.stdout
