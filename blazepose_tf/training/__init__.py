@@ -10,5 +10,8 @@
 * :mod:`~blazepose_tf.training.distillation` — teacher targets (``--distill_from``);
 * :mod:`~blazepose_tf.training.evaluation`, :mod:`~blazepose_tf.training.drawing` — dev metrics and sample images;
 * :mod:`~blazepose_tf.training.loop` — the resumable loop; :mod:`~blazepose_tf.training.debug` — a look at the
-  augmented samples.
+  augmented samples;
+* :mod:`~blazepose_tf.training.refit_head` — closed-form refit of a tracker's landmark head (command), with
+  :mod:`~blazepose_tf.training.head_residual` (ridge residual, heatmap channels), ``refit_crops`` (training and
+  pipeline crops, features), ``refit_search`` (fits, per-group choice on dev) and ``refit_run`` (models, caches).
 """

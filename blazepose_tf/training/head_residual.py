@@ -100,13 +100,6 @@ def head_matrix(layer: keras.layers.Layer) -> tuple[np.ndarray, np.ndarray]:
     return kernel.reshape(-1, kernel.shape[-1]), bias
 
 
-def set_head_matrix(layer: keras.layers.Layer, weights: np.ndarray, bias: np.ndarray) -> None:
-    """Writes (F, O) weights and (O,) bias back into the head layer (kernel shape kept)."""
-    kernel, old_bias = layer.get_weights()[:2]
-    layer.set_weights([np.asarray(weights, kernel.dtype).reshape(kernel.shape),
-                       np.asarray(bias, old_bias.dtype).reshape(old_bias.shape), *layer.get_weights()[2:]])
-
-
 def coordinate_columns(points: Sequence[int]) -> np.ndarray:
     """Head output columns of the x and y of ``points`` (5 values per point: x, y, z, visibility, presence),
     in order x0, y0, x1, y1, ..."""
