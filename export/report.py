@@ -3,8 +3,6 @@ a tracker's PCK@0.2 on ground-truth-aligned crops, and the report's human-readab
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -36,15 +34,9 @@ def keras_outputs(model, batch: np.ndarray, chunk: int = 16) -> dict[str, np.nda
     return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
 
 
-def tflite_outputs(model: str | os.PathLike | bytes, batch: np.ndarray) -> dict[str, np.ndarray]:
-    """Runs a .tflite model (a path, or the flatbuffer's bytes) with :class:`TFLiteRunner` on a (N, H, W, 3)
-    batch; {role: (N, ...)}."""
-    if isinstance(model, (bytes, bytearray)):
-        with tempfile.TemporaryDirectory(prefix="blazepose_tf_") as tmp:
-            path = Path(tmp) / "model.tflite"
-            path.write_bytes(model)
-            return TFLiteRunner(path)(np.asarray(batch, np.float32))
-    return TFLiteRunner(model)(np.asarray(batch, np.float32))
+def tflite_outputs(path: str | os.PathLike, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """Runs a .tflite model with :class:`TFLiteRunner` on a (N, H, W, 3) batch; {role: (N, ...)}."""
+    return TFLiteRunner(path)(np.asarray(batch, np.float32))
 
 
 def parity(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
