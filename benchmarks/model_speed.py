@@ -25,7 +25,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 _REPO = Path(__file__).resolve().parents[1]
@@ -76,8 +76,10 @@ def _detector_batch(model, batch: int):
     return images, (np.stack(regs), np.stack(labels), np.stack(masks))
 
 
-def train_speed(kind: str, preset: str, batch: int, steps: int, warmup: int) -> dict:
-    """Images/s of a full training step for one preset."""
+def bare_step(kind: str, preset: str, batch: int) -> tuple[Callable[[], float], int]:
+    """The bare training step of one preset — forward, the project's losses on realistic targets encoded once
+    beforehand, backward, Adam, on one batch already in memory, graph mode — as a function running one step
+    (and waiting for it), with the model's parameter count. Not yet traced."""
     import keras
     import tensorflow as tf
 
@@ -110,16 +112,22 @@ def train_speed(kind: str, preset: str, batch: int, steps: int, warmup: int) -> 
         return loss
 
     x = tf.constant(images)
+    return lambda: float(step(x)), model.count_params()
+
+
+def train_speed(kind: str, preset: str, batch: int, steps: int, warmup: int) -> dict:
+    """Images/s of a full training step for one preset (:func:`bare_step`)."""
+    run, params = bare_step(kind, preset, batch)
     for _ in range(warmup):
-        step(x).numpy()
+        run()
     times, cpu = [], []
     for _ in range(steps):
         t, c = time.perf_counter(), time.process_time()
-        step(x).numpy()
+        run()
         times.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
     return {"train_img_s_median": batch / statistics.median(times), "train_img_s_best": batch / min(times),
-            "train_img_per_cpu_s": batch / statistics.median(cpu), "params": model.count_params()}
+            "train_img_per_cpu_s": batch / statistics.median(cpu), "params": params}
 
 
 def inference_speed(kind: str, preset: str, runs: int, threads: list[int], tflite: bool) -> dict:

@@ -19,7 +19,7 @@ from blazepose_tf.codecs.targets import person_target  # noqa: E402
 from blazepose_tf.datasets.coco import ImageRecord, PersonAnnotation  # noqa: E402
 from blazepose_tf.topology import BLAZEPOSE_33  # noqa: E402
 from blazepose_tf.training.augment import AugmentConfig  # noqa: E402
-from blazepose_tf.training.detector_data import DetectorDataConfig, detector_dataset  # noqa: E402
+from blazepose_tf.training.detector_data import DetectorDataConfig, detector_dataset, detector_examples  # noqa: E402
 from blazepose_tf.training.evaluation import match_detections  # noqa: E402
 from data.prepare import Labeller, to_detector_example  # noqa: E402
 
@@ -123,6 +123,19 @@ def test_flip_swaps_left_and_right_people_points(data_dir):
     mirrored = np.stack([1.0 - plain[:, 0, rw, 0], plain[:, 0, rw, 1]], axis=1)
     for p in got[:, 0, lw]:
         assert np.min(np.linalg.norm(mirrored - p, axis=1)) < 2e-3
+
+
+def test_detector_batches_are_the_same_from_memory_and_decoded_as_read(data_dir):
+    d, _ = data_dir
+    cfg = DetectorDataConfig(batch_size=3, shuffle_buffer=4)
+    cached = detector_examples(str(d / "train-*.tfrecord"), cache_mb=100)
+    streamed = detector_examples(str(d / "train-*.tfrecord"))
+    assert cached.cached and not streamed.cached and cached.image_shape == (120, 160)
+    for (ia, ta), (ib, tb) in zip(detector_dataset(cached, cfg, repeat=True, skip_batches=1).take(4),
+                                  detector_dataset(streamed, cfg, repeat=True, skip_batches=1).take(4)):
+        np.testing.assert_array_equal(ia.numpy(), ib.numpy())
+        for k in ta:
+            np.testing.assert_array_equal(ta[k].numpy(), tb[k].numpy(), err_msg=k)
 
 
 def test_match_detections_counts_hits_and_strays():

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -152,9 +153,9 @@ def train_data(tmp_path_factory) -> Path:
     return d
 
 
-def train(train_data: Path, model_dir: Path, *extra: object):
+def train(train_data: Path, model_dir: Path, *extra: object, env: Optional[dict] = None):
     return run_module("blazepose_tf.train", f"--flagfile={REPO / 'configs' / 'smoke.flags'}",
-                      f"--train_data={train_data / 'train-*.tfrecord'}", f"--model_dir={model_dir}", *extra)
+                      f"--train_data={train_data / 'train-*.tfrecord'}", f"--model_dir={model_dir}", *extra, env=env)
 
 
 def corrupt_keras(path: Path) -> Path:
@@ -200,6 +201,15 @@ def test_failed_train_start_writes_nothing(case, train_data, tmp_path):
     assert_clean_exit(proc, code, *words)
     assert checksums(tmp_path, data) == before          # inputs unchanged, and no model_dir created
     assert model_dir.is_file() or not model_dir.exists()
+
+
+@pytest.mark.parametrize("tf_config, words", [("", "needs the TF_CONFIG environment variable"),
+                                               ("{'cluster': ", "TF_CONFIG is not valid JSON")])
+def test_multi_worker_without_a_usable_tf_config_writes_nothing(tf_config, words, train_data, tmp_path):
+    model_dir = tmp_path / "run"
+    proc = train(train_data, model_dir, "--strategy=multi_worker", env={"TF_CONFIG": tf_config} if tf_config else None)
+    assert_clean_exit(proc, 2, words)
+    assert not model_dir.exists()
 
 
 def test_model_dir_with_config_but_no_checkpoint_does_not_block_a_corrected_run(train_data, tmp_path):

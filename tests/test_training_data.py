@@ -1,4 +1,6 @@
-"""Tracker input pipeline: alignment crops from data.prepare, flip, occlusion, determinism and resume skip."""
+"""Tracker input pipeline: alignment crops from data.prepare, flip, occlusion, determinism and resume skip; the
+batched augmentation against TensorFlow's per-image kernels; memory cache and streaming alike; per-replica
+batches."""
 from __future__ import annotations
 
 import math
@@ -10,9 +12,11 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from blazepose_tf.datasets.coco import ImageRecord, PersonAnnotation  # noqa: E402
+from blazepose_tf.errors import UserError  # noqa: E402
 from blazepose_tf.topology import BLAZEPOSE_33  # noqa: E402
-from blazepose_tf.training.augment import AugmentConfig  # noqa: E402
-from blazepose_tf.training.data import TrackerDataConfig, tracker_dataset  # noqa: E402
+from blazepose_tf.training.augment import (AugmentConfig, compiled, compiled_colour, sample_affine,  # noqa: E402
+                                           sample_colour, warp)
+from blazepose_tf.training.data import TrackerDataConfig, tracker_dataset, tracker_examples  # noqa: E402
 from data.prepare import Labeller, to_example  # noqa: E402
 
 K = BLAZEPOSE_33.num_keypoints
@@ -135,3 +139,102 @@ def test_pipeline_is_deterministic_and_resume_skips_exact_batches(tmp_path):
     assert len(c) == len(a) - 3 and np.array_equal(c[0], a[3])
     other_epoch = [b[0].numpy() for b in tracker_dataset(str(path), cfg, training=True, epoch=1)]
     assert not np.array_equal(other_epoch[0], a[0])
+
+
+def _affines(n: int, seed: int = 0):
+    """n random augmentation warps (2, 2) / (2,) of a 384 crop onto 256, from the training ranges."""
+    rng = np.random.default_rng(seed)
+    cfg = AugmentConfig(scale=0.3, rotation_deg=40.0, shift=0.3, flip_prob=0.5)
+    draws = [sample_affine(tf.constant(rng.integers(0, 2 ** 31, 2)), 384.0, 256.0, cfg) for _ in range(n)]
+    return tf.stack([d[0] for d in draws]), tf.stack([d[1] for d in draws])
+
+
+@pytest.mark.parametrize("fill", ["nearest", "constant"])
+def test_batched_warp_matches_image_projective_transform(fill):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 384, 384, 3), dtype=np.uint8)
+    sizes = np.array([[384, 384], [300, 384], [384, 250], [200, 330]], np.int32)   # content in the top-left corner
+    a, b = _affines(4)
+    got = compiled(lambda x, a, b, s: warp(x, a, b, 256, s, fill))(images, a, b, sizes).numpy()
+    for i, (h, w) in enumerate(sizes):
+        inv = np.linalg.inv(a[i].numpy())
+        shift = -inv @ b[i].numpy()
+        transform = np.array([inv[0, 0], inv[0, 1], shift[0], inv[1, 0], inv[1, 1], shift[1], 0, 0], np.float32)
+        want = tf.raw_ops.ImageProjectiveTransformV3(
+            images=tf.constant(images[i:i + 1, :h, :w], tf.float32), transforms=transform[None],
+            output_shape=[256, 256], fill_value=0.0, interpolation="BILINEAR", fill_mode=fill.upper())[0]
+        np.testing.assert_allclose(got[i], want.numpy(), atol=0.02)   # uint8 units
+
+
+def test_batched_colour_jitter_makes_the_draws_and_changes_of_tf_image():
+    rng = np.random.default_rng(1)
+    images = tf.constant(rng.uniform(0, 1, (6, 32, 32, 3)).astype(np.float32))
+    cfg = AugmentConfig()
+    seeds = [tf.constant(rng.integers(0, 2 ** 31, 2)) for _ in range(6)]
+    colour = tf.stack([sample_colour(s, cfg) for s in seeds])
+    got = compiled_colour()(images, colour).numpy()
+    for i, seed in enumerate(seeds):
+        s = tf.random.experimental.stateless_split(seed, 4)
+        want = tf.image.stateless_random_brightness(images[i], cfg.brightness, s[0])
+        want = tf.image.stateless_random_contrast(want, 1 - cfg.contrast, 1 + cfg.contrast, s[1])
+        want = tf.image.stateless_random_saturation(want, 1 - cfg.saturation, 1 + cfg.saturation, s[2])
+        want = tf.clip_by_value(tf.image.stateless_random_hue(want, cfg.hue, s[3]), 0.0, 1.0)
+        np.testing.assert_allclose(got[i], want.numpy(), atol=2e-5)
+    # contrast around the mean of a region only (the detector's image content inside its padded batch)
+    region = np.zeros((6, 32, 32, 1), np.float32)
+    region[:, :20, :24] = 1.0
+    part = compiled_colour()(images, colour, region).numpy()
+    for i, seed in enumerate(seeds):
+        s = tf.random.experimental.stateless_split(seed, 4)
+        want = tf.image.stateless_random_brightness(images[i, :20, :24], cfg.brightness, s[0])
+        want = tf.image.stateless_random_contrast(want, 1 - cfg.contrast, 1 + cfg.contrast, s[1])
+        want = tf.image.stateless_random_saturation(want, 1 - cfg.saturation, 1 + cfg.saturation, s[2])
+        want = tf.clip_by_value(tf.image.stateless_random_hue(want, cfg.hue, s[3]), 0.0, 1.0)
+        np.testing.assert_allclose(part[i, :20, :24], want.numpy(), atol=2e-5)
+
+
+def _batches(ds, n: int) -> list:
+    out = []
+    for images, targets in ds.take(n):
+        out.append((images.numpy(), {k: v.numpy() for k, v in targets.items()}))
+    return out
+
+
+def _assert_same(a, b) -> None:
+    for (ia, ta), (ib, tb) in zip(a, b, strict=True):
+        np.testing.assert_array_equal(ia, ib)
+        for k in ta:
+            np.testing.assert_array_equal(ta[k], tb[k], err_msg=k)
+
+
+def test_memory_cache_and_decoding_as_read_give_the_same_batches(tmp_path):
+    for shard, angles in (("a", np.linspace(-60, 60, 5)), ("b", np.linspace(-30, 90, 6))):
+        _write_records(tmp_path / f"{shard}.tfrecord", list(angles))
+    pattern = str(tmp_path / "*.tfrecord")
+    cached = tracker_examples(pattern, cache_mb=100)
+    streamed = tracker_examples(pattern, cache_mb=0)
+    assert cached.cached and not streamed.cached and cached.num_examples == 11
+    cfg = TrackerDataConfig(batch_size=3, shuffle_buffer=4)
+    for kwargs in ({}, {"epoch": 2, "skip_batches": 1}):   # shuffled epochs, resumed mid-epoch, across epochs
+        a = _batches(tracker_dataset(cached, cfg, repeat=True, **kwargs), 7)
+        b = _batches(tracker_dataset(streamed, cfg, repeat=True, **kwargs), 7)
+        _assert_same(a, b)
+
+
+def test_replicas_of_a_global_batch_get_its_rows_augmented_alike(tmp_path):
+    _write_records(tmp_path / "r.tfrecord", list(np.linspace(-60, 60, 12)))
+    examples = tracker_examples(str(tmp_path / "r.tfrecord"), cache_mb=100)
+    cfg = TrackerDataConfig(batch_size=4, shuffle_buffer=8)
+    whole = _batches(tracker_dataset(examples, cfg, repeat=True), 3)
+    # 2 workers with one replica each, and 1 worker with 2 replicas: each yields its per-replica batches in order
+    halves = [_batches(tracker_dataset(examples, cfg, repeat=True, input_context=tf.distribute.InputContext(
+        num_input_pipelines=2, input_pipeline_id=i, num_replicas_in_sync=2)), 3) for i in range(2)]
+    local = _batches(tracker_dataset(examples, cfg, repeat=True, input_context=tf.distribute.InputContext(
+        num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=2)), 6)
+    for step, (images, targets) in enumerate(whole):
+        parts = [halves[0][step], halves[1][step]]
+        _assert_same(parts, local[2 * step:2 * step + 2])
+        np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), images)
+        np.testing.assert_array_equal(np.concatenate([p[1]["keypoints"] for p in parts]), targets["keypoints"])
+    with pytest.raises(UserError, match="cannot be split evenly between 3 replicas"):
+        tracker_dataset(examples, cfg, input_context=tf.distribute.InputContext(1, 0, 3))

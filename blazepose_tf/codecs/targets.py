@@ -2,10 +2,11 @@
 person detector's anchor assignment (docs/design.md §4–§6).
 
 Tracker targets (TensorFlow, usable inside ``tf.data``; see :func:`tracker_targets`) are computed from
-keypoints already in crop pixels. Detector targets (NumPy; wrap with :func:`tf_detector_targets` to run
-inside ``tf.data`` through ``tf.numpy_function``) are computed from body keypoints normalized to the
+keypoints already in crop pixels. Detector targets are computed from body keypoints normalized to the
 detector's (letterboxed) input square and encoded with :func:`blazepose_tf.codecs.detection.encode_boxes`,
-the inverse of the runtime's :func:`~blazepose_tf.codecs.detection.decode_boxes`.
+the inverse of the runtime's :func:`~blazepose_tf.codecs.detection.decode_boxes`: in NumPy, person by person
+(:func:`detector_targets`, the reference), and the same in TensorFlow ops on whole batches for the training
+pipeline (:func:`tf_detector_targets`).
 
 Alignment keypoints (the official detector's, checked against it on 184 LSPET images: median
 |kp1 − kp0| / r = 1.00, |kp3 − kp2| / r_upper = 1.03)::
@@ -377,21 +378,104 @@ def detector_targets(keypoints: np.ndarray, valid: np.ndarray, topology: Topolog
 def tf_detector_targets(keypoints, valid, topology: Topology = BLAZEPOSE_33,
                         anchor_options: AnchorOptions = AnchorOptions(),
                         options: AssignmentOptions = AssignmentOptions()):
-    """:func:`detector_targets` as a TensorFlow op (``tf.numpy_function``) for ``tf.data`` pipelines.
+    """:func:`detector_targets` in TensorFlow ops (no Python when it runs, XLA-compatible), for one image or a
+    batch: the same boxes, assignment, ignored anchors and encoding (float64 geometry, as the NumPy version).
 
-    Returns regressors (A, 12) float32, labels (A,) int32 and mask (A, 12) float32 with static shapes.
+    Args:
+        keypoints: (M, K, 2+) or (B, M, K, 2+) people × keypoints normalized to the detector input (padding people
+            have no valid point).
+        valid: (M, K) or (B, M, K) availability.
+    Returns:
+        regressors (..., A, 12) float32, labels (..., A) int32 and mask (..., A, 12) float32, static shapes.
     """
     import tensorflow as tf
 
-    anchors = generate_anchors(anchor_options)
-    n = len(anchors)
+    f64 = tf.float64
+    kp = tf.cast(tf.convert_to_tensor(keypoints)[..., :2], f64)
+    valid = tf.convert_to_tensor(valid)
+    single = kp.shape.rank == 3
+    if single:
+        kp, valid = kp[None], valid[None]
+    ok = (tf.cast(valid, f64) > 0) & tf.reduce_all(tf.math.is_finite(kp), axis=-1)   # (B, M, K)
+    okf = tf.cast(ok, f64)
 
-    def fn(k, v):
-        return detector_targets(k, v, topology, anchor_options, options, anchors)
+    def midpoint(a: str, b: str):
+        if a not in topology.keypoints or b not in topology.keypoints:
+            return tf.zeros_like(kp[..., 0, :]), tf.zeros_like(ok[..., 0])
+        i, j = topology.index(a), topology.index(b)
+        return (kp[..., i, :] + kp[..., j, :]) / 2, ok[..., i] & ok[..., j]
 
-    reg, labels, mask = tf.numpy_function(fn, [keypoints, valid], [tf.float32, tf.int32, tf.float32],
-                                          stateful=False)
-    reg.set_shape((n, REGRESSOR_VALUES))
-    labels.set_shape((n,))
-    mask.set_shape((n, REGRESSOR_VALUES))
-    return reg, labels, mask
+    def reach(centre, mask):  # max distance of the masked points from centre (B, M)
+        d = tf.norm(kp - centre[..., None, :], axis=-1)
+        return tf.reduce_max(tf.where(mask, d, tf.zeros_like(d)), axis=-1)
+
+    hip, hip_ok = midpoint("left_hip", "right_hip")
+    sho, sho_ok = midpoint("left_shoulder", "right_shoulder")
+    length = tf.norm(sho - hip, axis=-1)
+    aligned = hip_ok & sho_ok & (length > 1e-9)
+    u = (sho - hip) / tf.maximum(length, 1e-9)[..., None]
+    upper = np.zeros(topology.num_keypoints, bool)
+    upper[upper_body_indices(topology)] = True
+    kps = tf.stack([hip, hip + u * reach(hip, ok)[..., None], sho, sho + u * reach(sho, ok & upper)[..., None]],
+                   axis=-2)
+    kps = tf.where(aligned[..., None, None], kps, tf.zeros_like(kps))                  # (B, M, 4, 2)
+    face = np.zeros(topology.num_keypoints, np.float64)
+    face[_named(topology, FACE_KEYPOINTS)] = 1.0
+    face_w = okf * face
+    has_face = tf.reduce_sum(face_w, axis=-1) > 0
+    face_centre = tf.reduce_sum(kp * face_w[..., None], axis=-2) / tf.maximum(
+        tf.reduce_sum(face_w, axis=-1), 1.0)[..., None]
+    centre = tf.where(has_face[..., None], face_centre, kps[..., 2, :] + HEAD_FROM_SHOULDERS * (
+        kps[..., 2, :] - kps[..., 0, :]))
+    placed = has_face | aligned
+    half = options.box_size / 2
+    box = tf.cast(tf.concat([centre - half, centre + half], axis=-1), tf.float32)      # float32, as NumPy's
+    box_centre = (box[..., :2] + box[..., 2:]) / 2
+    # A person without a box: anchors near the mean of its annotated points are ignored, not background.
+    annotated = tf.cast(valid, f64) > 0
+    unplaced = ~placed & tf.reduce_any(annotated, axis=-1)
+    loose_centre = tf.cast(tf.reduce_sum(tf.where(annotated[..., None], kp, 0.0), axis=-2) / tf.maximum(
+        tf.reduce_sum(tf.cast(annotated, f64), axis=-1), 1.0)[..., None], tf.float32)
+
+    anchors_np = generate_anchors(anchor_options)
+    level_np, cell_np = _anchor_cells(anchor_options)
+    anchors = tf.constant(anchors_np)
+    cell = tf.constant(cell_np)
+    eligible = tf.constant(np.isin(level_np, options.levels))
+
+    def cells_away(c):  # (B, M, 2) → (B, M, A) distance in cells of each map
+        return tf.norm(anchors[:, :2] - c[..., None, :], axis=-1) / cell
+
+    d = cells_away(box_centre)
+    usable = placed & tf.reduce_all(tf.math.is_finite(box_centre), axis=-1)
+    pos = eligible & (d <= options.positive_radius) & usable[..., None]
+    inside = tf.reduce_all((box_centre >= 0.0) & (box_centre <= 1.0), axis=-1) & usable
+    for lv in options.levels:   # the nearest cell of each eligible map is always positive
+        on = tf.constant(level_np == lv)
+        nearest = tf.reduce_min(tf.where(on, d, np.inf), axis=-1, keepdims=True)
+        pos |= on & (d <= nearest + 1e-6) & inside[..., None]
+    ignore = tf.reduce_any(eligible & (d <= options.ignore_radius) & ~pos & usable[..., None], axis=-2)
+    positive = tf.reduce_any(pos, axis=-2)                                            # (B, A)
+    owner = tf.argmin(tf.where(pos, d, np.inf), axis=-2, output_type=tf.int32)         # first on ties
+    labels = tf.where(positive, 1, tf.where(ignore, -1, 0))
+    near_unplaced = tf.reduce_any((cells_away(loose_centre) <= options.ignore_radius * 2) & unplaced[..., None],
+                                  axis=-2)
+    labels = tf.where(near_unplaced & (labels == 0), -1, labels)
+
+    own_box = tf.gather(box, owner, batch_dims=1)                                      # (B, A, 4)
+    own_kps = tf.gather(tf.cast(kps, tf.float32), owner, batch_dims=1)                 # (B, A, 4, 2)
+    own_mask = tf.gather(tf.cast(aligned, tf.float32), owner, batch_dims=1)            # (B, A)
+    size = float(anchor_options.input_size)
+    origin, extent = anchors[:, None, :2], anchors[:, None, 2:]
+    corners = tf.reshape(own_box, tf.concat([tf.shape(own_box)[:-1], [2, 2]], 0))
+    box_reg = tf.concat([(tf.reduce_mean(corners, axis=-2) - origin[:, 0]) / extent[:, 0],
+                         (corners[..., 1, :] - corners[..., 0, :]) / extent[:, 0]], axis=-1) * size
+    kps_reg = (own_kps - origin) / extent * size
+    positive_f = tf.cast(positive, tf.float32)[..., None]
+    regressors = tf.concat([box_reg, tf.reshape(kps_reg, tf.concat([tf.shape(kps_reg)[:-2], [-1]], 0))],
+                           axis=-1) * positive_f
+    num_kps = DETECTOR_NUM_KEYPOINTS
+    mask = tf.concat([tf.ones_like(box_reg), tf.repeat(own_mask[..., None], 2 * num_kps, axis=-1)],
+                     axis=-1) * positive_f
+    out = (regressors, tf.cast(labels, tf.int32), mask)
+    return tuple(x[0] for x in out) if single else out

@@ -92,9 +92,14 @@ class TrainConfig:
     eval_every: int = setting(500, "Dev evaluation period in steps (0 = only at the end).", lower_bound=0)
     eval_batches: int = setting(20, "Dev batches per evaluation (0 = whole dev set).", lower_bound=0)
     log_every: int = setting(20, "Scalar logging period in steps.", lower_bound=1)
-    strategy: str = setting("default", "tf.distribute strategy.", choices=STRATEGIES)
+    strategy: str = setting("default", "tf.distribute strategy: default (one device), mirrored (every local device), "
+                            "multi_worker (one worker of a cluster named by TF_CONFIG; see README.md, Training on "
+                            "several machines).", choices=STRATEGIES)
     seed: int = setting(0, "Seed for data order, augmentation and initialization.")
     shuffle_buffer: int = setting(2048, "Records per shuffle window.", lower_bound=1)
+    decode_cache_mb: float = setting(6144.0, "Decode the training images once and keep them in memory when they "
+                                     "fit in this many MiB (the dev images likewise); larger data is decoded as "
+                                     "it is read (the same batches, more CPU per step).", lower_bound=0.0)
     augment: bool = setting(True, "Random scale/shift/rotation/flip/colour/occlusion augmentation.")
     progress: bool = setting(True, "Show a progress bar.")
     log_batches: bool = setting(False, "Append each step's batch fingerprint to model_dir/batches.jsonl (used by "
@@ -111,7 +116,7 @@ class TrainConfig:
 
     # Fields that may change between a run and its resumption without invalidating the checkpoint.
     RESUMABLE_CHANGES = ("steps", "checkpoint_every", "eval_every", "eval_batches", "log_every", "progress",
-                         "strategy", "dev_data", "log_batches")
+                         "strategy", "dev_data", "log_batches", "decode_cache_mb")
 
     @classmethod
     def from_flags(cls, values: flags.FlagValues) -> "TrainConfig":

@@ -4,14 +4,14 @@ Records come from ``python -m data.prepare --kind detector`` (a downscaled whole
 33 keypoints in its pixels). Each example is letterboxed onto the detector's square input exactly as at
 inference (:class:`blazepose_tf.runtime.pipeline.PersonDetector`: image centred, scaled to fit, zero
 borders), then augmented in the same affine warp (random scale, shift, small rotation, horizontal flip that
-swaps left/right points) after colour jitter, and the anchor targets are encoded by
-:func:`blazepose_tf.codecs.targets.tf_detector_targets`. Seeding and resume work as for the tracker
-(:func:`blazepose_tf.training.data.seeded_records`).
+swaps left/right points) after colour jitter of the image, and the anchor targets are encoded by
+:func:`blazepose_tf.codecs.targets.tf_detector_targets`. Caching, seeding, resume and the per-example draws /
+per-batch XLA work are those of the tracker's pipeline (:func:`blazepose_tf.training.data.build_pipeline`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional, Union
 
 import tensorflow as tf
 
@@ -19,8 +19,9 @@ from blazepose_tf.codecs.anchors import AnchorOptions
 from blazepose_tf.codecs.targets import AssignmentOptions, tf_detector_targets
 from blazepose_tf.contract import DETECTOR, INPUT_RANGES
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
-from blazepose_tf.training.augment import AugmentConfig, color_jitter, sample_affine, warp_image
-from blazepose_tf.training.data import seeded_records
+from blazepose_tf.training.augment import (AugmentConfig, compiled, compiled_colour, sample_affine, sample_colour,
+                                           transform_points, warp)
+from blazepose_tf.training.data import Examples, Parser, build_pipeline, flip_points
 
 MAX_PEOPLE = 8  # people per example after padding; data.prepare stores at most this many (it imports it)
 
@@ -42,9 +43,10 @@ class DetectorDataConfig:
     assignment: AssignmentOptions = field(default_factory=AssignmentOptions)
     input_range: tuple[float, float] = INPUT_RANGES[DETECTOR]
     parallel_calls: int = tf.data.AUTOTUNE
+    cache_mb: float = 0.0     # decoded images kept in memory up to this size (MiB); 0: decoded as read
 
 
-def parse_detector_fn(num_keypoints: int) -> Callable:
+def detector_parser(num_keypoints: int) -> Parser:
     """Parses one serialized detector example into image bytes and padded people arrays."""
     spec = {
         "image/encoded": tf.io.FixedLenFeature([], tf.string),
@@ -61,7 +63,7 @@ def parse_detector_fn(num_keypoints: int) -> Callable:
         valid = tf.pad(valid, [[0, pad], [0, 0]])
         kps.set_shape((MAX_PEOPLE, num_keypoints, 2))
         valid.set_shape((MAX_PEOPLE, num_keypoints))
-        return ex["image/encoded"], kps, valid
+        return ex["image/encoded"], {"people": kps, "people_valid": valid}
     return parse
 
 
@@ -75,44 +77,81 @@ def letterbox_affine(seed: tf.Tensor, height: tf.Tensor, width: tf.Tensor, out_s
     return a, b, flip
 
 
-def make_detector_example_fn(cfg: DetectorDataConfig, topology: Topology, training: bool) -> Callable:
-    """(seed, serialized) → (image (S, S, 3) in the detector's input range, targets dict)."""
+def detector_example_fn(cfg: DetectorDataConfig, training: bool) -> Callable[[tf.Tensor, dict], dict]:
+    """(seed, example) → the example with its letterbox warp (augmented in training) and colour jitter drawn."""
     aug = cfg.augment if training else AugmentConfig.none()
     size = cfg.anchor_options.input_size
-    parse = parse_detector_fn(topology.num_keypoints)
-    perm = tf.constant(topology.flip_indices, tf.int32)
-    lo, hi = cfg.input_range
 
-    def fn(seed, serialized):
-        encoded, kps, valid = parse(serialized)
-        image = tf.image.convert_image_dtype(tf.io.decode_jpeg(encoded, channels=3), tf.float32)
+    def fn(seed, ex):
         seeds = tf.random.experimental.stateless_split(seed, 2)
-        if training:
-            image = color_jitter(image, seeds[1], aug)
-        shape = tf.cast(tf.shape(image), tf.float32)
-        a, b, flip = letterbox_affine(seeds[0], shape[0], shape[1], size, aug)
-        image = warp_image(image, a, b, size, fill="constant")
-        xy = tf.einsum("ij,pkj->pki", a, kps) + b
-        xy, valid = tf.cond(flip, lambda: (tf.gather(xy, perm, axis=1), tf.gather(valid, perm, axis=1)),
-                            lambda: (xy, valid))
-        xy = xy / float(size)
-        reg, labels, mask = tf_detector_targets(xy, valid, topology, cfg.anchor_options, cfg.assignment)
-        image = image * (hi - lo) + lo
-        return image, {"regressors": reg, "labels": labels, "regressor_mask": mask, "people": xy,
-                       "people_valid": valid}
+        hw = tf.cast(ex["image_size"], tf.float32)
+        a, b, flip = letterbox_affine(seeds[0], hw[0], hw[1], size, aug)
+        ex = dict(ex, affine=a, shift=b, flip=flip)
+        if training and aug.colour:
+            ex["colour"] = sample_colour(seeds[1], aug)
+        return ex
     return fn
 
 
-def detector_dataset(pattern: str, cfg: DetectorDataConfig = DetectorDataConfig(), training: bool = True,
-                     topology: Topology = BLAZEPOSE_33, epoch: int = 0, skip_batches: int = 0,
-                     repeat: bool = False) -> tf.data.Dataset:
+def detector_batch_fn(cfg: DetectorDataConfig, topology: Topology, training: bool) -> Callable:
+    """(uint8 images, drawn batch) → (images in the detector's input range, ``people`` (B, MAX_PEOPLE, K, 2)
+    normalized to the input and ``people_valid`` (B, MAX_PEOPLE, K)), as a few XLA computations (colour, letterbox
+    warp)."""
+    aug = cfg.augment if training else AugmentConfig.none()
+    size = cfg.anchor_options.input_size
+    perm = tf.constant(topology.flip_indices, tf.int32)
+    lo, hi = cfg.input_range
+    colour = compiled_colour(hsv=aug.saturation > 0 or aug.hue > 0)
+
+    @compiled
+    def to_unit(images, sizes):  # [0, 1], and where each image's content is (B, H, W, 1)
+        rows = tf.range(tf.shape(images)[1])[None, :, None] < sizes[:, 0, None, None]
+        cols = tf.range(tf.shape(images)[2])[None, None, :] < sizes[:, 1, None, None]
+        return tf.cast(images, tf.float32) * (1.0 / 255.0), tf.cast(rows & cols, tf.float32)[..., None]
+
+    @compiled
+    def letterbox(images, ex):  # uint8 images, or in [0, 1] after colour jitter
+        a, b = ex["affine"], ex["shift"]
+        unit = 1.0 / 255.0 if images.dtype == tf.uint8 else 1.0
+        image = warp(images, a, b, size, ex["image_size"], fill="constant") * (unit * (hi - lo)) + lo
+        xy = flip_points(transform_points(ex["people"], a, b), ex["flip"], perm, axis=2) / float(size)
+        return image, {"people": xy, "people_valid": flip_points(ex["people_valid"], ex["flip"], perm, axis=2)}
+
+    def fn(images, ex):
+        if "colour" in ex:  # on the image itself (contrast around its own mean), before the letterbox
+            unit, region = to_unit(images, ex["image_size"])
+            images = colour(unit, ex["colour"], region)
+        return letterbox(images, ex)
+    return fn
+
+
+def detector_target_encoder(cfg: DetectorDataConfig, topology: Topology) -> Callable:
+    """Batched ``(images, {people, people_valid}) -> (images, targets)`` adding the anchor targets ``regressors``
+    (B, A, 12), ``labels`` (B, A) and ``regressor_mask`` (B, A, 12) (:func:`tf_detector_targets`, one XLA
+    computation)."""
+    @compiled
+    def encode(images, targets):
+        reg, labels, mask = tf_detector_targets(targets["people"], targets["people_valid"], topology,
+                                                cfg.anchor_options, cfg.assignment)
+        return images, dict(targets, regressors=reg, labels=labels, regressor_mask=mask)
+    return encode
+
+
+def detector_examples(pattern: str, topology: Topology = BLAZEPOSE_33, cache_mb: float = 0.0) -> Examples:
+    """The detector examples of a glob of shards (see :class:`blazepose_tf.training.data.Examples`)."""
+    return Examples(pattern, detector_parser(topology.num_keypoints), cache_mb)
+
+
+def detector_dataset(data: Union[str, Examples], cfg: DetectorDataConfig = DetectorDataConfig(),
+                     training: bool = True, topology: Topology = BLAZEPOSE_33, epoch: int = 0, skip_batches: int = 0,
+                     repeat: bool = False, input_context: Optional[tf.distribute.InputContext] = None
+                     ) -> tf.data.Dataset:
     """Batched (images, targets) for the detector; arguments as
-    :func:`blazepose_tf.training.data.tracker_dataset`. Targets: ``regressors`` (A, 12), ``labels`` (A,),
-    ``regressor_mask`` (A, 12), and for evaluation ``people`` (MAX_PEOPLE, K, 2) normalized to the input and
-    ``people_valid`` (MAX_PEOPLE, K)."""
-    ds = seeded_records(pattern, cfg.seed, cfg.shuffle_buffer, training, epoch, skip_batches * cfg.batch_size,
-                        repeat)
-    ds = ds.map(make_detector_example_fn(cfg, topology, training), num_parallel_calls=cfg.parallel_calls,
-                deterministic=True)
-    ds = ds.batch(cfg.batch_size, drop_remainder=training)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    :func:`blazepose_tf.training.data.tracker_dataset` (``data``: a glob or :func:`detector_examples`)."""
+    examples = data if isinstance(data, Examples) else detector_examples(data, topology, cfg.cache_mb)
+    augment = detector_batch_fn(cfg, topology, training)
+    encode = detector_target_encoder(cfg, topology)
+    return build_pipeline(examples, cfg.batch_size, cfg.seed, cfg.shuffle_buffer, training,
+                          detector_example_fn(cfg, training), lambda images, batch: encode(*augment(images, batch)),
+                          epoch=epoch, skip_batches=skip_batches, repeat=repeat, input_context=input_context,
+                          parallel_calls=cfg.parallel_calls)

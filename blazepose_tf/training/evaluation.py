@@ -12,7 +12,7 @@ transform, so the pixel units do not change a PCK; the people and the alignment 
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -25,7 +25,7 @@ from blazepose_tf.contract import DETECTOR_ROLES
 from blazepose_tf.losses import split_landmarks
 from blazepose_tf.metrics import TORSO_POINTS, PckResult, pck
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
-from blazepose_tf.training.data import tracker_dataset
+from blazepose_tf.training.data import Examples, tracker_dataset
 from blazepose_tf.training.detector_data import detector_dataset
 from blazepose_tf.training.drawing import draw_predictions
 from blazepose_tf.training.registry import Models, outputs_by_name
@@ -50,33 +50,44 @@ def crop_pck(pred_px: np.ndarray, gt_px: np.ndarray, is_gt: np.ndarray, topology
                threshold=threshold, topology=topology)
 
 
-def evaluate_dev(models: Models, dev_data: str, topology: Topology, data_cfg, max_batches: int, writer,
-                 step: int) -> dict:
+class TrackerDevEvaluation:
     """Crop PCK@0.2 of the inference model on the dev crops (ground-truth points only; see the module docstring),
     also after heatmap refinement when the model's heatmap refines every point, coordinate L1, and sample
-    images."""
-    ds = tracker_dataset(dev_data, data_cfg, training=False, topology=topology,
-                         encode_targets=target_encoder(models.num_points, models.input_size, with_offsets=False))
-    model = models.inference
-    infer = tf.function(lambda x: outputs_by_name(model(x, training=False), model.output_names),
-                        reduce_retracing=True)
-    score = _CropScore()
-    first = None
-    for i, (images, t) in enumerate(ds):
-        if max_batches and i >= max_batches:
-            break
-        gt = t["keypoints_px"].numpy()
-        is_gt = t["is_gt"].numpy()
-        pred = score.add(infer(images), gt, is_gt, topology, models.input_size)
-        if first is None:
-            first = (images.numpy()[:4], pred[:4], gt[:4], is_gt[:4])
-    metrics = score.metrics()
-    with writer.as_default(step=step):
-        tf.summary.scalar("dev/pck@0.2", metrics["pck"])
-        tf.summary.scalar("dev/coord_l1_px", metrics["coord_l1_px"])
-        if first is not None:
-            tf.summary.image("dev/predictions", draw_predictions(*first, topology.num_keypoints), max_outputs=4)
-    return metrics
+    images. The dev pipeline and the compiled inference are built once and reused by every evaluation; call
+    with (writer, step) → metrics.
+
+    Args:
+        dev: glob of dev shards, or :func:`blazepose_tf.training.data.tracker_examples` (decoded once).
+        max_batches: batches per evaluation (0: the whole dev set).
+    """
+
+    def __init__(self, models: Models, dev: Union[str, Examples], topology: Topology, data_cfg,
+                 max_batches: int = 0):
+        self.models, self.topology = models, topology
+        ds = tracker_dataset(dev, data_cfg, training=False, topology=topology,
+                             encode_targets=target_encoder(models.num_points, models.input_size, with_offsets=False))
+        self.dataset = ds.take(max_batches) if max_batches else ds
+        model = models.inference
+        self.infer = tf.function(lambda x: outputs_by_name(model(x, training=False), model.output_names),
+                                 reduce_retracing=True)
+
+    def __call__(self, writer, step: int) -> dict:
+        score = _CropScore()
+        first = None
+        for images, t in self.dataset:
+            gt = t["keypoints_px"].numpy()
+            is_gt = t["is_gt"].numpy()
+            pred = score.add(self.infer(images), gt, is_gt, self.topology, self.models.input_size)
+            if first is None:
+                first = (images.numpy()[:4], pred[:4], gt[:4], is_gt[:4])
+        metrics = score.metrics()
+        with writer.as_default(step=step):
+            tf.summary.scalar("dev/pck@0.2", metrics["pck"])
+            tf.summary.scalar("dev/coord_l1_px", metrics["coord_l1_px"])
+            if first is not None:
+                tf.summary.image("dev/predictions", draw_predictions(*first, self.topology.num_keypoints),
+                                 max_outputs=4)
+        return metrics
 
 
 class _CropScore:
@@ -139,28 +150,35 @@ def match_detections(keypoints: np.ndarray, people: np.ndarray, valid: np.ndarra
     return placed, found, int((~used).sum())
 
 
-def evaluate_detector_dev(models: Models, dev_data: str, topology: Topology, data_cfg, max_batches: int, writer,
-                          step: int, min_score: float = 0.5, iou_threshold: float = 0.3) -> dict:
+class DetectorDevEvaluation:
     """Detection rate on the dev images (after decoding and weighted NMS, at the runtime's thresholds) and
-    unmatched detections per image."""
-    anchors = generate_anchors(AnchorOptions(input_size=models.input_size))
-    ds = detector_dataset(dev_data, data_cfg, training=False, topology=topology)
-    model = tf.function(lambda x: models.inference(x, training=False))
-    placed = found = extra = images = 0
-    for i, (batch, t) in enumerate(ds):
-        if max_batches and i >= max_batches:
-            break
-        out = outputs_by_name(model(batch), DETECTOR_ROLES)
-        regs, scores = out["regressors"].numpy(), out["scores"].numpy()
-        people, valid = t["people"].numpy(), t["people_valid"].numpy()
-        for b in range(len(regs)):
-            dets = weighted_nms(decode_detections(regs[b], scores[b], anchors, min_score=min_score,
-                                                  input_size=float(models.input_size)), iou_threshold)
-            p, f, e = match_detections(dets.keypoints, people[b], valid[b], topology)
-            placed, found, extra, images = placed + p, found + f, extra + e, images + 1
-    metrics = {"detection_rate": 100.0 * found / max(placed, 1), "people": placed,
-               "unmatched_per_image": extra / max(images, 1)}
-    with writer.as_default(step=step):
-        tf.summary.scalar("dev/detection_rate", metrics["detection_rate"])
-        tf.summary.scalar("dev/unmatched_per_image", metrics["unmatched_per_image"])
-    return metrics
+    unmatched detections per image; the dev pipeline and compiled inference are built once (as
+    :class:`TrackerDevEvaluation`); call with (writer, step) → metrics."""
+
+    def __init__(self, models: Models, dev: Union[str, Examples], topology: Topology, data_cfg,
+                 max_batches: int = 0, min_score: float = 0.5, iou_threshold: float = 0.3):
+        self.topology, self.min_score, self.iou_threshold = topology, min_score, iou_threshold
+        self.input_size = models.input_size
+        self.anchors = generate_anchors(AnchorOptions(input_size=models.input_size))
+        ds = detector_dataset(dev, data_cfg, training=False, topology=topology)
+        self.dataset = ds.take(max_batches) if max_batches else ds
+        self.infer = tf.function(lambda x: outputs_by_name(models.inference(x, training=False), DETECTOR_ROLES),
+                                 reduce_retracing=True)
+
+    def __call__(self, writer, step: int) -> dict:
+        placed = found = extra = images = 0
+        for batch, t in self.dataset:
+            out = self.infer(batch)
+            regs, scores = out["regressors"].numpy(), out["scores"].numpy()
+            people, valid = t["people"].numpy(), t["people_valid"].numpy()
+            for b in range(len(regs)):
+                dets = weighted_nms(decode_detections(regs[b], scores[b], self.anchors, min_score=self.min_score,
+                                                      input_size=float(self.input_size)), self.iou_threshold)
+                p, f, e = match_detections(dets.keypoints, people[b], valid[b], self.topology)
+                placed, found, extra, images = placed + p, found + f, extra + e, images + 1
+        metrics = {"detection_rate": 100.0 * found / max(placed, 1), "people": placed,
+                   "unmatched_per_image": extra / max(images, 1)}
+        with writer.as_default(step=step):
+            tf.summary.scalar("dev/detection_rate", metrics["detection_rate"])
+            tf.summary.scalar("dev/unmatched_per_image", metrics["unmatched_per_image"])
+        return metrics

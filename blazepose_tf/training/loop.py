@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
@@ -22,8 +23,10 @@ from blazepose_tf.topology import get_topology
 from blazepose_tf.training import evaluation, weighted_losses
 from blazepose_tf.training.augment import AugmentConfig
 from blazepose_tf.training.config import TrainConfig
-from blazepose_tf.training.data import TrackerDataConfig, count_records, tracker_dataset
-from blazepose_tf.training.detector_data import DetectorDataConfig, detector_augment, detector_dataset
+from blazepose_tf.training.data import (Examples, TrackerDataConfig, count_records, replica_batch_size,
+                                       tracker_dataset, tracker_examples)
+from blazepose_tf.training.detector_data import (DetectorDataConfig, detector_augment, detector_dataset,
+                                                 detector_examples)
 from blazepose_tf.training.distillation import load_teacher, teacher_targets
 from blazepose_tf.training.initialize import initialize
 from blazepose_tf.training.registry import Models, build_detector_models, build_models, restrict_trainable
@@ -51,15 +54,56 @@ def make_optimizer(cfg: TrainConfig):
                                   clipnorm=cfg.clipnorm or None)
 
 
+class ClusterError(UserError):
+    """A multi-worker run lost a worker (or the chief): every worker must be restarted."""
+
+    exit_code = 1
+
+
+# What a collective op raises on the surviving workers when a peer dies (after TF's health check notices).
+LOST_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError,
+                    tf.errors.DeadlineExceededError)
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """The tf.distribute strategy of ``--strategy``."""
+    """The tf.distribute strategy of ``--strategy``. Create it before any other TensorFlow work:
+    MultiWorkerMirroredStrategy configures the collective ops of this process (``TF_CONFIG`` names the cluster
+    and this worker's place in it)."""
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise UserError("--strategy=multi_worker needs the TF_CONFIG environment variable")
+        try:
+            json.loads(os.environ["TF_CONFIG"])
+        except ValueError:
+            raise UserError("TF_CONFIG is not valid JSON") from None
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run: always, except under a multi-worker cluster, where the ``chief`` task
+    does (or worker 0 when the cluster has no chief)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not cluster:
+        return True
+    if "chief" in cluster:
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def check_same_start(strategy: tf.distribute.Strategy, start: int) -> None:
+    """Under a multi-worker strategy, refuses (one-line :class:`UserError`, on every worker) to go on when the
+    workers restored different steps: their ``--model_dir`` is not one shared folder."""
+    if strategy.num_replicas_in_sync == 1:
+        return
+    mean = tf.function(lambda: strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(
+        lambda: tf.constant([start, start * start], tf.float64)), axis=None))().numpy()
+    if mean[1] - mean[0] ** 2 > 0.25:
+        raise UserError(f"the workers resume from different steps (this one from {start}, their mean "
+                        f"{mean[0]:g}): every worker must see the same --model_dir (one shared folder)")
 
 
 def _check_config(cfg: TrainConfig, model_dir: Path) -> None:
@@ -152,9 +196,10 @@ class Task:
 
     Attributes:
         models: training and inference views of the model.
-        dataset: (epoch, skip_batches) → endless batched (images, targets).
+        dataset: (input_context, epoch, skip_batches) → this input pipeline's endless per-replica batches
+            (images, targets).
         losses: (outputs, targets) → weighted loss terms (summed into the loss).
-        evaluate: (writer, step) → dev metrics, including ``metric``.
+        evaluate: (writer, step) → dev metrics, including ``metric`` (None without dev data).
         metric: the dev metric that selects ``best.keras`` (higher is better).
         extra_targets: optional (images, targets) → targets (distillation from a teacher).
     """
@@ -162,9 +207,26 @@ class Task:
     models: Models
     dataset: Callable
     losses: Callable
-    evaluate: Callable
+    evaluate: Optional[Callable]
     metric: str
     extra_targets: Optional[Callable] = None
+
+
+def _examples(build: Callable[..., Examples], pattern: Optional[str], topology, cache_mb: float,
+              what: str) -> Optional[Examples]:
+    """The examples of a data flag, decoded into memory now when they fit in ``cache_mb`` (reported)."""
+    if not pattern:
+        return None
+    t0 = time.time()
+    examples = build(pattern, topology, cache_mb)
+    size = f"{examples.cache_bytes / 2 ** 20:.0f} MiB"
+    if examples.cached:
+        print(f"{what}: {examples.num_examples} examples decoded into memory ({size}) in {time.time() - t0:.1f} s",
+              file=sys.stderr)
+    else:
+        print(f"{what}: {examples.num_examples} examples, decoded as read ({size} > --decode_cache_mb "
+              f"{cache_mb:g})", file=sys.stderr)
+    return examples
 
 
 def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
@@ -180,19 +242,21 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
     encode = target_encoder(models.num_points, models.input_size, with_offsets=models.has_offsets)
     weights = dict(cfg.loss_weights)
     teacher = load_teacher(cfg.distill_from) if cfg.distill_from else None
+    train = _examples(tracker_examples, cfg.train_data, topology, cfg.decode_cache_mb, "train")
+    dev = _examples(tracker_examples, cfg.dev_data, topology, cfg.decode_cache_mb, "dev")
 
     def extra(images, targets):
         return dict(targets, **teacher_targets(teacher, images, models.num_points, models.input_size))
 
     return Task(
         models=models,
-        dataset=lambda epoch, skip: tracker_dataset(cfg.train_data, data_cfg, training=True, topology=topology,
-                                                    epoch=epoch, skip_batches=skip, encode_targets=encode,
-                                                    repeat=True),
+        dataset=lambda context, epoch, skip: tracker_dataset(
+            train, data_cfg, training=True, topology=topology, epoch=epoch, skip_batches=skip,
+            encode_targets=encode, repeat=True, input_context=context),
         losses=lambda outputs, targets: weighted_losses.tracker_losses(outputs, targets, weights,
                                                                        models.input_size),
-        evaluate=lambda writer, step: evaluation.evaluate_dev(models, cfg.dev_data, topology, data_cfg,
-                                                              cfg.eval_batches, writer, step),
+        evaluate=evaluation.TrackerDevEvaluation(models, dev, topology, data_cfg, cfg.eval_batches)
+        if dev else None,
         metric=cfg.best_metric, extra_targets=extra if teacher is not None else None)
 
 
@@ -205,14 +269,17 @@ def detector_task(cfg: TrainConfig, topology, strategy) -> Task:
     with strategy.scope():
         models = build_detector_models(cfg.preset)
     weights = dict(cfg.loss_weights)
+    train = _examples(detector_examples, cfg.train_data, topology, cfg.decode_cache_mb, "train")
+    dev = _examples(detector_examples, cfg.dev_data, topology, cfg.decode_cache_mb, "dev")
     return Task(
         models=models,
-        dataset=lambda epoch, skip: detector_dataset(cfg.train_data, data_cfg, training=True, topology=topology,
-                                                     epoch=epoch, skip_batches=skip, repeat=True),
+        dataset=lambda context, epoch, skip: detector_dataset(
+            train, data_cfg, training=True, topology=topology, epoch=epoch, skip_batches=skip, repeat=True,
+            input_context=context),
         losses=lambda outputs, targets: weighted_losses.detector_losses(outputs, targets, weights,
                                                                         cfg.classification_loss),
-        evaluate=lambda writer, step: evaluation.evaluate_detector_dev(models, cfg.dev_data, topology, data_cfg,
-                                                                       cfg.eval_batches, writer, step),
+        evaluate=evaluation.DetectorDevEvaluation(models, dev, topology, data_cfg, cfg.eval_batches)
+        if dev else None,
         metric="detection_rate")
 
 
@@ -229,13 +296,44 @@ def export_inference(models: Models, path: Path, metrics: dict, step: int) -> No
     side.write_text(json.dumps({"step": step, **metrics}, indent=1))
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Trains (or resumes) and returns the final step and metrics.
+def make_train_step(task: Task, model, optimizer, strategy: tf.distribute.Strategy) -> Callable:
+    """The compiled training step: per replica, (distillation targets,) forward, weighted losses, backward;
+    gradients summed over replicas (each replica's loss is divided by their number, so this is the global batch's
+    mean) and applied. Returns the loss terms averaged over replicas."""
+    replicas = strategy.num_replicas_in_sync
+
+    def step_fn(images, targets):
+        if task.extra_targets is not None:
+            targets = task.extra_targets(images, targets)
+        with tf.GradientTape() as tape:
+            outputs = model(images, training=True)
+            terms = task.losses(outputs, targets)
+            loss = tf.add_n(list(terms.values())) / replicas
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return terms
+
+    @tf.function
+    def train_step(batch):
+        images, targets = batch
+        per_replica = strategy.run(step_fn, args=(images, targets))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
+    return train_step
+
+
+def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> dict:
+    """Trains (or resumes) and returns the final step and metrics; ``on_step(step)`` is called after each step
+    (timing, profiling).
 
     Everything is checked first — flags, data, the checkpoint or ``init_from``/``distill_from`` weights, the
     model — and only then is anything written to ``model_dir``, so a failed start leaves it as it was. A
     ``model_dir`` without a checkpoint starts afresh (its ``config.json`` and logs are replaced); on resume the
-    logs' rows past the restored step are dropped and leftovers of interrupted checkpoint writes removed."""
+    logs' rows past the restored step are dropped and leftovers of interrupted checkpoint writes removed.
+
+    Under ``--strategy multi_worker`` every worker runs this with the same flags and a ``model_dir`` they all
+    reach (shared storage): all of them resume from its latest checkpoint, only the chief writes into it (logs,
+    dev evaluation, checkpoints, exports); the others save their share of each checkpoint into a temporary
+    folder of their own."""
     cfg.train_data = os.path.expanduser(os.path.expandvars(cfg.train_data))
     cfg.dev_data = os.path.expanduser(os.path.expandvars(cfg.dev_data)) if cfg.dev_data else None
     cfg.model_dir = os.path.expanduser(os.path.expandvars(cfg.model_dir))
@@ -244,14 +342,17 @@ def train(cfg: TrainConfig) -> dict:
         raise UserError(f"--model_dir {model_dir} is a file, not a folder")
     if cfg.model not in TASKS:
         raise UserError(f"--model must be one of {', '.join(TASKS)}, got {cfg.model!r}")
+    strategy = make_strategy(cfg.strategy)   # before any other TensorFlow op (multi_worker)
+    chief = is_chief(strategy)
     num_train = _training_records(cfg)
     checkpoint_dir = model_dir / "checkpoints"
     latest = tf.train.latest_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
     if latest:
         _check_config(cfg, model_dir)
     topology = get_topology(cfg.topology)
-    strategy = make_strategy(cfg.strategy)
-    print(f"strategy {type(strategy).__name__}, replicas: {strategy.num_replicas_in_sync}", file=sys.stderr)
+    print(f"strategy {type(strategy).__name__}, replicas: {strategy.num_replicas_in_sync}"
+          + ("" if chief else " (not the chief: writes nothing into --model_dir)"), file=sys.stderr)
+    replica_batch_size(cfg.batch_size, strategy.num_replicas_in_sync)   # checked before anything is written
     keras.utils.set_random_seed(cfg.seed)
 
     steps_per_epoch = max(num_train // cfg.batch_size, 1)
@@ -275,67 +376,58 @@ def train(cfg: TrainConfig) -> dict:
         initialize(models, cfg.init_from)
         print(f"starting from {cfg.init_from} at step 0", file=sys.stderr)
     start = int(step_var.numpy())
+    check_same_start(strategy, start)
     if start >= cfg.steps:
         print(f"already trained {start} >= --steps {cfg.steps} steps", file=sys.stderr)
 
-    # Everything checked: from here on model_dir is written.
-    try:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomically(model_dir / "config.json", json.dumps(asdict(cfg), indent=1))
-    except OSError as e:
-        raise UserError(f"cannot write --model_dir {model_dir}: {e.strerror or e}") from None
-    stale = remove_stale_checkpoint_files(checkpoint_dir)
-    if stale:
-        print(f"removed leftovers of interrupted checkpoint writes: {', '.join(stale)}", file=sys.stderr)
-    # Log rows of steps about to be redone go (all of them on a fresh start): history rows are numbered by the
-    # steps done, batch rows by the (0-based) step they feed.
+    # Everything checked: from here on model_dir is written (by the chief).
     history_path = model_dir / "history.jsonl"
-    done = start if latest else -1
-    trim_jsonl(history_path, lambda step: step <= done)
-    trim_jsonl(model_dir / "batches.jsonl", lambda step: step < start)
-    manager = tf.train.CheckpointManager(ckpt, str(checkpoint_dir), max_to_keep=3)
+    if chief:
+        try:
+            model_dir.mkdir(parents=True, exist_ok=True)
+            _write_atomically(model_dir / "config.json", json.dumps(asdict(cfg), indent=1))
+        except OSError as e:
+            raise UserError(f"cannot write --model_dir {model_dir}: {e.strerror or e}") from None
+        stale = remove_stale_checkpoint_files(checkpoint_dir)
+        if stale:
+            print(f"removed leftovers of interrupted checkpoint writes: {', '.join(stale)}", file=sys.stderr)
+        # Log rows of steps about to be redone go (all of them on a fresh start): history rows are numbered by the
+        # steps done, batch rows by the (0-based) step they feed.
+        done = start if latest else -1
+        trim_jsonl(history_path, lambda step: step <= done)
+        trim_jsonl(model_dir / "batches.jsonl", lambda step: step < start)
+    scratch = None if chief else tempfile.mkdtemp(prefix="blazepose_worker_checkpoints_")
+    manager = tf.train.CheckpointManager(ckpt, str(checkpoint_dir) if chief else scratch,
+                                         max_to_keep=3 if chief else 1)
 
     epoch, skip = divmod(start, steps_per_epoch)
-    dist_ds = strategy.experimental_distribute_dataset(task.dataset(epoch, skip))
-    replicas = strategy.num_replicas_in_sync
-
-    def step_fn(images, targets):
-        if task.extra_targets is not None:
-            targets = task.extra_targets(images, targets)
-        with tf.GradientTape() as tape:
-            outputs = model(images, training=True)
-            terms = task.losses(outputs, targets)
-            loss = tf.add_n(list(terms.values())) / replicas
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return terms
-
-    @tf.function
-    def train_step(batch):
-        images, targets = batch
-        per_replica = strategy.run(step_fn, args=(images, targets))
-        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
-
-    writer = tf.summary.create_file_writer(str(model_dir / "logs"))
-    batches_log = open(model_dir / "batches.jsonl", "a") if cfg.log_batches else None
+    dist_ds = strategy.distribute_datasets_from_function(lambda context: task.dataset(context, epoch, skip))
+    train_step = make_train_step(task, model, optimizer, strategy)
+    writer = tf.summary.create_file_writer(str(model_dir / "logs")) if chief else tf.summary.create_noop_writer()
+    batches_log = open(model_dir / "batches.jsonl", "a") if cfg.log_batches and chief else None
     last_losses: dict = {}
     t0 = time.time()
     it = iter(dist_ds)
-    bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not cfg.progress,
+    bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not (cfg.progress and chief),
                file=sys.stderr)
     step = start
 
     def run_eval() -> None:
+        t = time.time()
         metrics = task.evaluate(writer, step)
         with open(history_path, "a") as h:
-            h.write(json.dumps({"step": step, **{f"dev_{k}": v for k, v in metrics.items()}}) + "\n")
-        print(f"step {step}: dev " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()), file=sys.stderr)
+            h.write(json.dumps({"step": step, **{f"dev_{k}": v for k, v in metrics.items()},
+                                "dev_eval_s": round(time.time() - t, 1)}) + "\n")
+        print(f"step {step}: dev " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+              + f" ({time.time() - t:.1f} s)", file=sys.stderr)
         if metrics[task.metric] > float(best_var.numpy()):
             best_var.assign(metrics[task.metric])
             export_inference(models, model_dir / "best.keras", metrics, step)
 
-    if start == 0 and cfg.dev_data and cfg.eval_every:
+    evaluate = chief and task.evaluate is not None
+    if start == 0 and evaluate and cfg.eval_every:
         run_eval()  # where the run starts from (untrained, or the weights it was initialized with)
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     try:
         while step < cfg.steps:
             batch = next(it)
@@ -348,7 +440,9 @@ def train(cfg: TrainConfig) -> dict:
             step += 1
             step_var.assign(step)
             bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            if on_step is not None:
+                on_step(step)
+            if (step % cfg.log_every == 0 or step == cfg.steps) and chief:
                 last_losses = {k: float(v) for k, v in losses.items()}
                 lr = optimizer.learning_rate
                 lr = float(lr(step) if callable(lr) else lr)
@@ -362,13 +456,21 @@ def train(cfg: TrainConfig) -> dict:
                                         **last_losses}) + "\n")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 manager.save(checkpoint_number=step)
-            if cfg.dev_data and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
+            if evaluate and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
                 run_eval()
                 manager.save(checkpoint_number=step)
+    except LOST_PEER_ERRORS as e:
+        if not multi_worker:
+            raise
+        raise ClusterError(f"lost contact with a worker at step {step} ({type(e).__name__}); restart every worker "
+                           "with the same command: they resume from the latest checkpoint") from None
     finally:
         bar.close()
         if batches_log is not None:
             batches_log.close()
-    export_inference(models, model_dir / "last.keras", {}, step)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if chief:
+        export_inference(models, model_dir / "last.keras", {}, step)
     return {"step": step, "steps_per_epoch": steps_per_epoch, "losses": last_losses,
             f"best_dev_{task.metric}": float(best_var.numpy())}

@@ -1,4 +1,4 @@
-"""From the tracker data pipeline's per-example targets (keypoints in crop pixels, weights) to what the losses
+"""From the tracker data pipeline's targets (keypoints in crop pixels, weights; whole batches) to what the losses
 compare the model's outputs with (:mod:`blazepose_tf.codecs`): crop-normalized coordinates with masks,
 visibility, presence, heatmaps and offsets."""
 from __future__ import annotations
@@ -10,25 +10,27 @@ import tensorflow as tf
 from blazepose_tf.codecs.heatmap import encode_heatmaps
 from blazepose_tf.codecs.targets import tracker_targets
 from blazepose_tf.contract import HEATMAP_STRIDE
+from blazepose_tf.training.augment import compiled
 
 
 def pad_points(x: tf.Tensor, num_points: int) -> tf.Tensor:
-    """Pads the point axis (axis 0) with zeros up to ``num_points`` (unused official landmarks)."""
-    extra = num_points - x.shape[0]
+    """Pads the point axis (axis 1 of a batch) with zeros up to ``num_points`` (unused official landmarks)."""
+    extra = num_points - x.shape[1]
     if extra <= 0:
         return x
-    pad = [[0, extra]] + [[0, 0]] * (x.shape.rank - 1)
+    pad = [[0, 0], [0, extra]] + [[0, 0]] * (x.shape.rank - 2)
     return tf.pad(x, pad)
 
 
 def target_encoder(num_points: int, input_size: int = 256, with_offsets: bool = True) -> Callable:
-    """Per-example ``(image, targets) -> (image, loss targets)`` map for a tracker predicting ``num_points``
-    points on ``input_size`` crops (``with_offsets``: also the offset maps of our presets' training head). Adds
-    ``keypoints_px`` and ``is_gt`` for the dev evaluation."""
+    """Batched ``(images, targets) -> (images, loss targets)`` for a tracker predicting ``num_points`` points on
+    ``input_size`` crops (``with_offsets``: also the offset maps of our presets' training head), one XLA
+    computation. Adds ``keypoints_px`` and ``is_gt`` for the dev evaluation."""
     p = num_points
     size = input_size
 
-    def encode(image, t):
+    @compiled
+    def encode(images, t):
         kps = pad_points(t["keypoints"], p)
         w = pad_points(t["weight"], p)
         zw = pad_points(t["z_weight"], p)
@@ -39,5 +41,5 @@ def target_encoder(num_points: int, input_size: int = 256, with_offsets: bool = 
         out.update(heatmap=hm, heatmap_mask=w, is_gt=pad_points(t["is_gt"], p), keypoints_px=kps)
         if with_offsets:
             out.update(offsets=off, offset_mask=off_mask)
-        return image, out
+        return images, out
     return encode
