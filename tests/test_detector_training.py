@@ -181,3 +181,76 @@ def test_detector_flags_are_validated(tmp_path, data_dir):
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown detector preset 'nope'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def _layer_weights(model) -> dict[str, list[np.ndarray]]:
+    return {layer.name: [np.array(w.numpy()) for w in layer.weights] for layer in model.layers if layer.weights}
+
+
+def test_score_head_training_leaves_backbone_and_regressors_bit_identical(data_dir):
+    """--trainable=score_head: a few optimizer steps on the detector losses move only the classification
+    convolutions; every other weight (backbone, box/keypoint regressors) and the regressors output stay exact."""
+    import keras
+
+    from blazepose_tf.models.graph import upstream_layers
+    from blazepose_tf.training import registry
+    from blazepose_tf.training.weighted_losses import detector_losses
+
+    d, _ = data_dir
+    models = registry.build_detector_models("detector_smoke")
+    n = registry.restrict_trainable(models, "score_head")
+    out = dict(zip(models.training.output_names, models.training.outputs))
+    head = upstream_layers(out["scores"]) - upstream_layers(out["regressors"])
+    trainable = {layer.name for layer in models.training.layers if layer.trainable and layer.weights}
+    assert n == len(trainable) > 0 and trainable <= head
+    images, targets = next(iter(detector_dataset(str(d / "train-*.tfrecord"), DetectorDataConfig(batch_size=4),
+                                                 training=True)))
+    before = _layer_weights(models.training)
+    regressors = np.asarray(models.training(images, training=False)[0])
+    optimizer = keras.optimizers.SGD(0.1)
+    for _ in range(3):
+        with tf.GradientTape() as tape:
+            losses = detector_losses(models.training(images, training=True), targets, {}, "focal")
+            loss = tf.add_n(list(losses.values()))
+        variables = models.training.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    after = _layer_weights(models.training)
+    for name, weights in before.items():
+        if name in trainable:
+            assert any(np.abs(a - b).max() > 0 for a, b in zip(after[name], weights)), name
+        else:
+            for a, b in zip(after[name], weights):
+                np.testing.assert_array_equal(a, b, err_msg=name)
+    outputs = models.training(images, training=False)
+    np.testing.assert_array_equal(np.asarray(outputs[0]), regressors)
+    with pytest.raises(Exception, match="needs a detector"):
+        registry.restrict_trainable(registry.build_models("smoke", BLAZEPOSE_33), "score_head")
+    with pytest.raises(Exception, match="needs a tracker"):
+        registry.restrict_trainable(models, "regression_branch")
+
+
+def test_regression_quality_labels_follow_the_anchors_own_regressors():
+    """--score_targets=regression: an anchor is positive when its own decoded kp0/kp1 place the person's ROI, background
+    when its kp0 is far from everyone, ignored in between; padding people count for nothing."""
+    from blazepose_tf.codecs.detection import encode_boxes
+    from blazepose_tf.codecs.targets import alignment_keypoints, tf_regression_quality_labels
+
+    anchors = generate_anchors()
+    kps, avail = _person((100.0, 110.0), 20.0)
+    people = np.zeros((1, 2, K, 2), np.float32)          # a person and a padding person
+    valid = np.zeros((1, 2, K), np.float32)
+    people[0, 0], valid[0, 0] = kps / 224.0, avail
+    align, _ = alignment_keypoints(people[0, 0], avail)
+    r = float(np.linalg.norm(align[1] - align[0]))
+    # every anchor predicts the person's alignment points moved by a per-anchor error (in radii)
+    errors = np.zeros(len(anchors))
+    errors[:3] = [0.0, 0.1, 0.25]
+    errors[3:] = 2.0
+    errors[5] = 0.4
+    points = np.repeat(align[None], len(anchors), axis=0)
+    points[:, :2, 0] += (errors * r)[:, None]
+    boxes = np.tile(np.array([[0.4, 0.4, 0.6, 0.6]], np.float32), (len(anchors), 1))
+    reg = encode_boxes(boxes, points, anchors)[None]
+    labels = tf_regression_quality_labels(reg, people, valid, tolerance=0.2).numpy()[0]
+    assert list(labels[:3]) == [1, 1, -1] and labels[5] == -1 and (labels[3:5] == 0).all() and (labels[6:] == 0).all()
+    assert (tf_regression_quality_labels(reg, people, np.zeros_like(valid)).numpy() == 0).all()   # nobody

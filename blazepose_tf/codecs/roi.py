@@ -123,3 +123,64 @@ def to_tensor(crop: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
     :data:`blazepose_tf.contract.INPUT_RANGES`)."""
     lo, hi = value_range
     return (crop.astype(np.float32) * ((hi - lo) / 255.0) + lo)[None]
+
+
+# ------------------------------------------------------------------------------------------ rotated-ROI overlap
+def roi_corners(roi: Roi) -> np.ndarray:
+    """(4, 2) float64 image-pixel corners of a (rotated) ROI: where the crop's top-left, top-right, bottom-right and
+    bottom-left corners come from (:func:`project_to_image` of (0, 0), (1, 0), (1, 1), (0, 1)); positive
+    :func:`polygon_area`."""
+    c, s = math.cos(roi.rotation), math.sin(roi.rotation)
+    half = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64) * [roi.width / 2, roi.height / 2]
+    rot = np.array([[c, -s], [s, c]])
+    return half @ rot.T + [roi.x_center, roi.y_center]
+
+
+def polygon_area(polygon: np.ndarray) -> float:
+    """Signed shoelace area of an (N, 2) polygon (positive for counter-clockwise vertices in x-right/y-up axes,
+    i.e. clockwise on screen); 0 for fewer than three vertices."""
+    p = np.asarray(polygon, np.float64).reshape(-1, 2)
+    if len(p) < 3:
+        return 0.0
+    x, y = p[:, 0], p[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+
+
+def convex_intersection(subject: np.ndarray, clip: np.ndarray) -> np.ndarray:
+    """The intersection of two convex (N, 2) polygons (Sutherland–Hodgman: ``subject`` clipped by each edge of
+    ``clip``); vertices in either winding order. Returns the (M, 2) intersection polygon (M = 0 when they do not
+    overlap; a shared edge or corner has zero area)."""
+    out = np.asarray(subject, np.float64).reshape(-1, 2)
+    clip = np.asarray(clip, np.float64).reshape(-1, 2)
+    if polygon_area(out) < 0:
+        out = out[::-1]
+    if polygon_area(clip) < 0:
+        clip = clip[::-1]
+    for a, b in zip(clip, np.roll(clip, -1, axis=0)):
+        if len(out) == 0:
+            break
+        edge = b - a
+        # > 0: left of the edge a→b, inside a counter-clockwise polygon
+        side = edge[0] * (out[:, 1] - a[1]) - edge[1] * (out[:, 0] - a[0])
+        kept = []
+        for i in range(len(out)):
+            j = (i + 1) % len(out)
+            p, q, sp, sq = out[i], out[j], side[i], side[j]
+            if sp >= 0:
+                kept.append(p)
+            if (sp >= 0) != (sq >= 0):
+                kept.append(p + (q - p) * (sp / (sp - sq)))
+        out = np.array(kept, np.float64).reshape(-1, 2)
+    return out
+
+
+def roi_iou(a: Roi, b: Roi) -> float:
+    """Exact intersection over union of two rotated rectangular ROIs (image pixels; 0 for an empty or non-finite
+    ROI)."""
+    values = [a.x_center, a.y_center, a.width, a.height, a.rotation, b.x_center, b.y_center, b.width, b.height,
+              b.rotation]
+    if not np.isfinite(values).all() or min(a.width, a.height, b.width, b.height) <= 0:
+        return 0.0
+    inter = abs(polygon_area(convex_intersection(roi_corners(a), roi_corners(b))))
+    union = a.width * a.height + b.width * b.height - inter
+    return float(min(1.0, max(0.0, inter / union))) if union > 0 else 0.0

@@ -375,6 +375,33 @@ def detector_targets(keypoints: np.ndarray, valid: np.ndarray, topology: Topolog
     return reg, labels, mask
 
 
+def _tf_alignment(kp, ok, topology: Topology):
+    """The alignment keypoints (module docstring) in TensorFlow ops: float64 (..., M, K, 2) keypoints and their
+    (..., M, K) availability → (..., M, 4, 2) kp0..kp3 (zeros where not aligned) and the (..., M) aligned mask."""
+    import tensorflow as tf
+
+    def midpoint(a: str, b: str):
+        if a not in topology.keypoints or b not in topology.keypoints:
+            return tf.zeros_like(kp[..., 0, :]), tf.zeros_like(ok[..., 0])
+        i, j = topology.index(a), topology.index(b)
+        return (kp[..., i, :] + kp[..., j, :]) / 2, ok[..., i] & ok[..., j]
+
+    def reach(centre, mask):  # max distance of the masked points from centre (B, M)
+        d = tf.norm(kp - centre[..., None, :], axis=-1)
+        return tf.reduce_max(tf.where(mask, d, tf.zeros_like(d)), axis=-1)
+
+    hip, hip_ok = midpoint("left_hip", "right_hip")
+    sho, sho_ok = midpoint("left_shoulder", "right_shoulder")
+    length = tf.norm(sho - hip, axis=-1)
+    aligned = hip_ok & sho_ok & (length > 1e-9)
+    u = (sho - hip) / tf.maximum(length, 1e-9)[..., None]
+    upper = np.zeros(topology.num_keypoints, bool)
+    upper[upper_body_indices(topology)] = True
+    kps = tf.stack([hip, hip + u * reach(hip, ok)[..., None], sho, sho + u * reach(sho, ok & upper)[..., None]],
+                   axis=-2)
+    return tf.where(aligned[..., None, None], kps, tf.zeros_like(kps)), aligned
+
+
 def tf_detector_targets(keypoints, valid, topology: Topology = BLAZEPOSE_33,
                         anchor_options: AnchorOptions = AnchorOptions(),
                         options: AssignmentOptions = AssignmentOptions()):
@@ -398,27 +425,7 @@ def tf_detector_targets(keypoints, valid, topology: Topology = BLAZEPOSE_33,
         kp, valid = kp[None], valid[None]
     ok = (tf.cast(valid, f64) > 0) & tf.reduce_all(tf.math.is_finite(kp), axis=-1)   # (B, M, K)
     okf = tf.cast(ok, f64)
-
-    def midpoint(a: str, b: str):
-        if a not in topology.keypoints or b not in topology.keypoints:
-            return tf.zeros_like(kp[..., 0, :]), tf.zeros_like(ok[..., 0])
-        i, j = topology.index(a), topology.index(b)
-        return (kp[..., i, :] + kp[..., j, :]) / 2, ok[..., i] & ok[..., j]
-
-    def reach(centre, mask):  # max distance of the masked points from centre (B, M)
-        d = tf.norm(kp - centre[..., None, :], axis=-1)
-        return tf.reduce_max(tf.where(mask, d, tf.zeros_like(d)), axis=-1)
-
-    hip, hip_ok = midpoint("left_hip", "right_hip")
-    sho, sho_ok = midpoint("left_shoulder", "right_shoulder")
-    length = tf.norm(sho - hip, axis=-1)
-    aligned = hip_ok & sho_ok & (length > 1e-9)
-    u = (sho - hip) / tf.maximum(length, 1e-9)[..., None]
-    upper = np.zeros(topology.num_keypoints, bool)
-    upper[upper_body_indices(topology)] = True
-    kps = tf.stack([hip, hip + u * reach(hip, ok)[..., None], sho, sho + u * reach(sho, ok & upper)[..., None]],
-                   axis=-2)
-    kps = tf.where(aligned[..., None, None], kps, tf.zeros_like(kps))                  # (B, M, 4, 2)
+    kps, aligned = _tf_alignment(kp, ok, topology)                                     # (B, M, 4, 2), (B, M)
     face = np.zeros(topology.num_keypoints, np.float64)
     face[_named(topology, FACE_KEYPOINTS)] = 1.0
     face_w = okf * face
@@ -479,3 +486,53 @@ def tf_detector_targets(keypoints, valid, topology: Topology = BLAZEPOSE_33,
                      axis=-1) * positive_f
     out = (regressors, tf.cast(labels, tf.int32), mask)
     return tuple(x[0] for x in out) if single else out
+
+
+# How far (in alignment radii r = |kp1 − kp0|) an anchor's own decoded kp0 may lie from every person's before the
+# anchor is background for --score_targets=regression (the training log's matching radius, evaluation.MATCH_RADIUS).
+QUALITY_NEGATIVE_ERROR = 0.5
+
+
+def tf_regression_quality_labels(regressors, keypoints, valid, tolerance: float = 0.2,
+                                 negative_error: float = QUALITY_NEGATIVE_ERROR, topology: Topology = BLAZEPOSE_33,
+                                 anchor_options: AnchorOptions = AnchorOptions()):
+    """Anchor labels from where a detector's *own* regressors put the person (TensorFlow ops, batched): an anchor is
+    positive (1) when its decoded alignment keypoints kp0 and kp1 both lie within ``tolerance`` · r of some person's
+    ground-truth ones (r = that person's alignment radius |kp1 − kp0|), i.e. the ROI it would give the tracker
+    (:func:`blazepose_tf.codecs.roi.alignment_roi` of kp0, kp1) is nearly the ground-truth ROI; background (0) when
+    its kp0 is farther than ``negative_error`` · r from every person's; ignored (−1) in between. With frozen
+    regressors (``--trainable=score_head``) this teaches the score head to fire where the fixed regression gives
+    good crops, instead of at anchors chosen by position alone.
+
+    Args:
+        regressors: (B, A, 4 + 2·4) the detector's regressors (:func:`~blazepose_tf.codecs.detection.decode_boxes`
+            layout; treated as constants).
+        keypoints: (B, M, K, 2+) people × keypoints normalized to the detector input (padding people: no valid point).
+        valid: (B, M, K) availability.
+    Returns:
+        (B, A) int32 labels.
+    """
+    import tensorflow as tf
+
+    f32 = tf.float32
+    kp = tf.cast(tf.convert_to_tensor(keypoints)[..., :2], tf.float64)
+    ok = (tf.cast(valid, tf.float64) > 0) & tf.reduce_all(tf.math.is_finite(kp), axis=-1)
+    kps, aligned = _tf_alignment(kp, ok, topology)
+    gt = tf.cast(kps[..., :2, :], f32)                                                 # (B, M, 2, 2): kp0, kp1
+    radius = tf.norm(gt[..., 1, :] - gt[..., 0, :], axis=-1)                           # (B, M)
+    usable = aligned & (radius > 1e-6)
+    anchors = tf.constant(generate_anchors(anchor_options), f32)                        # (A, 4)
+    reg = tf.stop_gradient(tf.cast(regressors, f32))
+    size = float(anchor_options.input_size)
+    pred = [reg[..., 4 + 2 * i:6 + 2 * i] / size * anchors[:, 2:] + anchors[:, :2] for i in range(2)]  # (B, A, 2)
+    safe_r = tf.where(usable, radius, 1.0)[..., None]                                   # (B, M, 1)
+
+    def error(i):  # (B, M, A): |pred kp_i − person's kp_i| / r
+        d = tf.norm(pred[i][:, None, :, :] - gt[:, :, None, i, :], axis=-1) / safe_r
+        return tf.where(usable[..., None], d, np.inf)
+
+    e0, e1 = error(0), error(1)
+    best = tf.reduce_min(tf.maximum(e0, e1), axis=1)                                    # (B, A)
+    nearest = tf.reduce_min(e0, axis=1)
+    labels = tf.where(best <= tolerance, 1, tf.where(nearest > negative_error, 0, -1))
+    return tf.cast(labels, tf.int32)

@@ -120,6 +120,8 @@ TRACKER_PRESETS: dict[str, TrackerConfig] = {
         decoder_filters=8, regression_filters=(8, 16, 16, 16, 16), regression_blocks=(1, 1, 1, 1, 1)),
     # MediaPipe's BlazePose Full, converted with its weights (for fine-tuning; 33-point topology only).
     "official_full": TrackerConfig(name="official_full", official="pose_landmark_full"),
+    # MediaPipe's BlazePose Lite, converted with its weights (for fine-tuning and distillation).
+    "official_lite": TrackerConfig(name="official_lite", official="pose_landmark_lite"),
 }
 #: The presets :func:`build_tracker` builds (the official ones are converted models).
 BUILT_TRACKER_PRESETS: tuple[str, ...] = tuple(n for n, c in TRACKER_PRESETS.items() if not c.official)

@@ -21,9 +21,11 @@ MODELS = ("tracker", "detector")
 SCHEDULES = ("cosine", "constant")
 OPTIMIZERS = ("adamw", "sgd")
 CLASSIFICATION_LOSSES = ("focal", "ohem")
-TRAINABLE = ("all", "regression_branch")
+SCORE_TARGETS = ("assigned", "regression")
+TRAINABLE = ("all", "regression_branch", "score_head")
 BEST_METRICS = ("pck", "pck_refined")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+DISTILL_POINTS = ("unannotated", "all")
 
 
 class LossWeight(NamedTuple):
@@ -42,7 +44,11 @@ LOSS_WEIGHTS: dict[str, dict[str, LossWeight]] = {
         "z": LossWeight(0.1, "Depth (z) regression loss weight."),
         "visibility": LossWeight(0.2, "Visibility BCE weight."),
         "presence": LossWeight(0.1, "Presence BCE weight."),
-        "distill": LossWeight(0.5, "Weight of the teacher's outputs as extra targets (--distill_from)."),
+        "distill": LossWeight(0.5, "Weight of the teacher's coordinates and visibility as extra targets on the "
+                              "--distill_points (--distill_from)."),
+        "distill_heatmap": LossWeight(0.0, "Weight of the teacher's heatmap (its sigmoid) as the student's heatmap "
+                                      "target on the --distill_points (--distill_from; both need a heatmap of "
+                                      "the same size)."),
     },
     "detector": {
         "classification": LossWeight(1.0, "Detector: anchor classification loss weight."),
@@ -72,7 +78,7 @@ class TrainConfig:
     dev_data: Optional[str] = setting(None, "Glob of dev TFRecord shards (for periodic evaluation).")
     model: str = setting("tracker", "What to train.", choices=MODELS)
     preset: str = setting("lite", "Model preset: a tracker's (blazepose_tf.models.tracker.TRACKER_PRESETS: ours, "
-                          "MediaPipe's official_full, smoke) or a detector's (blazepose_tf.models.detector."
+                          "MediaPipe's official_full and official_lite, smoke) or a detector's (blazepose_tf.models.detector."
                           "DETECTOR_PRESETS); python -m blazepose_tf.models.summary lists the ones built here.")
     topology: str = setting("blazepose33", "Keypoint topology name.")
     batch_size: int = setting(32, "Global batch size.", lower_bound=1)
@@ -88,6 +94,9 @@ class TrainConfig:
                              "converted official weights) | a .keras file | a checkpoint directory.")
     distill_from: Optional[str] = setting(None, "Teacher whose outputs on each augmented crop become extra "
                                           "targets: official, or a .keras tracker.")
+    distill_points: str = setting("unannotated", "Points the teacher's outputs supervise: unannotated (those the "
+                                  "ground truth does not annotate) or all (the teacher's on every point, beside "
+                                  "the ground truth's).", choices=DISTILL_POINTS)
     checkpoint_every: int = setting(200, "Checkpoint period in steps.", lower_bound=1)
     eval_every: int = setting(500, "Dev evaluation period in steps (0 = only at the end).", lower_bound=0)
     eval_batches: int = setting(20, "Dev batches per evaluation (0 = whole dev set).", lower_bound=0)
@@ -107,10 +116,20 @@ class TrainConfig:
     classification_loss: str = setting("focal", "Detector: focal loss, or BCE with online hard-negative mining "
                                        "(keeps a pretrained detector's score calibration).",
                                        choices=CLASSIFICATION_LOSSES)
+    score_targets: str = setting("assigned", "Detector: which anchors the classification loss calls positive: "
+                                 "assigned (near the person's box centre, docs/design.md §4) or regression (anchors "
+                                 "near the person whose own decoded alignment keypoints lie within --score_tolerance "
+                                 "alignment radii of the ground truth's: the score head learns where the regressors "
+                                 "give good crops; for --trainable=score_head, docs/design.md §4.6).",
+                                 choices=SCORE_TARGETS)
+    score_tolerance: float = setting(0.2, "Detector, --score_targets=regression: largest error of an anchor's kp0 "
+                                     "and kp1, in alignment radii, for a positive.", lower_bound=0.0)
     optimizer: str = setting("adamw", "adamw (from scratch) or sgd with momentum 0.9 (fine-tuning the official "
                              "weights).", choices=OPTIMIZERS)
-    trainable: str = setting("all", "Layers to train: all; regression_branch: only those feeding the landmarks "
-                             "and not the heatmap.", choices=TRAINABLE)
+    trainable: str = setting("all", "Layers to train: all; regression_branch (tracker): only those feeding the "
+                             "landmarks and not the heatmap; score_head (detector): only those feeding the scores "
+                             "and not the regressors (backbone and box/keypoint regression stay as initialized).",
+                             choices=TRAINABLE)
     best_metric: str = setting("pck", "Tracker dev metric that picks best.keras: PCK of the regressed landmarks, "
                                "or after MediaPipe's heatmap refinement (pck_refined).", choices=BEST_METRICS)
 

@@ -1,9 +1,12 @@
 """Distillation (``--distill_from``): a teacher tracker whose predictions on each augmented batch become extra,
-soft targets for the points the ground truth does not annotate."""
+soft targets: its coordinates, visibility and (when both have one) heatmap, on the points the ground truth does
+not annotate or on all of them (``--distill_points``; the loss terms are in
+:mod:`blazepose_tf.training.weighted_losses`)."""
 from __future__ import annotations
 
 import tensorflow as tf
 
+from blazepose_tf.errors import UserError
 from blazepose_tf.losses import split_landmarks
 from blazepose_tf.models.convert_official import converted_model_path
 from blazepose_tf.models.loading import load_keras_model
@@ -22,13 +25,25 @@ def load_teacher(spec: str):
     return teacher
 
 
-def teacher_targets(teacher, images: tf.Tensor, num_points: int, input_size: int = 256) -> dict:
+def teacher_targets(teacher, images: tf.Tensor, num_points: int, input_size: int = 256,
+                    heatmap: bool = False) -> dict:
     """Teacher predictions on the (augmented) batch as soft targets: coordinates and visibility probability of
-    its first ``num_points`` points (zero-padded up to ``num_points``)."""
+    its first ``num_points`` points (zero-padded up to ``num_points``), and with ``heatmap`` its heatmap's
+    sigmoid (``distill_heatmap``, (B, H, W, channels))."""
     out = outputs_by_name(teacher(images, training=False), teacher.output_names)
+    extra = {"distill_heatmap": tf.stop_gradient(tf.sigmoid(out["heatmap"]))} if heatmap else {}
     xyz, vis_logits, _ = split_landmarks(out["landmarks"], input_size)
     p = min(num_points, xyz.shape[1])
     pad = num_points - p
     coords = tf.pad(xyz[:, :p], [[0, 0], [0, pad], [0, 0]])
     vis = tf.pad(tf.sigmoid(vis_logits[:, :p]), [[0, 0], [0, pad]])
-    return {"distill_coords": tf.stop_gradient(coords), "distill_visibility": tf.stop_gradient(vis)}
+    return {"distill_coords": tf.stop_gradient(coords), "distill_visibility": tf.stop_gradient(vis), **extra}
+
+
+def check_heatmap_distillation(teacher, student) -> None:
+    """Refuses (:class:`UserError`) heatmap distillation between models without heatmaps of the same shape."""
+    shapes = [tuple(dict(zip(m.output_names, m.outputs))["heatmap"].shape[1:]) if "heatmap" in m.output_names
+              else None for m in (teacher, student)]
+    if None in shapes or shapes[0] != shapes[1]:
+        raise UserError(f"--w_distill_heatmap needs a teacher and a student with heatmaps of the same shape, got "
+                        f"teacher {shapes[0] or 'none'} and student {shapes[1] or 'none'}")

@@ -27,7 +27,7 @@ from blazepose_tf.training.data import (Examples, TrackerDataConfig, count_recor
                                        tracker_dataset, tracker_examples)
 from blazepose_tf.training.detector_data import (DetectorDataConfig, detector_augment, detector_dataset,
                                                  detector_examples)
-from blazepose_tf.training.distillation import load_teacher, teacher_targets
+from blazepose_tf.training.distillation import check_heatmap_distillation, load_teacher, teacher_targets
 from blazepose_tf.training.initialize import initialize
 from blazepose_tf.training.registry import Models, build_detector_models, build_models, restrict_trainable
 from blazepose_tf.training.tracker_targets import target_encoder
@@ -245,8 +245,13 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
     train = _examples(tracker_examples, cfg.train_data, topology, cfg.decode_cache_mb, "train")
     dev = _examples(tracker_examples, cfg.dev_data, topology, cfg.decode_cache_mb, "dev")
 
+    distill_heatmap = teacher is not None and weights.get("distill_heatmap", 0.0) > 0
+    if distill_heatmap:
+        check_heatmap_distillation(teacher, models.training)
+
     def extra(images, targets):
-        return dict(targets, **teacher_targets(teacher, images, models.num_points, models.input_size))
+        return dict(targets, **teacher_targets(teacher, images, models.num_points, models.input_size,
+                                               heatmap=distill_heatmap))
 
     return Task(
         models=models,
@@ -254,7 +259,7 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
             train, data_cfg, training=True, topology=topology, epoch=epoch, skip_batches=skip,
             encode_targets=encode, repeat=True, input_context=context),
         losses=lambda outputs, targets: weighted_losses.tracker_losses(outputs, targets, weights,
-                                                                       models.input_size),
+                                                                       models.input_size, cfg.distill_points),
         evaluate=evaluation.TrackerDevEvaluation(models, dev, topology, data_cfg, cfg.eval_batches)
         if dev else None,
         metric=cfg.best_metric, extra_targets=extra if teacher is not None else None)
@@ -268,6 +273,7 @@ def detector_task(cfg: TrainConfig, topology, strategy) -> Task:
                                   augment=detector_augment() if cfg.augment else AugmentConfig.none())
     with strategy.scope():
         models = build_detector_models(cfg.preset)
+        restrict_trainable(models, cfg.trainable)
     weights = dict(cfg.loss_weights)
     train = _examples(detector_examples, cfg.train_data, topology, cfg.decode_cache_mb, "train")
     dev = _examples(detector_examples, cfg.dev_data, topology, cfg.decode_cache_mb, "dev")
@@ -276,8 +282,8 @@ def detector_task(cfg: TrainConfig, topology, strategy) -> Task:
         dataset=lambda context, epoch, skip: detector_dataset(
             train, data_cfg, training=True, topology=topology, epoch=epoch, skip_batches=skip, repeat=True,
             input_context=context),
-        losses=lambda outputs, targets: weighted_losses.detector_losses(outputs, targets, weights,
-                                                                        cfg.classification_loss),
+        losses=lambda outputs, targets: weighted_losses.detector_losses(
+            outputs, targets, weights, cfg.classification_loss, cfg.score_targets, cfg.score_tolerance),
         evaluate=evaluation.DetectorDevEvaluation(models, dev, topology, data_cfg, cfg.eval_batches)
         if dev else None,
         metric="detection_rate")

@@ -1,10 +1,10 @@
 """Refits a tracker's landmark head in closed form and chooses the refit in the pipeline on the dev split.
 
     python -m blazepose_tf.training.refit_head --annotations COCO.json --images DIR --output_dir RUN
-        [--base official|M.keras] [--detector D.tflite] [--train_crops gt,jitter,detector]
+        [--base official|official_lite|M.keras] [--detector D.tflite] [--train_crops gt,jitter,detector]
         [--lambdas 1e-3,1e-2,...] [--inlier_torso 0.3,...] [--flagfile=configs/full_refit.flags]
 
-1. The base tracker (``official``: MediaPipe's Full converted to Keras,
+1. The base tracker (``official``: MediaPipe's Full converted to Keras, ``official_lite``: its Lite,
    :func:`blazepose_tf.models.convert_official.load_converted`; or a ``.keras`` tracker of the same kind) runs on
    the crops of :mod:`blazepose_tf.training.refit_crops`: training crops of ``--train_split`` (each source of
    ``--train_crops``), and the pipeline's crops of ``--dev_split`` behind ``--detector`` (the runtime's ROI of its
@@ -41,8 +41,8 @@ flags.DEFINE_string("images", None, "Folder the JSON's file_name entries are rel
 flags.DEFINE_string("splits", None, "Splits JSON (default: splits.json beside --annotations).")
 flags.DEFINE_string("train_split", "train", "Split the residuals are fitted on.")
 flags.DEFINE_string("dev_split", "dev", "Split the settings are chosen on (never the test split).")
-flags.DEFINE_string("base", "official", "Tracker whose head is refit: 'official' (MediaPipe's Full, converted) or "
-                    "a .keras tracker.")
+flags.DEFINE_string("base", "official", "Tracker whose head is refit: 'official' (MediaPipe's Full, converted), "
+                    "'official_lite' (MediaPipe's Lite, converted) or a .keras tracker.")
 flags.DEFINE_string("detector", None, "Detector the pipeline crops come from (.tflite or .keras; default MediaPipe's "
                     "pose_detection).")
 flags.DEFINE_list("train_crops", ["jitter", "detector"], "Training crop sources to try: gt (ground-truth aligned), "

@@ -25,7 +25,8 @@ from blazepose_tf.training.head_residual import (Residual, add_residual, coordin
 from blazepose_tf.training.refit_search import (OPTIONS, POINT_GROUPS, TrainingSet, choose_options,
                                                 combined_counts, group_points, option_counts, pck_counts, percent)
 
-OFFICIAL_BASE = "pose_landmark_full"
+#: ``--base`` names of the converted official trackers.
+OFFICIAL_BASES = {"official": "pose_landmark_full", "official_lite": "pose_landmark_lite"}
 OFFICIAL_DETECTOR = "pose_detection"
 
 
@@ -42,7 +43,8 @@ class RefitRun:
     def __init__(self, annotations: Path, images: Path, splits: Optional[Path], base: str, detector: Optional[str],
                  cache_dir: Path, batch_size: int = 32, progress: bool = True):
         self.annotations, self.images, self.splits = annotations, images, splits
-        self.base_path = converted_model_path(OFFICIAL_BASE) if base == "official" else check_keras_file(base, "--base")
+        self.base_path = (converted_model_path(OFFICIAL_BASES[base]) if base in OFFICIAL_BASES
+                          else check_keras_file(base, "--base"))
         self.detector_path = Path(detector) if detector else official_model_path(OFFICIAL_DETECTOR)
         self.detector_label = str(detector) if detector else f"official:{OFFICIAL_DETECTOR}"
         self.cache_dir, self.batch_size, self.progress = cache_dir, batch_size, progress

@@ -74,19 +74,29 @@ def _resolve(resolve, preset: str):
         raise UserError(str(e).strip("'\"")) from None
 
 
+#: ``--trainable`` part -> (the output whose own layers train, the output that must not change, what has both).
+BRANCHES: dict[str, tuple[str, str, str]] = {
+    "regression_branch": ("landmarks", "heatmap", "a tracker with a heatmap output"),
+    "score_head": ("scores", "regressors", "a detector (scores and regressors outputs)"),
+}
+
+
 def restrict_trainable(models: Models, part: str) -> int:
-    """``all`` (default); ``regression_branch``: only the layers that feed the landmarks and not the heatmap (the
-    heatmap MediaPipe's refinement reads then stays exactly as it is). Returns the trainable layer count."""
+    """``all`` (default); ``regression_branch`` (tracker): only the layers that feed the landmarks and not the
+    heatmap (the heatmap MediaPipe's refinement reads then stays exactly as it is); ``score_head`` (detector): only
+    the layers that feed the scores and not the regressors (the classification convolutions: backbone, boxes and
+    alignment keypoints stay exactly as initialized). Returns the trainable layer count."""
     if part not in TRAINABLE:
         raise UserError(f"--trainable must be one of {', '.join(TRAINABLE)}, got {part!r}")
     if part == "all":
         for layer in models.training.layers:
             layer.trainable = True
         return sum(1 for layer in models.training.layers if layer.weights)
+    moved, frozen, needs = BRANCHES[part]
     out = dict(zip(models.training.output_names, models.training.outputs))
-    if "heatmap" not in out:
-        raise UserError(f"--trainable={part} needs a tracker with a heatmap output")
-    branch = upstream_layers(out["landmarks"]) - upstream_layers(out["heatmap"])
+    if moved not in out or frozen not in out:
+        raise UserError(f"--trainable={part} needs {needs}")
+    branch = upstream_layers(out[moved]) - upstream_layers(out[frozen])
     count = 0
     for layer in models.training.layers:
         layer.trainable = layer.name in branch
