@@ -71,7 +71,7 @@ QUANTIZATIONS = tuple(EXPORT_MODE)
 REFERENCE = "official:pose_landmark_full"
 GROUPS = ("face", "arms", "legs")
 REPORTED_SPLIT = "test"  # docs/design.md §8: choose on dev, report on test
-EXPORT_VERSION = 2  # bump to invalidate cached exports (2: int8 with output bias correction)
+EXPORT_VERSION = 3  # bump to invalidate cached exports (3: percentile ranges, layer bias correction)
 COMMAND_LINE: list[str] = ["benchmarks/model_zoo.py"]  # the command line, for the file header
 
 
@@ -410,6 +410,28 @@ def _kind_table(rows: list[Row], kind: str, head: list[str], cells: Callable[[Ro
     return _table(COMMON_HEAD + head, body) if body else [f"(no {kind} measured)"]
 
 
+def quantization_section(table: dict[str, Any]) -> list[str]:
+    """The "int8 that keeps its accuracy" section from ``python -m benchmarks.quantization --output`` JSON."""
+    rows = [r for r in table["rows"] if not r.get("error")]
+    fp32 = {r["model"]: r["pck"].get("test") for r in rows if r["variant"] == "fp32"}
+    body = []
+    for r in rows:
+        pck, ref = r["pck"].get("test"), fp32.get(r["model"])
+        delta = "" if pck is None or ref is None or r["variant"] == "fp32" else f"{pck - ref:+.2f}"
+        body.append([r["model"], r["variant"], _num(pck), delta, _num(r["pck"].get("dev")),
+                     _num(r["size_mb"], "{:.2f}"), _num(100 * r["int8_mac_share"], "{:.1f}"),
+                     _num(r["latency_ms"], "{:.2f}"), str(len(r.get("float_layers") or []))])
+    return ["## int8 that keeps its accuracy", "",
+            f"From `{table.get('command', 'python -m benchmarks.quantization')}` (its own run: latency ratios are "
+            "within this table only). Pipeline PCK@0.2 behind MediaPipe's detector on `test` (reported) and `dev` "
+            "(where int8's choices were made); int8: `export.to_tflite --quantize int8` defaults; int8-selective: "
+            "`--float_layers auto` (the most sensitive layers kept in float until dev PCK is within 1 point of "
+            "fp32, at most 20% of the MACs in float); fp16 -heatmap: what `--nokeep_heatmap` costs. The int8 "
+            "speed-up is on ARM: `python -m android_harness.bench --model FILE --benchmark_binary benchmark_model`.",
+            "", *_table(["model", "variant", "PCK@0.2 test", "vs fp32", "PCK@0.2 dev", "size MB", "int8 MACs %",
+                         "1-thread ms", "float ops"], body, left=2)]
+
+
 def render(rows: list[Row], info: dict[str, Any]) -> str:
     """The MODEL_ZOO.md text."""
     m = info["machine"]
@@ -437,8 +459,9 @@ def render(rows: list[Row], info: dict[str, Any]) -> str:
         "fp16 rows are the shipped files (MediaPipe's own .tflite for the official models, "
         "`blazepose_tf/zoo/weights/*.tflite` for ours); fp32, dynamic and int8 are exported from the Keras models "
         "(the official ones converted by `blazepose_tf.models.convert_official`) with `export.to_tflite`"
-        + (f", int8 calibrated on {info['num_calibration']} inputs of {info['calibration']}, with the dense outputs' "
-           "biases corrected for the mean float − int8 shift on those inputs (`export/bias_correction.py`)"
+        + (f", int8 with its defaults: calibrated on {info['num_calibration']} inputs of {info['calibration']}, "
+           "percentile activation ranges, layer and output biases corrected for the mean float − int8 shift "
+           "(`export/int8_export.py`), every layer in int8 (the int8-selective files are in the section below)"
            if info["int8"] else "")
         + ". Params: BatchNorm folded, as exported; MFLOPs: 2 × MACs of the convolutions and dense layers at the "
         "model's input size.",
@@ -467,6 +490,8 @@ def render(rows: list[Row], info: dict[str, Any]) -> str:
               "Pipeline with MediaPipe's Full landmark model: detection rate = scored people found.", ""]
     lines += _kind_table(rows, "detector", ["detection rate", "pipeline PCK@0.2", "AP"],
                          lambda r: [_num(r.detection_rate), _num(r.pck), _num(r.ap, "{:.3f}")])
+    if info.get("quantization"):
+        lines += ["", *quantization_section(info["quantization"])]
     if info["zoo"]:
         lines += ["", f"## Shipped models (`{info['manifest']}`)", ""]
         body = []
@@ -507,6 +532,8 @@ def define_flags() -> None:
     flags.DEFINE_string("yoga", str(ood_guard.DEFAULT_YOGA), "Out-of-domain photos of the yoga guard columns.")
     flags.DEFINE_bool("yoga_guard", True, "Measure the yoga guard columns (benchmarks.ood_guard).")
     flags.DEFINE_bool("progress", True, "Show progress bars.")
+    flags.DEFINE_string("quantization_table", None, "JSON written by `python -m benchmarks.quantization --output` "
+                        "to include as the int8-selective section (its numbers come from its own run).")
 
 
 def main(argv: list[str]) -> int:
@@ -515,6 +542,8 @@ def main(argv: list[str]) -> int:
     from blazepose_tf.evaluation import scored_records
 
     t_start = time.time()
+    if FLAGS.quantization_table and not Path(FLAGS.quantization_table).is_file():
+        raise InputError(f"--quantization_table not found: {FLAGS.quantization_table}")
     keys = _list(FLAGS.models, MODELS, "--models")
     quants = _list(FLAGS.quantizations, QUANTIZATIONS, "--quantizations")
     if FLAGS.skip_int8:
@@ -550,6 +579,11 @@ def main(argv: list[str]) -> int:
         MODELS[k].shipped()
     info["zoo"] = {k: zoo.model_entry(k) for k in needed if k in zoo.MODEL_KINDS}
     info["manifest"] = zoo.display_path(zoo.manifest_path())
+    if FLAGS.quantization_table:
+        try:
+            info["quantization"] = json.loads(Path(FLAGS.quantization_table).read_text())
+        except (OSError, ValueError) as e:
+            raise InputError(f"--quantization_table {FLAGS.quantization_table}: {e}") from None
     rows = build_rows(keys, quants, representative)
     measure_latency(rows)
     evaluate_rows(rows, records, crop_spec)

@@ -21,7 +21,7 @@ from blazepose_tf.runtime.runners import assign_roles
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
 from export.tflite_model import inspect_model
 
-# Outputs a tracker may carry that the export drops unless asked (the heatmap: --keep_heatmap) or always.
+# Outputs a tracker may carry that the export drops on request (the heatmap: --nokeep_heatmap) or always.
 TRAINING_ONLY = ("heatmap",) + TRAINING_ONLY_ROLES
 KEPT_ROLES = {"tracker": tuple(r for r in LANDMARK_ROLES if r != "heatmap"), "detector": DETECTOR_ROLES}
 INPUT_NAME = "image"
@@ -91,7 +91,8 @@ def prepare_model(model, kind: str = "auto", keep_heatmap: bool = False, *, labe
     Args:
         model: a Keras model.
         kind: ``auto`` (from the outputs), ``tracker`` or ``detector``.
-        keep_heatmap: keep a tracker's heatmap output.
+        keep_heatmap: keep a tracker's heatmap output when it has one (the runtime refines the landmarks with it;
+            :func:`export.to_tflite.export_model` keeps it by default).
         label: names the model in error messages (default: the Keras model's name).
         topology: the tracker's keypoints (it must output them and the 2 ROI points).
 
@@ -124,8 +125,6 @@ def prepare_model(model, kind: str = "auto", keep_heatmap: bool = False, *, labe
     keep = set(KEPT_ROLES[kind]) | ({"heatmap"} if keep_heatmap and kind == "tracker" else set())
     kept = {r: outs[n] for n, r in zip(names, roles) if r in keep}
     dropped = [n for n, r in zip(names, roles) if r not in keep]
-    if keep_heatmap and "heatmap" not in kept:
-        raise UserError("--keep_heatmap given but the model has no heatmap output")
     wrapped = keras.Model(image, kept, name=f"{model.name}_inference")
     return PreparedModel(model=wrapped, kind=kind, input_hw=(h, w), kept=list(kept), dropped=dropped,
                          output_shapes={r: tuple(int(d) for d in kept[r].shape) for r in kept},
@@ -154,13 +153,9 @@ def _first_error_line(text: str) -> str:
     return (text.strip().splitlines() or ["unknown converter error"])[0][:300]
 
 
-def convert(model, quantization: str = "none", representative: Optional[Sequence[np.ndarray]] = None) -> bytes:
-    """Converts a prepared Keras model (see :func:`prepare_model`) with builtin ops only.
-
-    Raises:
-        ConversionError: ops with no builtin kernel (named), or any other converter failure (first error line).
-        UserError: unknown quantization, or int8 without representative inputs.
-    """
+def _converter(model, quantization: str, representative: Optional[Sequence[np.ndarray]] = None):
+    """A ``TFLiteConverter`` for a prepared Keras model, set up for ``quantization`` (builtin ops only; int8
+    calibrated on ``representative`` with float32 input and output tensors)."""
     import tensorflow as tf
 
     if quantization not in QUANTIZATIONS:
@@ -182,11 +177,17 @@ def convert(model, quantization: str = "none", representative: Optional[Sequence
         converter.inference_input_type = tf.float32    # keep the float contract: (de)quantize inside the graph
         converter.inference_output_type = tf.float32
     converter.target_spec.supported_ops = ops
+    return converter
+
+
+def _run_converter(convert_fn, what: str) -> bytes:
+    """Runs ``convert_fn()`` (a TFLite converter call) quietly; its failures become :class:`ConversionError`:
+    ops with no builtin kernel (named), or the converter's first error line. The result must hold no custom op."""
     sink = io.StringIO()
     try:
         with contextlib.redirect_stdout(sink), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            flat = converter.convert()
+            flat = convert_fn()
     except Exception as e:  # noqa: BLE001 - the converter raises ConverterError, RuntimeError, ValueError...
         text = str(e)
         flex = _flex_ops_from_error(text)
@@ -194,11 +195,57 @@ def convert(model, quantization: str = "none", representative: Optional[Sequence
             raise ConversionError(
                 f"the model uses TensorFlow ops with no TFLite builtin kernel: {', '.join(flex)} (they would need "
                 "Flex/Select TF ops, which exported models must not use); replace those layers") from None
-        raise ConversionError(f"TFLite conversion ({quantization}) failed: {_first_error_line(text)}") from None
+        raise ConversionError(f"TFLite conversion ({what}) failed: {_first_error_line(text)}") from None
     info = inspect_model(flat)
     if info.custom_ops:
         raise ConversionError(f"the converted model contains custom/Flex ops: {', '.join(info.custom_ops)}")
     return bytes(flat)
+
+
+def convert(model, quantization: str = "none", representative: Optional[Sequence[np.ndarray]] = None) -> bytes:
+    """Converts a prepared Keras model (see :func:`prepare_model`) with builtin ops only. int8 is
+    :func:`calibrate` then :func:`quantize_calibrated` (what the converter does in one call).
+
+    Raises:
+        ConversionError: ops with no builtin kernel (named), or any other converter failure (first error line).
+        UserError: unknown quantization, or int8 without representative inputs.
+    """
+    if quantization == "int8":
+        return quantize_calibrated(calibrate(model, representative or ()))
+    converter = _converter(model, quantization)
+    return _run_converter(converter.convert, quantization)
+
+
+def calibrate(model, representative: Sequence[np.ndarray]) -> bytes:
+    """The float model with each activation tensor's calibrated range (its min and max over ``representative``)
+    stored in its quantization parameters: the converter's int8 path stopped before quantizing
+    (``_experimental_calibrate_only``, as ``tf.lite.experimental.QuantizationDebugger`` does). It runs as a
+    float model; :mod:`export.ranges` may narrow its ranges and :mod:`export.bias_correction` shift its output
+    biases before :func:`quantize_calibrated` turns it into the int8 model.
+
+    Raises:
+        ConversionError / UserError: as :func:`convert`.
+    """
+    converter = _converter(model, "int8", representative)
+    converter._experimental_calibrate_only = True  # noqa: SLF001 - the debugger's documented route
+    return _run_converter(converter.convert, "int8 calibration")
+
+
+def quantize_calibrated(calibrated: bytes, float_nodes: Sequence[str] = ()) -> bytes:
+    """Quantizes a :func:`calibrate` model to int8 (per-channel weights, float32 input and output tensors), the
+    ops whose output tensor is named in ``float_nodes`` left in float (``denylisted_nodes`` of the converter's
+    MLIR quantizer, which ``QuantizationDebugOptions`` passes the same way); identical to the converter's own int8
+    result when nothing was changed.
+
+    Raises:
+        ConversionError: the quantizer failed.
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tf_convert
+
+    return _run_converter(lambda: tf_convert.mlir_quantize(
+        bytes(calibrated), disable_per_channel=False, input_data_type=tf.float32, output_data_type=tf.float32,
+        denylisted_nodes=list(float_nodes) or None), "int8")
 
 
 def runtime_mismatch(prepared: PreparedModel, label: str, topology: Topology = BLAZEPOSE_33) -> Optional[str]:

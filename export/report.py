@@ -3,6 +3,8 @@ a tracker's PCK@0.2 on ground-truth-aligned crops, and the report's human-readab
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -34,9 +36,15 @@ def keras_outputs(model, batch: np.ndarray, chunk: int = 16) -> dict[str, np.nda
     return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
 
 
-def tflite_outputs(path: str | os.PathLike, batch: np.ndarray) -> dict[str, np.ndarray]:
-    """Runs a .tflite model with :class:`TFLiteRunner` on a (N, H, W, 3) batch; {role: (N, ...)}."""
-    return TFLiteRunner(path)(np.asarray(batch, np.float32))
+def tflite_outputs(model: str | os.PathLike | bytes, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """Runs a .tflite model (a path, or the flatbuffer's bytes) with :class:`TFLiteRunner` on a (N, H, W, 3)
+    batch; {role: (N, ...)}."""
+    if isinstance(model, (bytes, bytearray)):
+        with tempfile.TemporaryDirectory(prefix="blazepose_tf_") as tmp:
+            path = Path(tmp) / "model.tflite"
+            path.write_bytes(model)
+            return TFLiteRunner(path)(np.asarray(batch, np.float32))
+    return TFLiteRunner(model)(np.asarray(batch, np.float32))
 
 
 def parity(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
@@ -95,4 +103,31 @@ def format_report(report: Mapping[str, Any]) -> str:
         p = report["pck"]
         lines.append(f"PCK@0.2 on {p['keras']['num_people']} GT-aligned crops: Keras {p['keras']['pck']:.2f}%  "
                      f"TFLite {p['tflite']['pck']:.2f}%  (delta {p['delta_points']:+.2f} points)")
+    if report.get("int8"):
+        lines += int8_lines(report["int8"])
     return "\n".join(lines)
+
+
+def int8_lines(int8: Mapping[str, Any], worst: int = 8) -> list[str]:
+    """The int8 part of :func:`format_report`: ranges, float layers, MAC share, the worst layers."""
+    macs, ranges, floats = int8["macs"], int8["activation_ranges"], int8["float_layers"]
+    names = [f["layer"] for f in floats["layers"]]
+    lines = [f"int8: {100 * macs['int8_share']:.1f}% of {macs['total'] / 1e6:.1f}M MACs in int8; activation ranges "
+             f"{ranges['method']}" + (f" (chosen by {ranges['chosen_by']})" if ranges.get("pck") else "")
+             + (f"; float layers ({floats['mode']}): {', '.join(names)}" if names else "; no float layer")]
+    layers = int8.get("layer_bias_correction")
+    if layers:
+        lines.append(f"  layer bias correction {'kept' if layers.get('kept') else 'dropped'}: keypoint error on "
+                     f"{layers.get('check_inputs')} calibration crops {layers.get('check_error_without', 0):.2f} px "
+                     f"without, {layers.get('check_error_with', 0):.2f} px with")
+    if floats.get("mode") == "auto":
+        lines.append(f"  float layers chosen by {floats['scored_by']}: float {floats['float_pck']:.2f}, int8 with "
+                     f"{floats['chosen']} float layers {floats['steps'][str(floats['chosen'])]:.2f} (target "
+                     f"{floats['target_pck']:.2f}: {'met' if floats['met'] else 'not met, float MAC budget reached'})")
+    errors = int8["layer_errors"]
+    lines.append(f"worst layers (error added, relative RMSE vs float, on {errors['inputs']} inputs; all in the "
+                 "report's int8.layer_errors):")
+    for row in errors["layers"][:worst]:
+        lines.append(f"  #{row['op']:<4} {row['kind']:<18} {row['layer']:<28} added {row['added']:.3f}  "
+                     f"rel RMSE {row['rel_rmse']:.3f}" + ("" if row["int8"] else "  (float)"))
+    return lines

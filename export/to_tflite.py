@@ -1,17 +1,21 @@
 """Exports a Keras detector or tracker to TFLite (builtin ops only), optionally quantized, with embedded
 metadata and a parity report. This module is the command and :func:`export_model`; the steps live in
-:mod:`export.conversion` (1-4), :mod:`export.bias_correction` (int8), :mod:`export.metadata` (5),
+:mod:`export.conversion` (1-4), :mod:`export.int8_export` (int8: ranges, float layers, bias correction, per-layer
+error), :mod:`export.metadata` (5),
 :mod:`export.report` (6) and :mod:`export.output_files` (where and how the files are written).
 
     python -m export.to_tflite --model MODEL.keras --output out.tflite [--quantize none|fp16|dynamic|int8]
-        [--representative SPEC] [--num_calibration 200] [--eval SPEC] [--num_eval 100] [--keep_heatmap]
+        [--representative SPEC] [--num_calibration 200] [--eval SPEC] [--num_eval 100] [--nokeep_heatmap]
+        [--activation_ranges minmax|percentile|mse|auto] [--float_layers auto|N|name,...] [--float_mac_budget 0.2]
+        [--max_pck_drop 1] [--eval_detector official|FILE] [--nolayer_bias_correction] [--nobias_correction]
         [--kind auto|tracker|detector] [--topology blazepose33] [--name NAME] [--model_version 1]
 
 Steps:
 
-1. Training-only heads are dropped: the exported graph keeps ``landmarks``, ``presence`` (and ``world`` /
-   ``segmentation`` when the model has them) for a tracker, ``regressors`` and ``scores`` for a detector;
-   ``heatmap`` only with ``--keep_heatmap``; ``offsets`` and unrecognised outputs never.
+1. Training-only heads are dropped: the exported graph keeps everything the runtime uses, in every quantization:
+   ``landmarks``, ``presence``, ``heatmap`` (the runtime's heatmap refinement) and ``world`` / ``segmentation``
+   when the model has them for a tracker, ``regressors`` and ``scores`` for a detector; ``offsets`` and
+   unrecognised outputs never. ``--nokeep_heatmap`` drops the heatmap, at a measured cost (its help).
 2. Conversion uses the builtin op set only (``TFLITE_BUILTINS``; ``TFLITE_BUILTINS_INT8`` for int8). A model
    that needs TensorFlow (Flex / Select TF) ops fails with a message naming them: we never ship Flex ops.
 3. The input is a fixed (1, H, W, 3) float32 tensor named ``image``; the signature's outputs (and the output
@@ -19,7 +23,11 @@ Steps:
 4. Quantization: ``none`` (fp32), ``fp16`` (fp16 weights), ``dynamic`` (int8 weights, float activations),
    ``int8`` (full integer: weights and activations int8, calibrated on ``--num_calibration`` real inputs from
    ``--representative``). int8 models keep float32 input and output tensors (QUANTIZE/DEQUANTIZE at the
-   edges), so the runtime contract (input range, output units) is the same for every mode. int8 pays off on
+   edges), so the runtime contract (input range, output units) is the same for every mode. int8 is built by
+   :mod:`export.int8_export`: calibrated once, activation ranges ``--activation_ranges``, the most sensitive
+   layers kept float with ``--float_layers`` (``auto``: chosen by pipeline PCK on ``--eval`` within
+   ``--max_pck_drop`` points of float and ``--float_mac_budget``), output biases corrected; its report gives the
+   share of MACs in int8 and the per-layer error against float, worst first. int8 pays off on
    phones (ARM dot-product kernels; measure with :mod:`android_harness.bench`); on an x86 host with AVX2 and no
    VNNI, XNNPACK's int8 kernels are about as fast as fp32, and dynamic-range models are slower.
 5. Metadata (name, kind, topology, input normalization, quantization, version) is embedded as JSON, see
@@ -27,7 +35,8 @@ Steps:
 6. A report is written beside the model (``out.report.json``): file size, op histogram, I/O, and parity
    against the Keras model on real inputs (max / mean absolute and max relative error per output); for a
    tracker evaluated on an annotated dataset, PCK@0.2 of the exported model versus the Keras one on
-   ground-truth-aligned crops.
+   ground-truth-aligned crops; for int8, ``int8`` (ranges, float layers and how they were chosen, MACs in int8,
+   ``layer_errors``) and ``bias_correction``.
 
 Datasets are given as specs, ``PATH[:SPLIT][,images=DIR]`` (see :mod:`export.representative`): e.g.
 ``--representative ../shared/data/lspet:train --eval ../shared/data/lspet:dev``. Parity uses ``--eval``, or the
@@ -60,11 +69,13 @@ from blazepose_tf.contract import QUANTIZATIONS
 from blazepose_tf.errors import UserError
 from blazepose_tf.topology import AUX_ROI_POINTS, BLAZEPOSE_33, Topology, get_topology
 from export import metadata as md
-from export.bias_correction import correct_int8_biases
 from export.conversion import (ConversionError, PreparedModel, convert, load_keras_model, named_outputs,
                                output_roles, prepare_model, runtime_mismatch)
+from export.int8_export import AUTO, DEFAULT_MAC_BUDGET, DEFAULT_MAX_PCK_DROP, Int8Settings, build_int8
 from export.output_files import check_output_path, report_path_for, write_temporary
 from export.report import format_report, keras_outputs, parity, tflite_outputs, tracker_pck
+from export.pipeline_score import OFFICIAL_DETECTOR, PipelineScorer
+from export.ranges import RANGE_METHODS
 from export.representative import Sample, load_samples
 from export.tflite_model import inspect_model
 
@@ -72,8 +83,8 @@ from export.tflite_model import inspect_model
 # their names stay importable from here (the zoo, the benchmarks and export.to_mediapipe use them).
 _named_outputs = named_outputs
 __all__ = [
-    "QUANTIZATIONS", "ConversionError", "ExportResult", "PreparedModel", "check_output_path", "convert",
-    "correct_int8_biases", "export_model", "format_report", "keras_outputs", "load_keras_model", "main",
+    "QUANTIZATIONS", "ConversionError", "ExportResult", "Int8Settings", "PreparedModel", "check_output_path",
+    "convert", "export_model", "format_report", "keras_outputs", "load_keras_model", "main",
     "output_roles", "parity", "prepare_model", "report_path_for", "runtime_mismatch", "tflite_outputs",
     "tracker_pck",
 ]
@@ -90,10 +101,11 @@ class ExportResult:
 
 def export_model(model, output: str | os.PathLike, quantization: str = "none", *,
                  representative: Optional[str] = None, num_calibration: int = 200,
-                 eval_spec: Optional[str] = None, num_eval: int = 100, keep_heatmap: bool = False,
+                 eval_spec: Optional[str] = None, num_eval: int = 100, keep_heatmap: bool = True,
                  kind: str = "auto", topology: Topology = BLAZEPOSE_33, name: Optional[str] = None,
                  version: str = "1", value_range: Optional[Sequence[float]] = None,
-                 source: Optional[str] = None, bias_correction: bool = True, log=print) -> ExportResult:
+                 source: Optional[str] = None, bias_correction: bool = True, int8: Optional[Int8Settings] = None,
+                 eval_detector: str = OFFICIAL_DETECTOR, log=print) -> ExportResult:
     """Prepares, converts, embeds metadata, checks parity and writes the model and its report.
 
     Args:
@@ -104,13 +116,18 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
         representative: dataset spec for int8 calibration (and parity when ``eval_spec`` is None).
         num_calibration / num_eval: how many inputs to calibrate on / to compare and score.
         eval_spec: dataset spec for parity and (annotated, tracker) PCK.
-        keep_heatmap: keep the tracker's heatmap output.
+        keep_heatmap: keep the tracker's heatmap output when it has one (default: the runtime refines the
+            landmarks with it; see the ``--keep_heatmap`` flag for what dropping it costs).
         kind: ``auto``, ``tracker`` or ``detector``.
         topology: keypoints of the tracker (PCK, metadata).
         name / version / source: metadata fields (name defaults to the Keras model's name).
         value_range: model input range (default: tracker [0, 1], detector [-1, 1]).
         bias_correction: int8 only: correct the systematic int8 shift of dense outputs
-            (:func:`export.bias_correction.correct_int8_biases`; converts twice).
+            (:func:`export.bias_correction.correct_int8_biases`; quantizes twice). Ignored when ``int8`` is given.
+        int8: int8 only: activation ranges, layer and output bias correction, float layers
+            (:class:`export.int8_export.Int8Settings`; default: its defaults with ``bias_correction``).
+        eval_detector: the detector (``official`` or a file) behind which ``auto`` int8 choices score the
+            candidates' pipeline PCK on ``eval_spec``.
         log: where progress lines go.
 
     Raises:
@@ -125,6 +142,15 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
         raise UserError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
     if quantization == "int8" and not representative:
         raise UserError("--quantize int8 needs --representative SPEC (real inputs to calibrate on)")
+    settings = int8 or Int8Settings(bias_correction=bias_correction)
+    if quantization != "int8" and int8 is not None and (
+            int8.float_layers.strip() or int8.activation_ranges != Int8Settings.activation_ranges):
+        raise UserError("--float_layers and --activation_ranges are int8 settings: they need --quantize int8")
+    if quantization == "int8":
+        settings.check()
+        if settings.needs_scorer and not eval_spec:
+            raise UserError(f"--activation_ranges {AUTO} / --float_layers {AUTO} need --eval SPEC (an annotated split "
+                            "to choose on, e.g. ../shared/data/lspet:dev)")
     label = None
     if isinstance(model, (str, os.PathLike)):
         label, source = str(model), source or Path(model).name
@@ -144,10 +170,13 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
                              num_calibration if quantization == "int8" else num_eval, topology=topology)
         log(f"representative set {representative!r}: {len(calib)} inputs")
     t0 = time.time()
-    flat = convert(prepared.model, quantization, [s.tensor for s in calib] if quantization == "int8" else None)
-    correction = None
-    if quantization == "int8" and bias_correction:
-        flat, correction = correct_int8_biases(model, prepared, flat, [s.tensor for s in calib], log)
+    correction, int8_report = None, None
+    if quantization == "int8":
+        scorer = PipelineScorer(eval_spec, eval_detector) if settings.needs_scorer and eval_spec else None
+        result = build_int8(prepared, [s.tensor for s in calib], settings, scorer, log)
+        flat, correction, int8_report = result.flat, result.bias_correction, result.report
+    else:
+        flat = convert(prepared.model, quantization)
     conversion_s = time.time() - t0
 
     doc = md.build_metadata(
@@ -187,6 +216,7 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
             "calibration": ({"dataset": representative, "num_inputs": len(calib)} if quantization == "int8"
                             else None),
             "bias_correction": correction,
+            "int8": int8_report,
             "parity": {"dataset": data_note, "num_inputs": len(samples), "outputs": par},
             "pck": None, "metadata": doc, "conversion_seconds": round(conversion_s, 2),
         }
@@ -228,10 +258,24 @@ def main(argv: list[str]) -> int:
                           num_calibration=FLAGS.num_calibration, eval_spec=FLAGS.eval, num_eval=FLAGS.num_eval,
                           keep_heatmap=FLAGS.keep_heatmap, kind=FLAGS.kind, topology=topology, name=FLAGS.name,
                           version=FLAGS.model_version, value_range=value_range,
-                          bias_correction=FLAGS.bias_correction)
+                          int8=Int8Settings(activation_ranges=FLAGS.activation_ranges,
+                                            range_percentile=FLAGS.range_percentile,
+                                            bias_correction=FLAGS.bias_correction,
+                                            layer_bias_correction=FLAGS.layer_bias_correction,
+                                            float_layers=FLAGS.float_layers,
+                                            float_mac_budget=FLAGS.float_mac_budget,
+                                            max_pck_drop=FLAGS.max_pck_drop),
+                          eval_detector=FLAGS.eval_detector)
     print(format_report(result.report))
     print(f"model -> {result.path}\nreport -> {result.report_path}")
     return 0
+
+
+# Measured with python -m benchmarks.quantization (fp16 exports with and without the heatmap, LSPET test, 291 images,
+# behind MediaPipe's detector).
+HEATMAP_HELP = ("Keep a tracker's heatmap output (default, in every quantization: the runtime refines the landmarks "
+                "with it). --nokeep_heatmap drops it, which costs points of pipeline PCK@0.2 (LSPET test, MediaPipe's "
+                "detector, fp16): zoo Full 56.3 -> 54.1, official Full 55.7 -> 52.6, official Lite 43.8 -> 42.0.")
 
 
 def define_flags() -> None:
@@ -245,11 +289,31 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_calibration", 200, "Representative inputs for int8 calibration.", lower_bound=1)
     flags.DEFINE_string("eval", None, "Dataset spec for parity and, annotated, PCK@0.2 (e.g. ../shared/data/lspet:dev).")
     flags.DEFINE_integer("num_eval", 100, "Inputs to compare (and score) the exported model on.", lower_bound=1)
-    flags.DEFINE_bool("keep_heatmap", False, "Keep the tracker's heatmap output (for heatmap refinement).")
+    flags.DEFINE_bool("keep_heatmap", True, HEATMAP_HELP)
     flags.DEFINE_bool("bias_correction", True, "int8: shift the biases of dense outputs (a tracker's landmarks, "
                       "presence and world landmarks; spatial outputs such as heatmaps and the detector's anchor "
                       "maps are left as they are) by their mean float - int8 difference on the calibration inputs, "
-                      "then convert again.")
+                      "then quantize again.")
+    flags.DEFINE_enum("activation_ranges", Int8Settings.activation_ranges, list(RANGE_METHODS) + [AUTO],
+                      "int8: activation ranges: minmax (calibrated min/max), percentile (--range_percentile; the "
+                      "default: the best on LSPET dev for every tracker), mse (least squared int8 error), auto (the "
+                      "best pipeline PCK on --eval).")
+    flags.DEFINE_float("range_percentile", 99.99, "int8, --activation_ranges percentile: the percentile kept.")
+    flags.DEFINE_string("float_layers", "", "int8: ops kept in float: auto (those around the activation tensors "
+                        "whose float version removes the most keypoint error, until the pipeline PCK on --eval is "
+                        "within --max_pck_drop of float or --float_mac_budget is reached), N (those keeping the N "
+                        "most sensitive tensors float, within --float_mac_budget), or names from the report's "
+                        "int8.layer_errors (layer, tensor or #op).")
+    flags.DEFINE_float("float_mac_budget", DEFAULT_MAC_BUDGET, "int8, --float_layers auto|N: largest share of the "
+                       "MACs that may stay float.", lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_float("max_pck_drop", DEFAULT_MAX_PCK_DROP, "int8, --float_layers auto: pipeline PCK@0.2 points on "
+                       "--eval the int8 model may lose against the float one.", lower_bound=0.0)
+    flags.DEFINE_string("eval_detector", OFFICIAL_DETECTOR, "Detector behind which the auto int8 choices score "
+                        "the pipeline PCK on --eval: official (MediaPipe's) or a detector file.")
+    flags.DEFINE_bool("layer_bias_correction", True, "int8: shift every convolution's bias, in graph order, by the "
+                      "mean int8 error of its output channels on 32 calibration inputs; kept only when that lowers "
+                      "the keypoint error on 64 other calibration inputs (it helps the Full models, not the official "
+                      "Lite).")
     flags.DEFINE_enum("kind", "auto", ["auto", "tracker", "detector"], "Model kind (auto: from the output names).")
     flags.DEFINE_string("topology", BLAZEPOSE_33.name, "Tracker keypoint topology (blazepose33, coco17).")
     flags.DEFINE_string("name", None, "Model name stored in the metadata (default: the Keras model's name).")

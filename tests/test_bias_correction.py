@@ -1,5 +1,5 @@
-"""int8 output bias correction (export.bias_correction): which outputs can be corrected, the shift arithmetic,
-undoing it, and an int8 export whose systematic output error it removes."""
+"""int8 output bias correction (export.bias_correction): which outputs of a calibrated model can be corrected, the
+shift arithmetic and where it lands, and an int8 export whose systematic output error it removes."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,10 @@ keras = pytest.importorskip("keras")
 
 from blazepose_tf.models.blocks import ChannelAffine  # noqa: E402
 from export import bias_correction as bc  # noqa: E402
+from export.int8_graph import CalibratedGraph  # noqa: E402
+from export.report import tflite_outputs  # noqa: E402
 from export.representative import load_samples  # noqa: E402
-from export.to_tflite import export_model  # noqa: E402
+from export.to_tflite import Int8Settings, export_model  # noqa: E402
 from export_fixtures import synthetic_coco, tiny_tracker  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning")
@@ -30,42 +32,51 @@ def _heads() -> keras.Model:
     pr = keras.layers.Activation("sigmoid", name="presence_sigmoid")(pr)
     pr = keras.layers.Reshape((1,), name="presence")(pr)
     hm = keras.layers.Conv2D(2, 1, name="heatmap")(f)
-    return keras.Model(x, [lm, pr, hm], name="heads")
+    return keras.Model(x, {"landmarks": lm, "presence": pr, "heatmap": hm}, name="heads")
 
 
-def test_find_correctable_walks_shape_layers_affine_maps_and_sigmoids():
-    found = bc.find_correctable(_heads())
+def _calibrated(model, size: int) -> bytes:
+    """``model`` converted with its activations' calibrated ranges (outputs named by their dict keys)."""
+    from export.conversion import calibrate
+
+    rng = np.random.default_rng(0)
+    return calibrate(model, [rng.uniform(0, 1, (1, size, size, 3)).astype(np.float32) for _ in range(4)])
+
+
+def test_find_correctable_walks_shape_ops_constant_maps_and_sigmoids():
+    graph = CalibratedGraph(_calibrated(_heads(), 8))
+    found = bc.find_correctable(graph)
     assert set(found) == {"landmarks", "presence"}          # the 2x2 heatmap conv is spatial: left alone
-    assert found["landmarks"].layer.name == "landmarks_conv" and found["landmarks"].link == "identity"
-    np.testing.assert_array_equal(found["landmarks"].scale, [10, 20, 1, 10, 20, 1])
-    assert found["presence"].layer.name == "presence_conv" and found["presence"].link == "sigmoid"
-    fused = bc.find_correctable(tiny_tracker())              # Dense heads, sigmoid inside the layer
-    assert fused["presence"].link == "sigmoid" and fused["landmarks"].layer.name == "landmarks"
+    assert found["landmarks"].link == "identity" and found["presence"].link == "sigmoid"
+    assert graph.nodes[found["landmarks"].op].kind == "CONV_2D"   # the affine map is folded into the conv
+    assert graph.constant(found["landmarks"].bias).size == 6
+    tiny = CalibratedGraph(_calibrated(tiny_tracker(), 64))
+    fused = bc.find_correctable(tiny)                         # Dense heads, the sigmoid inside the layer
+    assert fused["presence"].link == "sigmoid" and fused["landmarks"].layer == "landmarks"
+    assert tiny.nodes[fused["landmarks"].op].kind == "FULLY_CONNECTED"
 
 
-def test_shifts_are_in_the_layers_units_and_snapshot_restores_them():
-    model = _heads()
-    found = bc.find_correctable(model)
+def test_shifts_are_in_the_ops_units_and_move_the_biases():
+    calibrated = _calibrated(_heads(), 8)
+    found = bc.find_correctable(CalibratedGraph(calibrated))
     n = 5
     ref = {"landmarks": np.tile([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], (n, 1)),
            "presence": np.full((n, 1), 0.5)}
     got = {"landmarks": ref["landmarks"] - np.array([10.0, 20.0, 1.0, 0.0, 0.0, -2.0]),
            "presence": np.full((n, 1), 1 / (1 + np.exp(1.5)))}   # logit -1.5 instead of 0
-    shifts = bc.bias_shifts(found, ref, got)
+    scaled = dict(found, landmarks=bc.CorrectableOutput(**{**vars(found["landmarks"]),
+                                                           "scale": np.array([10.0, 20.0, 1.0] * 2)}))
+    shifts = bc.bias_shifts(scaled, ref, got)
     np.testing.assert_allclose(shifts["landmarks"], [1.0, 1.0, 1.0, 0.0, 0.0, -2.0])   # divided by the scale
     np.testing.assert_allclose(shifts["presence"], [1.5], rtol=1e-6)                  # in logit units
-    before = {name: c.layer.get_weights()[1].copy() for name, c in found.items()}
-    saved = bc.snapshot(found)
-    bc.apply_shifts(found, shifts)
-    np.testing.assert_allclose(found["landmarks"].layer.get_weights()[1], before["landmarks"] + shifts["landmarks"],
-                               rtol=1e-6)
-    x = np.random.default_rng(0).uniform(0, 1, (2, 8, 8, 3)).astype(np.float32)
-    moved = np.asarray(model(x)[0])
-    bc.restore(saved)
+    moved = bc.apply_shifts(calibrated, found, shifts)
+    before, after = CalibratedGraph(calibrated), CalibratedGraph(moved)
     for name, c in found.items():
-        np.testing.assert_array_equal(c.layer.get_weights()[1], before[name])
-    # An output moves by scale × shift: 10 × 1 on the first landmark channel.
-    np.testing.assert_allclose(moved[:, 0] - np.asarray(model(x)[0])[:, 0], 10.0, rtol=1e-5)
+        np.testing.assert_allclose(after.constant(c.bias), before.constant(c.bias) + shifts[name], rtol=1e-6)
+    # The float model's output moves by the shift: +1 on the first landmark channel.
+    x = np.random.default_rng(1).uniform(0, 1, (2, 8, 8, 3)).astype(np.float32)
+    delta = tflite_outputs(moved, x)["landmarks"] - tflite_outputs(calibrated, x)["landmarks"]
+    np.testing.assert_allclose(delta[:, 0], 1.0, rtol=1e-4)
 
 
 def _outlier_tracker() -> keras.Model:
@@ -89,7 +100,8 @@ def _outlier_tracker() -> keras.Model:
     return model
 
 
-def test_int8_export_with_bias_correction_removes_the_systematic_error(tmp_path):
+@pytest.mark.parametrize("which", ["outputs", "layers"])
+def test_int8_export_with_bias_correction_removes_the_systematic_error(which, tmp_path):
     from blazepose_tf.runtime.runners import TFLiteRunner
 
     dataset = synthetic_coco(tmp_path / "coco")
@@ -100,15 +112,23 @@ def test_int8_export_with_bias_correction_removes_the_systematic_error(tmp_path)
     errors = {}
     for corrected in (False, True):
         out = tmp_path / f"int8_{corrected}.tflite"
-        result = export_model(model, out, "int8", representative=str(dataset), num_calibration=16,
-                              bias_correction=corrected, log=lambda *_: None)
+        settings = Int8Settings(bias_correction=corrected and which == "outputs",
+                                layer_bias_correction=corrected and which == "layers")
+        result = export_model(model, out, "int8", representative=str(dataset), num_calibration=16, int8=settings,
+                              log=lambda *_: None)
         got = TFLiteRunner(out)(batch)["landmarks"]
         errors[corrected] = (np.abs((got - ref).mean(axis=0)).mean(), np.abs(got - ref).mean())
         report = json.loads(result.report_path.read_text())
-        assert (report["bias_correction"] is not None) == corrected
-    np.testing.assert_allclose(np.asarray(model(batch, training=False)["landmarks"]), ref)   # weights restored
+        assert (report["bias_correction"] is not None) == (corrected and which == "outputs")
+        assert (report["int8"]["layer_bias_correction"] is not None) == (corrected and which == "layers")
+    np.testing.assert_allclose(np.asarray(model(batch, training=False)["landmarks"]), ref)   # Keras untouched
     systematic_before, total_before = errors[False]
     systematic_after, total_after = errors[True]
     assert systematic_before > 0.5 * total_before                 # the uncorrected error is mostly a constant
     assert systematic_after < 0.25 * systematic_before and total_after < 0.5 * total_before, errors
-    assert set(report["bias_correction"]) == {"landmarks", "presence"}
+    if which == "outputs":
+        assert set(report["bias_correction"]) == {"landmarks", "presence"}
+    else:
+        layers = report["int8"]["layer_bias_correction"]
+        assert layers["layers"] == 2 and layers["kept"]     # the trunk conv and the landmarks FC; it helps here
+        assert layers["check_error_with"] < layers["check_error_without"]

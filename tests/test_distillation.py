@@ -27,13 +27,13 @@ def _batch():
     landmarks = np.concatenate([xyz, vis[..., None], np.zeros((B, P, 1), np.float32)], -1).reshape(B, -1)
     heat = RNG.normal(-3, 1, (B, H, H, P)).astype(np.float32)
     is_gt = np.array([[1, 0, 1, 0], [0, 0, 1, 1]], np.float32)
-    outputs = {"landmarks": landmarks, "presence": np.full((B, 1), 5.0, np.float32), "heatmap": heat}
+    outputs = {"landmarks": landmarks, "presence": np.full((B, 1), 0.9, np.float32), "heatmap": heat}
     targets = {
         "coords": xyz / S, "coord_mask": np.ones((B, P, 3), np.float32),
         "visibility": 1 / (1 + np.exp(-vis)), "visibility_mask": np.zeros((B, P), np.float32),
         "presence": np.ones((B, 1), np.float32), "is_gt": is_gt,
         "distill_coords": xyz / S, "distill_visibility": 1 / (1 + np.exp(-vis)),
-        "distill_heatmap": 1 / (1 + np.exp(-heat)),
+        "distill_heatmap": 1 / (1 + np.exp(-heat)), "distill_presence": np.full((B, 1), 0.9, np.float32),
     }
     return outputs, targets
 
@@ -64,6 +64,15 @@ def test_teacher_terms_follow_the_selected_points(points):
     moved["distill_heatmap"][0, ..., 1] = np.roll(moved["distill_heatmap"][0, ..., 1], 5, axis=1)
     got = _terms(outputs, moved, points)
     assert got["distill"] > 1e-3 and got["distill_heatmap"] > 1e-3
+
+
+def test_teacher_presence_term():
+    outputs, targets = _batch()
+    low = dict(outputs, presence=np.full((B, 1), 0.2, np.float32))
+    weights = {"heatmap": 0.0, "distill_presence": 1.0}
+    assert float(tracker_losses(outputs, targets, weights, S)["distill_presence"]) < 1e-6
+    assert float(tracker_losses(low, targets, weights, S)["distill_presence"]) > 0.5
+    assert "distill_presence" not in tracker_losses(low, targets, {"heatmap": 0.0}, S)  # off by default
 
 
 def test_heatmap_term_needs_its_weight_and_the_teacher_heatmap():

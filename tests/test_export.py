@@ -15,7 +15,7 @@ from blazepose_tf.codecs.targets import gt_alignment_roi
 from export import metadata as md
 from export.representative import load_samples, parse_spec
 from export.tflite_model import inspect_model, schema
-from export.to_tflite import ConversionError, export_model, prepare_model
+from export.to_tflite import ConversionError, export_model, format_report, prepare_model
 from export_fixtures import flex_model, synthetic_coco, tiny_detector, tiny_tracker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,20 +45,22 @@ def test_round_trip_every_quantization(mode, tracker, dataset, tmp_path):
     # Loads in ai-edge-litert, one signature with role-named outputs, no Flex/custom ops.
     it = Interpreter(model_path=str(out))
     it.allocate_tensors()
-    assert it.get_signature_list() == {"serving_default": {"inputs": ["image"], "outputs": ["landmarks", "presence"]}}
+    # The heatmap is kept by default, in every mode: the runtime refines the landmarks with it.
+    assert it.get_signature_list() == {"serving_default": {"inputs": ["image"],
+                                                           "outputs": ["heatmap", "landmarks", "presence"]}}
     info = inspect_model(out)
     assert info.custom_ops == [] and info.flex_ops == []
-    assert {t.name for t in info.outputs} == {"landmarks", "presence"}  # tensors renamed after the roles
+    assert {t.name for t in info.outputs} == {"landmarks", "presence", "heatmap"}  # tensors named after the roles
     assert info.inputs[0].dtype == "FLOAT32" and all(t.dtype == "FLOAT32" for t in info.outputs)
     assert info.guess_quantization() == mode
     runner = TFLiteRunner(out)
-    assert sorted(runner.output_roles) == ["landmarks", "presence"]
+    assert sorted(runner.output_roles) == ["heatmap", "landmarks", "presence"]
     # Within bounds of the Keras model on the same real crops.
     samples = load_samples(str(dataset), "tracker", (64, 64), (0.0, 1.0), 8)
     batch = np.concatenate([s.tensor for s in samples])
     ref = tracker(batch, training=False)
     got = runner(batch)
-    for name in ("landmarks", "presence"):
+    for name in ("landmarks", "presence", "heatmap"):
         ref_v = np.asarray(ref[name])
         rel = np.abs(got[name] - ref_v).max() / np.abs(ref_v).max()
         assert rel <= ERROR_BOUNDS[mode], (name, rel)
@@ -66,7 +68,7 @@ def test_round_trip_every_quantization(mode, tracker, dataset, tmp_path):
     report = json.loads(result.report_path.read_text())
     assert result.report_path == tmp_path / f"tracker_{mode}.report.json"
     assert report["quantization"] == mode and report["size_bytes"] == out.stat().st_size
-    assert sorted(report["dropped_outputs"]) == ["heatmap", "offsets"]
+    assert report["dropped_outputs"] == ["offsets"]
     assert report["flex_ops"] == [] and report["op_histogram"]
     for name, err in report["parity"]["outputs"].items():
         assert err["max_rel"] <= ERROR_BOUNDS[mode] and err["mean_abs"] <= err["max_abs"]
@@ -78,13 +80,21 @@ def test_round_trip_every_quantization(mode, tracker, dataset, tmp_path):
     if mode == "int8":
         assert report["calibration"]["num_inputs"] == 8
         assert "QUANTIZE" in info.op_histogram
+        int8 = report["int8"]
+        assert int8["macs"]["int8_share"] == 1.0 and int8["float_layers"]["layers"] == []
+        assert int8["activation_ranges"]["method"] == "percentile" and int8["layer_errors"]["layers"]
+        added = [row["added"] for row in int8["layer_errors"]["layers"]]
+        assert added == sorted(added, reverse=True) and all(row["int8"] for row in int8["layer_errors"]["layers"])
+        assert "worst layers" in format_report(report)
+    else:
+        assert report["int8"] is None
 
 
-def test_keep_heatmap_metadata_and_aligned_buffers(tracker, tmp_path):
+def test_nokeep_heatmap_metadata_and_aligned_buffers(tracker, tmp_path):
     out = tmp_path / "hm.tflite"
-    result = export_model(tracker, out, "none", keep_heatmap=True, log=lambda *_: None)
-    assert {t.name for t in inspect_model(out).outputs} == {"landmarks", "presence", "heatmap"}
-    assert result.report["dropped_outputs"] == ["offsets"]
+    result = export_model(tracker, out, "none", keep_heatmap=False, log=lambda *_: None)
+    assert {t.name for t in inspect_model(out).outputs} == {"landmarks", "presence"}
+    assert sorted(result.report["dropped_outputs"]) == ["heatmap", "offsets"]
     assert "random" in result.report["parity"]["dataset"] and result.report["pck"] is None
     # Adding a buffer keeps the JSON blob; weight buffers stay 16-byte aligned after the rewrite.
     data = md.set_metadata_buffers(out, {"extra": b"hello"})
@@ -188,6 +198,19 @@ def test_cli_export_and_errors(tracker, dataset, tmp_path):
     proc = _cli("--model", str(keras_path), "--output", str(out), "--quantize", "int8")
     assert proc.returncode == 2 and "needs --representative" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+    proc = _cli("--model", str(keras_path), "--output", str(out), "--quantize", "int8", "--representative",
+                str(dataset), "--float_layers", "auto")
+    assert proc.returncode == 2 and "need --eval" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    proc = _cli("--model", str(keras_path), "--output", str(out), "--quantize", "fp16", "--float_layers", "3")
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: --float_layers and --activation_ranges are " \
+        "int8 settings: they need --quantize int8"
+    bad = tmp_path / "bad.tflite"
+    proc = _cli("--model", str(keras_path), "--output", str(bad), "--quantize", "int8", "--representative",
+                str(dataset), "--num_calibration", "4", "--float_layers", "landmarks,nope")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and not bad.exists()
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --float_layers: no quantizable layer named 'nope'")
+    proc = _cli("--help")
+    assert "--[no]keep_heatmap" in proc.stdout and "points of pipeline PCK" in proc.stdout
 
 
 def test_prepare_model_enforces_the_io_contract():

@@ -337,6 +337,25 @@ def test_model_zoo_benchmark_errors(tmp_path):
     assert not (tmp_path / "Z.md").exists()
 
 
+def test_model_zoo_quantization_section(tmp_path):
+    from benchmarks.model_zoo import quantization_section
+
+    def row(variant, test, share, floats=()):
+        return {"model": "zoo_full", "variant": variant, "pck": {"test": test, "dev": test + 1}, "size_mb": 3.5,
+                "int8_mac_share": share, "latency_ms": 4.25, "float_layers": list(floats), "error": None}
+    table = {"command": "python -m benchmarks.quantization --models zoo_full",
+             "rows": [row("fp32", 56.31, 0.0), row("int8-selective", 55.56, 0.8, ["a", "b"]),
+                      dict(row("int8", 0.0, 1.0), error="conversion failed")]}
+    text = "\n".join(quantization_section(table))
+    assert "`python -m benchmarks.quantization --models zoo_full`" in text
+    assert "| zoo_full | int8-selective | 55.6 | -0.75 | 56.6 | 3.50 | 80.0 | 4.25 | 2 |" in text
+    assert "| int8 |" not in text  # failed rows are left out
+    proc = run_module("benchmarks.model_zoo", "--quantization_table", tmp_path / "none.json", "--output",
+                      tmp_path / "Z.md")
+    assert proc.returncode == EXIT_NO_INPUT and error_lines(proc) == [
+        f"error: --quantization_table not found: {tmp_path / 'none.json'}"]
+
+
 def test_model_zoo_benchmark_unpublished_model_exits_4(shared_data, tmp_path):
     proc = run_module("benchmarks.model_zoo", "--models", "lite", "--limit", "1", "--output", tmp_path / "Z.md",
                       env_zoo=tmp_path / "empty")

@@ -49,6 +49,8 @@ LOSS_WEIGHTS: dict[str, dict[str, LossWeight]] = {
         "distill_heatmap": LossWeight(0.0, "Weight of the teacher's heatmap (its sigmoid) as the student's heatmap "
                                       "target on the --distill_points (--distill_from; both need a heatmap of "
                                       "the same size)."),
+        "distill_presence": LossWeight(0.0, "Weight of the teacher's presence probability as the student's presence "
+                                       "target (--distill_from)."),
     },
     "detector": {
         "classification": LossWeight(1.0, "Detector: anchor classification loss weight."),

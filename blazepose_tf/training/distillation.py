@@ -28,7 +28,8 @@ def load_teacher(spec: str):
 def teacher_targets(teacher, images: tf.Tensor, num_points: int, input_size: int = 256,
                     heatmap: bool = False) -> dict:
     """Teacher predictions on the (augmented) batch as soft targets: coordinates and visibility probability of
-    its first ``num_points`` points (zero-padded up to ``num_points``), and with ``heatmap`` its heatmap's
+    its first ``num_points`` points (zero-padded up to ``num_points``), its presence probability, and with
+    ``heatmap`` its heatmap's
     sigmoid (``distill_heatmap``, (B, H, W, channels))."""
     out = outputs_by_name(teacher(images, training=False), teacher.output_names)
     extra = {"distill_heatmap": tf.stop_gradient(tf.sigmoid(out["heatmap"]))} if heatmap else {}
@@ -37,7 +38,8 @@ def teacher_targets(teacher, images: tf.Tensor, num_points: int, input_size: int
     pad = num_points - p
     coords = tf.pad(xyz[:, :p], [[0, 0], [0, pad], [0, 0]])
     vis = tf.pad(tf.sigmoid(vis_logits[:, :p]), [[0, 0], [0, pad]])
-    return {"distill_coords": tf.stop_gradient(coords), "distill_visibility": tf.stop_gradient(vis), **extra}
+    return {"distill_coords": tf.stop_gradient(coords), "distill_visibility": tf.stop_gradient(vis),
+            "distill_presence": tf.stop_gradient(out["presence"]), **extra}
 
 
 def check_heatmap_distillation(teacher, student) -> None:

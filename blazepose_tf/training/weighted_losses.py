@@ -20,7 +20,9 @@ def tracker_losses(outputs, targets: Mapping[str, tf.Tensor], weights: Mapping[s
     """Weighted loss terms (scalars, batch means over annotated points): coordinates, z, visibility, presence,
     and when the model has those outputs the heatmap and offsets; with a teacher's targets
     (:func:`blazepose_tf.training.distillation.teacher_targets`), its coordinates and visibility (``distill``)
-    and heatmap (``distill_heatmap``) on the points that are not ground truth, or on all (``distill_points``)."""
+    and heatmap (``distill_heatmap``) on the points that are not ground truth, or on all (``distill_points``),
+    and its presence (``distill_presence``: a student that learns the teacher's points but not its presence gates
+    people out)."""
     w = {**default_loss_weights("tracker"), **weights}
     out = outputs_by_name(outputs)
     xyz, vis_logits, _ = split_landmarks(out["landmarks"], input_size)
@@ -46,6 +48,8 @@ def tracker_losses(outputs, targets: Mapping[str, tf.Tensor], weights: Mapping[s
         channels = out["heatmap"].shape[-1]
         terms["distill_heatmap"] = w["distill_heatmap"] * heatmap_loss(
             targets["distill_heatmap"], out["heatmap"], selected[:, :channels])
+    if "distill_presence" in targets and w.get("distill_presence", 0.0) > 0:
+        terms["distill_presence"] = w["distill_presence"] * presence_loss(targets["distill_presence"], out["presence"])
     return terms
 
 
