@@ -46,6 +46,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -414,6 +415,8 @@ def quantization_section(table: dict[str, Any]) -> list[str]:
     """The "int8 that keeps its accuracy" section from ``python -m benchmarks.quantization --output`` JSON."""
     rows = [r for r in table["rows"] if not r.get("error")]
     fp32 = {r["model"]: r["pck"].get("test") for r in rows if r["variant"] == "fp32"}
+    # Where the files and the JSON went does not change a number: left out of the quoted command.
+    command = re.sub(r"\s--(out_dir|output)[= ]\S+", "", table.get("command", "python -m benchmarks.quantization"))
     body = []
     for r in rows:
         pck, ref = r["pck"].get("test"), fp32.get(r["model"])
@@ -422,7 +425,7 @@ def quantization_section(table: dict[str, Any]) -> list[str]:
                      _num(r["size_mb"], "{:.2f}"), _num(100 * r["int8_mac_share"], "{:.1f}"),
                      _num(r["latency_ms"], "{:.2f}"), str(len(r.get("float_layers") or []))])
     return ["## int8 that keeps its accuracy", "",
-            f"From `{table.get('command', 'python -m benchmarks.quantization')}` (its own run: latency ratios are "
+            f"From `{command}` (its own run: latency ratios are "
             "within this table only). Pipeline PCK@0.2 behind MediaPipe's detector on `test` (reported) and `dev` "
             "(where int8's choices were made); int8: `export.to_tflite --quantize int8` defaults; int8-selective: "
             "`--float_layers auto` (the most sensitive layers kept in float until dev PCK is within 1 point of "

@@ -343,7 +343,7 @@ def test_model_zoo_quantization_section(tmp_path):
     def row(variant, test, share, floats=()):
         return {"model": "zoo_full", "variant": variant, "pck": {"test": test, "dev": test + 1}, "size_mb": 3.5,
                 "int8_mac_share": share, "latency_ms": 4.25, "float_layers": list(floats), "error": None}
-    table = {"command": "python -m benchmarks.quantization --models zoo_full",
+    table = {"command": "python -m benchmarks.quantization --models zoo_full --out_dir /tmp/q --output=/tmp/q.json",
              "rows": [row("fp32", 56.31, 0.0), row("int8-selective", 55.56, 0.8, ["a", "b"]),
                       dict(row("int8", 0.0, 1.0), error="conversion failed")]}
     text = "\n".join(quantization_section(table))
