@@ -9,17 +9,14 @@ import numpy as np
 import pytest
 
 from benchmarks import detector_roi as dr
-from benchmarks.ood_guard import ANNOTATED
 from blazepose_tf.codecs.targets import alignment_keypoints, gt_alignment_roi
 from blazepose_tf.datasets.coco import ImageRecord, load_coco_keypoints
 from blazepose_tf.evaluation import scored_records
-from blazepose_tf.io.images import load_image
 from blazepose_tf.official import official_model_path
-from blazepose_tf.runtime.pipeline import PoseTracker
 from blazepose_tf.topology import BLAZEPOSE_33
 from blazepose_tf.types import Detection
 from test_keypoint_errors import _person
-from test_ood_guard import sample_folder
+from test_ood_guard import official_ground_truth
 
 
 def _detection(keypoints: np.ndarray, score: float = 0.9) -> Detection:
@@ -65,17 +62,8 @@ def test_paired_delta():
 
 def test_measure_on_the_sample_photos(official_models, tmp_path: Path):
     # Ground truth: the official pipeline's own poses on the 3 photos, on LSPET's 12 points.
-    images = sample_folder(tmp_path / "ds")
-    tracker = PoseTracker.from_official()
-    names = list(ANNOTATED)
-    annotations = []
-    for i, path in enumerate(images, start=1):
-        [pose] = tracker.process(load_image(path))
-        values = [[*map(float, pose.keypoints[BLAZEPOSE_33.index(n), :2]), 2] for n in names]
-        annotations.append({"id": i, "image_id": i, "category_id": 1, "iscrowd": 0,
-                            "keypoints": [v for triple in values for v in triple]})
-    sample_folder(tmp_path / "gt", annotations, tuple(names))
-    records = scored_records(load_coco_keypoints(tmp_path / "gt" / "annotations.json", tmp_path / "gt" / "images"))
+    gt = official_ground_truth(tmp_path)
+    records = scored_records(load_coco_keypoints(gt, gt.parent / "images"))
     assert len(records) == 3
     detector, full = official_model_path("pose_detection"), official_model_path("pose_landmark_full")
     result = dr.measure("official", detector, full, records, progress=False)

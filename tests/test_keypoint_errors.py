@@ -12,12 +12,10 @@ from benchmarks.ood_guard import ANNOTATED
 from blazepose_tf.codecs.targets import gt_alignment_roi
 from blazepose_tf.datasets.coco import PersonAnnotation, load_coco_keypoints
 from blazepose_tf.evaluation import scored_records
-from blazepose_tf.io.images import load_image
 from blazepose_tf.official import official_model_path
-from blazepose_tf.runtime.pipeline import PoseTracker
 from blazepose_tf.runtime.runners import TFLiteRunner
 from blazepose_tf.topology import BLAZEPOSE_33
-from test_ood_guard import Shifted, sample_folder
+from test_ood_guard import Shifted, official_ground_truth
 
 # A person facing the camera (their left on the image's right), in torso-ish units before placement.
 FIGURE = {"left_shoulder": (20, -50), "right_shoulder": (-20, -50), "left_elbow": (30, -25),
@@ -62,19 +60,11 @@ def test_offsets_are_in_the_persons_frame() -> None:
 
 def test_shifted_tracker_bias_equals_the_shift(official_models, tmp_path: Path) -> None:
     # Ground truth: the official pipeline's own poses on the 3 photos, on LSPET's 12 points.
-    images = sample_folder(tmp_path / "ds")
-    tracker = PoseTracker.from_official()
-    names = list(ANNOTATED)
-    annotations = []
-    for i, path in enumerate(images, start=1):
-        [pose] = tracker.process(load_image(path))
-        values = [[*map(float, pose.keypoints[BLAZEPOSE_33.index(n), :2]), 2] for n in names]
-        annotations.append({"id": i, "image_id": i, "category_id": 1, "iscrowd": 0,
-                            "keypoints": [v for triple in values for v in triple]})
-    sample_folder(tmp_path / "gt", annotations, tuple(names))
-    dataset = load_coco_keypoints(tmp_path / "gt" / "annotations.json", tmp_path / "gt" / "images")
+    gt = official_ground_truth(tmp_path)
+    dataset = load_coco_keypoints(gt, gt.parent / "images")
     people = ke.aligned_people(scored_records(dataset), mirror=False)
     assert len(people) == 3
+    names = list(ANNOTATED)
 
     full = TFLiteRunner(official_model_path("pose_landmark_full"))
     dx, dy = 6.0, -4.0  # crop pixels (of 256)

@@ -37,6 +37,22 @@ def sample_folder(root: Path, annotations: list | None = None, keypoint_names: t
     return [root / "images" / e["file_name"] for e in entries]
 
 
+def official_ground_truth(root: Path) -> Path:
+    """A COCO-layout folder ``root/gt`` whose ground truth is the official pipeline's own poses on the 3 photos of
+    :func:`sample_folder` (LSPET's 12 points); returns its ``annotations.json``."""
+    images = sample_folder(root / "ds")
+    tracker = PoseTracker.from_official()
+    names = list(ood_guard.ANNOTATED)
+    annotations = []
+    for i, path in enumerate(images, start=1):
+        [pose] = tracker.process(load_image(path))
+        values = [[*map(float, pose.keypoints[BLAZEPOSE_33.index(n), :2]), 2] for n in names]
+        annotations.append({"id": i, "image_id": i, "category_id": 1, "iscrowd": 0,
+                            "keypoints": [v for triple in values for v in triple]})
+    sample_folder(root / "gt", annotations, tuple(names))
+    return root / "gt" / "annotations.json"
+
+
 class Shifted:
     """A landmark runner whose landmarks are moved by (dx, dy) crop pixels, without its heatmap output (so that
     the heatmap refinement cannot pull them back)."""
