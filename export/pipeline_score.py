@@ -1,5 +1,5 @@
 """Pipeline PCK@0.2 of candidate tracker exports on an annotated split, as ``python -m blazepose_tf.evaluate
---split SPLIT --landmarks m.tflite`` measures it (IMAGE mode, one pose per image, detection confidence 0.5,
+--split SPLIT --landmarks m.tflite`` measures it (the runtime's defaults: IMAGE mode, one pose per image,
 docs/design.md §8), for the int8 choices an export makes on ``--eval`` (activation ranges, float layers).
 
 The detector is the same for every candidate, so its outputs are computed once per image and reused
@@ -74,8 +74,7 @@ class PipelineScorer:
                 path = Path(tmp) / "landmarks.tflite"
                 path.write_bytes(landmarks)
                 return self.evaluate(path)
-        tracker = PoseTracker(self.detector, TFLiteRunner(landmarks, 1), mode="image", num_poses=1,
-                              min_detection_confidence=0.5)
+        tracker = PoseTracker(self.detector, TFLiteRunner(landmarks, 1))  # the runtime's defaults: IMAGE mode
         return evaluate(tracker.process, self.records, progress=False)
 
     def __call__(self, landmarks: bytes | str | os.PathLike) -> float:

@@ -29,8 +29,7 @@ def teacher_targets(teacher, images: tf.Tensor, num_points: int, input_size: int
                     heatmap: bool = False) -> dict:
     """Teacher predictions on the (augmented) batch as soft targets: coordinates and visibility probability of
     its first ``num_points`` points (zero-padded up to ``num_points``), its presence probability, and with
-    ``heatmap`` its heatmap's
-    sigmoid (``distill_heatmap``, (B, H, W, channels))."""
+    ``heatmap`` its heatmap's sigmoid (``distill_heatmap``, (B, H, W, channels))."""
     out = outputs_by_name(teacher(images, training=False), teacher.output_names)
     extra = {"distill_heatmap": tf.stop_gradient(tf.sigmoid(out["heatmap"]))} if heatmap else {}
     xyz, vis_logits, _ = split_landmarks(out["landmarks"], input_size)

@@ -44,11 +44,11 @@ def tracker_losses(outputs, targets: Mapping[str, tf.Tensor], weights: Mapping[s
             coordinate_loss(targets["distill_coords"][..., :2], xyz[..., :2],
                             selected[..., None] * tf.ones_like(xyz[..., :2]))
             + visibility_loss(targets["distill_visibility"], vis_logits, selected))
-    if "distill_heatmap" in targets and "heatmap" in out and w.get("distill_heatmap", 0.0) > 0:
+    if "distill_heatmap" in targets and "heatmap" in out and w["distill_heatmap"] > 0:
         channels = out["heatmap"].shape[-1]
         terms["distill_heatmap"] = w["distill_heatmap"] * heatmap_loss(
             targets["distill_heatmap"], out["heatmap"], selected[:, :channels])
-    if "distill_presence" in targets and w.get("distill_presence", 0.0) > 0:
+    if "distill_presence" in targets and w["distill_presence"] > 0:
         terms["distill_presence"] = w["distill_presence"] * presence_loss(targets["distill_presence"], out["presence"])
     return terms
 
