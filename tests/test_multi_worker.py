@@ -3,7 +3,11 @@ the smoke preset with the global batch split between them. One worker is killed,
 resumes from its last checkpoint; its final weights equal those of a single worker that trained the same global
 batch on two replicas without interruption, and stay close to a one-replica run (BatchNorm statistics are per
 replica, as always under tf.distribute, so only the two-replica run can match exactly). Workers whose
-``--model_dir`` differ refuse to start."""
+``--model_dir`` differ refuse to start.
+
+The first cluster trains with a constant learning rate and far more steps than it gets to run, so the kill never
+races the end of training (a dozen smoke steps take half a second); the restart, and the references started after
+it, stop a fixed number of steps after the checkpoint the kill left, whichever step that is."""
 from __future__ import annotations
 
 import json
@@ -26,10 +30,12 @@ from blazepose_tf.training.registry import build_models  # noqa: E402
 from test_train import _cmd, _env, _records  # noqa: E402  synthetic tracker TFRecords, the smoke command
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 12
+MORE = 8                 # steps trained after the resume
+NEVER = 100_000          # the first cluster's --steps: killed long before it gets there
 # SGD: its updates follow the gradients, so the one-replica comparison measures the BatchNorm effect and not
-# Adam's sign flips of near-zero gradients.
-FLAGS = (f"--steps={STEPS}", "--optimizer=sgd", "--learning_rate=0.01", "--dev_data=", "--log_batches")
+# Adam's sign flips of near-zero gradients. A constant rate does not depend on --steps.
+FLAGS = ("--optimizer=sgd", "--learning_rate=0.01", "--schedule=constant", "--warmup_steps=0", "--dev_data=",
+         "--log_batches")
 TWO_DEVICES = ("import sys, tensorflow as tf\n"
                "cpu = tf.config.list_physical_devices('CPU')[0]\n"
                "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
@@ -85,41 +91,42 @@ def test_two_workers_train_like_one_and_resume_after_a_worker_is_killed(tmp_path
     logs.mkdir()
     _records(data_dir / "train-00000.tfrecord", 24, 0)
     run = tmp_path / "two_workers"
-    cluster = _start_cluster(data_dir, [run, run], logs, "first")
-    # References with the same global batch (4), run meanwhile: one worker with two replicas, and one replica.
-    two = _start([sys.executable, "-c", TWO_DEVICES] + _cmd(data_dir, tmp_path / "two_replicas", "--strategy=mirrored",
-                                                            *FLAGS)[3:], logs / "two_replicas.log")
-    one = _start(_cmd(data_dir, tmp_path / "one_replica", *FLAGS), logs / "one_replica.log")
-
+    cluster = _start_cluster(data_dir, [run, run], logs, "first", f"--steps={NEVER}")
     deadline = time.time() + 240
     while time.time() < deadline and all(p.poll() is None for p in cluster):
         if _checkpoint_step(run / "checkpoints") >= 4:
             break
         time.sleep(0.05)
-    assert all(p.poll() is None for p in cluster), "the cluster ended before a worker could be killed: " + \
-        (logs / "first-worker0.log").read_text()[-2000:]
+    alive = [p.poll() is None for p in cluster]
     cluster[1].send_signal(signal.SIGKILL)        # a worker dies...
     cluster[0].send_signal(signal.SIGKILL)        # ...and the cluster is restarted as a whole
     for p in cluster:
         p.wait()
+    assert all(alive), "a worker ended before it was killed:\n" + "\n".join(
+        (logs / f"first-worker{i}.log").read_text()[-1500:] for i in range(2))
     before = [json.loads(line) for line in (run / "batches.jsonl").read_text().splitlines() if line.endswith("}")]
     resumed_at = _checkpoint_step(run / "checkpoints")
     assert resumed_at >= 4 and max(b["step"] for b in before) >= resumed_at - 1
+    steps = resumed_at + MORE
 
-    cluster = _start_cluster(data_dir, [run, run], logs, "restart")
+    cluster = _start_cluster(data_dir, [run, run], logs, "restart", f"--steps={steps}")
+    # References with the same global batch (4) and steps: one worker with two replicas, and one replica.
+    two = _start([sys.executable, "-c", TWO_DEVICES] + _cmd(data_dir, tmp_path / "two_replicas", "--strategy=mirrored",
+                                                            f"--steps={steps}", *FLAGS)[3:], logs / "two_replicas.log")
+    one = _start(_cmd(data_dir, tmp_path / "one_replica", f"--steps={steps}", *FLAGS), logs / "one_replica.log")
     results = [_finish(p, logs / f"restart-worker{i}.log") for i, p in enumerate(cluster)]
-    assert [r["step"] for r in results] == [STEPS, STEPS]
+    assert [r["step"] for r in results] == [steps, steps]
     for i in range(2):
         log = (logs / f"restart-worker{i}.log").read_text()
         assert f"ckpt-{resumed_at} at step {resumed_at}" in log and "replicas: 2" in log
     assert "not the chief" in (logs / "restart-worker1.log").read_text()
     after = [json.loads(line) for line in (run / "batches.jsonl").read_text().splitlines()]
-    assert [b["step"] for b in after] == list(range(STEPS))    # the chief's half-batches: none lost or repeated
+    assert [b["step"] for b in after] == list(range(steps))    # the chief's half-batches: none lost or repeated
     seen = {b["step"]: b["batch"] for b in before}
     assert all(seen[b["step"]] == b["batch"] for b in after if b["step"] in seen)
 
     for proc, name in ((two, "two_replicas"), (one, "one_replica")):
-        assert _finish(proc, logs / f"{name}.log")["step"] == STEPS
+        assert _finish(proc, logs / f"{name}.log")["step"] == steps
     got = _weights(run / "last.keras")
     exact = _weights(tmp_path / "two_replicas" / "last.keras")
     for name, (value, _) in got.items():
@@ -135,7 +142,7 @@ def test_two_workers_train_like_one_and_resume_after_a_worker_is_killed(tmp_path
     assert moved > 0 and apart < 0.5 * moved, (apart, moved)
 
     # Workers that do not share --model_dir would restore different steps: both refuse to go on.
-    cluster = _start_cluster(data_dir, [run, tmp_path / "elsewhere"], logs, "unshared", f"--steps={STEPS + 2}")
+    cluster = _start_cluster(data_dir, [run, tmp_path / "elsewhere"], logs, "unshared", f"--steps={steps + 2}")
     for i, proc in enumerate(cluster):
         proc.communicate(timeout=300)
         log = (logs / f"unshared-worker{i}.log").read_text()

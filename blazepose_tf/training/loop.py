@@ -371,6 +371,7 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         best_var = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_dev_pck")
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, best=best_var)
+    schedule = make_schedule(cfg)   # the optimizer's rate, logged without reading its (per-replica) variable
     if latest:
         try:
             ckpt.restore(latest).assert_consumed()
@@ -450,8 +451,7 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
                 on_step(step)
             if (step % cfg.log_every == 0 or step == cfg.steps) and chief:
                 last_losses = {k: float(v) for k, v in losses.items()}
-                lr = optimizer.learning_rate
-                lr = float(lr(step) if callable(lr) else lr)
+                lr = float(schedule(step) if callable(schedule) else schedule)
                 with writer.as_default(step=step):
                     for k, v in last_losses.items():
                         tf.summary.scalar(f"loss/{k}", v)
