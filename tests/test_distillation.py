@@ -94,10 +94,21 @@ def test_teacher_targets_and_shape_check():
     assert "distill_heatmap" not in teacher_targets(teacher, images, student.num_points)
     check_heatmap_distillation(teacher, student.training)  # same shapes: accepted
     inp = keras.Input((256, 256, 3))
-    x = keras.layers.Conv2D(3, 1)(keras.layers.AveragePooling2D(8)(inp))
-    other = keras.Model(inp, {"landmarks": keras.layers.Dense(5 * 35)(keras.layers.Flatten()(x)), "heatmap": x})
-    with pytest.raises(UserError, match="heatmaps of the same shape"):
-        check_heatmap_distillation(other, student.training)
+    pooled = keras.layers.AveragePooling2D(4)(inp)
+    flat = keras.layers.Flatten()(pooled)
+    # A teacher with more channels (the official trackers' 39 for our 35): the student learns the first ones.
+    wide = keras.layers.Conv2D(student.num_points + 4, 1, name="heatmap")(pooled)
+    wider = keras.Model(inp, {"landmarks": keras.layers.Dense(5 * 39, name="landmarks")(flat), "heatmap": wide,
+                              "presence": keras.layers.Dense(1, "sigmoid", name="presence")(flat)})
+    check_heatmap_distillation(wider, student.training)
+    t = teacher_targets(wider, images, student.num_points, heatmap=True)
+    np.testing.assert_allclose(t["distill_heatmap"], tf.sigmoid(wider(images)["heatmap"][..., :student.num_points]),
+                               atol=1e-6)
+    for bad in (keras.layers.Conv2D(3, 1, name="heatmap")(pooled),                       # fewer channels
+                keras.layers.Conv2D(student.num_points, 1, name="heatmap")(keras.layers.AveragePooling2D(8)(inp))):
+        other = keras.Model(inp, {"landmarks": keras.layers.Dense(5 * 35, name="landmarks")(flat), "heatmap": bad})
+        with pytest.raises(UserError, match="heatmaps of the same size"):
+            check_heatmap_distillation(other, student.training)
 
 
 def test_train_cli_rejects_an_unknown_distill_points():

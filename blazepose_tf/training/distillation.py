@@ -29,9 +29,11 @@ def teacher_targets(teacher, images: tf.Tensor, num_points: int, input_size: int
                     heatmap: bool = False) -> dict:
     """Teacher predictions on the (augmented) batch as soft targets: coordinates and visibility probability of
     its first ``num_points`` points (zero-padded up to ``num_points``), its presence probability, and with
-    ``heatmap`` its heatmap's sigmoid (``distill_heatmap``, (B, H, W, channels))."""
+    ``heatmap`` the sigmoid of its heatmap's first ``num_points`` channels (``distill_heatmap``,
+    (B, H, W, ≤ num_points): the official trackers' 39 channels hold the 35 of our presets first)."""
     out = outputs_by_name(teacher(images, training=False), teacher.output_names)
-    extra = {"distill_heatmap": tf.stop_gradient(tf.sigmoid(out["heatmap"]))} if heatmap else {}
+    extra = ({"distill_heatmap": tf.stop_gradient(tf.sigmoid(out["heatmap"][..., :num_points]))} if heatmap
+             else {})
     xyz, vis_logits, _ = split_landmarks(out["landmarks"], input_size)
     p = min(num_points, xyz.shape[1])
     pad = num_points - p
@@ -42,9 +44,11 @@ def teacher_targets(teacher, images: tf.Tensor, num_points: int, input_size: int
 
 
 def check_heatmap_distillation(teacher, student) -> None:
-    """Refuses (:class:`UserError`) heatmap distillation between models without heatmaps of the same shape."""
+    """Refuses (:class:`UserError`) heatmap distillation unless both models have a heatmap of the same size and
+    the teacher's has at least the student's channels (the student learns the first ones)."""
     shapes = [tuple(dict(zip(m.output_names, m.outputs))["heatmap"].shape[1:]) if "heatmap" in m.output_names
               else None for m in (teacher, student)]
-    if None in shapes or shapes[0] != shapes[1]:
-        raise UserError(f"--w_distill_heatmap needs a teacher and a student with heatmaps of the same shape, got "
-                        f"teacher {shapes[0] or 'none'} and student {shapes[1] or 'none'}")
+    if None in shapes or shapes[0][:2] != shapes[1][:2] or shapes[0][2] < shapes[1][2]:
+        raise UserError(f"--w_distill_heatmap needs a teacher and a student with heatmaps of the same size, the "
+                        f"teacher's with at least the student's channels, got teacher {shapes[0] or 'none'} and "
+                        f"student {shapes[1] or 'none'}")

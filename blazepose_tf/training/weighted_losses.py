@@ -47,7 +47,7 @@ def tracker_losses(outputs, targets: Mapping[str, tf.Tensor], weights: Mapping[s
     if "distill_heatmap" in targets and "heatmap" in out and w["distill_heatmap"] > 0:
         channels = out["heatmap"].shape[-1]
         terms["distill_heatmap"] = w["distill_heatmap"] * heatmap_loss(
-            targets["distill_heatmap"], out["heatmap"], selected[:, :channels])
+            targets["distill_heatmap"][..., :channels], out["heatmap"], selected[:, :channels])
     if "distill_presence" in targets and w["distill_presence"] > 0:
         terms["distill_presence"] = w["distill_presence"] * presence_loss(targets["distill_presence"], out["presence"])
     return terms
