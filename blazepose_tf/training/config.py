@@ -65,10 +65,11 @@ def default_loss_weights(model: str) -> dict[str, float]:
 
 
 def setting(default: Any, help: str, *, choices: Optional[Sequence[str]] = None,
-            lower_bound: Optional[float] = None) -> Any:
+            lower_bound: Optional[float] = None, upper_bound: Optional[float] = None) -> Any:
     """A :class:`TrainConfig` field that is also a flag: its default (:data:`dataclasses.MISSING`: a required
-    flag), help, allowed values (an enum flag) and lower bound (numbers)."""
-    return field(default=default, metadata={"help": help, "choices": choices, "lower_bound": lower_bound})
+    flag), help, allowed values (an enum flag) and bounds (numbers)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "lower_bound": lower_bound,
+                                            "upper_bound": upper_bound})
 
 
 @dataclass
@@ -90,6 +91,10 @@ class TrainConfig:
     schedule: str = setting("cosine", "Learning-rate schedule after warm-up.", choices=SCHEDULES)
     weight_decay: float = setting(1e-4, "AdamW weight decay.", lower_bound=0.0)
     clipnorm: float = setting(5.0, "Gradient clipping by global norm (0 = off).", lower_bound=0.0)
+    ema_momentum: float = setting(0.0, "Exponential moving average of the weights (0 = off; e.g. 0.999): the "
+                                  "average is evaluated and exported (best.keras, last.keras), the trained weights "
+                                  "are evaluated beside it (dev_raw_* in history.jsonl).",
+                                  lower_bound=0.0, upper_bound=0.9999)
     # The --w_<term> flags of LOSS_WEIGHTS[model], not a flag of its own.
     loss_weights: dict = field(default_factory=dict)
     init_from: str = setting("scratch", "scratch | official (with the official_* presets, which are built from the "
@@ -175,7 +180,8 @@ def define_flags(values: Optional[flags.FlagValues] = None) -> None:
             flags.DEFINE_bool(f.name, default, meta["help"], flag_values=values)
         elif kind in (int, float):
             define = flags.DEFINE_integer if kind is int else flags.DEFINE_float
-            define(f.name, default, meta["help"], lower_bound=meta["lower_bound"], flag_values=values)
+            define(f.name, default, meta["help"], lower_bound=meta["lower_bound"], upper_bound=meta["upper_bound"],
+                   flag_values=values)
         else:
             flags.DEFINE_string(f.name, default, meta["help"], flag_values=values)
     for table in LOSS_WEIGHTS.values():

@@ -1,6 +1,7 @@
 """The resumable training loop behind ``python -m blazepose_tf.train``."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ from blazepose_tf.training.data import (Examples, TrackerDataConfig, count_recor
 from blazepose_tf.training.detector_data import (DetectorDataConfig, detector_augment, detector_dataset,
                                                  detector_examples)
 from blazepose_tf.training.distillation import check_heatmap_distillation, load_teacher, teacher_targets
+from blazepose_tf.training.ema import WeightAverage
 from blazepose_tf.training.initialize import initialize
 from blazepose_tf.training.registry import Models, build_detector_models, build_models, restrict_trainable
 from blazepose_tf.training.tracker_targets import target_encoder
@@ -370,7 +372,9 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
         optimizer.build(model.trainable_variables)
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         best_var = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_dev_pck")
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, best=best_var)
+        average = WeightAverage(model, cfg.ema_momentum) if cfg.ema_momentum else None
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, best=best_var,
+                               **({"average": average} if average else {}))
     schedule = make_schedule(cfg)   # the optimizer's rate, logged without reading its (per-replica) variable
     if latest:
         try:
@@ -381,6 +385,8 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
         print(f"resumed from {latest} at step {int(step_var.numpy())}", file=sys.stderr)
     else:
         initialize(models, cfg.init_from)
+        if average:
+            average.reset()
         print(f"starting from {cfg.init_from} at step 0", file=sys.stderr)
     start = int(step_var.numpy())
     check_same_start(strategy, start)
@@ -421,15 +427,19 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
 
     def run_eval() -> None:
         t = time.time()
-        metrics = task.evaluate(writer, step)
+        raw = task.evaluate(tf.summary.create_noop_writer(), step) if average else {}
+        with average.swapped() if average else contextlib.nullcontext():
+            metrics = task.evaluate(writer, step)
+            if metrics[task.metric] > float(best_var.numpy()):
+                best_var.assign(metrics[task.metric])
+                export_inference(models, model_dir / "best.keras", metrics, step)
         with open(history_path, "a") as h:
             h.write(json.dumps({"step": step, **{f"dev_{k}": v for k, v in metrics.items()},
+                                **{f"dev_raw_{k}": v for k, v in raw.items()},
                                 "dev_eval_s": round(time.time() - t, 1)}) + "\n")
         print(f"step {step}: dev " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+              + (f" (weight average; trained weights {task.metric} {raw[task.metric]:.4g})" if average else "")
               + f" ({time.time() - t:.1f} s)", file=sys.stderr)
-        if metrics[task.metric] > float(best_var.numpy()):
-            best_var.assign(metrics[task.metric])
-            export_inference(models, model_dir / "best.keras", metrics, step)
 
     evaluate = chief and task.evaluate is not None
     if start == 0 and evaluate and cfg.eval_every:
@@ -444,6 +454,8 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
                 batches_log.write(json.dumps({"step": step, "batch": digest}) + "\n")
                 batches_log.flush()
             losses = train_step(batch)
+            if average:
+                average.update(step)
             step += 1
             step_var.assign(step)
             bar.update(1)
@@ -477,6 +489,7 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     if chief:
-        export_inference(models, model_dir / "last.keras", {}, step)
+        with average.swapped() if average else contextlib.nullcontext():
+            export_inference(models, model_dir / "last.keras", {}, step)
     return {"step": step, "steps_per_epoch": steps_per_epoch, "losses": last_losses,
             f"best_dev_{task.metric}": float(best_var.numpy())}
