@@ -127,12 +127,16 @@ def test_smoke_flagfile_under_mirrored_strategy(data_dir, tmp_path):
         "sys.argv = ['blazepose_tf.train'] + sys.argv[1:]\n"
         "cli.run(train.main)\n"
     )
-    cmd = [sys.executable, "-c", script] + _cmd(data_dir, model_dir, "--strategy=mirrored", "--steps=3")[3:]
+    # With a weight average: its mirrored shadow weights are updated, swapped in and out across the replicas.
+    cmd = [sys.executable, "-c", script] + _cmd(data_dir, model_dir, "--strategy=mirrored", "--steps=3",
+                                                "--ema_momentum=0.9")[3:]
     out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "num_replicas_in_sync=2" in out.stderr or "replicas: 2" in out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["step"] == 3 and all(np.isfinite(v) for v in result["losses"].values())
+    last = json.loads((model_dir / "history.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 3 and np.isfinite(last["dev_coord_l1_px"]) and np.isfinite(last["dev_raw_coord_l1_px"])
 
 
 def test_bad_flags_give_one_line_errors(tmp_path):
