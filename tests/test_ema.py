@@ -56,9 +56,8 @@ def test_average_follows_the_weights_with_warm_up_decay_and_is_swapped_in_only_i
 
 
 def _train(data_dir, model_dir, *extra):
-    proc = subprocess.run(_cmd(data_dir, model_dir, "--eval_every=3", "--eval_batches=0", *extra),
+    return subprocess.run(_cmd(data_dir, model_dir, "--eval_every=3", "--eval_batches=0", *extra),
                           capture_output=True, text=True, env=_env(), timeout=600)
-    return proc
 
 
 def test_training_with_an_average_evaluates_both_and_exports_the_average(data_dir, tmp_path):

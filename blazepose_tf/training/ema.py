@@ -28,7 +28,7 @@ class WeightAverage(tf.Module):
         step = tf.cast(step, tf.float32)
         decay = tf.minimum(self.momentum, (1.0 + step) / (10.0 + step))
         for s, w in zip(self.shadow, self._weights):
-            s.assign(decay * s + (1.0 - decay) * tf.cast(tf.convert_to_tensor(w), s.dtype))
+            s.assign(decay * s + (1.0 - decay) * tf.convert_to_tensor(w))
 
     def reset(self) -> None:
         """The average restarts at the model's current weights (after they are initialized)."""

@@ -46,13 +46,15 @@ def make_schedule(cfg: TrainConfig):
     return cfg.learning_rate
 
 
-def make_optimizer(cfg: TrainConfig):
+def make_optimizer(cfg: TrainConfig, schedule=None):
     """AdamW (training from scratch) or SGD with momentum 0.9 (fine-tuning pretrained weights: its steps scale
     with each weight's gradient, where Adam moves every weight by about the learning rate, which perturbs the
-    small folded-BatchNorm weights of the converted official models)."""
+    small folded-BatchNorm weights of the converted official models), at ``schedule`` (default
+    :func:`make_schedule`'s)."""
+    schedule = make_schedule(cfg) if schedule is None else schedule
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=make_schedule(cfg), momentum=0.9, clipnorm=cfg.clipnorm or None)
-    return keras.optimizers.AdamW(learning_rate=make_schedule(cfg), weight_decay=cfg.weight_decay,
+        return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9, clipnorm=cfg.clipnorm or None)
+    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay,
                                   clipnorm=cfg.clipnorm or None)
 
 
@@ -367,15 +369,15 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
     task = TASKS[cfg.model](cfg, topology, strategy)
     models = task.models
     model = models.training
+    schedule = make_schedule(cfg)   # also logged from here: the optimizer's copy of a rate is per replica
     with strategy.scope():
-        optimizer = make_optimizer(cfg)
+        optimizer = make_optimizer(cfg, schedule)
         optimizer.build(model.trainable_variables)
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         best_var = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_dev_pck")
         average = WeightAverage(model, cfg.ema_momentum) if cfg.ema_momentum else None
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, best=best_var,
                                **({"average": average} if average else {}))
-    schedule = make_schedule(cfg)   # the optimizer's rate, logged without reading its (per-replica) variable
     if latest:
         try:
             ckpt.restore(latest).assert_consumed()
