@@ -26,6 +26,7 @@ TRAINABLE = ("all", "regression_branch", "score_head")
 BEST_METRICS = ("pck", "pck_refined")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 DISTILL_POINTS = ("unannotated", "all")
+STEP_SCALES = ("none", "channel")   # blazepose_tf.training.step_scales (kept TensorFlow-free here)
 
 
 class LossWeight(NamedTuple):
@@ -95,6 +96,14 @@ class TrainConfig:
                                   "average is evaluated and exported (best.keras, last.keras), the trained weights "
                                   "are evaluated beside it (dev_raw_* in history.jsonl).",
                                   lower_bound=0.0, upper_bound=0.9999)
+    step_scale: str = setting("none", "Per-weight step size: none (the optimizer's own), or channel (each "
+                              "weight's step times the RMS its kernel output channel had at the start, biases' "
+                              "times their tensor's RMS: the learning rate becomes a fraction of each channel's "
+                              "scale, for fine-tuning the folded official weights; blazepose_tf.training.step_scales).",
+                              choices=STEP_SCALES)
+    first_layer_lr: float = setting(1.0, "Layer-wise learning rate: the multiplier of the rate falls geometrically "
+                                    "from 1 at the last trainable layer to this at the first (1 = off).",
+                                    lower_bound=1e-6, upper_bound=1.0)
     # The --w_<term> flags of LOSS_WEIGHTS[model], not a flag of its own.
     loss_weights: dict = field(default_factory=dict)
     init_from: str = setting("scratch", "scratch | official (with the official_* presets, which are built from the "

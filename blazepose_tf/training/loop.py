@@ -32,6 +32,7 @@ from blazepose_tf.training.distillation import check_heatmap_distillation, load_
 from blazepose_tf.training.ema import WeightAverage
 from blazepose_tf.training.initialize import initialize
 from blazepose_tf.training.registry import Models, build_detector_models, build_models, restrict_trainable
+from blazepose_tf.training.step_scales import StepScales, scaled_optimizer
 from blazepose_tf.training.tracker_targets import target_encoder
 
 
@@ -46,16 +47,23 @@ def make_schedule(cfg: TrainConfig):
     return cfg.learning_rate
 
 
-def make_optimizer(cfg: TrainConfig, schedule=None):
-    """AdamW (training from scratch) or SGD with momentum 0.9 (fine-tuning pretrained weights: its steps scale
-    with each weight's gradient, where Adam moves every weight by about the learning rate, which perturbs the
-    small folded-BatchNorm weights of the converted official models), at ``schedule`` (default
-    :func:`make_schedule`'s)."""
+def make_optimizer(cfg: TrainConfig, schedule=None, step_scales: Optional[StepScales] = None):
+    """AdamW (training from scratch) or SGD with momentum 0.9 (its steps scale with each weight's gradient, where
+    Adam moves every weight by about the learning rate, which perturbs the small folded-BatchNorm weights of the
+    converted official models), at ``schedule`` (default :func:`make_schedule`'s); with ``step_scales``, each
+    variable's step is multiplied by its entry (``--step_scale``, ``--first_layer_lr``)."""
     schedule = make_schedule(cfg) if schedule is None else schedule
+    clip = {"clipnorm": cfg.clipnorm or None}
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9, clipnorm=cfg.clipnorm or None)
-    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay,
-                                  clipnorm=cfg.clipnorm or None)
+        base, kwargs = keras.optimizers.SGD, dict(learning_rate=schedule, momentum=0.9, **clip)
+    else:
+        base, kwargs = keras.optimizers.AdamW, dict(learning_rate=schedule, weight_decay=cfg.weight_decay, **clip)
+    return scaled_optimizer(base, step_scales, **kwargs) if step_scales is not None else base(**kwargs)
+
+
+def uses_step_scales(cfg: TrainConfig) -> bool:
+    """Whether the run scales its steps per weight (``--step_scale`` or ``--first_layer_lr``)."""
+    return cfg.step_scale != "none" or cfg.first_layer_lr != 1.0
 
 
 class ClusterError(UserError):
@@ -371,13 +379,16 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
     model = models.training
     schedule = make_schedule(cfg)   # also logged from here: the optimizer's copy of a rate is per replica
     with strategy.scope():
-        optimizer = make_optimizer(cfg, schedule)
+        scales = (StepScales(model, model.trainable_variables, cfg.step_scale, cfg.first_layer_lr)
+                  if uses_step_scales(cfg) else None)
+        optimizer = make_optimizer(cfg, schedule, scales)
         optimizer.build(model.trainable_variables)
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         best_var = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_dev_pck")
         average = WeightAverage(model, cfg.ema_momentum) if cfg.ema_momentum else None
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, best=best_var,
-                               **({"average": average} if average else {}))
+                               **({"average": average} if average else {}),
+                               **({"step_scales": scales} if scales else {}))
     if latest:
         try:
             ckpt.restore(latest).assert_consumed()
@@ -389,6 +400,8 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
         initialize(models, cfg.init_from)
         if average:
             average.reset()
+        if scales:
+            scales.reset()
         print(f"starting from {cfg.init_from} at step 0", file=sys.stderr)
     start = int(step_var.numpy())
     check_same_start(strategy, start)
