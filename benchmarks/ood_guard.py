@@ -1,13 +1,16 @@
 """Out-of-domain guard (issue #16): does a model still find people, and keep MediaPipe's face, hands and feet, on
 photos unlike LSPET?
 
-    python -m benchmarks.ood_guard [--data ../shared/data/yoga_pose_photos] [--limit N]
+    python -m benchmarks.ood_guard [--data ../shared/data/yoga_pose_photos] [--subset guard|all] [--limit N]
         [--models official,official_lite,ours,ours_lite] [--detector D] [--landmarks L]
         [--json out/ood_guard.json] [--markdown out/ood_guard.md] [--cache_dir DIR]
 
 Data: the yoga photos (``--data``, default ``$BLAZEPOSE_TF_YOGA`` or ``../shared/data/yoga_pose_photos`` beside the
 repository): a COCO-layout folder (``annotations.json`` naming the images, ``images/``; its annotations are empty
-and unused) or a plain folder of images. ``--limit N`` keeps the first N images.
+and unused) or a plain folder of images. Only the guard quarter of the photos is used (``--subset=guard``, by file
+name: :func:`blazepose_tf.datasets.coco.is_guard_image`); the other three quarters are the ``train`` split that
+``data.prepare`` pseudo-labels for distillation, so a model is never judged on photos it was trained on
+(``--subset=all``: every photo). ``--limit N`` keeps the first N images.
 
 Every model set (``--models``; ``--detector`` / ``--landmarks`` add one more pipeline, the role not given taken
 from the reference set) runs as ``python -m blazepose_tf.track`` does on images: IMAGE mode, the runtime's
@@ -49,7 +52,7 @@ from absl import flags  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from blazepose_tf import zoo  # noqa: E402
-from blazepose_tf.datasets.coco import read_json  # noqa: E402
+from blazepose_tf.datasets.coco import GUARD_SPLIT, is_guard_image, read_json  # noqa: E402
 from blazepose_tf.errors import InputError, UserError  # noqa: E402
 from blazepose_tf.io.images import IMAGE_EXTENSIONS, decode_image, read_input_bytes  # noqa: E402
 from blazepose_tf.io.video import write_bytes_atomic  # noqa: E402
@@ -132,15 +135,19 @@ class GuardResult:
     errors: int = 0                                 # unreadable images
 
 
+SUBSETS = (GUARD_SPLIT, "all")
+
+
 def default_cache_dir() -> Path:
     """``~/.cache/blazepose_tf/ood_guard`` (beside the official models' cache; ``$BLAZEPOSE_TF_CACHE`` moves it)."""
     return official_cache_dir().parent / "ood_guard"
 
 
 def image_files(data: str | os.PathLike, limit: Optional[int] = None,
-                how: str = "pass --data or set BLAZEPOSE_TF_YOGA") -> list[Path]:
+                how: str = "pass --data or set BLAZEPOSE_TF_YOGA", subset: str = "guard") -> list[Path]:
     """The guard's images: those ``annotations.json`` names (COCO layout, files in ``images/``) in file order, or
-    the image files of a plain folder sorted by name; the first ``limit``.
+    the image files of a plain folder sorted by name; with ``subset="guard"`` only the guard quarter that training
+    never sees (:func:`blazepose_tf.datasets.coco.is_guard_image`; ``"all"``: every image); the first ``limit``.
 
     Raises:
         InputError: the folder does not exist or holds no image (one line naming it, ending with ``how`` to fix it).
@@ -158,8 +165,12 @@ def image_files(data: str | os.PathLike, limit: Optional[int] = None,
                  and isinstance(e.get("file_name"), str)]
     else:
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if subset not in SUBSETS:
+        raise UserError(f"subset must be one of {', '.join(SUBSETS)}, got {subset!r}")
+    if subset == GUARD_SPLIT:
+        files = [f for f in files if is_guard_image(f.name)]
     if not files:
-        raise InputError(f"no images in {root}")
+        raise InputError(f"no images in {root}" + (" (guard subset)" if subset == GUARD_SPLIT else ""))
     return files[:limit] if limit else files
 
 
@@ -310,6 +321,8 @@ def write_outputs(markdown_path: Optional[str], text: str, json_path: Optional[s
 def define_flags() -> None:
     """The command's flags (defined by ``__main__`` only: importing the module defines none)."""
     flags.DEFINE_string("data", str(DEFAULT_YOGA), "Folder of out-of-domain photos (COCO layout or plain images).")
+    flags.DEFINE_enum("subset", GUARD_SPLIT, list(SUBSETS), "guard: only the quarter of the photos kept out of "
+                      "training (data.prepare's guard split of unlabelled photos); all: every photo.")
     flags.DEFINE_integer("limit", None, "Use the first N images only (default: all).", lower_bound=1)
     flags.DEFINE_string("models", ",".join(DEFAULT_SETS), f"Model sets, among {', '.join(zoo.MODEL_SETS)}.")
     flags.DEFINE_string("detector", None, "Add a pipeline with this detector (.tflite/.keras; landmarks default to "
@@ -345,12 +358,12 @@ def _pipelines(FLAGS) -> list[Pipeline]:
 
 def main(argv: list[str]) -> int:
     FLAGS = flags.FLAGS
-    images = image_files(FLAGS.data, FLAGS.limit)
+    images = image_files(FLAGS.data, FLAGS.limit, subset=FLAGS.subset)
     pipelines = _pipelines(FLAGS)
     cache = Path(FLAGS.cache_dir).expanduser() if FLAGS.cache_dir else default_cache_dir()
     results = measure(pipelines, images, cache_dir=cache, progress=FLAGS.progress, threshold=FLAGS.threshold,
                       num_threads=FLAGS.num_threads)
-    info = {"data": str(Path(FLAGS.data)), "num_images": len(images), "limit": FLAGS.limit,
+    info = {"data": str(Path(FLAGS.data)), "subset": FLAGS.subset, "num_images": len(images), "limit": FLAGS.limit,
             "threshold": FLAGS.threshold, "reference": REFERENCE_SET, "settings": SETTINGS,
             "unannotated": list(UNANNOTATED), "annotated": list(ANNOTATED), "cache_dir": str(cache)}
     text = markdown(results, info)

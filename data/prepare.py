@@ -7,7 +7,9 @@ Reads any COCO-keypoints dataset (LSPET in ../shared/data, COCO, a user's own), 
 tracker topology by name, and — with ``--teacher official`` — fills the points the dataset does not annotate
 (face, hands, feet, depth) with pseudo-labels from the official Full model run through the runtime pipeline.
 Ground truth always wins: each point records its source (0 none, 1 ground truth, 2 teacher) and a weight.
-A dataset with images but no annotations (e.g. yoga_pose_photos) is labelled by the teacher alone.
+A dataset with images but no annotations (e.g. yoga_pose_photos) is labelled by the teacher alone; without a
+splits file it is written as two splits, ``train`` and ``guard`` (a fixed quarter of the photos by file name, kept
+for ``benchmarks.ood_guard``: train on ``train-*`` only).
 
 Each person with a torso becomes one example: the alignment crop of docs/design.md §5 (centre mid-hip, side
 2.5·r, rotated upright) enlarged by ``--margin`` so augmentation can scale/shift/rotate without running out of
@@ -49,7 +51,7 @@ from blazepose_tf.codecs import roi as roi_codec
 from blazepose_tf.codecs.targets import alignment_keypoints
 from blazepose_tf.contract import ROI_SCALE  # inference ROI = 2·r·ROI_SCALE (docs/design.md §5)
 from blazepose_tf.datasets.coco import ImageRecord, KeypointDataset, load_coco_keypoints
-from blazepose_tf.datasets.coco import DEV_ALL, read_splits
+from blazepose_tf.datasets.coco import DEV_ALL, UNLABELLED_SPLITS, is_unlabelled, read_json, read_splits
 from blazepose_tf.errors import InputError, UserError
 from blazepose_tf.io.images import load_image
 from blazepose_tf.metrics import match_prediction
@@ -353,12 +355,16 @@ def check_output_dir(out_dir: Path, overwrite: bool, inputs: Iterable[Path]) -> 
                         "not replacing it with --overwrite (choose another folder)")
 
 
-def read_split_names(splits_json: Path, required: bool) -> list[Optional[str]]:
-    """The split names (keys holding a list of image ids) of ``splits_json``; ``[None]`` (one split, 'all')
-    when it is absent and not ``required``; a one-line :class:`UserError` when it is malformed."""
+def read_split_names(splits_json: Path, required: bool, annotations: Optional[Path] = None) -> list[Optional[str]]:
+    """The split names (keys holding a list of image ids) of ``splits_json``; when it is absent and not
+    ``required``: the derived ``train`` / ``guard`` splits of unlabelled photos (``annotations`` names images but
+    no people, :data:`blazepose_tf.datasets.coco.GUARD_SALT`), else ``[None]`` (one split, 'all'); a one-line
+    :class:`UserError` when it is malformed."""
     if not splits_json.is_file():
         if required:
             raise UserError(f"splits file not found: {splits_json}")
+        if annotations is not None and is_unlabelled(read_json(annotations, "annotations file")):
+            return list(UNLABELLED_SPLITS)
         return [None]
     return [name for name in read_splits(splits_json) if name != DEV_ALL]
 
@@ -440,7 +446,7 @@ def main(argv: list[str]) -> int:
     out_dir = Path(FLAGS.output_dir).expanduser()
     splits_json = Path(FLAGS.splits).expanduser() if FLAGS.splits else Path(FLAGS.annotations).parent / "splits.json"
     check_output_dir(out_dir, FLAGS.overwrite, [Path(FLAGS.annotations), Path(FLAGS.images), splits_json])
-    split_names = read_split_names(splits_json, required=bool(FLAGS.splits))
+    split_names = read_split_names(splits_json, required=bool(FLAGS.splits), annotations=Path(FLAGS.annotations))
     if FLAGS.split_names:
         unknown = set(FLAGS.split_names) - set(split_names)
         if unknown:
@@ -449,7 +455,7 @@ def main(argv: list[str]) -> int:
     datasets: dict[str, KeypointDataset] = {}
     for split in split_names:  # every input is checked before anything is written
         ds = load_coco_keypoints(FLAGS.annotations, FLAGS.images, split=split,
-                                 splits_json=splits_json if split else None)
+                                 splits_json=splits_json if split and splits_json.is_file() else None)
         if FLAGS.limit:
             ds.records = ds.records[:FLAGS.limit]
         datasets[split or "all"] = ds

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blazepose_tf.datasets.coco import is_test_id, load_coco_keypoints, resolve_splits
+from blazepose_tf.datasets.coco import is_guard_image, is_test_id, load_coco_keypoints, resolve_splits
 from blazepose_tf.errors import InputError, UserError
 from blazepose_tf.metrics import select_scored_person
 from blazepose_tf.topology import BLAZEPOSE_33, COCO_17
@@ -135,7 +135,8 @@ def test_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="images folder not found"):
         load_coco_keypoints(ann, tmp_path / "no_images")
     nokp = tmp_path / "nokp.json"
-    nokp.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "person"}]}))
+    nokp.write_text(json.dumps({"images": [], "annotations": [{"id": 1, "image_id": 1}],   # people, no names
+                                "categories": [{"id": 1, "name": "person"}]}))
     with pytest.raises(UserError, match="no category with 'keypoints'"):
         load_coco_keypoints(nokp, images_dir)
     # Every error is a one-liner.
@@ -224,3 +225,38 @@ def test_empty_images_and_missing_or_empty_annotations(tmp_path: Path) -> None:
     assert load_coco_keypoints(ann, images_dir).num_people == 0
     with pytest.raises(InputError, match="has an empty 'annotations' list"):
         load_coco_keypoints(ann, images_dir, require_annotations=True)
+
+
+def test_unlabelled_photos_are_divided_into_train_and_a_guard_quarter(tmp_path: Path) -> None:
+    names = [f"photo_{i:04d}.jpg" for i in range(400)]
+    guard = [n for n in names if is_guard_image(n)]
+    assert 70 < len(guard) < 130                                # about a quarter
+    assert all(is_guard_image(f"elsewhere/{n}") for n in guard)  # by file name, not folder
+    (tmp_path / "images").mkdir()
+    doc = {"images": [{"id": i, "file_name": n, "width": 64, "height": 64} for i, n in enumerate(names)],
+           "annotations": [], "categories": [{"id": 1, "name": "person"}]}   # no keypoint names: unlabelled
+    ann = tmp_path / "annotations.json"
+    ann.write_text(json.dumps(doc))
+    train = [r.file_path.name for r in load_coco_keypoints(ann, tmp_path / "images", split="train")]
+    held = [r.file_path.name for r in load_coco_keypoints(ann, tmp_path / "images", split="guard")]
+    assert held == guard
+    assert sorted(train + held) == names and not set(train) & set(held)
+    assert len(load_coco_keypoints(ann, tmp_path / "images").records) == 400
+    # Labelled data has no derived split: a split without a splits file is still an error.
+    doc["annotations"] = [{"id": 1, "image_id": 0, "category_id": 1, "keypoints": []}]
+    doc["categories"][0]["keypoints"] = ["nose"]
+    ann.write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="no splits file"):
+        load_coco_keypoints(ann, tmp_path / "images", split="train")
+
+
+def test_prepare_writes_unlabelled_photos_as_train_and_guard_splits(tmp_path: Path) -> None:
+    from data.prepare import read_split_names
+
+    ann = tmp_path / "annotations.json"
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": 8, "height": 8}],
+                               "annotations": [], "categories": [{"id": 1, "name": "person"}]}))
+    assert read_split_names(tmp_path / "splits.json", False, annotations=ann) == ["train", "guard"]
+    (tmp_path / "labelled").mkdir()
+    labelled, _, _ = write_dataset(tmp_path / "labelled")
+    assert read_split_names(tmp_path / "splits.json", False, annotations=labelled) == [None]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks import ood_guard
-from blazepose_tf.datasets.coco import read_json
+from blazepose_tf.datasets.coco import is_guard_image, read_json
 from blazepose_tf.errors import InputError
 from blazepose_tf.io.images import load_image
 from blazepose_tf.io.samples import sample_image_path
@@ -96,10 +96,21 @@ def test_missing_folder_is_one_input_error(tmp_path: Path) -> None:
         ood_guard.image_files(tmp_path / "absent")
 
 
+def test_the_guard_uses_only_the_photos_training_leaves_out(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    names = [f"yoga_{i:03d}.jpg" for i in range(40)]
+    for n in names:
+        (tmp_path / "photos" / n).write_bytes(b"")
+    guard = ood_guard.image_files(tmp_path / "photos")
+    assert [p.name for p in guard] == [n for n in names if is_guard_image(n)] and 0 < len(guard) < 20
+    assert len(ood_guard.image_files(tmp_path / "photos", subset="all")) == 40
+    assert len(ood_guard.image_files(tmp_path / "photos", limit=2)) == 2
+
+
 def test_reference_agrees_with_itself_and_is_cached(official_models, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     images = sample_folder(tmp_path / "photos")
-    assert ood_guard.image_files(tmp_path / "photos") == images
+    assert ood_guard.image_files(tmp_path / "photos", subset="all") == images
     ref = official_pipeline()
     [result] = ood_guard.measure([ref], images, reference=ref, cache_dir=tmp_path / "cache")
     assert result.found == 1.0 and result.num_compared == 3

@@ -12,7 +12,7 @@ import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Iterator, Mapping, Optional, Union
 
 import numpy as np
@@ -181,6 +181,36 @@ def is_test_id(image_id: Any) -> bool:
     return hashlib.sha256(f"{DERIVED_TEST_SALT}{image_id}".encode()).digest()[-1] & 1 == 1
 
 
+#: Unlabelled photos (an annotations file whose ``annotations`` list is empty or absent, e.g. the yoga photos) with
+#: no splits file: one image in four, by sha256(salt + file name), is the ``guard`` split that
+#: ``benchmarks.ood_guard`` measures forgetting on; the rest is ``train``, for pseudo-labelled distillation. A
+#: model trained on ``train`` is never judged on its own training photos.
+GUARD_SALT = "blazepose_tf.guard:"
+GUARD_SPLIT = "guard"
+UNLABELLED_SPLITS = ("train", GUARD_SPLIT)
+
+
+def is_guard_image(file_name: str) -> bool:
+    """Whether an unlabelled photo belongs to the ``guard`` split (by its file name, not its folder): the low two
+    bits of sha256(salt + name) are zero, so about a quarter of any set, fixed for ever."""
+    name = PurePath(file_name).name
+    return hashlib.sha256(f"{GUARD_SALT}{name}".encode()).digest()[-1] & 3 == 0
+
+
+def unlabelled_splits(images: list) -> dict[str, list]:
+    """``{"train": ids, "guard": ids}`` of a COCO ``images`` list (entries without an id or file name skipped)."""
+    table: dict[str, list] = {name: [] for name in UNLABELLED_SPLITS}
+    for im in images:
+        if isinstance(im, dict) and isinstance(im.get("file_name"), str) and isinstance(im.get("id"), (int, str)):
+            table[GUARD_SPLIT if is_guard_image(im["file_name"]) else "train"].append(im["id"])
+    return table
+
+
+def is_unlabelled(data: Any) -> bool:
+    """Whether a parsed COCO file names images but no annotated people."""
+    return isinstance(data, dict) and not data.get("annotations")
+
+
 def resolve_splits(data: Mapping[str, Any]) -> dict[str, list]:
     """The splits of a parsed splits file, with the protocol's derived ``dev``/``test``/``dev_all`` (see
     :data:`DERIVED_TEST_SALT`) when it has ``dev`` and no ``test``."""
@@ -284,9 +314,9 @@ def load_coco_keypoints(annotations_json: PathLike, images_dir: PathLike, split:
     if isinstance(categories, list):
         category = next((c for c in categories if isinstance(c, dict) and isinstance(c.get("keypoints"), list)
                          and c["keypoints"]), None)
-    if category is None:
+    if category is None and not is_unlabelled(data):
         raise UserError(f"annotations file {annotations_json} has no category with 'keypoints' names")
-    source_names = tuple(str(n) for n in category["keypoints"])
+    source_names = tuple(str(n) for n in category["keypoints"]) if category else ()   # unlabelled photos: none
     num_source = len(source_names)
     mapping = topology.mapping_from(source_names)
     covered = mapping >= 0
@@ -306,10 +336,12 @@ def load_coco_keypoints(annotations_json: PathLike, images_dir: PathLike, split:
     if split is not None:
         if splits_json is None:
             splits_json = annotations_json.with_name("splits.json")
-            if not splits_json.is_file():
+            if not splits_json.is_file() and is_unlabelled(data) and split in UNLABELLED_SPLITS:
+                splits_json = None   # unlabelled photos: the derived train / guard splits
+            elif not splits_json.is_file():
                 raise UserError(f"split {split!r} requested but no splits file given "
                                 f"(and no splits.json next to {annotations_json})")
-        wanted = set(_split_ids(Path(splits_json), split))
+        wanted = set(_split_ids(Path(splits_json), split) if splits_json else unlabelled_splits(images)[split])
 
     images_root = images_dir.resolve()
     by_id: dict[Any, ImageRecord] = {}
