@@ -68,6 +68,9 @@ def test_training_with_an_average_evaluates_both_and_exports_the_average(data_di
     rows = {run: [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()
                   if "dev_coord_l1_px" in line] for run in (plain, averaged)}
     assert [r["step"] for r in rows[averaged]] == [0, 3, 6]
+    # last.keras' sidecar carries the final step's dev metrics (what zoo.publish records for a last.keras).
+    last = json.loads((plain / "last.json").read_text())
+    assert last["step"] == 6 and last["coord_l1_px"] == pytest.approx(rows[plain][-1]["dev_coord_l1_px"])
     # The trained weights follow the same path with and without the average beside them...
     for a, b in zip(rows[plain], rows[averaged]):
         assert b["dev_raw_coord_l1_px"] == pytest.approx(a["dev_coord_l1_px"], abs=1e-3)

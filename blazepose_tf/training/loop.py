@@ -440,11 +440,14 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
                file=sys.stderr)
     step = start
 
+    evaluated: dict = {}   # the latest evaluation's step and metrics (last.keras' sidecar when it is the last step)
+
     def run_eval() -> None:
         t = time.time()
         raw = task.evaluate(tf.summary.create_noop_writer(), step) if average else {}
         with average.swapped() if average else contextlib.nullcontext():
             metrics = task.evaluate(writer, step)
+            evaluated.update(step=step, metrics=metrics)
             if metrics[task.metric] > float(best_var.numpy()):
                 best_var.assign(metrics[task.metric])
                 export_inference(models, model_dir / "best.keras", metrics, step)
@@ -505,6 +508,7 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
             shutil.rmtree(scratch, ignore_errors=True)
     if chief:
         with average.swapped() if average else contextlib.nullcontext():
-            export_inference(models, model_dir / "last.keras", {}, step)
+            export_inference(models, model_dir / "last.keras",
+                             evaluated["metrics"] if evaluated.get("step") == step else {}, step)
     return {"step": step, "steps_per_epoch": steps_per_epoch, "losses": last_losses,
             f"best_dev_{task.metric}": float(best_var.numpy())}
