@@ -127,9 +127,10 @@ def test_smoke_flagfile_under_mirrored_strategy(data_dir, tmp_path):
         "sys.argv = ['blazepose_tf.train'] + sys.argv[1:]\n"
         "cli.run(train.main)\n"
     )
-    # With a weight average: its mirrored shadow weights are updated, swapped in and out across the replicas.
+    # With a weight average (its mirrored shadow weights are updated, swapped in and out across the replicas) and
+    # per-channel step sizes (mirrored multipliers read in each replica's update).
     cmd = [sys.executable, "-c", script] + _cmd(data_dir, model_dir, "--strategy=mirrored", "--steps=3",
-                                                "--ema_momentum=0.9")[3:]
+                                                "--ema_momentum=0.9", "--step_scale=channel")[3:]
     out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "num_replicas_in_sync=2" in out.stderr or "replicas: 2" in out.stderr
