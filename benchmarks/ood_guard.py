@@ -9,7 +9,8 @@ Data: the yoga photos (``--data``, default ``$BLAZEPOSE_TF_YOGA`` or ``../shared
 repository): a COCO-layout folder (``annotations.json`` naming the images, ``images/``; its annotations are empty
 and unused) or a plain folder of images. Only the guard quarter of the photos is used (``--subset=guard``, by file
 name: :func:`blazepose_tf.datasets.coco.is_guard_image`); the other three quarters are the ``train`` split that
-``data.prepare`` pseudo-labels for distillation, so a model is never judged on photos it was trained on
+``data.prepare`` writes for distillation when the photos come without a splits file, so a model trained on it is
+never judged on photos it was trained on
 (``--subset=all``: every photo). ``--limit N`` keeps the first N images.
 
 Every model set (``--models``; ``--detector`` / ``--landmarks`` add one more pipeline, the role not given taken
@@ -291,7 +292,8 @@ def _pct(x: Optional[float]) -> str:
 
 def markdown(results: Sequence[GuardResult], info: dict) -> str:
     """The guard table (percentages) with what it measures."""
-    lines = [f"Out-of-domain guard on {info['num_images']} photos of `{info['data']}` (IMAGE mode, runtime "
+    which = {"guard": "the guard quarter (never trained on) of ", "all": "every photo of "}.get(info.get("subset"), "")
+    lines = [f"Out-of-domain guard on {info['num_images']} photos, {which}`{info['data']}` (IMAGE mode, runtime "
              f"defaults). Agreement: share of points within {info['threshold']:g} × torso of MediaPipe's Full "
              f"(detector + Full) on the images where both find a pose; 21 points = those LSPET does not annotate "
              f"(face {len(UNANNOTATED_GROUPS['face'])}, hands {len(UNANNOTATED_GROUPS['hands'])}, feet "

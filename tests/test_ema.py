@@ -71,6 +71,11 @@ def test_training_with_an_average_evaluates_both_and_exports_the_average(data_di
     # last.keras' sidecar carries the final step's dev metrics (what zoo.publish records for a last.keras).
     last = json.loads((plain / "last.json").read_text())
     assert last["step"] == 6 and last["coord_l1_px"] == pytest.approx(rows[plain][-1]["dev_coord_l1_px"])
+    # Running a finished run again trains nothing and leaves its last.keras and sidecar as they were.
+    before = {p.name: p.read_bytes() for p in (plain / "last.keras", plain / "last.json")}
+    proc = _train(data_dir, plain)
+    assert proc.returncode == 0 and "already trained" in proc.stderr, proc.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in (plain / "last.keras", plain / "last.json")} == before
     # The trained weights follow the same path with and without the average beside them...
     for a, b in zip(rows[plain], rows[averaged]):
         assert b["dev_raw_coord_l1_px"] == pytest.approx(a["dev_coord_l1_px"], abs=1e-3)

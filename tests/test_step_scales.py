@@ -45,6 +45,13 @@ def test_channel_scale_is_the_rms_per_output_channel_and_floors_dead_channels():
     dead[..., 0] = 0.0
     got = channel_scale(dead, conv, True)
     assert 0 < got[..., 0] < 0.01 * np.median(got)
+    # Mostly dead: the floor follows the live channels, which keep their own scale.
+    mostly = np.zeros_like(kernel)
+    mostly[..., 2] = 0.01
+    got = channel_scale(mostly, conv, True).ravel()
+    assert got[2] == pytest.approx(0.01) and 0 < got[0] == got[1] < 1e-4
+    # An all-zero tensor (the official Lite's depthwise biases) has no scale: the rate as is.
+    np.testing.assert_array_equal(channel_scale(np.zeros(3), depthwise, False), [1.0])
 
 
 def test_scaled_steps_are_the_rate_times_the_channel_scale_times_the_layer_ratio():

@@ -506,7 +506,9 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
             batches_log.close()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-    if chief:
+    if chief and not (step == start and (model_dir / "last.keras").is_file()):   # a finished run's files stay
+        if evaluate and evaluated.get("step") != step:
+            run_eval()   # a run killed between its last checkpoint and its final evaluation
         with average.swapped() if average else contextlib.nullcontext():
             export_inference(models, model_dir / "last.keras",
                              evaluated["metrics"] if evaluated.get("step") == step else {}, step)

@@ -6,8 +6,8 @@ weight by about the learning rate whatever its size, so a rate that moves the la
 (issue #16: AdamW 1e-5 already costs the official Lite 2.5 dev crop PCK, 3e-5 costs 17).
 
 ``--step_scale=channel`` multiplies each weight's step by the RMS its kernel output channel had when training
-started (biases and other weights: by the RMS of the whole tensor), so the learning rate is a fraction of each
-channel's own scale. That is Adam on the well-conditioned parametrization ``W = s ⊙ V`` (``s`` the fixed
+started (biases and other weights: by the RMS of the whole tensor; an all-zero tensor, which has no scale, by 1),
+so the learning rate is a fraction of each channel's own scale. That is Adam on the well-conditioned parametrization ``W = s ⊙ V`` (``s`` the fixed
 per-channel RMS, ``V`` of unit scale), without changing the model: what is trained, saved and exported is ``W``.
 ``--first_layer_lr`` is a layer-wise learning rate: the rate's multiplier falls geometrically from 1 at the last
 layer with trainable weights to this value at the first, in the model's topological order.
@@ -44,15 +44,19 @@ def _channel_axes(layer, ndim: int, is_kernel: bool) -> Optional[tuple[int, ...]
 
 def channel_scale(value: np.ndarray, layer, is_kernel: bool) -> np.ndarray:
     """The RMS of ``value`` per output channel of a kernel (kept as broadcastable axes), or of the whole tensor;
-    floored at a small share of the median so that all-zero channels still move."""
+    floored at a small share of the median of the non-zero channels so that all-zero channels still move. A tensor
+    that is all zero (e.g. the official Lite's depthwise biases) has no scale of its own: it takes the learning
+    rate as is (multiplier 1)."""
     value = np.asarray(value, np.float64)
     axes = _channel_axes(layer, value.ndim, is_kernel)
     if axes is None:
         rms = np.full([1] * value.ndim, np.sqrt(np.mean(np.square(value))) if value.size else 0.0)
     else:
         rms = np.sqrt(np.mean(np.square(value), axis=axes, keepdims=True))
-    floor = _FLOOR * float(np.median(rms)) if np.median(rms) > 0 else 1.0
-    return np.maximum(rms, max(floor, 1e-12)).astype(np.float32)
+    live = rms[rms > 0]
+    if not live.size:
+        return np.ones_like(rms, np.float32)
+    return np.maximum(rms, _FLOOR * float(np.median(live))).astype(np.float32)
 
 
 def _variable_layers(model: keras.Model) -> dict[int, tuple[int, keras.layers.Layer, bool]]:
@@ -64,7 +68,7 @@ def _variable_layers(model: keras.Model) -> dict[int, tuple[int, keras.layers.La
         if list(layer._flatten_layers(include_self=False, recursive=False)) or not layer.trainable_weights:
             continue   # a container (its weights belong to its layers) or a layer without trainable weights
         for w in layer.trainable_weights:
-            out[id(w)] = (rank, layer, w.name in ("kernel", "depthwise_kernel"))
+            out[id(w)] = (rank, layer, w.name == "kernel")
         rank += 1
     return out
 
