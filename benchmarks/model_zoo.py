@@ -477,10 +477,11 @@ def render(rows: list[Row], info: dict[str, Any]) -> str:
         "trackers alone. Crop PCK: the tracker alone on ground-truth-aligned crops"
         + (f" ({info['num_crops']} crops spread over the split)" if info["crop_pck"] else " (not measured)") + ". "
         + (f"Yoga guard (`python -m benchmarks.ood_guard`, out of domain): on {info['yoga_images']} yoga photos "
-           "(unannotated; the guard quarter, never trained on: `data.prepare` writes the other photos as the `train` "
-           "split for distillation), the share where the pipeline finds a pose, and its agreement with MediaPipe's detector + "
-           "Full on the 21 points LSPET does not annotate (face, hands, feet): share within 0.1 torso of the "
-           "official Full's prediction where both find a pose; a drop means forgetting." if info["yoga_images"]
+           "(unannotated; the guard quarter, never trained on: `data.prepare` writes the other photos as the "
+           "`train` split for distillation), the share where the pipeline finds a pose, and its agreement with "
+           "MediaPipe's detector + Full on the 21 points LSPET does not annotate (face, hands, feet): share within "
+           "0.1 torso of the official Full's prediction where both find a pose; a drop means forgetting."
+           if info["yoga_images"]
            else "Yoga guard not measured (`--noyoga_guard`)."),
         "",
     ]

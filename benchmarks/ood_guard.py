@@ -145,7 +145,7 @@ def default_cache_dir() -> Path:
 
 
 def image_files(data: str | os.PathLike, limit: Optional[int] = None,
-                how: str = "pass --data or set BLAZEPOSE_TF_YOGA", subset: str = "guard") -> list[Path]:
+                how: str = "pass --data or set BLAZEPOSE_TF_YOGA", subset: str = GUARD_SPLIT) -> list[Path]:
     """The guard's images: those ``annotations.json`` names (COCO layout, files in ``images/``) in file order, or
     the image files of a plain folder sorted by name; with ``subset="guard"`` only the guard quarter that training
     never sees (:func:`blazepose_tf.datasets.coco.is_guard_image`; ``"all"``: every image); the first ``limit``.
@@ -292,7 +292,8 @@ def _pct(x: Optional[float]) -> str:
 
 def markdown(results: Sequence[GuardResult], info: dict) -> str:
     """The guard table (percentages) with what it measures."""
-    which = {"guard": "the guard quarter (never trained on) of ", "all": "every photo of "}.get(info.get("subset"), "")
+    which = {GUARD_SPLIT: "the guard quarter (never trained on) of ", "all": "every photo of "}.get(
+        info.get("subset"), "")
     lines = [f"Out-of-domain guard on {info['num_images']} photos, {which}`{info['data']}` (IMAGE mode, runtime "
              f"defaults). Agreement: share of points within {info['threshold']:g} × torso of MediaPipe's Full "
              f"(detector + Full) on the images where both find a pose; 21 points = those LSPET does not annotate "

@@ -334,14 +334,16 @@ def load_coco_keypoints(annotations_json: PathLike, images_dir: PathLike, split:
     problems: Counter = Counter()
     wanted: Optional[set] = None
     if split is not None:
-        if splits_json is None:
-            splits_json = annotations_json.with_name("splits.json")
-            if not splits_json.is_file() and is_unlabelled(data) and split in UNLABELLED_SPLITS:
-                splits_json = None   # unlabelled photos: the derived train / guard splits
-            elif not splits_json.is_file():
-                raise UserError(f"split {split!r} requested but no splits file given "
-                                f"(and no splits.json next to {annotations_json})")
-        wanted = set(_split_ids(Path(splits_json), split) if splits_json else unlabelled_splits(images)[split])
+        beside = annotations_json.with_name("splits.json")
+        if splits_json is None and beside.is_file():
+            splits_json = beside
+        if splits_json is not None:
+            wanted = set(_split_ids(Path(splits_json), split))
+        elif is_unlabelled(data) and split in UNLABELLED_SPLITS:
+            wanted = set(unlabelled_splits(images)[split])   # unlabelled photos: the derived train / guard splits
+        else:
+            raise UserError(f"split {split!r} requested but no splits file given "
+                            f"(and no splits.json next to {annotations_json})")
 
     images_root = images_dir.resolve()
     by_id: dict[Any, ImageRecord] = {}

@@ -98,8 +98,9 @@ class TrainConfig:
                                   lower_bound=0.0, upper_bound=0.9999)
     step_scale: str = setting("none", "Per-weight step size: none (the optimizer's own), or channel (each "
                               "weight's step times the RMS its kernel output channel had at the start, biases' "
-                              "times their tensor's RMS, all-zero tensors' times 1: the learning rate becomes a fraction of each channel's "
-                              "scale, for fine-tuning the folded official weights; blazepose_tf.training.step_scales).",
+                              "times their tensor's RMS, all-zero tensors' times 1: the learning rate becomes a "
+                              "fraction of each channel's scale, for fine-tuning the folded official weights; "
+                              "blazepose_tf.training.step_scales).",
                               choices=STEP_SCALES)
     first_layer_lr: float = setting(1.0, "Layer-wise learning rate: the multiplier of the rate falls geometrically "
                                     "from 1 at the last trainable layer to this at the first (1 = off).",

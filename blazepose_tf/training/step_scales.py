@@ -7,8 +7,9 @@ weight by about the learning rate whatever its size, so a rate that moves the la
 
 ``--step_scale=channel`` multiplies each weight's step by the RMS its kernel output channel had when training
 started (biases and other weights: by the RMS of the whole tensor; an all-zero tensor, which has no scale, by 1),
-so the learning rate is a fraction of each channel's own scale. That is Adam on the well-conditioned parametrization ``W = s ⊙ V`` (``s`` the fixed
-per-channel RMS, ``V`` of unit scale), without changing the model: what is trained, saved and exported is ``W``.
+so the learning rate is a fraction of each channel's own scale. That is Adam on the well-conditioned
+parametrization ``W = s ⊙ V`` (``s`` the fixed per-channel RMS, ``V`` of unit scale), without changing the model:
+what is trained, saved and exported is ``W``.
 ``--first_layer_lr`` is a layer-wise learning rate: the rate's multiplier falls geometrically from 1 at the last
 layer with trainable weights to this value at the first, in the model's topological order.
 
@@ -25,7 +26,7 @@ import tensorflow as tf
 
 from blazepose_tf.training.config import STEP_SCALES
 
-# A channel's multiplier is at least this share of its tensor's median channel RMS (dead, all-zero channels).
+# A channel's multiplier is at least this share of the median RMS of its tensor's non-zero channels (dead ones).
 _FLOOR = 1e-3
 
 
@@ -86,7 +87,6 @@ class StepScales(tf.Module):
             raise ValueError(f"the first layer's learning-rate ratio must be in (0, 1], got {first_layer_lr}")
         self.mode = mode
         self.first_layer_lr = first_layer_lr
-        self._model = model
         self._variables = list(variables)
         layers = _variable_layers(model)
         missing = [v.path for v in self._variables if id(v) not in layers]
@@ -113,9 +113,6 @@ class StepScales(tf.Module):
             else:
                 value = np.ones(scale.shape, np.float32)
             scale.assign((value * layer_ratio).astype(np.float32))
-
-    def __len__(self) -> int:
-        return len(self.scales)
 
 
 class _Scaled:
