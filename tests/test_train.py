@@ -146,6 +146,12 @@ def test_bad_flags_give_one_line_errors(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "error: no TFRecord shards match /nonexistent/*.tfrecord" in out.stderr
     assert not any(tmp_path.iterdir())      # checked before anything is written into --model_dir
+    out = subprocess.run([sys.executable, "-m", "blazepose_tf.train", "--train_data=/nonexistent/*.tfrecord",
+                          f"--model_dir={tmp_path}", "--topology=bogus"], cwd=ROOT, env=_env(), capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: --topology: unknown topology 'bogus'")
+    assert not any(tmp_path.iterdir())
 
 
 def test_regression_branch_training_leaves_the_heatmap_unchanged():
