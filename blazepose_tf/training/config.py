@@ -114,9 +114,6 @@ class TrainConfig:
     distill_points: str = setting("unannotated", "Points the teacher's outputs supervise: unannotated (those the "
                                   "ground truth does not annotate) or all (the teacher's on every point, beside "
                                   "the ground truth's).", choices=DISTILL_POINTS)
-    point_weights: str = setting("", "Per-point weights of every per-point loss term (ground truth and teacher): "
-                                 "comma-separated name=weight, a name being a point of the topology or a shell "
-                                 "pattern over them (e.g. *_heel=4,*_foot_index=4); other points weigh 1.")
     checkpoint_every: int = setting(200, "Checkpoint period in steps.", lower_bound=1)
     eval_every: int = setting(500, "Dev evaluation period in steps (0 = only at the end).", lower_bound=0)
     eval_batches: int = setting(20, "Dev batches per evaluation (0 = whole dev set).", lower_bound=0)

@@ -20,7 +20,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from blazepose_tf.errors import UserError
-from blazepose_tf.topology import AUX_ROI_POINTS, get_topology
+from blazepose_tf.topology import get_topology
 from blazepose_tf.training import evaluation, weighted_losses
 from blazepose_tf.training.augment import AugmentConfig
 from blazepose_tf.training.config import TrainConfig
@@ -241,16 +241,6 @@ def _examples(build: Callable[..., Examples], pattern: Optional[str], topology, 
     return examples
 
 
-def tracker_point_weights(cfg: TrainConfig, topology) -> Optional[np.ndarray]:
-    """``--point_weights`` as one weight per point of the topology and the two ROI points (None when unset); a
-    one-line :class:`UserError` for a bad value or a model other than the tracker."""
-    if not cfg.point_weights:
-        return None
-    if cfg.model != "tracker":
-        raise UserError("--point_weights is only supported for --model=tracker")
-    return weighted_losses.point_weight_vector(cfg.point_weights, tuple(topology.keypoints) + AUX_ROI_POINTS)
-
-
 def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
     """A tracker (our presets or the converted official Full) on aligned person crops."""
     data_cfg = TrackerDataConfig(batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
@@ -263,7 +253,6 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
                         f"(--preset={cfg.preset})")
     encode = target_encoder(models.num_points, models.input_size, with_offsets=models.has_offsets)
     weights = dict(cfg.loss_weights)
-    point_weights = tracker_point_weights(cfg, topology)
     teacher = load_teacher(cfg.distill_from) if cfg.distill_from else None
     train = _examples(tracker_examples, cfg.train_data, topology, cfg.decode_cache_mb, "train")
     dev = _examples(tracker_examples, cfg.dev_data, topology, cfg.decode_cache_mb, "dev")
@@ -281,8 +270,8 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
         dataset=lambda context, epoch, skip: tracker_dataset(
             train, data_cfg, training=True, topology=topology, epoch=epoch, skip_batches=skip,
             encode_targets=encode, repeat=True, input_context=context),
-        losses=lambda outputs, targets: weighted_losses.tracker_losses(
-            outputs, targets, weights, models.input_size, cfg.distill_points, point_weights),
+        losses=lambda outputs, targets: weighted_losses.tracker_losses(outputs, targets, weights,
+                                                                       models.input_size, cfg.distill_points),
         evaluate=evaluation.TrackerDevEvaluation(models, dev, topology, data_cfg, cfg.eval_batches)
         if dev else None,
         metric=cfg.best_metric, extra_targets=extra if teacher is not None else None)
@@ -375,7 +364,6 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
         topology = get_topology(cfg.topology)
     except KeyError as e:
         raise UserError(f"--topology: {e.args[0]}") from None
-    tracker_point_weights(cfg, topology)   # a bad value fails before the data is read
     strategy = make_strategy(cfg.strategy)   # before any other TensorFlow op (multi_worker)
     chief = is_chief(strategy)
     num_train = _training_records(cfg)

@@ -3,75 +3,42 @@ losses of :mod:`blazepose_tf.losses`. Weights missing from ``weights`` take thei
 :data:`blazepose_tf.training.config.LOSS_WEIGHTS` (the ``--w_<term>`` flags)."""
 from __future__ import annotations
 
-import fnmatch
-from typing import Mapping, Optional, Sequence
+from typing import Mapping
 
-import numpy as np
 import tensorflow as tf
 
 from blazepose_tf.codecs.targets import tf_regression_quality_labels
 from blazepose_tf.contract import DETECTOR_ROLES
-from blazepose_tf.errors import UserError
 from blazepose_tf.losses import (coordinate_loss, detector_classification_loss, detector_regression_loss,
                                  heatmap_loss, offset_loss, presence_loss, split_landmarks, visibility_loss)
 from blazepose_tf.training.config import default_loss_weights
 from blazepose_tf.training.registry import outputs_by_name
 
 
-def point_weight_vector(spec: str, names: Sequence[str]) -> np.ndarray:
-    """``--point_weights`` (``name=weight,...``; a name may be a shell pattern) → one weight per point of
-    ``names`` (1 where no pair matches; a later pair overrides an earlier one). A one-line :class:`UserError` for
-    a malformed pair, a negative or non-finite weight, or a name that matches no point."""
-    weights = np.ones(len(names), np.float32)
-    for pair in filter(None, (p.strip() for p in spec.split(","))):
-        name, sep, value = pair.partition("=")
-        try:
-            weight = float(value) if sep else float("nan")
-        except ValueError:
-            weight = float("nan")
-        if not np.isfinite(weight) or weight < 0:
-            raise UserError(f"--point_weights: {pair!r} is not name=weight with a weight >= 0")
-        hits = [i for i, n in enumerate(names) if fnmatch.fnmatchcase(n, name.strip())]
-        if not hits:
-            raise UserError(f"--point_weights: {name.strip()!r} matches none of the points ({', '.join(names)})")
-        weights[hits] = weight
-    return weights
-
-
 def tracker_losses(outputs, targets: Mapping[str, tf.Tensor], weights: Mapping[str, float],
-                   input_size: int = 256, distill_points: str = "unannotated",
-                   point_weights: Optional[np.ndarray] = None) -> dict:
+                   input_size: int = 256, distill_points: str = "unannotated") -> dict:
     """Weighted loss terms (scalars, batch means over annotated points): coordinates, z, visibility, presence,
     and when the model has those outputs the heatmap and offsets; with a teacher's targets
     (:func:`blazepose_tf.training.distillation.teacher_targets`), its coordinates and visibility (``distill``)
     and heatmap (``distill_heatmap``) on the points that are not ground truth, or on all (``distill_points``),
     and its presence (``distill_presence``: a student that learns the teacher's points but not its presence gates
-    people out). ``point_weights`` (:func:`point_weight_vector`, one per point) scale each point's share of every
-    per-point term."""
+    people out)."""
     w = {**default_loss_weights("tracker"), **weights}
     out = outputs_by_name(outputs)
     xyz, vis_logits, _ = split_landmarks(out["landmarks"], input_size)
-    num_points = targets["coord_mask"].shape[1]
-    pw = np.ones(num_points, np.float32)
-    if point_weights is not None:   # the points past the named ones (e.g. extra heatmap channels) weigh 1
-        n = min(num_points, len(point_weights))
-        pw[:n] = point_weights[:n]
-    m = targets["coord_mask"] * pw[:, None]
-    heatmap_mask = (targets["heatmap_mask"] * pw[:targets["heatmap_mask"].shape[-1]] if "heatmap_mask" in targets
-                    else None)
+    m = targets["coord_mask"]
     terms = {
         "coords": w["coords"] * coordinate_loss(targets["coords"][..., :2], xyz[..., :2], m[..., :2]),
         "z": w["z"] * coordinate_loss(targets["coords"][..., 2:], xyz[..., 2:], m[..., 2:]),
-        "visibility": w["visibility"] * visibility_loss(targets["visibility"], vis_logits,
-                                                        targets["visibility_mask"] * pw),
+        "visibility": w["visibility"] * visibility_loss(targets["visibility"], vis_logits, targets["visibility_mask"]),
         "presence": w["presence"] * presence_loss(targets["presence"], out["presence"]),
     }
     if "heatmap" in out and w["heatmap"] > 0:
-        terms["heatmap"] = w["heatmap"] * heatmap_loss(targets["heatmap"], out["heatmap"], heatmap_mask)
+        terms["heatmap"] = w["heatmap"] * heatmap_loss(targets["heatmap"], out["heatmap"], targets["heatmap_mask"])
     if "offsets" in out and "offsets" in targets and w["offset"] > 0:
         terms["offset"] = w["offset"] * offset_loss(targets["offsets"], out["offsets"], targets["offset_mask"],
-                                                    heatmap_mask)
-    selected = (tf.ones_like(targets["is_gt"]) if distill_points == "all" else 1.0 - targets["is_gt"]) * pw
+                                                    targets["heatmap_mask"])
+    selected = (tf.ones_like(targets["is_gt"]) if distill_points == "all" else 1.0 - targets["is_gt"])
     if "distill_coords" in targets and w["distill"] > 0:
         terms["distill"] = w["distill"] * (
             coordinate_loss(targets["distill_coords"][..., :2], xyz[..., :2],
