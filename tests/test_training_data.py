@@ -238,3 +238,19 @@ def test_replicas_of_a_global_batch_get_its_rows_augmented_alike(tmp_path):
         np.testing.assert_array_equal(np.concatenate([p[1]["keypoints"] for p in parts]), targets["keypoints"])
     with pytest.raises(UserError, match="cannot be split evenly between 3 replicas"):
         tracker_dataset(examples, cfg, input_context=tf.distribute.InputContext(1, 0, 3))
+
+
+def test_several_globs_separated_by_commas_read_their_union(tmp_path, monkeypatch):
+    from blazepose_tf.training.data import count_records, list_shards
+
+    for folder, n in (("a", 2), ("b", 3)):
+        (tmp_path / folder).mkdir()
+        _write_records(tmp_path / folder / "train-00000.tfrecord", [0.0] * n, dots=False)
+    monkeypatch.setenv("SHARDS", str(tmp_path))
+    both = f"$SHARDS/a/train-*.tfrecord, {tmp_path}/b/train-*.tfrecord"
+    assert list_shards(both) == [str(tmp_path / "a" / "train-00000.tfrecord"),
+                                 str(tmp_path / "b" / "train-00000.tfrecord")]
+    assert count_records(both) == 5
+    assert count_records(f"{tmp_path}/*/train-*.tfrecord,{tmp_path}/a/*.tfrecord") == 5   # overlaps count once
+    with pytest.raises(FileNotFoundError, match="c/train"):
+        list_shards(f"{tmp_path}/a/*.tfrecord,{tmp_path}/c/train-*.tfrecord")

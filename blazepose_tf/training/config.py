@@ -77,7 +77,8 @@ def setting(default: Any, help: str, *, choices: Optional[Sequence[str]] = None,
 class TrainConfig:
     """Everything a run needs; stored in ``model_dir/config.json`` (a resumed run must match it)."""
 
-    train_data: str = setting(MISSING, "Glob of training TFRecord shards (from data.prepare).")
+    train_data: str = setting(MISSING, "Glob of training TFRecord shards (from data.prepare); several globs "
+                                       "separated by commas.")
     model_dir: str = setting(MISSING, "Checkpoints, logs and exports go here; rerun to resume.")
     dev_data: Optional[str] = setting(None, "Glob of dev TFRecord shards (for periodic evaluation).")
     model: str = setting("tracker", "What to train.", choices=MODELS)

@@ -50,12 +50,19 @@ class TrackerDataConfig:
 
 
 def list_shards(pattern: str) -> list[str]:
-    """Sorted shard files (not folders) for a glob pattern (raises FileNotFoundError naming the pattern when
-    none)."""
-    files = sorted(f for f in glob.glob(pattern) if os.path.isfile(f))
+    """Sorted shard files (not folders) for a glob pattern, or several separated by commas (their union; ``~`` and
+    ``$VAR`` expanded in each). Raises FileNotFoundError naming a pattern that matches none."""
+    files: set[str] = set()
+    for part in (p.strip() for p in pattern.split(",")):
+        if not part:
+            continue
+        found = {f for f in glob.glob(os.path.expanduser(os.path.expandvars(part))) if os.path.isfile(f)}
+        if not found:
+            raise FileNotFoundError(f"no TFRecord shards match {part}")
+        files |= found
     if not files:
-        raise FileNotFoundError(f"no TFRecord shards match {pattern}")
-    return files
+        raise FileNotFoundError(f"no TFRecord shards match {pattern!r}")
+    return sorted(files)
 
 
 def count_records(pattern: str) -> int:
