@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from blazepose_tf.codecs.sides import fix_swapped_sides, torso_size
+from blazepose_tf.codecs.sides import fix_swapped_sides
 from blazepose_tf.datasets.coco import ImageRecord, PersonAnnotation
 from blazepose_tf.topology import BLAZEPOSE_33
 from blazepose_tf.types import Pose
@@ -70,13 +70,6 @@ def test_no_swap_without_clear_evidence(case):
     fixed, swapped = fix_swapped_sides(gt, avail, ref, T)
     assert swapped == []
     np.testing.assert_array_equal(fixed, gt)
-
-
-def test_torso_size_is_mid_shoulder_to_mid_hip():
-    pts, avail = _figure()
-    assert torso_size(pts, avail, T) == pytest.approx(60.0)
-    avail[T.index("right_shoulder")] = False
-    assert torso_size(pts, avail, T) == 0.0
 
 
 class _Teacher:

@@ -11,19 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from blazepose_tf.topology import Topology
+from blazepose_tf.topology import Topology, torso_size
 
 DEFAULT_RATIO = 0.5
 DEFAULT_MIN_GAIN = 0.2
-
-
-def torso_size(points: np.ndarray, available: np.ndarray, topology: Topology) -> float:
-    """Distance from mid-shoulder to mid-hip of ``points`` (K, ≥2); 0 when a shoulder or hip is not available."""
-    idx = [topology.index(n) for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip")]
-    if not np.all(available[idx]):
-        return 0.0
-    p = np.asarray(points, np.float64)[idx, :2]
-    return float(np.linalg.norm((p[0] + p[1]) / 2 - (p[2] + p[3]) / 2))
 
 
 def fix_swapped_sides(points: np.ndarray, available: np.ndarray, reference: np.ndarray, topology: Topology,
@@ -43,9 +34,10 @@ def fix_swapped_sides(points: np.ndarray, available: np.ndarray, reference: np.n
         ground-truth torso.
     """
     out = np.array(points, copy=True)
-    torso = torso_size(points, available, topology)
-    if torso <= 0:
+    torso_points = [topology.index(n) for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip")]
+    if not np.all(available[torso_points]):
         return out, []
+    torso = torso_size(np.asarray(points, np.float64), topology)
     gt = np.asarray(points, np.float64)[:, :2]
     ref = np.asarray(reference, np.float64)[:, :2]
     swapped = []
