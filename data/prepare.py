@@ -1,14 +1,12 @@
 """Prepares training data: aligned tracker crops with targets, as sharded TFRecords plus a manifest.
 
     python -m data.prepare --annotations COCO.json --images DIR [--splits splits.json] --output_dir OUT \
-        [--overwrite] [--kind tracker|detector] [--teacher official|none] [--fix_sides train] [--crop_size 384] [--limit N]
+        [--overwrite] [--kind tracker|detector] [--teacher official|none] [--crop_size 384] [--limit N]
 
 Reads any COCO-keypoints dataset (LSPET in ../shared/data, COCO, a user's own), maps its keypoints onto the
 tracker topology by name, and — with ``--teacher official`` — fills the points the dataset does not annotate
 (face, hands, feet, depth) with pseudo-labels from the official Full model run through the runtime pipeline.
-Ground truth always wins: each point records its source (0 none, 1 ground truth, 2 teacher) and a weight;
-with ``--fix_sides SPLIT,...`` those splits' left/right pairs that the teacher's pose says the annotator swapped are
-swapped back first (:mod:`blazepose_tf.codecs.sides`).
+Ground truth always wins: each point records its source (0 none, 1 ground truth, 2 teacher) and a weight.
 A dataset with images but no annotations (e.g. yoga_pose_photos) is labelled by the teacher alone; without a
 splits file it is written as two splits, ``train`` and ``guard`` (a fixed quarter of the photos by file name, kept
 for ``benchmarks.ood_guard``: train on ``train-*`` only).
@@ -50,7 +48,6 @@ from tqdm import tqdm
 
 from blazepose_tf import cli
 from blazepose_tf.codecs import roi as roi_codec
-from blazepose_tf.codecs.sides import fix_swapped_sides
 from blazepose_tf.codecs.targets import alignment_keypoints
 from blazepose_tf.contract import ROI_SCALE  # inference ROI = 2·r·ROI_SCALE (docs/design.md §5)
 from blazepose_tf.datasets.coco import ImageRecord, KeypointDataset, load_coco_keypoints
@@ -80,9 +77,6 @@ flags.DEFINE_enum("teacher", "official", ["official", "none"], "Pseudo-label tea
 flags.DEFINE_integer("crop_size", 384, "Stored crop side in pixels (the 256 training crop plus margin).")
 flags.DEFINE_float("margin", 1.5, "Stored crop side relative to the inference ROI side.")
 flags.DEFINE_float("teacher_weight", 0.5, "Loss weight of teacher pseudo-labels (ground truth has 1).")
-flags.DEFINE_list("fix_sides", [], "Splits (e.g. train) whose left/right ground-truth pairs are swapped back where "
-                  "the teacher's pose clearly says the annotator swapped them (blazepose_tf.codecs.sides); the "
-                  "count per pair is in the manifest's problems. Needs --teacher official.")
 flags.DEFINE_integer("shard_size", 1000, "Examples per TFRecord shard.")
 flags.DEFINE_integer("limit", None, "Only the first N images of each split (for quick runs).")
 flags.DEFINE_integer("num_threads", 2, "Threads for the teacher's TFLite inference.")
@@ -115,19 +109,16 @@ class Labeller:
         self.margin = margin
         self.teacher_weight = teacher_weight
 
-    def people(self, record: ImageRecord, image: np.ndarray, problems: Counter,
-               fix_sides: bool = False) -> Iterable[dict]:
+    def people(self, record: ImageRecord, image: np.ndarray, problems: Counter) -> Iterable[dict]:
         """Yields one labelled tracker example (aligned crop + targets) per usable person of ``record``."""
-        for merged in self.merged_people(record, image, problems, fix_sides):
+        for merged in self.merged_people(record, image, problems):
             ex = self.crop_example(image, merged, problems)
             if ex is not None:
                 yield ex
 
-    def merged_people(self, record: ImageRecord, image: np.ndarray, problems: Counter,
-                      fix_sides: bool = False) -> Iterable[dict]:
+    def merged_people(self, record: ImageRecord, image: np.ndarray, problems: Counter) -> Iterable[dict]:
         """Yields each usable person's ground truth merged with the teacher's pose (image pixels): ``points``
-        (K, 3), ``source``, ``weight``, ``visible``, ``vis_weight``, ``z_weight`` (K,). With ``fix_sides``, the
-        left/right pairs the teacher's pose says were swapped are swapped back (counted in ``problems``)."""
+        (K, 3), ``source``, ``weight``, ``visible``, ``vis_weight``, ``z_weight`` (K,)."""
         h, w = image.shape[:2]
         poses = self.teacher.process(image) if self.teacher is not None else []
         people = [p for p in record.people if not p.iscrowd and p.num_available > 0]
@@ -154,10 +145,6 @@ class Labeller:
                 if float(np.median(err)) > 0.3 * span:
                     pose = None
                     problems["teacher_disagrees"] += 1
-            if fix_sides and pose is not None:
-                gt, swapped = fix_swapped_sides(gt, avail, pose.keypoints, self.topology)
-                for left, _ in swapped:
-                    problems[f"sides_swapped_{left.removeprefix('left_')}"] += 1
             yield self._merge(gt, avail, pose)
 
     def _merge(self, gt, avail, pose) -> dict:
@@ -217,12 +204,12 @@ class Labeller:
                 "source": np.concatenate([source, [SOURCE_GT, SOURCE_GT]])}
 
     def image_example(self, record: ImageRecord, image: np.ndarray, problems: Counter,
-                      image_size: int, fix_sides: bool = False) -> Optional[dict]:
+                      image_size: int) -> Optional[dict]:
         """One detector example: the image downscaled to at most ``image_size`` on its longer side, with every
         merged person (up to ``MAX_PEOPLE``) scaled alike; None (counted) when no person has a torso."""
         import cv2
         people = []
-        for merged in self.merged_people(record, image, problems, fix_sides):
+        for merged in self.merged_people(record, image, problems):
             known = merged["source"] > SOURCE_NONE
             if not alignment_keypoints(merged["points"], known, self.topology)[1].all():
                 problems["no_torso"] += 1
@@ -308,8 +295,7 @@ class ShardWriter:
 
 
 def prepare_split(dataset, labeller: Labeller, out_dir: Path, split: str, shard_size: int,
-                  progress: bool = True, kind: str = "tracker", image_size: int = 320,
-                  fix_sides: bool = False) -> dict:
+                  progress: bool = True, kind: str = "tracker", image_size: int = 320) -> dict:
     """Labels and writes one split (tracker crops or detector images); returns its manifest entry."""
     problems: Counter = Counter(dataset.problems)
     k = labeller.topology.num_keypoints
@@ -324,11 +310,11 @@ def prepare_split(dataset, labeller: Labeller, out_dir: Path, split: str, shard_
             problems["missing_image" if "not found" in str(e) or "no such" in str(e).lower() else "unreadable_image"] += 1
             continue
         if kind == "detector":
-            ex = labeller.image_example(rec, image, problems, image_size, fix_sides)
+            ex = labeller.image_example(rec, image, problems, image_size)
             examples = [ex] if ex is not None else []
             serialize = to_detector_example
         else:
-            examples = labeller.people(rec, image, problems, fix_sides)
+            examples = labeller.people(rec, image, problems)
             serialize = to_example
         for ex in examples:
             writer.write(serialize(ex, rec.image_id, str(rec.file_path)))
@@ -446,7 +432,7 @@ def write_output(folder: Path, datasets: dict[str, KeypointDataset], labeller: L
     """Writes every split's shards and then ``manifest.json`` into ``folder``; prints a line per split."""
     for name, ds in datasets.items():
         entry = prepare_split(ds, labeller, folder, name, FLAGS.shard_size, FLAGS.progress, FLAGS.kind,
-                              FLAGS.image_size, fix_sides=name in FLAGS.fix_sides)
+                              FLAGS.image_size)
         manifest["splits"][name] = entry
         problems = ", ".join(f"{k}={v}" for k, v in sorted(entry["problems"].items())) or "none"
         print(f"{name}: {entry['examples']} examples ({entry['people']} people) from {entry['images']} images; "
@@ -466,12 +452,6 @@ def main(argv: list[str]) -> int:
         if unknown:
             raise UserError(f"unknown split(s) {sorted(unknown)}; known: {split_names}")
         split_names = list(FLAGS.split_names)
-    unknown = set(FLAGS.fix_sides) - {s or "all" for s in split_names}
-    if unknown:
-        raise UserError(f"--fix_sides names split(s) {sorted(unknown)} not being prepared; prepared: "
-                        f"{[s or 'all' for s in split_names]}")
-    if FLAGS.fix_sides and FLAGS.teacher != "official":
-        raise UserError("--fix_sides compares the ground truth with the teacher's pose: it needs --teacher official")
     datasets: dict[str, KeypointDataset] = {}
     for split in split_names:  # every input is checked before anything is written
         ds = load_coco_keypoints(FLAGS.annotations, FLAGS.images, split=split,
@@ -486,7 +466,7 @@ def main(argv: list[str]) -> int:
     labeller = Labeller(teacher, BLAZEPOSE_33, FLAGS.crop_size, FLAGS.margin, FLAGS.teacher_weight)
     manifest = {"kind": FLAGS.kind, "annotations": str(FLAGS.annotations), "teacher": FLAGS.teacher,
                 "crop_size": FLAGS.crop_size, "image_size": FLAGS.image_size, "max_people": MAX_PEOPLE,
-                "margin": FLAGS.margin, "roi_scale": ROI_SCALE, "fix_sides": list(FLAGS.fix_sides), "topology": list(BLAZEPOSE_33.keypoints),
+                "margin": FLAGS.margin, "roi_scale": ROI_SCALE, "topology": list(BLAZEPOSE_33.keypoints),
                 "aux_points": ["roi_center", "roi_scale"], "splits": {}}
     write_atomically(out_dir, lambda folder: write_output(folder, datasets, labeller, manifest))
     print(f"manifest -> {out_dir / 'manifest.json'}")

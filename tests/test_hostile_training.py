@@ -86,8 +86,7 @@ def test_prepare_refuses_a_non_empty_output_and_overwrite_replaces_it_whole(coco
     assert siblings(out) == {"prepared"}      # no temporary or set-aside folder left
 
 
-@pytest.mark.parametrize("case", ["output_is_a_file", "malformed_splits", "foreign_files", "output_is_input",
-                                  "fix_sides_unknown_split", "fix_sides_without_teacher"])
+@pytest.mark.parametrize("case", ["output_is_a_file", "malformed_splits", "foreign_files", "output_is_input"])
 def test_prepare_refusals_change_nothing(case, coco, tmp_path):
     out = tmp_path / "out"
     extra: list[str] = []
@@ -105,12 +104,6 @@ def test_prepare_refusals_change_nothing(case, coco, tmp_path):
         (out / "train-00000.tfrecord").write_bytes(b"old")
         extra = ["--overwrite"]
         words = ("notes.txt", "does not write", "--overwrite")
-    elif case == "fix_sides_unknown_split":
-        extra = ["--fix_sides=trian"]
-        words = ("--fix_sides", "trian", "train")
-    elif case == "fix_sides_without_teacher":
-        extra = ["--fix_sides=train"]          # the fixture's prepare() runs --teacher none
-        words = ("--fix_sides", "--teacher official")
     else:
         out = coco["images"]
         extra = ["--overwrite"]
