@@ -203,3 +203,24 @@ def test_flags_are_generated_from_the_train_config():
     values(["train", "--train_data=a"])
     with pytest.raises(UserError, match="--model_dir is required"):
         TrainConfig.from_flags(values)
+
+
+def test_augmentation_ranges_come_from_the_flags():
+    from absl import flags as absl_flags
+
+    from blazepose_tf.training.augment import AugmentConfig
+    from blazepose_tf.training.config import TrainConfig, define_flags
+    from blazepose_tf.training.loop import tracker_augment
+
+    values = absl_flags.FlagValues()
+    define_flags(values)
+    values(["train", "--train_data=a", "--model_dir=b", "--augment_scale=0.3", "--augment_rotation=30"])
+    aug = tracker_augment(TrainConfig.from_flags(values))
+    assert (aug.scale, aug.shift, aug.rotation_deg) == (0.3, AugmentConfig().shift, 30.0)
+    assert aug.flip_prob == AugmentConfig().flip_prob > 0          # the other draws keep their defaults
+    values.unparse_flags()
+    values(["train", "--train_data=a", "--model_dir=b", "--augment_scale=0.3", "--noaugment"])
+    assert tracker_augment(TrainConfig.from_flags(values)) == AugmentConfig.none()
+    values.unparse_flags()
+    with pytest.raises(absl_flags.IllegalFlagValueError):
+        values(["train", "--augment_scale=1.5"])

@@ -128,6 +128,12 @@ class TrainConfig:
                                      "fit in this many MiB (the dev images likewise); larger data is decoded as "
                                      "it is read (the same batches, more CPU per step).", lower_bound=0.0)
     augment: bool = setting(True, "Random scale/shift/rotation/flip/colour/occlusion augmentation.")
+    augment_scale: float = setting(0.10, "Tracker augmentation: the person's size in the crop is drawn uniformly "
+                                   "in [1 - x, 1 + x].", lower_bound=0.0, upper_bound=0.9)
+    augment_shift: float = setting(0.10, "Tracker augmentation: crop shift per axis, uniform within ± this "
+                                   "fraction of the crop.", lower_bound=0.0, upper_bound=0.5)
+    augment_rotation: float = setting(20.0, "Tracker augmentation: rotation, uniform within ± this many degrees.",
+                                      lower_bound=0.0, upper_bound=180.0)
     progress: bool = setting(True, "Show a progress bar.")
     log_batches: bool = setting(False, "Append each step's batch fingerprint to model_dir/batches.jsonl (used by "
                                 "the resume test).")

@@ -241,10 +241,18 @@ def _examples(build: Callable[..., Examples], pattern: Optional[str], topology, 
     return examples
 
 
+def tracker_augment(cfg: TrainConfig) -> AugmentConfig:
+    """The tracker's augmentation: :class:`AugmentConfig`'s defaults with the ``--augment_scale``,
+    ``--augment_shift`` and ``--augment_rotation`` ranges; none with ``--noaugment``."""
+    if not cfg.augment:
+        return AugmentConfig.none()
+    return AugmentConfig(scale=cfg.augment_scale, shift=cfg.augment_shift, rotation_deg=cfg.augment_rotation)
+
+
 def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
     """A tracker (our presets or the converted official Full) on aligned person crops."""
     data_cfg = TrackerDataConfig(batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
-                                 augment=AugmentConfig() if cfg.augment else AugmentConfig.none())
+                                 augment=tracker_augment(cfg))
     with strategy.scope():
         models = build_models(cfg.preset, topology)
         restrict_trainable(models, cfg.trainable)
