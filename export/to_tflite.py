@@ -67,7 +67,7 @@ from absl import flags
 from blazepose_tf import cli
 from blazepose_tf.contract import QUANTIZATIONS
 from blazepose_tf.errors import UserError
-from blazepose_tf.topology import AUX_ROI_POINTS, BLAZEPOSE_33, Topology, get_topology
+from blazepose_tf.topology import AUX_ROI_POINTS, BLAZEPOSE_33, TOPOLOGIES, Topology, get_topology
 from export import metadata as md
 from export.conversion import (ConversionError, PreparedModel, convert, load_keras_model, named_outputs,
                                output_roles, prepare_model, runtime_mismatch)
@@ -243,10 +243,7 @@ def main(argv: list[str]) -> int:
     FLAGS = flags.FLAGS
     if not FLAGS.model or not FLAGS.output:
         raise UserError("--model and --output are required (see --help)")
-    try:
-        topology = get_topology(FLAGS.topology)
-    except KeyError as e:
-        raise UserError(str(e.args[0])) from None
+    topology = get_topology(FLAGS.topology)   # one of the flag's choices
     value_range = None
     if FLAGS.input_range:
         try:
@@ -315,7 +312,7 @@ def define_flags() -> None:
                       "the keypoint error on 64 other calibration inputs (it helps the Full models, not the official "
                       "Lite).")
     flags.DEFINE_enum("kind", "auto", ["auto", "tracker", "detector"], "Model kind (auto: from the output names).")
-    flags.DEFINE_string("topology", BLAZEPOSE_33.name, "Tracker keypoint topology (blazepose33, coco17).")
+    flags.DEFINE_enum("topology", BLAZEPOSE_33.name, sorted(TOPOLOGIES), "Tracker keypoint topology.")
     flags.DEFINE_string("name", None, "Model name stored in the metadata (default: the Keras model's name).")
     flags.DEFINE_string("model_version", "1", "Model version stored in the metadata.")
     flags.DEFINE_string("input_range", None, "Input range LO,HI (default: tracker 0,1; detector -1,1).")

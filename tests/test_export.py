@@ -204,6 +204,9 @@ def test_cli_export_and_errors(tracker, dataset, tmp_path):
     proc = _cli("--model", str(keras_path), "--output", str(out), "--quantize", "fp16", "--float_layers", "3")
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --float_layers and --activation_ranges are " \
         "int8 settings: they need --quantize int8"
+    proc = _cli("--model", str(keras_path), "--output", str(out), "--topology", "bogus")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "error: flag --topology=bogus: value should be one of <blazepose33|coco17>" in proc.stderr
     bad = tmp_path / "bad.tflite"
     proc = _cli("--model", str(keras_path), "--output", str(bad), "--quantize", "int8", "--representative",
                 str(dataset), "--num_calibration", "4", "--float_layers", "landmarks,nope")

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple, Optional, Sequence, get_type_hints
 from absl import flags
 
 from blazepose_tf.errors import UserError
+from blazepose_tf.topology import TOPOLOGIES
 
 MODELS = ("tracker", "detector")
 SCHEDULES = ("cosine", "constant")
@@ -85,7 +86,7 @@ class TrainConfig:
     preset: str = setting("lite", "Model preset: a tracker's (blazepose_tf.models.tracker.TRACKER_PRESETS: ours, "
                           "MediaPipe's official_full and official_lite, smoke) or a detector's (blazepose_tf.models.detector."
                           "DETECTOR_PRESETS); python -m blazepose_tf.models.summary lists the ones built here.")
-    topology: str = setting("blazepose33", "Keypoint topology name.")
+    topology: str = setting("blazepose33", "Keypoint topology name.", choices=tuple(sorted(TOPOLOGIES)))
     batch_size: int = setting(32, "Global batch size.", lower_bound=1)
     steps: int = setting(1000, "Total training steps.", lower_bound=1)
     learning_rate: float = setting(1e-3, "Peak learning rate.", lower_bound=0.0)

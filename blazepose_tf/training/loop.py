@@ -368,10 +368,7 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
         raise UserError(f"--model_dir {model_dir} is a file, not a folder")
     if cfg.model not in TASKS:
         raise UserError(f"--model must be one of {', '.join(TASKS)}, got {cfg.model!r}")
-    try:
-        topology = get_topology(cfg.topology)
-    except KeyError as e:
-        raise UserError(f"--topology: {e.args[0]}") from None
+    topology = get_topology(cfg.topology)   # one of the flag's choices
     strategy = make_strategy(cfg.strategy)   # before any other TensorFlow op (multi_worker)
     chief = is_chief(strategy)
     num_train = _training_records(cfg)
