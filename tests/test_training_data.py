@@ -254,3 +254,41 @@ def test_several_globs_separated_by_commas_read_their_union(tmp_path, monkeypatc
     assert count_records(f"{tmp_path}/*/train-*.tfrecord,{tmp_path}/a/*.tfrecord") == 5   # overlaps count once
     with pytest.raises(FileNotFoundError, match="c/train"):
         list_shards(f"{tmp_path}/a/*.tfrecord,{tmp_path}/c/train-*.tfrecord")
+
+
+class _TeacherAt:
+    """A teacher whose one pose is the ground truth, found in ``roi``."""
+
+    def __init__(self, keypoints, roi):
+        from blazepose_tf.types import Pose
+
+        pts = np.concatenate([keypoints, np.zeros((K, 1))], 1)
+        self.pose = Pose(keypoints=pts, visibility=np.ones(K), presence=np.ones(K), score=1.0, roi=roi,
+                         aux_keypoints=None)
+
+    def process(self, image):
+        return [self.pose]
+
+
+@pytest.mark.parametrize("crop_on", ["gt", "detector"])
+def test_prepare_crops_on_the_teachers_roi_when_asked(crop_on):
+    from blazepose_tf.types import Roi
+
+    kps, avail = _person(0.0)
+    image = np.full((320, 400, 3), 90, np.uint8)
+    det_roi = Roi(230.0, 120.0, 200.0, 200.0, 0.0)      # off the ground-truth alignment on purpose
+    rec = ImageRecord(image_id=1, file_path="x.jpg", width=400, height=320,
+                      people=[PersonAnnotation(kps, avail, None, None, False, 1)])
+    labeller = Labeller(_TeacherAt(kps, det_roi), BLAZEPOSE_33, crop_size=300, margin=1.5, teacher_weight=0.5,
+                        crop_on=crop_on)
+    problems: Counter = Counter()
+    [ex] = list(labeller.people(rec, image, problems))
+    hip = ex["keypoints"][IDX("left_hip"), :2]
+    side = 200.0 * 1.5                                   # the teacher's ROI with the stored margin
+    at_roi = (kps[IDX("left_hip")] - np.array([230.0, 120.0])) / side * 300 + 150
+    if crop_on == "detector":
+        np.testing.assert_allclose(hip, at_roi, atol=1e-3)
+    else:   # the ground-truth alignment: mid-hip at the crop centre, the hip half a hip-width to its side
+        assert not np.allclose(hip, at_roi, atol=1.0)
+        np.testing.assert_allclose(ex["keypoints"][K, :2], [150, 150], atol=1e-3)
+    assert problems == Counter()
