@@ -56,7 +56,6 @@ from blazepose_tf.errors import InputError, UserError
 from blazepose_tf.io.images import load_image
 from blazepose_tf.metrics import match_prediction
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
-from blazepose_tf.types import Roi
 from blazepose_tf.training.detector_data import MAX_PEOPLE  # people stored per detector example (what it reads)
 
 SOURCE_NONE, SOURCE_GT, SOURCE_TEACHER = 0, 1, 2
@@ -78,9 +77,6 @@ flags.DEFINE_enum("teacher", "official", ["official", "none"], "Pseudo-label tea
 flags.DEFINE_integer("crop_size", 384, "Stored crop side in pixels (the 256 training crop plus margin).")
 flags.DEFINE_float("margin", 1.5, "Stored crop side relative to the inference ROI side.")
 flags.DEFINE_float("teacher_weight", 0.5, "Loss weight of teacher pseudo-labels (ground truth has 1).")
-flags.DEFINE_enum("crop_on", "gt", ["gt", "detector"], "--kind tracker: centre each crop on the ground-truth "
-                  "alignment (gt) or on the ROI the teacher's pipeline gave its tracker (detector: the crops the "
-                  "runtime feeds; ground truth where the teacher found nobody).")
 flags.DEFINE_integer("shard_size", 1000, "Examples per TFRecord shard.")
 flags.DEFINE_integer("limit", None, "Only the first N images of each split (for quick runs).")
 flags.DEFINE_integer("num_threads", 2, "Threads for the teacher's TFLite inference.")
@@ -106,10 +102,8 @@ def _ints(v: np.ndarray):
 class Labeller:
     """Merges ground truth with teacher pseudo-labels and cuts the aligned crop of one person."""
 
-    def __init__(self, teacher, topology: Topology, crop_size: int, margin: float, teacher_weight: float,
-                 crop_on: str = "gt"):
+    def __init__(self, teacher, topology: Topology, crop_size: int, margin: float, teacher_weight: float):
         self.teacher = teacher
-        self.crop_on = crop_on
         self.topology = topology
         self.crop_size = crop_size
         self.margin = margin
@@ -179,7 +173,7 @@ class Labeller:
                 weight[~avail] = 0.0
                 vis_weight[~avail] = 0.0
         return {"points": pts, "source": source, "weight": weight, "visible": visible, "vis_weight": vis_weight,
-                "z_weight": z_weight, "roi": pose.roi if pose is not None else None}
+                "z_weight": z_weight}
 
     def crop_example(self, image: np.ndarray, merged: dict, problems: Counter) -> Optional[dict]:
         """The aligned crop (with margin) of one merged person and its per-point arrays in crop pixels; None
@@ -191,12 +185,6 @@ class Labeller:
             problems["no_torso"] += 1
             return None
         roi = roi_codec.alignment_roi(align[0], align[1], scale=ROI_SCALE * self.margin)
-        if self.crop_on == "detector":
-            if merged.get("roi") is not None:   # the ROI the teacher's pipeline ran its tracker on
-                r = merged["roi"]
-                roi = Roi(r.x_center, r.y_center, r.width * self.margin, r.height * self.margin, r.rotation)
-            else:
-                problems["cropped_on_ground_truth"] += 1
         if roi.width < 8:
             problems["person_too_small"] += 1
             return None
@@ -475,10 +463,10 @@ def main(argv: list[str]) -> int:
     if FLAGS.teacher == "official":
         from blazepose_tf.runtime.pipeline import PoseTracker
         teacher = PoseTracker.from_official(mode="image", num_threads=FLAGS.num_threads, num_poses=3)
-    labeller = Labeller(teacher, BLAZEPOSE_33, FLAGS.crop_size, FLAGS.margin, FLAGS.teacher_weight, FLAGS.crop_on)
+    labeller = Labeller(teacher, BLAZEPOSE_33, FLAGS.crop_size, FLAGS.margin, FLAGS.teacher_weight)
     manifest = {"kind": FLAGS.kind, "annotations": str(FLAGS.annotations), "teacher": FLAGS.teacher,
                 "crop_size": FLAGS.crop_size, "image_size": FLAGS.image_size, "max_people": MAX_PEOPLE,
-                "margin": FLAGS.margin, "roi_scale": ROI_SCALE, "crop_on": FLAGS.crop_on, "topology": list(BLAZEPOSE_33.keypoints),
+                "margin": FLAGS.margin, "roi_scale": ROI_SCALE, "topology": list(BLAZEPOSE_33.keypoints),
                 "aux_points": ["roi_center", "roi_scale"], "splits": {}}
     write_atomically(out_dir, lambda folder: write_output(folder, datasets, labeller, manifest))
     print(f"manifest -> {out_dir / 'manifest.json'}")
