@@ -4,6 +4,7 @@ batches."""
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 
 import numpy as np
@@ -247,6 +248,8 @@ def test_several_globs_separated_by_commas_read_their_union(tmp_path, monkeypatc
         (tmp_path / folder).mkdir()
         _write_records(tmp_path / folder / "train-00000.tfrecord", [0.0] * n, dots=False)
     monkeypatch.setenv("SHARDS", str(tmp_path))
+    from blazepose_tf.training.data import expand_patterns
+    assert expand_patterns(" ~/x-*.tfrecord, $SHARDS/b/*,") == f"{os.path.expanduser('~')}/x-*.tfrecord,{tmp_path}/b/*"
     both = f"$SHARDS/a/train-*.tfrecord, {tmp_path}/b/train-*.tfrecord"
     assert list_shards(both) == [str(tmp_path / "a" / "train-00000.tfrecord"),
                                  str(tmp_path / "b" / "train-00000.tfrecord")]
@@ -254,4 +257,3 @@ def test_several_globs_separated_by_commas_read_their_union(tmp_path, monkeypatc
     assert count_records(f"{tmp_path}/*/train-*.tfrecord,{tmp_path}/a/*.tfrecord") == 5   # overlaps count once
     with pytest.raises(FileNotFoundError, match="c/train"):
         list_shards(f"{tmp_path}/a/*.tfrecord,{tmp_path}/c/train-*.tfrecord")
-

@@ -81,7 +81,8 @@ class TrainConfig:
     train_data: str = setting(MISSING, "Glob of training TFRecord shards (from data.prepare); several globs "
                                        "separated by commas.")
     model_dir: str = setting(MISSING, "Checkpoints, logs and exports go here; rerun to resume.")
-    dev_data: Optional[str] = setting(None, "Glob of dev TFRecord shards (for periodic evaluation).")
+    dev_data: Optional[str] = setting(None, "Glob of dev TFRecord shards (for periodic evaluation); several globs "
+                                      "separated by commas.")
     model: str = setting("tracker", "What to train.", choices=MODELS)
     preset: str = setting("lite", "Model preset: a tracker's (blazepose_tf.models.tracker.TRACKER_PRESETS: ours, "
                           "MediaPipe's official_full and official_lite, smoke) or a detector's (blazepose_tf.models.detector."

@@ -49,14 +49,18 @@ class TrackerDataConfig:
     cache_mb: float = 0.0     # decoded images kept in memory up to this size (MiB); 0: decoded as read
 
 
+def expand_patterns(pattern: str) -> str:
+    """A glob, or several separated by commas, with ``~`` and ``$VAR`` expanded in each (empty ones dropped)."""
+    parts = (p.strip() for p in pattern.split(","))
+    return ",".join(os.path.expanduser(os.path.expandvars(p)) for p in parts if p)
+
+
 def list_shards(pattern: str) -> list[str]:
-    """Sorted shard files (not folders) for a glob pattern, or several separated by commas (their union; ``~`` and
-    ``$VAR`` expanded in each). Raises FileNotFoundError naming a pattern that matches none."""
+    """Sorted shard files (not folders) for a glob pattern, or several separated by commas (their union; each
+    expanded by :func:`expand_patterns`). Raises FileNotFoundError naming a pattern that matches none."""
     files: set[str] = set()
-    for part in (p.strip() for p in pattern.split(",")):
-        if not part:
-            continue
-        found = {f for f in glob.glob(os.path.expanduser(os.path.expandvars(part))) if os.path.isfile(f)}
+    for part in filter(None, expand_patterns(pattern).split(",")):
+        found = {f for f in glob.glob(part) if os.path.isfile(f)}
         if not found:
             raise FileNotFoundError(f"no TFRecord shards match {part}")
         files |= found

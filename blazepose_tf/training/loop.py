@@ -24,8 +24,8 @@ from blazepose_tf.topology import get_topology
 from blazepose_tf.training import evaluation, weighted_losses
 from blazepose_tf.training.augment import AugmentConfig
 from blazepose_tf.training.config import TrainConfig
-from blazepose_tf.training.data import (Examples, TrackerDataConfig, count_records, replica_batch_size,
-                                       tracker_dataset, tracker_examples)
+from blazepose_tf.training.data import (Examples, TrackerDataConfig, count_records, expand_patterns,
+                                       replica_batch_size, tracker_dataset, tracker_examples)
 from blazepose_tf.training.detector_data import (DetectorDataConfig, detector_augment, detector_dataset,
                                                  detector_examples)
 from blazepose_tf.training.distillation import check_heatmap_distillation, load_teacher, teacher_targets
@@ -360,8 +360,8 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
     reach (shared storage): all of them resume from its latest checkpoint, only the chief writes into it (logs,
     dev evaluation, checkpoints, exports); the others save their share of each checkpoint into a temporary
     folder of their own."""
-    cfg.train_data = os.path.expanduser(os.path.expandvars(cfg.train_data))
-    cfg.dev_data = os.path.expanduser(os.path.expandvars(cfg.dev_data)) if cfg.dev_data else None
+    cfg.train_data = expand_patterns(cfg.train_data)
+    cfg.dev_data = expand_patterns(cfg.dev_data) if cfg.dev_data else None
     cfg.model_dir = os.path.expanduser(os.path.expandvars(cfg.model_dir))
     model_dir = Path(cfg.model_dir)
     if model_dir.exists() and not model_dir.is_dir():
