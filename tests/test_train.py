@@ -152,6 +152,11 @@ def test_bad_flags_give_one_line_errors(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "error: flag --topology=bogus: value should be one of <blazepose33|coco17>" in out.stderr
     assert not any(tmp_path.iterdir())
+    out = subprocess.run([sys.executable, "-m", "blazepose_tf.train", "--train_data=,", f"--model_dir={tmp_path}"],
+                         cwd=ROOT, env=_env(), capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "error: --train_data names no glob of TFRecord shards"
+    assert not any(tmp_path.iterdir())
 
 
 def test_regression_branch_training_leaves_the_heatmap_unchanged():

@@ -192,7 +192,9 @@ def _training_records(cfg: TrainConfig) -> int:
     counts = {}
     for flag in ("train_data", "dev_data"):
         pattern = getattr(cfg, flag)
-        if pattern:
+        if pattern == "":   # e.g. "," once expanded (train(): expand_patterns)
+            raise UserError(f"--{flag} names no glob of TFRecord shards")
+        if pattern is not None:
             try:
                 counts[flag] = count_records(pattern)
             except FileNotFoundError as e:
