@@ -15,9 +15,9 @@ runtime uses it) as:
   correction; no float layer);
 * with ``--ranges_row``, ``int8-ranges``: ``--activation_ranges auto`` (min/max, percentile or MSE ranges, whichever
   scores best on dev);
-* ``int8-selective``: ``--float_layers auto`` (with the ranges ``int8-ranges`` chose, when it ran): the most
-  sensitive layers kept in float until the pipeline PCK on dev is within ``--max_pck_drop`` of fp32, with at most
-  ``--float_mac_budget`` of the MACs in float;
+* ``int8-selective``: ``--float_layers auto`` (with the ranges ``int8-ranges`` chose, when it ran): the float set
+  of the greedy search (:mod:`export.float_search`) whose pipeline PCK on dev is first within ``--max_pck_drop`` of
+  fp32, with at most ``--float_mac_budget`` of the MACs in float;
 * with ``--heatmap_cost`` (default), also ``fp16 -heatmap`` (``--nokeep_heatmap``) for trackers with a heatmap:
   what dropping it costs.
 
@@ -57,6 +57,11 @@ INT8_MAC_TARGET = 0.80    # share of MACs int8-selective must keep in int8
 # The targets are for the shipped Full and Lite: the zoo Full, and the official Lite (the zoo's Lite is to be
 # replaced by a head refit of it; give the new one as NAME=PATH.keras); every other model is reported for information.
 TARGET_MODELS = ("zoo_full", "official_lite", "zoo_lite")
+# The modules that decide what an int8 file holds: a change to any of them exports every int8 variant again instead
+# of reusing a cached file made by older code.
+EXPORT_CODE = hashlib.sha1(b"".join((_REPO / "export" / f).read_bytes() for f in (
+    "int8_export.py", "float_search.py", "int8_graph.py", "ranges.py", "bias_correction.py", "conversion.py",
+    "layer_errors.py"))).hexdigest()[:12]
 
 
 def _zoo(name: str) -> Callable[[], Path]:
@@ -183,7 +188,7 @@ def export_rows(key: str, source: Path, out_dir: Path, choose_spec: str) -> list
         slug = v.name.replace(" -heatmap", "_noheatmap").replace("-", "_")
         # A changed source model or export setting is exported again.
         settings_key = json.dumps([v.int8, v.keep_heatmap, FLAGS.representative, FLAGS.num_calibration,
-                                   choose_spec, FLAGS.detector], sort_keys=True)
+                                   choose_spec, FLAGS.detector, EXPORT_CODE], sort_keys=True)
         path = out_dir / f"{key}_{sha[:12]}_{slug}_{hashlib.sha1(settings_key.encode()).hexdigest()[:8]}.tflite"
         row = Row(model=key, variant=v.name, path=str(path), source_sha256=sha)
         report_path = path.with_name(path.stem + ".report.json")

@@ -10,16 +10,14 @@
    :data:`LAYER_CORRECTION_INPUTS` calibration crops (for the int8 model with the float layers of step 4); kept
    only when it lowers the keypoint error on :data:`CHECK_INPUTS` other calibration crops.
 4. **Float layers** (``--float_layers``): none; ``name,...`` (layer labels or tensor names from the report's
-   ``layer_errors``, or ``#K`` for op K); ``N``, the ops that keep the N most sensitive activation tensors float
-   (:class:`export.int8_graph.FloatGroup`: a tensor's producer and consumers) within ``--float_mac_budget``;
-   ``auto``, the most sensitive tensors, fewest first, until the pipeline PCK on ``--eval`` is within
-   ``--max_pck_drop`` points of the float model's, with at most ``--float_mac_budget`` of the MACs in float
-   (binary search over how many of the ranked tensors stay float; each step an int8 model built as the final one,
-   layer correction included, and a pipeline evaluation). Sensitivity (:func:`export.layer_errors.sensitivity`,
-   before the layer correction): how much of the int8 model's keypoint error (after bias correction's mean shift)
-   disappears when that tensor alone stays float, on :data:`SENSITIVITY_INPUTS` calibration crops. The quantizer
-   keeps the chosen ops float (``denylisted_nodes``) with QUANTIZE/DEQUANTIZE around them, and the layer correction
-   is made for that model.
+   ``layer_errors``, or ``#K`` for op K); ``N``, the float set after N rounds of the greedy search of
+   :mod:`export.float_search` (each round adds the activation tensor, or the low-resolution tail of the network,
+   that removes the most keypoint error per float MAC, within ``--float_mac_budget``; the error, after bias
+   correction's mean shift and before the layer correction, on :data:`SEARCH_INPUTS` calibration crops);
+   ``auto``, the first of those rounds whose pipeline PCK on ``--eval`` is within ``--max_pck_drop`` points of the
+   float model's (binary search over the rounds; each step an int8 model built as the final one, layer correction
+   included, and a pipeline evaluation). The quantizer keeps the chosen ops float (``denylisted_nodes``) with
+   QUANTIZE/DEQUANTIZE around them, and the layer correction is made for that model.
 5. **Output bias correction** (``--bias_correction``, :func:`export.bias_correction.correct_int8_biases`).
 6. **Report**: the share of MACs in int8, the ranges, the float layers and how they were chosen, and the
    per-tensor error of the int8 model against the float one (:func:`export.layer_errors.tensor_errors`), worst
@@ -39,8 +37,9 @@ import numpy as np
 from blazepose_tf.errors import UserError
 from export.bias_correction import correct_int8_biases, correct_layer_biases, find_correctable
 from export.conversion import PreparedModel, calibrate, convert, quantize_calibrated
-from export.int8_graph import CalibratedGraph, FloatGroup, Node, float_groups, mac_split
-from export.layer_errors import sensitivity, task_error, tensor_errors
+from export.float_search import float_candidates, greedy_float_sets
+from export.int8_graph import CalibratedGraph, Node, mac_split
+from export.layer_errors import task_error, tensor_errors
 from export.pipeline_score import PipelineScorer
 from export.ranges import RANGE_METHODS, range_variants
 from export.report import tflite_outputs
@@ -48,7 +47,7 @@ from export.report import tflite_outputs
 AUTO = "auto"
 DEFAULT_MAC_BUDGET = 0.2
 DEFAULT_MAX_PCK_DROP = 1.0
-SENSITIVITY_INPUTS = 64
+SEARCH_INPUTS = 64
 ERROR_INPUTS = 32
 LAYER_CORRECTION_INPUTS = 32
 # Layer bias correction is kept only when it lowers the keypoint error on up to this many other calibration crops:
@@ -192,32 +191,27 @@ class _Builder:
         return flat, {"method": best, "chosen_by": self.scorer.describe(), "pck": scores, **(summary or {})}
 
     # -- step 4 -------------------------------------------------------------------------------------------
-    def ranked(self, calibrated: bytes) -> tuple[list[FloatGroup], list[float], float]:
-        """Float groups by decreasing sensitivity (only those whose float version helps), their gains, baseline.
-        (Ranked by gain per float MAC instead, the zoo Full's auto search on LSPET dev reached 55.3 at the 20% MAC
-        budget against 55.7 by gain, fp32 56.7, both before export.ranges.MIN_POSITIONS.)"""
-        groups = float_groups(self.graph)
-        batch = self.batch[:SENSITIVITY_INPUTS]
-        ref = {k: v[:SENSITIVITY_INPUTS] for k, v in self.reference.items()}
+    def greedy(self, calibrated: bytes) -> tuple[list[list[Node]], dict]:
+        """The growing float op sets of :func:`export.float_search.greedy_float_sets` (task error on
+        :data:`SEARCH_INPUTS` calibration crops, before the layer correction) and what the search did."""
+        batch = self.batch[:SEARCH_INPUTS]
+        ref = {k: v[:SEARCH_INPUTS] for k, v in self.reference.items()}
         size = self.prepared.input_hw[1]
-        self.log(f"int8: measuring the sensitivity of {len(groups)} tensors on {len(batch)} inputs ...")
-        base, gains = sensitivity(calibrated, [g.names for g in groups], batch,
-                                  lambda r, g: task_error(r, g, self.correctable, size), ref, log=self.log)
-        order = sorted((k for k in range(len(groups)) if gains[k] > 0), key=lambda k: -gains[k])
-        return [groups[k] for k in order], [gains[k] for k in order], base
 
-    def within_budget(self, order: Sequence[FloatGroup]) -> list[list[Node]]:
-        """The float op sets the ranked groups give, one group more each (a group that would take the float MACs
-        past ``--float_mac_budget`` is skipped): [ops of the first group, ops of the first two, ...]."""
-        budget = self.settings.float_mac_budget * self.graph.total_macs
-        chosen: dict[int, Node] = {}
-        sets = []
-        for g in order:
-            union = {**chosen, **{n.index: n for n in g.nodes}}
-            if sum(n.macs for n in union.values()) <= budget and len(union) > len(chosen):
-                chosen = union
-                sets.append([chosen[k] for k in sorted(chosen)])
-        return sets
+        def error_of(names: Sequence[str]) -> float:
+            return task_error(ref, tflite_outputs(quantize_calibrated(calibrated, names), batch), self.correctable,
+                              size)
+
+        total = self.graph.total_macs
+        base, steps = greedy_float_sets(float_candidates(self.graph), error_of, total,
+                                        self.settings.float_mac_budget * total, log=self.log)
+        info = {"greedy": {"inputs": len(batch),
+                           "error": "mean keypoint error, px" if "landmarks" in self.reference
+                           else "mean relative error",
+                           "all_int8": base,
+                           "rounds": [{"added": s.added, "error": s.error,
+                                       "float_mac_share": s.float_macs / max(total, 1)} for s in steps]}}
+        return [s.nodes for s in steps], info
 
     def choose_float_layers(self, calibrated: bytes) -> tuple[list[Node], dict]:
         text = self.settings.float_layers.strip()
@@ -225,15 +219,10 @@ class _Builder:
             return [], {"mode": "none"}
         if text != AUTO and not text.isdigit():
             return self.graph.resolve(text.split(",")), {"mode": "names"}
-        order, gains, base = self.ranked(calibrated)
-        info: dict[str, Any] = {"sensitivity": {"inputs": min(len(self.batch), SENSITIVITY_INPUTS),
-                                                "int8_keypoint_error_px" if "landmarks" in self.reference
-                                                else "int8_relative_error": base,
-                                                "gain": {g.layer: gain for g, gain in zip(order[:30], gains)}}}
-        sets = self.within_budget(order)
+        sets, info = self.greedy(calibrated)
         if text.isdigit():
             n = min(int(text), len(sets))
-            return (sets[n - 1] if n else []), {"mode": "count", "tensors": n, **info}
+            return (sets[n - 1] if n else []), {"mode": "count", "rounds": n, **info}
         return self.search(calibrated, sets, info)
 
     def search(self, calibrated: bytes, sets: list[list[Node]], info: dict) -> tuple[list[Node], dict]:

@@ -1,4 +1,5 @@
-"""Where an int8 model loses accuracy: per-tensor error against the float model, and per-layer sensitivity.
+"""Where an int8 model loses accuracy: per-tensor error against the float model, and the task error the float-layer
+search (:mod:`export.float_search`) minimises.
 
 * :func:`tensor_errors` (the report's ``int8.layer_errors``): the float (calibrated) model and the int8 model run
   on the same inputs with every tensor kept (:func:`blazepose_tf.tflite_file.load_interpreter` with
@@ -6,23 +7,18 @@
   the int8 model (dequantized) against the float one: relative RMSE (RMSE / RMS of the float values; the error
   accumulated up to this op), the RMSE in int8 steps of the tensor's scale, and ``added``: its relative RMSE minus
   the largest of its inputs' (the error this op adds). Sorted worst ``added`` first.
-* :func:`sensitivity`: for each candidate (ops kept float together, e.g. a
-  :class:`export.int8_graph.FloatGroup`), how much of the int8 model's task error (:func:`task_error`) goes away
-  when only it is kept in float (one quantization each, from the same calibrated model).
+* :func:`task_error`: how far an int8 model's outputs are from the float ones, as the runtime reads them.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from blazepose_tf.codecs.landmarks import decode_landmarks, refine_with_heatmap
 from blazepose_tf.tflite_file import load_interpreter
-from export.conversion import quantize_calibrated
 from export.int8_graph import CalibratedGraph, quantized_outputs
 from export.report import tflite_outputs
-
-ErrorFn = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], float]
 
 
 def _dequantized(it, detail: dict) -> np.ndarray:
@@ -101,19 +97,3 @@ def task_error(reference: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray
     parts = [np.sqrt(np.mean((got[k] - np.asarray(v, np.float64)) ** 2)) / max(np.sqrt(np.mean(np.square(v))), 1e-12)
              for k, v in reference.items() if k in got]
     return float(np.mean(parts))
-
-
-def sensitivity(calibrated: bytes, candidates: Sequence[Sequence[str]], batch: np.ndarray, error: ErrorFn,
-                reference: Mapping[str, np.ndarray], log=print,
-                baseline: Optional[float] = None) -> tuple[float, list[float]]:
-    """The int8 model's task error (``error(reference, outputs)`` on ``batch``) and, per candidate (the names of
-    ops kept in float together), how much of it goes away with that candidate alone in float: (baseline error,
-    [gain per candidate])."""
-    if baseline is None:
-        baseline = error(reference, tflite_outputs(quantize_calibrated(calibrated), batch))
-    gains = []
-    for k, names in enumerate(candidates):
-        gains.append(baseline - error(reference, tflite_outputs(quantize_calibrated(calibrated, names), batch)))
-        if (k + 1) % 20 == 0 or k + 1 == len(candidates):
-            log(f"  sensitivity: {k + 1}/{len(candidates)} measured")
-    return baseline, gains

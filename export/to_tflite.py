@@ -24,9 +24,10 @@ Steps:
    ``int8`` (full integer: weights and activations int8, calibrated on ``--num_calibration`` real inputs from
    ``--representative``). int8 models keep float32 input and output tensors (QUANTIZE/DEQUANTIZE at the
    edges), so the runtime contract (input range, output units) is the same for every mode. int8 is built by
-   :mod:`export.int8_export`: calibrated once, activation ranges ``--activation_ranges``, the most sensitive
-   layers kept float with ``--float_layers`` (``auto``: chosen by pipeline PCK on ``--eval`` within
-   ``--max_pck_drop`` points of float and ``--float_mac_budget``), output biases corrected; its report gives the
+   :mod:`export.int8_export`: calibrated once, activation ranges ``--activation_ranges``, layers kept float with
+   ``--float_layers`` (``auto``: a greedy search, :mod:`export.float_search`, then the first of its float sets whose
+   pipeline PCK on ``--eval`` is within ``--max_pck_drop`` points of float, within ``--float_mac_budget``), output
+   biases corrected; its report gives the
    share of MACs in int8 and the per-layer error against float, worst first. int8 pays off on
    phones (ARM dot-product kernels; measure with :mod:`android_harness.bench`); on an x86 host with AVX2 and no
    VNNI, XNNPACK's int8 kernels are about as fast as fp32, and dynamic-range models are slower.
@@ -296,11 +297,11 @@ def define_flags() -> None:
                       "default: the best on LSPET dev for every tracker), mse (least squared int8 error), auto (the "
                       "best pipeline PCK on --eval).")
     flags.DEFINE_float("range_percentile", 99.99, "int8, --activation_ranges percentile: the percentile kept.")
-    flags.DEFINE_string("float_layers", "", "int8: ops kept in float: auto (those around the activation tensors "
-                        "whose float version removes the most keypoint error, until the pipeline PCK on --eval is "
-                        "within --max_pck_drop of float or --float_mac_budget is reached), N (those keeping the N "
-                        "most sensitive tensors float, within --float_mac_budget), or names from the report's "
-                        "int8.layer_errors (layer, tensor or #op).")
+    flags.DEFINE_string("float_layers", "", "int8: ops kept in float: auto (a greedy search adds, one per round, the activation tensor or the "
+                        "low-resolution tail of the network that removes the most keypoint error per float MAC, "
+                        "within --float_mac_budget; the first round whose pipeline PCK on --eval is within "
+                        "--max_pck_drop of float is kept), N (the float set after N rounds), or names from the "
+                        "report's int8.layer_errors (layer, tensor or #op).")
     flags.DEFINE_float("float_mac_budget", DEFAULT_MAC_BUDGET, "int8, --float_layers auto|N: largest share of the "
                        "MACs that may stay float.", lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_float("max_pck_drop", DEFAULT_MAX_PCK_DROP, "int8, --float_layers auto: pipeline PCK@0.2 points on "
