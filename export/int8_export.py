@@ -234,7 +234,7 @@ class _Builder:
         def score(k: int) -> float:
             if k not in steps:
                 steps[k] = self.scorer(self.finish(calibrated, sets[k - 1] if k else [])[0])  # type: ignore[misc]
-                self.log(f"int8: {k} float tensors ({len(sets[k - 1]) if k else 0} ops): pipeline PCK "
+                self.log(f"int8: float set of round {k} ({len(sets[k - 1]) if k else 0} ops): pipeline PCK "
                          f"{steps[k]:.2f} (target {target:.2f})")
             return steps[k]
 
