@@ -37,7 +37,7 @@ import numpy as np
 from blazepose_tf.errors import UserError
 from export.bias_correction import correct_int8_biases, correct_layer_biases, find_correctable
 from export.conversion import PreparedModel, calibrate, convert, quantize_calibrated
-from export.float_search import float_candidates, greedy_float_sets
+from export.float_search import MAX_ROUNDS, float_candidates, greedy_float_sets
 from export.int8_graph import CalibratedGraph, Node, mac_split
 from export.layer_errors import task_error, tensor_errors
 from export.pipeline_score import PipelineScorer
@@ -191,9 +191,10 @@ class _Builder:
         return flat, {"method": best, "chosen_by": self.scorer.describe(), "pck": scores, **(summary or {})}
 
     # -- step 4 -------------------------------------------------------------------------------------------
-    def greedy(self, calibrated: bytes) -> tuple[list[list[Node]], dict]:
+    def greedy(self, calibrated: bytes, max_rounds: int = MAX_ROUNDS) -> tuple[list[list[Node]], dict]:
         """The growing float op sets of :func:`export.float_search.greedy_float_sets` (task error on
-        :data:`SEARCH_INPUTS` calibration crops, before the layer correction) and what the search did."""
+        :data:`SEARCH_INPUTS` calibration crops, before the layer correction; at most ``max_rounds``) and what the
+        search did."""
         batch = self.batch[:SEARCH_INPUTS]
         ref = {k: v[:SEARCH_INPUTS] for k, v in self.reference.items()}
         size = self.prepared.input_hw[1]
@@ -204,7 +205,7 @@ class _Builder:
 
         total = self.graph.total_macs
         base, steps = greedy_float_sets(float_candidates(self.graph), error_of, total,
-                                        self.settings.float_mac_budget * total, log=self.log)
+                                        self.settings.float_mac_budget * total, log=self.log, max_rounds=max_rounds)
         info = {"greedy": {"inputs": len(batch),
                            "error": "mean keypoint error, px" if "landmarks" in self.reference
                            else "mean relative error",
@@ -219,10 +220,13 @@ class _Builder:
             return [], {"mode": "none"}
         if text != AUTO and not text.isdigit():
             return self.graph.resolve(text.split(",")), {"mode": "names"}
-        sets, info = self.greedy(calibrated)
         if text.isdigit():
+            if int(text) == 0:
+                return [], {"mode": "count", "rounds": 0}
+            sets, info = self.greedy(calibrated, max_rounds=int(text))
             n = min(int(text), len(sets))
             return (sets[n - 1] if n else []), {"mode": "count", "rounds": n, **info}
+        sets, info = self.greedy(calibrated)
         return self.search(calibrated, sets, info)
 
     def search(self, calibrated: bytes, sets: list[list[Node]], info: dict) -> tuple[list[Node], dict]:

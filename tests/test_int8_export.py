@@ -142,6 +142,13 @@ def test_auto_float_layers_search_stops_at_the_target(setup, monkeypatch):
     assert all(n["macs"] == 0 for n in none.report["float_layers"]["layers"])
     with pytest.raises(Exception, match="need a tracker and an annotated --eval"):
         int8_export.build_int8(prepared, inputs, settings, None, log=lambda *a: None)
+    # N: the float set after N greedy rounds, the search stopped there; 0: no search at all.
+    two = int8_export.build_int8(prepared, inputs, int8_export.Int8Settings(float_layers="2", float_mac_budget=1.0),
+                                 log=lambda *a: None).report["float_layers"]
+    assert two["mode"] == "count" and two["rounds"] == len(two["greedy"]["rounds"]) <= 2 and two["layers"]
+    zero = int8_export.build_int8(prepared, inputs, int8_export.Int8Settings(float_layers="0"),
+                                  log=lambda *a: None).report["float_layers"]
+    assert zero == {"mode": "count", "rounds": 0, "layers": []}
 
 
 def test_pipeline_scorer_runs_the_detector_once_per_image(tmp_path):
