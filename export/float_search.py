@@ -1,29 +1,32 @@
 """Which ops an int8 model keeps in float (``--float_layers auto|N``, :mod:`export.int8_export` step 4).
 
 * **Candidates** (:func:`float_candidates`): one per activation tensor (:class:`export.int8_graph.FloatGroup`: its
-  producer and consumers), and one per *tail* of the network: every op whose output has at most S positions
-  (H×W ≤ S, a vector counting as one), for each S the graph has but the largest. int8 error compounds through the
-  last, low-resolution layers, where no single tensor removes much of it on its own: on the zoo's Lite, keeping its 2×2
-  and 1×1 ops float (0.55% of its MACs) takes the keypoint error on 64 calibration crops from 16.0 to 4.9 px and the
-  LSPET dev pipeline PCK from 15.8 to 46.7 (fp32 48.0), as much as the 23 single tensors ranked alone had reached at
-  the 20% MAC budget.
+  producer and consumers), and one per *tail* of the network: the tensor candidates whose producer's output has at
+  most S positions (H×W ≤ S, a vector counting as one), for each S the graph has but the largest. int8 error
+  compounds through the last, low-resolution layers, where no single tensor removes much of it on its own: on the
+  zoo's Lite, keeping its 2×2 and 1×1 ops float (0.55% of its MACs) takes the keypoint error on 64 calibration crops
+  from 16.0 to 4.9 px and the LSPET dev pipeline PCK from 15.8 to 46.7 (fp32 48.0), as much as the 23 single tensors
+  ranked alone had reached at the 20% MAC budget.
 * **Greedy search** (:func:`greedy_float_sets`): start with every op in int8; each round, measure the task error
-  with each candidate added to the float set and add the one that removes the most error per float MAC it adds
-  (the MACs floored at :data:`MIN_MAC_SHARE` of the model's, so that ops without MACs do not win by dividing by
-  zero); stop when no candidate lowers the error within the MAC budget, or after :data:`MAX_ROUNDS`. Gains are
-  measured again every round (a tensor's gain depends on what is already float): the tails and the
-  :data:`RECHECK` candidates that helped most when last measured (all of them in the first round).
+  with a candidate added to the float set, and add the one that removes the most error per float MAC it adds (the
+  MACs floored at :data:`MIN_MAC_SHARE` of the model's, so that ops without MACs do not win by dividing by zero).
+  A round measures the tails, the candidates never measured yet (all of them in the first round) and the
+  :data:`RECHECK` others that removed the most when last measured (a tensor's gain depends on what is already
+  float). It stops when none of those lowers the error, when no candidate fits the MAC budget, or after
+  :data:`MAX_ROUNDS`.
 
 The search returns the growing float sets, one per round; :mod:`export.int8_export` then picks among them by
 pipeline PCK.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from export.conversion import ConversionError
 from export.int8_graph import CalibratedGraph, Node, float_groups
 
 MIN_MAC_SHARE = 0.002
@@ -55,7 +58,8 @@ class FloatStep:
 
 
 def positions(node: Node) -> int:
-    """Spatial positions of an op's output: H×W of an NHWC tensor, 1 for anything else (a vector)."""
+    """Spatial positions of an op's output: H×W of an NHWC tensor, 1 for anything else (a vector, or a detector's
+    rows of anchors: for a detector the smallest tail is its outputs' ops)."""
     return int(np.prod(node.shape[1:3])) if len(node.shape) == 4 else 1
 
 
@@ -63,7 +67,7 @@ def float_candidates(graph: CalibratedGraph) -> list[Candidate]:
     """One candidate per activation tensor (label: its producer's layer), then one per tail (label ``tail<=S``:
     every tensor candidate whose producer's output has at most S positions, for every S but the largest), smallest
     tail first."""
-    groups = float_groups(graph)
+    groups = float_groups(graph)    # a group's first node is its producer: TFLite orders ops producers first
     out = [Candidate(g.layer, {n.index: n for n in g.nodes}) for g in groups]
     for size in sorted({positions(g.nodes[0]) for g in groups})[:-1]:   # the largest would be the whole model
         tail: dict[int, Node] = {}
@@ -74,38 +78,61 @@ def float_candidates(graph: CalibratedGraph) -> list[Candidate]:
     return out
 
 
+@dataclass
+class FloatSearch:
+    """What :func:`greedy_float_sets` found: the all-int8 task error, the rounds, and why it stopped (``budget``:
+    no candidate left within the MAC budget; ``no gain``: none of those measured in the last round lowered the
+    error; ``max rounds``)."""
+
+    start: float
+    steps: list[FloatStep]
+    stopped: str
+
+
 def greedy_float_sets(candidates: Sequence[Candidate], error_of: ErrorOf, total_macs: int, budget_macs: float,
                       log: Callable[[str], None] = print, recheck: int = RECHECK,
-                      max_rounds: int = MAX_ROUNDS) -> tuple[float, list[FloatStep]]:
-    """The all-int8 task error and the greedy search's rounds (see the module docstring): the float set grows by
-    one candidate per round, always within ``budget_macs`` float MACs."""
+                      max_rounds: int = MAX_ROUNDS) -> FloatSearch:
+    """The greedy search (see the module docstring): the float set grows by one candidate per round, always within
+    ``budget_macs`` float MACs.
+
+    Raises:
+        ConversionError: the all-int8 model's task error is not finite (its outputs hold NaN or infinity).
+    """
     chosen: dict[int, Node] = {}
-    base = error_of([])
-    start = base
+    base = start = error_of([])
+    if not math.isfinite(start):
+        raise ConversionError(f"the int8 model's outputs are not finite (task error {start}): cannot choose float "
+                              "layers")
     last_gain: list[Optional[float]] = [None] * len(candidates)
     floor = max(MIN_MAC_SHARE * total_macs, 1.0)
     steps: list[FloatStep] = []
+    stopped = "max rounds"
     log(f"int8: float layers: greedy search over {len(candidates)} candidates (all-int8 error {base:.3g}) ...")
     for _ in range(max_rounds):
         used = sum(n.macs for n in chosen.values())
         pool = [k for k, c in enumerate(candidates)
                 if not c.nodes.keys() <= chosen.keys()
                 and used + sum(n.macs for i, n in c.nodes.items() if i not in chosen) <= budget_macs]
+        if not pool:
+            stopped = "budget"
+            break
         fresh = [k for k in pool if last_gain[k] is None or candidates[k].label.startswith("tail<=")]
         known = sorted((k for k in pool if k not in fresh), key=lambda k: -(last_gain[k] or 0.0))
-        best, best_score = None, 0.0
+        best, best_score, best_error = None, 0.0, base
         for k in fresh + known[:recheck]:
             union = {**chosen, **candidates[k].nodes}
-            gain = base - error_of([n.name for n in union.values()])
+            error = error_of([n.name for n in union.values()])
+            gain = base - error if math.isfinite(error) else -math.inf
             last_gain[k] = gain
             score = gain / max(sum(n.macs for n in union.values()) - used, floor)
             if gain > 0 and score > best_score:
-                best, best_score = k, score
+                best, best_score, best_error = k, score, error
         if best is None:
+            stopped = "no gain"
             break
         chosen.update(candidates[best].nodes)
-        base -= last_gain[best] or 0.0
+        base = best_error
         steps.append(FloatStep(candidates[best].label, [chosen[i] for i in sorted(chosen)], base))
         log(f"  round {len(steps)}: + {candidates[best].label}: error {base:.3g}, "
             f"{100 * steps[-1].float_macs / max(total_macs, 1):.2f}% of the MACs float")
-    return start, steps
+    return FloatSearch(start, steps, stopped)

@@ -199,14 +199,16 @@ class _Builder:
         ref = {k: v[:SEARCH_INPUTS] for k, v in self.reference.items()}
         size = self.prepared.input_hw[1]
 
+        correctable = self.correctable if self.settings.bias_correction else ()
+
         def error_of(names: Sequence[str]) -> float:
-            return task_error(ref, tflite_outputs(quantize_calibrated(calibrated, names), batch), self.correctable,
-                              size)
+            return task_error(ref, tflite_outputs(quantize_calibrated(calibrated, names), batch), correctable, size)
 
         total = self.graph.total_macs
-        base, steps = greedy_float_sets(float_candidates(self.graph), error_of, total,
-                                        self.settings.float_mac_budget * total, log=self.log, max_rounds=max_rounds)
-        info = {"greedy": {"inputs": len(batch),
+        search = greedy_float_sets(float_candidates(self.graph), error_of, total,
+                                   self.settings.float_mac_budget * total, log=self.log, max_rounds=max_rounds)
+        base, steps = search.start, search.steps
+        info = {"greedy": {"inputs": len(batch), "stopped": search.stopped,
                            "error": "mean keypoint error, px" if "landmarks" in self.reference
                            else "mean relative error",
                            "all_int8": base,
@@ -245,7 +247,7 @@ class _Builder:
         if score(0) >= target:
             k = 0
         elif not sets or score(len(sets)) < target:
-            k = max(steps, key=lambda j: (steps[j], -j))   # budget reached: the best measured
+            k = max(steps, key=lambda j: (steps[j], -j))   # even the last round misses: the best measured
         else:
             lo, hi = 0, len(sets)
             while hi - lo > 1:
@@ -254,7 +256,7 @@ class _Builder:
             k = hi
         info.update(mode=AUTO, target_pck=target, float_pck=self.float_pck(),
                     max_pck_drop=self.settings.max_pck_drop, float_mac_budget=self.settings.float_mac_budget,
-                    met=steps[k] >= target, chosen=k, candidates=len(sets), scored_by=self.scorer.describe(),
+                    met=steps[k] >= target, chosen=k, rounds=len(sets), scored_by=self.scorer.describe(),
                     steps={str(j): steps[j] for j in sorted(steps)})
         return (sets[k - 1] if k else []), info
 

@@ -37,8 +37,9 @@ MSE_SCALES = np.linspace(0.05, 1.0, 96)
 # Tensors with at most this many spatial positions (per-image feature vectors) keep min/max. Clipped at the 99.99th
 # percentile, the official Lite's 2×2×192 features before its dense heads lost their rare large values, and its
 # presence and world heads' int8 error reached 1.07× their RMS. On LSPET dev (pipeline PCK@0.2) the zoo Full's
-# plain int8 scores less with them kept (50.9 against 53.1), but its int8-selective meets its target (56.0, fp32 56.7)
-# with 12 float tensors, where with them narrowed 21 tensors (the whole 20% MAC budget) reached 55.7.
+# plain int8 scores less with them kept (50.9 against 53.1), but its int8-selective (the single-tensor ranking of
+# session 9, experiments/README.md) met its target (56.0, fp32 56.7) with 12 float tensors, where with them narrowed
+# 21 tensors (the whole 20% MAC budget) reached 55.7.
 MIN_POSITIONS = 4
 
 

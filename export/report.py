@@ -121,9 +121,11 @@ def int8_lines(int8: Mapping[str, Any], worst: int = 8) -> list[str]:
                      f"{layers.get('check_inputs')} calibration crops {layers.get('check_error_without', 0):.2f} px "
                      f"without, {layers.get('check_error_with', 0):.2f} px with")
     if floats.get("mode") == "auto":
-        lines.append(f"  float layers chosen by {floats['scored_by']}: float {floats['float_pck']:.2f}, int8 with "
-                     f"{floats['chosen']} float layers {floats['steps'][str(floats['chosen'])]:.2f} (target "
-                     f"{floats['target_pck']:.2f}: {'met' if floats['met'] else 'not met, float MAC budget reached'})")
+        stop = (floats.get("greedy") or {}).get("stopped", "")
+        lines.append(f"  float layers chosen by {floats['scored_by']}: float {floats['float_pck']:.2f}, int8 with the "
+                     f"float set of round {floats['chosen']} ({len(floats.get('layers') or [])} ops) "
+                     f"{floats['steps'][str(floats['chosen'])]:.2f} (target {floats['target_pck']:.2f}: "
+                     + ("met" if floats["met"] else f"not met; the greedy search stopped: {stop}") + ")")
     errors = int8["layer_errors"]
     lines.append(f"worst layers (error added, relative RMSE vs float, on {errors['inputs']} inputs; all in the "
                  "report's int8.layer_errors):")

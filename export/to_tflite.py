@@ -297,11 +297,12 @@ def define_flags() -> None:
                       "default: the best on LSPET dev for every tracker), mse (least squared int8 error), auto (the "
                       "best pipeline PCK on --eval).")
     flags.DEFINE_float("range_percentile", 99.99, "int8, --activation_ranges percentile: the percentile kept.")
-    flags.DEFINE_string("float_layers", "", "int8: ops kept in float: auto (a greedy search adds, one per round, the activation tensor or the "
-                        "low-resolution tail of the network that removes the most keypoint error per float MAC, "
-                        "within --float_mac_budget; the first round whose pipeline PCK on --eval is within "
-                        "--max_pck_drop of float is kept), N (the float set after N rounds), or names from the "
-                        "report's int8.layer_errors (layer, tensor or #op).")
+    flags.DEFINE_string("float_layers", "", "int8: ops kept in float: auto (a greedy search adds, one per round, "
+                        "the activation tensor or the low-resolution tail of the network that removes the most "
+                        "keypoint error (a detector: relative output error) per float MAC, within "
+                        "--float_mac_budget; the first round whose pipeline PCK on --eval is within --max_pck_drop of "
+                        "float is kept), N (the float set after N rounds), or names from the report's "
+                        "int8.layer_errors (layer, tensor or #op).")
     flags.DEFINE_float("float_mac_budget", DEFAULT_MAC_BUDGET, "int8, --float_layers auto|N: largest share of the "
                        "MACs that may stay float.", lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_float("max_pck_drop", DEFAULT_MAX_PCK_DROP, "int8, --float_layers auto: pipeline PCK@0.2 points on "

@@ -60,8 +60,9 @@ def test_greedy_takes_a_tail_whose_parts_help_only_together():
 
     cands = [_cand("a", a), _cand("b", b), _cand("c", c), _cand("cheap", cheap), _cand("dear", dear),
              _cand("tail<=16", a, b, c)]
-    start, steps = greedy_float_sets(cands, error_of, total_macs=1000, budget_macs=100, log=lambda *_: None)
-    assert start == 10.0
+    search = greedy_float_sets(cands, error_of, total_macs=1000, budget_macs=100, log=lambda *_: None)
+    start, steps = search.start, search.steps
+    assert start == 10.0 and search.stopped == "budget"              # only "dear" left, past the budget
     assert [s.added for s in steps] == ["tail<=16", "cheap"]          # "dear" is past the budget; a, b, c add nothing
     assert [s.error for s in steps] == [2.5, 1.5]
     assert {n.index for n in steps[-1].nodes} == {0, 1, 2, 3} and steps[-1].float_macs == 35
@@ -79,8 +80,8 @@ def test_greedy_ranks_by_gain_per_mac_and_measures_gains_again():
 
     cands = [_cand("x", x), _cand("y", y), _cand("z", z)]
     calls = []
-    _, steps = greedy_float_sets(cands, lambda n: calls.append(1) or error_of(n), total_macs=1000,
-                                 budget_macs=1000, log=lambda *_: None)
+    steps = greedy_float_sets(cands, lambda n: calls.append(1) or error_of(n), total_macs=1000,
+                              budget_macs=1000, log=lambda *_: None).steps
     assert steps[0].added in ("y", "z")                               # 1 per 10 MACs beats 4 per 100
     assert [s.added for s in steps][1:] == ["x"]                      # the other of y, z no longer helps
     assert steps[-1].error == 5.0 and len(calls) > len(cands) + 1     # measured again after each round
@@ -92,9 +93,48 @@ def test_zero_budget_keeps_only_free_ops_and_max_rounds_stops():
     def error_of(names):
         return 5.0 - len(names)
 
-    _, steps = greedy_float_sets([_cand("free", free), _cand("paid", paid)], error_of, total_macs=100,
-                                 budget_macs=0, log=lambda *_: None)
-    assert [s.added for s in steps] == ["free"] and steps[0].float_macs == 0
+    search = greedy_float_sets([_cand("free", free), _cand("paid", paid)], error_of, total_macs=100,
+                               budget_macs=0, log=lambda *_: None)
+    assert [s.added for s in search.steps] == ["free"] and search.steps[0].float_macs == 0
+    assert search.stopped == "budget"
     many = [_cand(f"f{k}", _node(k, 0)) for k in range(5)]
-    _, steps = greedy_float_sets(many, error_of, total_macs=100, budget_macs=0, log=lambda *_: None, max_rounds=2)
-    assert len(steps) == 2
+    search = greedy_float_sets(many, error_of, total_macs=100, budget_macs=0, log=lambda *_: None, max_rounds=2)
+    assert len(search.steps) == 2 and search.stopped == "max rounds"
+
+
+def test_only_the_new_macs_of_an_overlapping_candidate_count_against_the_budget():
+    shared, extra = _node(0, 60), _node(1, 30)
+
+    def error_of(names):
+        return 10.0 - (2.0 if "n0" in names else 0.0) - (0.5 if "n1" in names else 0.0)
+
+    # "one" first (2 per 60 MACs against 2.5 per 90); then "both" holds the chosen op: it costs 30 more MACs (90 in
+    # all), within a budget of 95, where counting all its 90 would have been past it.
+    search = greedy_float_sets([_cand("one", shared), _cand("both", shared, extra)], error_of, total_macs=100,
+                               budget_macs=95, log=lambda *_: None)
+    assert [s.added for s in search.steps] == ["one", "both"]
+    assert search.steps[-1].float_macs == 90 and search.stopped == "budget"
+
+
+def test_recheck_bounds_the_candidates_measured_again():
+    nodes = [_node(k, 10) for k in range(6)]
+    measured = []
+
+    def error_of(names):
+        measured.append(frozenset(names))
+        return 10.0 - sum(1.0 / (1 + int(n[1:])) for n in names)   # n0 helps most, n5 least; gains add up
+
+    search = greedy_float_sets([_cand(f"c{k}", n) for k, n in enumerate(nodes)], error_of, total_macs=1000,
+                               budget_macs=1000, log=lambda *_: None, recheck=2)
+    # Round 1 measures all six; later rounds only the two best of the rest: the order stays by gain, and the
+    # search ends on "budget" (every candidate taken), never on an unmeasured one.
+    assert [s.added for s in search.steps] == [f"c{k}" for k in range(6)] and search.stopped == "budget"
+    assert len(measured) == 1 + 6 + 2 + 2 + 2 + 2 + 1
+
+
+def test_a_non_finite_int8_error_is_a_conversion_error():
+    from export.conversion import ConversionError
+
+    with pytest.raises(ConversionError, match="not finite"):
+        greedy_float_sets([_cand("a", _node(0, 1))], lambda names: float("nan"), total_macs=10, budget_macs=10,
+                          log=lambda *_: None)

@@ -132,23 +132,41 @@ def test_auto_float_layers_search_stops_at_the_target(setup, monkeypatch):
     assert sel["mode"] == "auto" and sel["float_pck"] == 60.0 and sel["target_pck"] == 59.0
     assert sel["met"] and sel["steps"][str(sel["chosen"])] >= 59.0
     assert all(v < 59.0 for k, v in sel["steps"].items() if int(k) < sel["chosen"])
-    assert len(sel["layers"]) >= sel["chosen"] > 0                 # a tensor: its producer and consumers
+    assert len(sel["layers"]) >= sel["chosen"] > 0                 # a round adds one op or more
+    assert sel["rounds"] == len(sel["greedy"]["rounds"]) and sel["greedy"]["stopped"] in ("budget", "no gain")
     macs = result.report["macs"]
     assert macs["total"] - macs["int8"] == sum(n["macs"] for n in sel["layers"]) and result.report["layer_errors"]
-    # A zero budget allows no float MACs: only ops without MACs may stay float.
+    # A zero budget allows no float MACs: only ops without MACs may stay float (the tiny tracker has such rounds).
     none = int8_export.build_int8(prepared, inputs, int8_export.Int8Settings(float_layers="3", float_mac_budget=0.0),
                                   log=lambda *a: None)
-    assert none.report["macs"]["int8_share"] == 1.0
+    assert none.report["macs"]["int8_share"] == 1.0 and none.report["float_layers"]["layers"]
     assert all(n["macs"] == 0 for n in none.report["float_layers"]["layers"])
     with pytest.raises(Exception, match="need a tracker and an annotated --eval"):
         int8_export.build_int8(prepared, inputs, settings, None, log=lambda *a: None)
-    # N: the float set after N greedy rounds, the search stopped there; 0: no search at all.
+    # N: the float set after N greedy rounds, the search told to stop there; 0: no search at all.
+    asked = []
+    real = int8_export.greedy_float_sets
+    monkeypatch.setattr(int8_export, "greedy_float_sets",
+                        lambda *a, **k: asked.append(k["max_rounds"]) or real(*a, **k))
     two = int8_export.build_int8(prepared, inputs, int8_export.Int8Settings(float_layers="2", float_mac_budget=1.0),
                                  log=lambda *a: None).report["float_layers"]
-    assert two["mode"] == "count" and two["rounds"] == len(two["greedy"]["rounds"]) <= 2 and two["layers"]
+    assert asked == [2] and two["mode"] == "count" and two["rounds"] == len(two["greedy"]["rounds"]) == 2
+    assert two["layers"]
     zero = int8_export.build_int8(prepared, inputs, int8_export.Int8Settings(float_layers="0"),
                                   log=lambda *a: None).report["float_layers"]
-    assert zero == {"mode": "count", "rounds": 0, "layers": []}
+    assert zero == {"mode": "count", "rounds": 0, "layers": []} and asked == [2]
+
+
+def test_float_layers_count_on_a_detector():
+    from export_fixtures import tiny_detector
+
+    prepared = prepare_model(tiny_detector())
+    rng = np.random.default_rng(1)
+    inputs = [rng.uniform(-1, 1, (1, 64, 64, 3)).astype(np.float32) for _ in range(4)]
+    sel = int8_export.build_int8(prepared, inputs, int8_export.Int8Settings(float_layers="1", float_mac_budget=1.0),
+                                 log=lambda *a: None).report["float_layers"]
+    assert sel["greedy"]["error"] == "mean relative error" and sel["greedy"]["all_int8"] > 0
+    assert sel["rounds"] == 1 and sel["layers"] and sel["greedy"]["rounds"][0]["error"] < sel["greedy"]["all_int8"]
 
 
 def test_pipeline_scorer_runs_the_detector_once_per_image(tmp_path):
