@@ -11,9 +11,10 @@
   with a candidate added to the float set, and add the one that removes the most error per float MAC it adds (the
   MACs floored at :data:`MIN_MAC_SHARE` of the model's, so that ops without MACs do not win by dividing by zero).
   A round measures the tails, the candidates never measured yet (all of them in the first round) and the
-  :data:`RECHECK` others that removed the most when last measured (a tensor's gain depends on what is already
-  float). It stops when none of those lowers the error, when no candidate fits the MAC budget, or after
-  :data:`MAX_ROUNDS`.
+  :data:`RECHECK` others that scored best (error removed per MAC) when last measured, since a tensor's gain depends
+  on what is already float; when none of those lowers the error, it measures the next :data:`RECHECK`, and so on
+  through every candidate that fits the budget. It stops when no candidate that fits lowers the error, when none
+  fits the MAC budget, or after :data:`MAX_ROUNDS`.
 
 The search returns the growing float sets, one per round; :mod:`export.int8_export` then picks among them by
 pipeline PCK.
@@ -81,8 +82,7 @@ def float_candidates(graph: CalibratedGraph) -> list[Candidate]:
 @dataclass
 class FloatSearch:
     """What :func:`greedy_float_sets` found: the all-int8 task error, the rounds, and why it stopped (``budget``:
-    no candidate left within the MAC budget; ``no gain``: none of those measured in the last round lowered the
-    error; ``max rounds``)."""
+    no candidate left within the MAC budget; ``no gain``: no candidate within it lowers the error; ``max rounds``)."""
 
     start: float
     steps: list[FloatStep]
@@ -104,6 +104,7 @@ def greedy_float_sets(candidates: Sequence[Candidate], error_of: ErrorOf, total_
         raise ConversionError(f"the int8 model's outputs are not finite (task error {start}): cannot choose float "
                               "layers")
     last_gain: list[Optional[float]] = [None] * len(candidates)
+    last_score: list[Optional[float]] = [None] * len(candidates)
     floor = max(MIN_MAC_SHARE * total_macs, 1.0)
     steps: list[FloatStep] = []
     stopped = "max rounds"
@@ -117,16 +118,21 @@ def greedy_float_sets(candidates: Sequence[Candidate], error_of: ErrorOf, total_
             stopped = "budget"
             break
         fresh = [k for k in pool if last_gain[k] is None or candidates[k].label.startswith("tail<=")]
-        known = sorted((k for k in pool if k not in fresh), key=lambda k: -(last_gain[k] or 0.0))
+        known = sorted((k for k in pool if k not in fresh), key=lambda k: -(last_score[k] or 0.0))
         best, best_score, best_error = None, 0.0, base
-        for k in fresh + known[:recheck]:
-            union = {**chosen, **candidates[k].nodes}
-            error = error_of([n.name for n in union.values()])
-            gain = base - error if math.isfinite(error) else -math.inf
-            last_gain[k] = gain
-            score = gain / max(sum(n.macs for n in union.values()) - used, floor)
-            if gain > 0 and score > best_score:
-                best, best_score, best_error = k, score, error
+        batches = [fresh + known[:recheck]] + [known[i:i + recheck] for i in range(recheck, len(known), recheck)]
+        for batch in batches:
+            for k in batch:
+                union = {**chosen, **candidates[k].nodes}
+                error = error_of([n.name for n in union.values()])
+                gain = base - error if math.isfinite(error) else -math.inf
+                last_gain[k] = gain
+                score = gain / max(sum(n.macs for n in union.values()) - used, floor)
+                last_score[k] = score
+                if gain > 0 and score > best_score:
+                    best, best_score, best_error = k, score, error
+            if best is not None:
+                break
         if best is None:
             stopped = "no gain"
             break

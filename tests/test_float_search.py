@@ -138,3 +138,35 @@ def test_a_non_finite_int8_error_is_a_conversion_error():
     with pytest.raises(ConversionError, match="not finite"):
         greedy_float_sets([_cand("a", _node(0, 1))], lambda names: float("nan"), total_macs=10, budget_macs=10,
                           log=lambda *_: None)
+
+
+def test_a_helpful_candidate_beyond_the_recheck_window_is_still_found():
+    a, b, c = _node(0, 10), _node(1, 10), _node(2, 10)
+
+    def error_of(names):
+        s = set(names)
+        if "n0" in s:                          # after a: b no longer helps, c still does (its first gain was least)
+            return 5.0 - (1.0 if "n2" in s else 0.0) + (0.5 if "n1" in s else 0.0)
+        return 10.0 - (5.0 if "n0" in s else 0.0) - (3.0 if "n1" in s else 0.0) - (1.0 if "n2" in s else 0.0)
+
+    search = greedy_float_sets([_cand("a", a), _cand("b", b), _cand("c", c)], error_of, total_macs=1000,
+                               budget_macs=1000, log=lambda *_: None, recheck=1)
+    assert [s.added for s in search.steps] == ["a", "c"] and search.steps[-1].error == 4.0
+    assert search.stopped == "no gain"                 # b, measured again last, only adds error
+
+
+def test_stale_candidates_are_measured_again_in_order_of_error_removed_per_mac():
+    cheap, dear, first = _node(0, 10), _node(1, 100), _node(2, 1)
+    order = []
+
+    def error_of(names):
+        s = set(names)
+        if "n2" in s and len(s) >= 2:           # measured after round 1 chose "first"
+            order.append(tuple(sorted(s - {"n2"})))
+        return 10.0 - (5.0 if "n2" in s else 0.0) - (1.0 if "n0" in s else 0.0) - (3.0 if "n1" in s else 0.0)
+
+    greedy_float_sets([_cand("cheap", cheap), _cand("dear", dear), _cand("first", first)], error_of,
+                      total_macs=1000, budget_macs=1000, log=lambda *_: None, recheck=1)
+    # Round 1 measures all; "first" wins (5 per 2 MACs, the floor). Round 2 re-measures "cheap" (1 per 10) before
+    # "dear" (3 per 100), though "dear" removed more.
+    assert order == [("n0",), ("n0", "n1")]            # "dear" only in round 3, after "cheap" was taken
