@@ -429,7 +429,8 @@ def quantization_section(table: dict[str, Any]) -> list[str]:
             "within this table only). Pipeline PCK@0.2 behind MediaPipe's detector on `test` (reported) and `dev` "
             "(where int8's choices were made); int8: `export.to_tflite --quantize int8` defaults; int8-selective: "
             "`--float_layers auto` (layers kept in float, chosen greedily by keypoint error removed per float MAC, "
-            "until dev PCK is within 1 point of fp32, at most 20% of the MACs in float); fp16 -heatmap: what `--nokeep_heatmap` costs. The int8 "
+            "until dev PCK is within 1 point of fp32, at most 20% of the MACs in float); fp16 -heatmap: what "
+            "`--nokeep_heatmap` costs. The int8 "
             "speed-up is on ARM: `python -m android_harness.bench --model FILE --benchmark_binary benchmark_model`.",
             "", *_table(["model", "variant", "PCK@0.2 test", "vs fp32", "PCK@0.2 dev", "size MB", "int8 MACs %",
                          "1-thread ms", "float ops"], body, left=2)]

@@ -103,21 +103,20 @@ def greedy_float_sets(candidates: Sequence[Candidate], error_of: ErrorOf, total_
     if not math.isfinite(start):
         raise ConversionError(f"the int8 model's outputs are not finite (task error {start}): cannot choose float "
                               "layers")
-    last_gain: list[Optional[float]] = [None] * len(candidates)
-    last_score: list[Optional[float]] = [None] * len(candidates)
+    last_score: list[Optional[float]] = [None] * len(candidates)   # error removed per MAC when last measured
     floor = max(MIN_MAC_SHARE * total_macs, 1.0)
     steps: list[FloatStep] = []
     stopped = "max rounds"
     log(f"int8: float layers: greedy search over {len(candidates)} candidates (all-int8 error {base:.3g}) ...")
     for _ in range(max_rounds):
         used = sum(n.macs for n in chosen.values())
-        pool = [k for k, c in enumerate(candidates)
-                if not c.nodes.keys() <= chosen.keys()
-                and used + sum(n.macs for i, n in c.nodes.items() if i not in chosen) <= budget_macs]
+        added = {k: sum(n.macs for i, n in c.nodes.items() if i not in chosen) for k, c in enumerate(candidates)
+                 if not c.nodes.keys() <= chosen.keys()}           # float MACs each would add
+        pool = [k for k, macs in added.items() if used + macs <= budget_macs]
         if not pool:
             stopped = "budget"
             break
-        fresh = [k for k in pool if last_gain[k] is None or candidates[k].label.startswith("tail<=")]
+        fresh = [k for k in pool if last_score[k] is None or candidates[k].label.startswith("tail<=")]
         known = sorted((k for k in pool if k not in fresh), key=lambda k: -(last_score[k] or 0.0))
         best, best_score, best_error = None, 0.0, base
         batches = [fresh + known[:recheck]] + [known[i:i + recheck] for i in range(recheck, len(known), recheck)]
@@ -126,9 +125,7 @@ def greedy_float_sets(candidates: Sequence[Candidate], error_of: ErrorOf, total_
                 union = {**chosen, **candidates[k].nodes}
                 error = error_of([n.name for n in union.values()])
                 gain = base - error if math.isfinite(error) else -math.inf
-                last_gain[k] = gain
-                score = gain / max(sum(n.macs for n in union.values()) - used, floor)
-                last_score[k] = score
+                score = last_score[k] = gain / max(added[k], floor)
                 if gain > 0 and score > best_score:
                     best, best_score, best_error = k, score, error
             if best is not None:

@@ -27,10 +27,9 @@ Steps:
    :mod:`export.int8_export`: calibrated once, activation ranges ``--activation_ranges``, layers kept float with
    ``--float_layers`` (``auto``: a greedy search, :mod:`export.float_search`, then the first of its float sets whose
    pipeline PCK on ``--eval`` is within ``--max_pck_drop`` points of float, within ``--float_mac_budget``), output
-   biases corrected; its report gives the
-   share of MACs in int8 and the per-layer error against float, worst first. int8 pays off on
-   phones (ARM dot-product kernels; measure with :mod:`android_harness.bench`); on an x86 host with AVX2 and no
-   VNNI, XNNPACK's int8 kernels are about as fast as fp32, and dynamic-range models are slower.
+   biases corrected; its report gives the share of MACs in int8 and the per-layer error against float, worst first.
+   int8 pays off on phones (ARM dot-product kernels; measure with :mod:`android_harness.bench`); on an x86 host
+   with AVX2 and no VNNI, XNNPACK's int8 kernels are about as fast as fp32, and dynamic-range models are slower.
 5. Metadata (name, kind, topology, input normalization, quantization, version) is embedded as JSON, see
    :mod:`export.metadata`.
 6. A report is written beside the model (``out.report.json``): file size, op histogram, I/O, and parity
