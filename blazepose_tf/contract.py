@@ -56,6 +56,10 @@ ROI_SCALE = 1.25
 #: Heatmap cells per input pixel: a 256x256 landmark model has a 64x64 heatmap.
 HEATMAP_STRIDE = 4
 
+#: The runtime's default detector score threshold (a probability; ``--min_detection_confidence``), also where a
+#: gated detector switches score heads (:mod:`blazepose_tf.models.detector_gate`).
+MIN_DETECTION_CONFIDENCE = 0.5
+
 #: Export precisions, as ``export.to_tflite --quantize`` names them ("none" = float32 weights).
 QUANTIZATIONS: tuple[str, ...] = ("none", "fp16", "dynamic", "int8")
 

@@ -11,11 +11,12 @@ person detector, each with its presets beside its builder (one table per family:
 from blazepose_tf.models import official_layers  # noqa: F401  registers the converted official models' layers
 from blazepose_tf.models.blocks import CUSTOM_OBJECTS, ChannelAffine, ChannelPad, FusedBatchNorm, StopGradient
 from blazepose_tf.models.detector import BUILT_DETECTOR_PRESETS, DETECTOR_PRESETS, DetectorConfig, build_detector
+from blazepose_tf.models.detector_gate import ScoreGate, gate_detector
 from blazepose_tf.models.tracker import (BUILT_TRACKER_PRESETS, TRACKER_PRESETS, TrackerConfig, TrackerModels,
                                          build_tracker)
 
 __all__ = [
     "CUSTOM_OBJECTS", "ChannelAffine", "ChannelPad", "FusedBatchNorm", "StopGradient",
-    "BUILT_DETECTOR_PRESETS", "DETECTOR_PRESETS", "DetectorConfig", "build_detector",
+    "BUILT_DETECTOR_PRESETS", "DETECTOR_PRESETS", "DetectorConfig", "build_detector", "ScoreGate", "gate_detector",
     "BUILT_TRACKER_PRESETS", "TRACKER_PRESETS", "TrackerConfig", "TrackerModels", "build_tracker",
 ]

@@ -1,0 +1,116 @@
+"""A fine-tuned detector score head gated by the one it was tuned from (issue #16 item 4: keep the official
+alignment behaviour where fine-tuning cannot improve it).
+
+A detector tuned with ``--trainable=score_head`` shares its backbone and box regressors with its base (MediaPipe's
+detector): only which anchors fire, their ranking and their weights in the weighted NMS differ, and those moved
+the ROIs the tracker gets out of domain. :func:`gate_detector` builds one model with both score heads on the
+shared backbone: on an image where the base fires (any anchor at or above the detection threshold) it emits the
+base's scores, so the ROIs are exactly the base's; elsewhere the tuned head's, which finds the people the base
+misses. The output contract (``regressors``, ``scores``) is unchanged; the second head adds under 0.1% of the MACs.
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from blazepose_tf import contract
+from blazepose_tf.errors import ModelError
+from blazepose_tf.models.blocks import PACKAGE
+from blazepose_tf.models.graph import upstream_layers
+
+#: Prefix of the base's score-head layers inside the gated model.
+BASE_PREFIX = "base_"
+#: Prefix of the tuned score-head layers inside the gated model (the gate itself is named ``scores``).
+TUNED_PREFIX = "tuned_"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ScoreGate(layers.Layer):
+    """``[base, tuned]`` score logits (B, A, 1) → ``base`` for the images where its largest logit reaches
+    ``threshold`` (a probability), ``tuned`` for the others."""
+
+    def __init__(self, threshold: float = contract.MIN_DETECTION_CONFIDENCE, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"gate threshold must be in (0, 1), got {threshold}")
+        self.threshold = float(threshold)
+
+    def call(self, inputs):
+        base, tuned = inputs
+        logit = math.log(self.threshold / (1.0 - self.threshold))
+        fired = ops.max(base, axis=(1, 2), keepdims=True) >= logit
+        return ops.where(fired, base, tuned)
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[0]
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "threshold": self.threshold}
+
+
+def score_branch(model: keras.Model) -> list[str]:
+    """Names of the layers that feed a detector's ``scores`` and not its ``regressors``, in graph order.
+
+    Raises:
+        ModelError: ``model`` has no ``regressors`` and ``scores`` outputs.
+    """
+    out = dict(zip(model.output_names, model.outputs))
+    missing = [r for r in contract.DETECTOR_ROLES if r not in out]
+    if missing:
+        raise ModelError(f"{model.name} is not a detector: no {', '.join(missing)} output")
+    branch = upstream_layers(out["scores"]) - upstream_layers(out["regressors"])
+    return [layer.name for layer in model.layers if layer.name in branch]
+
+
+def _shared_weights_differ(tuned: keras.Model, base: keras.Model, branch: set[str]) -> list[str]:
+    """Layers outside the score branch whose weights differ between the two models (or are missing in base)."""
+    bad = []
+    for layer in tuned.layers:
+        if layer.name in branch or not layer.weights:
+            continue
+        try:
+            other = base.get_layer(layer.name)
+        except ValueError:
+            bad.append(layer.name)
+            continue
+        mine, theirs = layer.get_weights(), other.get_weights()
+        if len(mine) != len(theirs) or any(a.shape != b.shape or not np.array_equal(a, b)
+                                           for a, b in zip(mine, theirs)):
+            bad.append(layer.name)
+    return bad
+
+
+def gate_detector(tuned: keras.Model, base: keras.Model,
+                  threshold: float = contract.MIN_DETECTION_CONFIDENCE, name: str | None = None) -> keras.Model:
+    """One detector: ``tuned``'s backbone and regressors (which must equal ``base``'s) with both score heads,
+    ``base``'s scores on the images where it fires at ``threshold``, ``tuned``'s on the others (:class:`ScoreGate`).
+
+    Raises:
+        ModelError: either is not a detector, or they differ outside the score head (not a ``score_head`` tune of
+            ``base``).
+    """
+    branch = score_branch(tuned)
+    if score_branch(base) != branch:
+        raise ModelError(f"{tuned.name} and {base.name} do not have the same score head")
+    differ = _shared_weights_differ(tuned, base, set(branch))
+    if differ:
+        raise ModelError(f"{tuned.name} differs from {base.name} outside the score head ({len(differ)} layers, "
+                         f"e.g. {differ[0]!r}): gating needs a --trainable=score_head tune of it")
+    scores = {}
+    for source, prefix in ((base, BASE_PREFIX), (tuned, TUNED_PREFIX)):
+        mapped: dict[int, object] = {}
+        for layer_name in branch:
+            layer = source.get_layer(layer_name)
+            node = tuned.get_layer(layer_name)._inbound_nodes[0]
+            ins = [mapped.get(id(t), t) for t in node.input_tensors]
+            clone = layer.__class__.from_config({**layer.get_config(), "name": prefix + layer_name})
+            out = clone(ins if len(ins) > 1 else ins[0])
+            clone.set_weights(layer.get_weights())
+            mapped[id(node.output_tensors[0])] = out
+        scores[prefix] = mapped[id(dict(zip(tuned.output_names, tuned.outputs))["scores"])]
+    gated = ScoreGate(threshold, name="scores")([scores[BASE_PREFIX], scores[TUNED_PREFIX]])
+    regressors = dict(zip(tuned.output_names, tuned.outputs))["regressors"]
+    return keras.Model(tuned.inputs, [regressors, gated], name=name or f"{tuned.name}_gated")

@@ -1,0 +1,74 @@
+"""Gates a score-head-tuned detector by the detector it was tuned from (:mod:`blazepose_tf.models.detector_gate`).
+
+    python -m blazepose_tf.training.gate_detector --model RUN/best.keras --output RUN/gated.keras
+        [--base official|BASE.keras] [--threshold 0.5] [--flagfile=configs/detector_gated.flags]
+
+``--model`` must be a ``--trainable=score_head`` tune of ``--base`` (``official``: MediaPipe's detector, converted):
+every layer outside the score head identical. The written detector emits the base's scores on the images where the
+base fires at ``--threshold`` (so its ROIs there are exactly the base's) and the tuned scores elsewhere. Its
+``.json`` sidecar carries the tuned model's training step (read by ``python -m blazepose_tf.zoo.publish``). An
+existing ``--output`` is never replaced. Exit codes: 0 ok; 2 bad flags; 4 unusable model.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from absl import flags
+
+from blazepose_tf import cli, contract
+from blazepose_tf.errors import UserError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "The tuned detector (.keras, trained with --trainable=score_head).")
+flags.DEFINE_string("base", "official", "The detector it was tuned from: 'official' (MediaPipe's, converted) or a "
+                    ".keras file.")
+flags.DEFINE_string("output", None, "Where to write the gated detector (.keras; must not exist).")
+flags.DEFINE_float("threshold", contract.MIN_DETECTION_CONFIDENCE, "Score (probability) at which the base counts as "
+                   "firing on an image; the runtime's default detection threshold.", lower_bound=1e-6,
+                   upper_bound=1 - 1e-6)
+
+
+def _check_flags() -> tuple[Path, Path]:
+    if not FLAGS.model or not FLAGS.output:
+        raise UserError("give --model (the tuned detector) and --output (the gated .keras to write)")
+    model, output = Path(FLAGS.model).expanduser(), Path(FLAGS.output).expanduser()
+    if output.suffix != ".keras":
+        raise UserError(f"--output must end in .keras, got {output.name!r}")
+    if output.exists() or output.with_suffix(".json").exists():
+        raise UserError(f"--output {output} (or its .json sidecar) exists; choose another path")
+    if output.resolve() == model.resolve():
+        raise UserError("--output must not be --model")
+    return model, output
+
+
+def _tuned_step(model: Path):
+    """The training step in the tuned model's sidecar (``best.json`` beside ``best.keras``); None if unknown."""
+    try:
+        doc = json.loads(model.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    return doc.get("step") if isinstance(doc, dict) else None
+
+
+def main(argv: list[str]) -> int:
+    """Writes the gated detector (module docstring)."""
+    model_path, output = _check_flags()
+    # TensorFlow and the models: after the flags are checked (and not for --help)
+    from blazepose_tf.models.detector_gate import gate_detector
+    from blazepose_tf.models.loading import load_keras_model
+    from blazepose_tf.models.official_cache import load_converted, save_model
+
+    tuned = load_keras_model(model_path, "--model")
+    base = load_converted("pose_detection") if FLAGS.base == "official" else load_keras_model(FLAGS.base, "--base")
+    gated = gate_detector(tuned, base, threshold=FLAGS.threshold)
+    save_model(gated, output)
+    step = _tuned_step(model_path)
+    output.with_suffix(".json").write_text(json.dumps({"step": step}))
+    print(json.dumps({"model": str(output), "tuned": str(model_path), "base": FLAGS.base,
+                      "threshold": FLAGS.threshold, "step": step}))
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,125 @@
+"""The gated detector (blazepose_tf.models.detector_gate): the base's scores on images where it fires, the tuned
+head's elsewhere, one shared backbone; and its command (blazepose_tf.training.gate_detector)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from blazepose_tf import contract  # noqa: E402
+from blazepose_tf.errors import ModelError  # noqa: E402
+from blazepose_tf.models import build_detector, build_tracker  # noqa: E402
+from blazepose_tf.models.detector_gate import ScoreGate, gate_detector, score_branch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pair(base_bias: float, tuned_bias: float):
+    """A smoke detector and a copy whose score head differs; every score-head 1×1 bias set as given."""
+    base = build_detector("detector_smoke", name="base")
+    tuned = build_detector("detector_smoke", name="tuned")
+    tuned.set_weights(base.get_weights())
+    for model, bias in ((base, base_bias), (tuned, tuned_bias)):
+        for name in score_branch(model):
+            layer = model.get_layer(name)
+            if name.endswith("_cls"):
+                kernel, b = layer.get_weights()
+                layer.set_weights([kernel * 0.1, np.full_like(b, bias)])
+    return base, tuned
+
+
+def _images(n: int = 2) -> np.ndarray:
+    return np.random.default_rng(0).uniform(-1, 1, (n, 224, 224, 3)).astype("float32")
+
+
+def test_score_gate_picks_per_image():
+    base = np.array([[[0.3], [-2.0]], [[-0.1], [-4.0]]], "float32")   # image 0 fires (logit 0.3 >= 0), image 1 not
+    tuned = np.array([[[-5.0], [1.0]], [[2.0], [-1.0]]], "float32")
+    out = np.asarray(ScoreGate()([base, tuned]))
+    np.testing.assert_array_equal(out[0], base[0])
+    np.testing.assert_array_equal(out[1], tuned[1])
+    # a stricter threshold: logit 0.3 (p 0.574) no longer fires at p 0.6
+    np.testing.assert_array_equal(np.asarray(ScoreGate(0.6)([base, tuned]))[0], tuned[0])
+    with pytest.raises(ValueError, match="threshold"):
+        ScoreGate(1.0)
+
+
+@pytest.mark.parametrize("base_bias, fires", [(6.0, True), (-30.0, False)])
+def test_gated_model_scores_come_from_base_where_it_fires_else_from_tuned(base_bias, fires):
+    base, tuned = _pair(base_bias, tuned_bias=-1.0)
+    gated = gate_detector(tuned, base)
+    assert gated.output_names == list(contract.DETECTOR_ROLES)
+    x = _images()
+    regs, scores = (np.asarray(t) for t in gated(x))
+    b_regs, b_scores = (np.asarray(t) for t in base(x))
+    _, t_scores = (np.asarray(t) for t in tuned(x))
+    assert (b_scores.max(axis=(1, 2)) >= 0).all() == fires
+    np.testing.assert_allclose(regs, b_regs, atol=1e-5)
+    np.testing.assert_allclose(scores, b_scores if fires else t_scores, atol=1e-5)
+    # one backbone: the gated model adds only the second score head's weights
+    extra = sum(int(np.prod(w.shape)) for n in score_branch(base) for w in base.get_layer(n).weights)
+    assert gated.count_params() == tuned.count_params() + extra
+
+
+def test_gated_model_saves_loads_and_exports(tmp_path):
+    from blazepose_tf.models.loading import load_keras_model
+    from blazepose_tf.models.official_cache import save_model
+
+    base, tuned = _pair(6.0, -1.0)
+    path = save_model(gate_detector(tuned, base), tmp_path / "gated.keras")
+    loaded = load_keras_model(path)
+    x = _images(1)
+    np.testing.assert_allclose(np.asarray(loaded(x)[1]), np.asarray(base(x)[1]), atol=1e-5)
+    from blazepose_tf.runtime.pipeline import PersonDetector
+    from blazepose_tf.runtime.runners import load_runner
+    from export.to_tflite import export_model
+
+    export_model(loaded, tmp_path / "gated.tflite", "fp16", log=lambda *a: None)
+    runner = load_runner(tmp_path / "gated.tflite")
+    PersonDetector(runner)  # meets the detector contract
+    np.testing.assert_allclose(runner(x)["scores"], np.asarray(base(x)[1]), atol=0.05)
+
+
+def test_gate_refuses_models_that_differ_outside_the_score_head():
+    base, tuned = _pair(0.0, 0.0)
+    stem = next(layer for layer in tuned.layers if layer.weights and layer.name not in score_branch(tuned))
+    stem.set_weights([w + 1.0 for w in stem.get_weights()])
+    with pytest.raises(ModelError, match="outside the score head"):
+        gate_detector(tuned, base)
+    with pytest.raises(ModelError, match="not a detector"):
+        gate_detector(build_tracker("smoke").inference, base)
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "blazepose_tf.training.gate_detector", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_gate_detector_command_writes_once_and_reports_bad_models(tmp_path):
+    from blazepose_tf.models.loading import load_keras_model
+    from blazepose_tf.models.official_cache import save_model
+
+    base, tuned = _pair(-30.0, 2.0)
+    save_model(base, tmp_path / "base.keras")
+    save_model(tuned, tmp_path / "tuned.keras")
+    (tmp_path / "tuned.json").write_text('{"step": 7}')
+    out = tmp_path / "gated.keras"
+    r = _run(f"--model={tmp_path / 'tuned.keras'}", f"--base={tmp_path / 'base.keras'}", f"--output={out}")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "gated.json").read_text() == '{"step": 7}'
+    x = _images(1)
+    np.testing.assert_allclose(np.asarray(load_keras_model(out)(x)[1]), np.asarray(tuned(x)[1]), atol=1e-5)
+    before = out.read_bytes()
+    r = _run(f"--model={tmp_path / 'tuned.keras'}", f"--base={tmp_path / 'base.keras'}", f"--output={out}")
+    assert r.returncode == 2 and "exists" in r.stderr and "Traceback" not in r.stderr
+    assert out.read_bytes() == before
+    (tmp_path / "junk.keras").write_text("not a model")
+    r = _run(f"--model={tmp_path / 'junk.keras'}", f"--base={tmp_path / 'base.keras'}",
+             f"--output={tmp_path / 'g2.keras'}")
+    assert r.returncode == 4 and r.stderr.strip().splitlines()[-1].startswith("error:") and "Traceback" not in r.stderr
+    assert not (tmp_path / "g2.keras").exists()
