@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Callable, Literal, Optional
 
 from absl import flags
@@ -89,6 +90,18 @@ def run(main: Callable[[list[str]], int], argv: Optional[list[str]] = None, posi
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def check_output_folder(output: Path, flag: str = "--output") -> None:
+    """A one-line :class:`UserError` unless ``output``'s folder exists or can be created: its nearest existing
+    ancestor is a writable folder. Cheap: commands call it before loading anything."""
+    folder = output.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"cannot write {flag} {output}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {flag} {output}: folder {folder} is not writable")
 
 
 def _module_name(argv0: str) -> str:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
-from blazepose_tf import cli
+from blazepose_tf import cli, contract
 from blazepose_tf.zoo import model_flags
 from blazepose_tf.datasets.coco import load_coco_keypoints
 from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, InputError, UserError
@@ -46,7 +46,8 @@ flags.DEFINE_string("splits", None, "Splits JSON {name: [image ids]} (default: s
 flags.DEFINE_integer("limit", None, "Score only the first N scored images.", lower_bound=1)
 flags.DEFINE_string("output", None, "Write the JSON summary here.")
 flags.DEFINE_integer("num_poses", 1, "People per image the pipeline may return.", lower_bound=1)
-flags.DEFINE_float("min_detection_confidence", 0.5, "Detector score threshold.", lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_float("min_detection_confidence", contract.MIN_DETECTION_CONFIDENCE, "Detector score threshold.",
+                   lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 model_flags.define_model_flags()
 FLAGS = flags.FLAGS

@@ -47,7 +47,7 @@ import numpy as np
 from absl import flags
 from tqdm import tqdm
 
-from blazepose_tf import cli
+from blazepose_tf import cli, contract
 from blazepose_tf.zoo import model_flags
 from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL, InputError, UserError
 from blazepose_tf.io.images import InputItem, collect_inputs, load_image
@@ -68,7 +68,8 @@ flags.DEFINE_string("overlay", None, "Overlay output: an image path (single imag
 flags.DEFINE_enum("mode", "auto", ["auto", "image", "video"],
                   "auto: VIDEO mode for videos, IMAGE mode for images.")
 flags.DEFINE_integer("num_poses", 1, "Maximum people per image (IMAGE mode).", lower_bound=1)
-flags.DEFINE_float("min_detection_confidence", 0.5, "Detector score threshold.", lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_float("min_detection_confidence", contract.MIN_DETECTION_CONFIDENCE, "Detector score threshold.",
+                   lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_float("min_presence", 0.5, "Tracker presence threshold.", lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_bool("smooth", True, "One Euro smoothing in VIDEO mode.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")

@@ -6,6 +6,7 @@ import os
 import time
 from pathlib import Path
 
+from blazepose_tf.cli import check_output_folder
 from blazepose_tf.errors import UserError
 
 
@@ -24,13 +25,7 @@ def check_output_path(output: Path) -> None:
         if path.is_dir():
             raise UserError(f"cannot write {path}: it is a folder" + (
                 "; give a .tflite file name" if path == output else " (the report goes beside the model)"))
-    folder = output.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise UserError(f"cannot write --output {output}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write --output {output}: folder {folder} is not writable")
+    check_output_folder(output)
 
 
 def write_temporary(path: Path, data: bytes) -> Path:

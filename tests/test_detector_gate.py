@@ -38,11 +38,13 @@ def _images(n: int = 2) -> np.ndarray:
 
 
 def test_score_gate_picks_per_image():
-    base = np.array([[[0.3], [-2.0]], [[-0.1], [-4.0]]], "float32")   # image 0 fires (logit 0.3 >= 0), image 1 not
-    tuned = np.array([[[-5.0], [1.0]], [[2.0], [-1.0]]], "float32")
+    # image 0 fires (logit 0.3: p 0.574), image 1 not (p 0.475), image 2 exactly at the threshold (p 0.5) fires
+    base = np.array([[[0.3], [-2.0]], [[-0.1], [-4.0]], [[0.0], [-3.0]]], "float32")
+    tuned = np.array([[[-5.0], [1.0]], [[2.0], [-1.0]], [[3.0], [3.0]]], "float32")
     out = np.asarray(ScoreGate()([base, tuned]))
     np.testing.assert_array_equal(out[0], base[0])
     np.testing.assert_array_equal(out[1], tuned[1])
+    np.testing.assert_array_equal(out[2], base[2])
     # a stricter threshold: logit 0.3 (p 0.574) no longer fires at p 0.6
     np.testing.assert_array_equal(np.asarray(ScoreGate(0.6)([base, tuned]))[0], tuned[0])
     with pytest.raises(ValueError, match="threshold"):
@@ -85,14 +87,47 @@ def test_gated_model_saves_loads_and_exports(tmp_path):
     np.testing.assert_allclose(runner(x)["scores"], np.asarray(base(x)[1]), atol=0.05)
 
 
-def test_gate_refuses_models_that_differ_outside_the_score_head():
-    base, tuned = _pair(0.0, 0.0)
+@pytest.mark.parametrize("which", [0, -1])  # a kernel, a bias
+def test_gate_refuses_models_that_differ_outside_the_score_head(which):
+    base, tuned = _pair(0.0, 1.0)
     stem = next(layer for layer in tuned.layers if layer.weights and layer.name not in score_branch(tuned))
-    stem.set_weights([w + 1.0 for w in stem.get_weights()])
+    weights = stem.get_weights()
+    weights[which] = weights[which] + 1e-3
+    stem.set_weights(weights)
     with pytest.raises(ModelError, match="outside the score head"):
         gate_detector(tuned, base)
+
+
+def test_gate_refuses_what_it_cannot_gate():
+    base, tuned = _pair(0.0, 1.0)
     with pytest.raises(ModelError, match="not a detector"):
         gate_detector(build_tracker("smoke").inference, base)
+    with pytest.raises(ModelError, match="nothing to gate"):
+        gate_detector(base, base)
+    with pytest.raises(ModelError, match="already gated"):
+        gate_detector(gate_detector(tuned, base), base)
+
+
+def _toy_detector(shared_head: bool) -> keras.Model:
+    """Backbone → regressors, and a score head that reuses one conv (or computes outside a layer)."""
+    x = keras.Input((8, 8, 3), name="image")
+    f = keras.layers.Conv2D(4, 1, name="backbone")(x)
+    regs = keras.layers.Reshape((64, 12), name="regressors")(keras.layers.Conv2D(12, 1, name="reg")(f))
+    if shared_head:
+        cls = keras.layers.Conv2D(1, 1, name="cls")
+        g = keras.layers.Conv2D(4, 1, name="score_features")(f)
+        parts = [keras.layers.Reshape((64, 1), name=f"flat{i}")(cls(t)) for i, t in enumerate((f, g))]
+        scores = keras.layers.Concatenate(axis=1, name="scores")(parts)
+    else:
+        c = keras.ops.multiply(keras.layers.Conv2D(1, 1, name="cls")(f), 2.0)
+        scores = keras.layers.Reshape((64, 1), name="scores")(c)
+    return keras.Model(x, [regs, scores])
+
+
+@pytest.mark.parametrize("shared_head, message", [(True, "called 2 times"), (False, "outside a Keras layer")])
+def test_score_heads_that_cannot_be_cloned_are_refused(shared_head, message):
+    with pytest.raises(ModelError, match=message):
+        score_branch(_toy_detector(shared_head))
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -104,16 +139,28 @@ def test_gate_detector_command_writes_once_and_reports_bad_models(tmp_path):
     from blazepose_tf.models.loading import load_keras_model
     from blazepose_tf.models.official_cache import save_model
 
-    base, tuned = _pair(-30.0, 2.0)
+    base, tuned = _pair(1.0, 2.0)
+    x = _images(1)
+    top = float(np.asarray(base(x)[1]).max())
+    assert 0.0 < top < 4.0  # base fires at 0.5 (logit 0), not at 0.99 (logit 4.6)
     save_model(base, tmp_path / "base.keras")
     save_model(tuned, tmp_path / "tuned.keras")
     (tmp_path / "tuned.json").write_text('{"step": 7}')
     out = tmp_path / "gated.keras"
-    r = _run(f"--model={tmp_path / 'tuned.keras'}", f"--base={tmp_path / 'base.keras'}", f"--output={out}")
+    models = (f"--model={tmp_path / 'tuned.keras'}", f"--base={tmp_path / 'base.keras'}")
+    r = _run(*models, f"--output={out}")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "gated.json").read_text() == '{"step": 7}'
-    x = _images(1)
-    np.testing.assert_allclose(np.asarray(load_keras_model(out)(x)[1]), np.asarray(tuned(x)[1]), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(load_keras_model(out)(x)[1]), np.asarray(base(x)[1]), atol=1e-5)
+    strict = tmp_path / "strict.keras"
+    assert _run(*models, f"--output={strict}", "--threshold=0.99").returncode == 0
+    np.testing.assert_allclose(np.asarray(load_keras_model(strict)(x)[1]), np.asarray(tuned(x)[1]), atol=1e-5)
+    (tmp_path / "taken.json").write_text("{}")  # a sidecar alone also blocks the name
+    r = _run(*models, f"--output={tmp_path / 'taken.keras'}")
+    assert r.returncode == 2 and "exists" in r.stderr and (tmp_path / "taken.json").read_text() == "{}"
+    for bad in ("--threshold=nan", f"--output={tmp_path / 'tuned.json' / 'x.keras'}"):
+        r = _run(*models, f"--output={tmp_path / 'g3.keras'}", bad)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (bad, r.stderr)
     before = out.read_bytes()
     r = _run(f"--model={tmp_path / 'tuned.keras'}", f"--base={tmp_path / 'base.keras'}", f"--output={out}")
     assert r.returncode == 2 and "exists" in r.stderr and "Traceback" not in r.stderr

@@ -6,11 +6,13 @@ detector): only which anchors fire, their ranking and their weights in the weigh
 the ROIs the tracker gets out of domain. :func:`gate_detector` builds one model with both score heads on the
 shared backbone: on an image where the base fires (any anchor at or above the detection threshold) it emits the
 base's scores, so the ROIs are exactly the base's; elsewhere the tuned head's, which finds the people the base
-misses. The output contract (``regressors``, ``scores``) is unchanged; the second head adds under 0.1% of the MACs.
+misses. The output contract (``regressors``, ``scores``) is unchanged; the second head adds about 0.1% of the MACs.
+
+A gated model is for inference and export: train (``--init_from``, ``--trainable=score_head``) from the tuned run,
+and gate again. The gate compares the base's top score with the threshold in probability space, as the runtime
+does; a runtime threshold above it hides the tuned head on images where the base's top score lies between the two.
 """
 from __future__ import annotations
-
-import math
 
 import keras
 import numpy as np
@@ -34,14 +36,13 @@ class ScoreGate(layers.Layer):
 
     def __init__(self, threshold: float = contract.MIN_DETECTION_CONFIDENCE, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 < threshold < 1.0:
+        if not 0.0 < threshold < 1.0:  # also false for NaN
             raise ValueError(f"gate threshold must be in (0, 1), got {threshold}")
         self.threshold = float(threshold)
 
     def call(self, inputs):
         base, tuned = inputs
-        logit = math.log(self.threshold / (1.0 - self.threshold))
-        fired = ops.max(base, axis=(1, 2), keepdims=True) >= logit
+        fired = ops.sigmoid(ops.max(base, axis=(1, 2), keepdims=True)) >= self.threshold
         return ops.where(fired, base, tuned)
 
     def compute_output_shape(self, input_shapes):
@@ -62,24 +63,39 @@ def score_branch(model: keras.Model) -> list[str]:
     if missing:
         raise ModelError(f"{model.name} is not a detector: no {', '.join(missing)} output")
     branch = upstream_layers(out["scores"]) - upstream_layers(out["regressors"])
+    layers_by_name = {layer.name: layer for layer in model.layers}
+    for name in sorted(branch):
+        layer = layers_by_name.get(name)
+        if layer is None:
+            raise ModelError(f"{model.name}'s score head computes {name!r} outside a Keras layer: it cannot be gated")
+        if isinstance(layer, ScoreGate):
+            raise ModelError(f"{model.name} is already gated: gate the tuned run's model instead")
+        if len(layer._inbound_nodes) != 1:
+            raise ModelError(f"{model.name}'s score-head layer {name!r} is called {len(layer._inbound_nodes)} times: "
+                             "gating needs each called once")
     return [layer.name for layer in model.layers if layer.name in branch]
 
 
-def _shared_weights_differ(tuned: keras.Model, base: keras.Model, branch: set[str]) -> list[str]:
-    """Layers outside the score branch whose weights differ between the two models (or are missing in base)."""
+def _same_layer(a: keras.layers.Layer, b: keras.layers.Layer) -> bool:
+    """Same class, configuration (name and trainable aside) and weights, bit for bit."""
+    config_a, config_b = ({k: v for k, v in layer.get_config().items() if k not in ("name", "trainable")}
+                        for layer in (a, b))
+    mine, theirs = a.get_weights(), b.get_weights()
+    return (type(a) is type(b) and config_a == config_b and len(mine) == len(theirs)
+            and all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(mine, theirs)))
+
+
+def _layers_that_differ(tuned: keras.Model, base: keras.Model, names: list[str]) -> list[str]:
+    """Of ``names``, the layers that differ between the two models (or are missing in ``base``)."""
     bad = []
-    for layer in tuned.layers:
-        if layer.name in branch or not layer.weights:
-            continue
+    for name in names:
         try:
-            other = base.get_layer(layer.name)
+            other = base.get_layer(name)
         except ValueError:
-            bad.append(layer.name)
+            bad.append(name)
             continue
-        mine, theirs = layer.get_weights(), other.get_weights()
-        if len(mine) != len(theirs) or any(a.shape != b.shape or not np.array_equal(a, b)
-                                           for a, b in zip(mine, theirs)):
-            bad.append(layer.name)
+        if not _same_layer(tuned.get_layer(name), other):
+            bad.append(name)
     return bad
 
 
@@ -89,16 +105,20 @@ def gate_detector(tuned: keras.Model, base: keras.Model,
     ``base``'s scores on the images where it fires at ``threshold``, ``tuned``'s on the others (:class:`ScoreGate`).
 
     Raises:
-        ModelError: either is not a detector, or they differ outside the score head (not a ``score_head`` tune of
-            ``base``).
+        ModelError: either is not a detector, is already gated, or has a score head that is not a chain of
+            once-called layers; they differ outside the score head (not a ``score_head`` tune of ``base``), or
+            nowhere (``tuned`` is ``base``).
     """
     branch = score_branch(tuned)
     if score_branch(base) != branch:
         raise ModelError(f"{tuned.name} and {base.name} do not have the same score head")
-    differ = _shared_weights_differ(tuned, base, set(branch))
+    shared = [layer.name for layer in tuned.layers if layer.name not in set(branch)]
+    differ = _layers_that_differ(tuned, base, shared)
     if differ:
         raise ModelError(f"{tuned.name} differs from {base.name} outside the score head ({len(differ)} layers, "
                          f"e.g. {differ[0]!r}): gating needs a --trainable=score_head tune of it")
+    if not _layers_that_differ(tuned, base, branch):
+        raise ModelError(f"{tuned.name} has {base.name}'s own score head: nothing to gate")
     scores = {}
     for source, prefix in ((base, BASE_PREFIX), (tuned, TUNED_PREFIX)):
         mapped: dict[int, object] = {}
@@ -106,6 +126,8 @@ def gate_detector(tuned: keras.Model, base: keras.Model,
             layer = source.get_layer(layer_name)
             node = tuned.get_layer(layer_name)._inbound_nodes[0]
             ins = [mapped.get(id(t), t) for t in node.input_tensors]
+            if any(id(t) not in mapped and t._keras_history[0].name in branch for t in node.input_tensors):
+                raise ModelError(f"{tuned.name}'s score head is not a chain of layers in graph order ({layer_name!r})")
             clone = layer.__class__.from_config({**layer.get_config(), "name": prefix + layer_name})
             out = clone(ins if len(ins) > 1 else ins[0])
             clone.set_weights(layer.get_weights())

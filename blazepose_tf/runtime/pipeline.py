@@ -62,8 +62,8 @@ class PersonDetector:
         ModelError: ``runner`` does not meet the detector contract (:mod:`blazepose_tf.contract`).
     """
 
-    def __init__(self, runner: ModelRunner, min_score: float = 0.5, iou_threshold: float = 0.3,
-                 input_range: tuple[float, float] = DETECTOR_INPUT_RANGE,
+    def __init__(self, runner: ModelRunner, min_score: float = contract.MIN_DETECTION_CONFIDENCE,
+                 iou_threshold: float = 0.3, input_range: tuple[float, float] = DETECTOR_INPUT_RANGE,
                  anchor_options: Optional[AnchorOptions] = None):
         check_runner(runner, contract.DETECTOR)
         self.runner = runner
@@ -177,7 +177,8 @@ class PoseTracker:
     """
 
     def __init__(self, detector: ModelRunner, landmarker: ModelRunner, mode: str = "image", num_poses: int = 1,
-                 min_detection_confidence: float = 0.5, min_presence: float = 0.5, smooth: bool = True,
+                 min_detection_confidence: float = contract.MIN_DETECTION_CONFIDENCE,
+                 min_presence: float = 0.5, smooth: bool = True,
                  refine_heatmap: bool = True, topology: Topology = BLAZEPOSE_33, roi_scale: float = contract.ROI_SCALE):
         if mode not in ("image", "video"):
             raise ValueError(f"mode must be 'image' or 'video', got {mode!r}")

@@ -12,6 +12,7 @@ existing ``--output`` is never replaced. Exit codes: 0 ok; 2 bad flags; 4 unusab
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from absl import flags
@@ -33,12 +34,13 @@ def _check_flags() -> tuple[Path, Path]:
     if not FLAGS.model or not FLAGS.output:
         raise UserError("give --model (the tuned detector) and --output (the gated .keras to write)")
     model, output = Path(FLAGS.model).expanduser(), Path(FLAGS.output).expanduser()
+    if not math.isfinite(FLAGS.threshold):
+        raise UserError(f"--threshold must be a probability in (0, 1), got {FLAGS.threshold}")
     if output.suffix != ".keras":
         raise UserError(f"--output must end in .keras, got {output.name!r}")
     if output.exists() or output.with_suffix(".json").exists():
         raise UserError(f"--output {output} (or its .json sidecar) exists; choose another path")
-    if output.resolve() == model.resolve():
-        raise UserError("--output must not be --model")
+    cli.check_output_folder(output)
     return model, output
 
 
@@ -62,9 +64,14 @@ def main(argv: list[str]) -> int:
     tuned = load_keras_model(model_path, "--model")
     base = load_converted("pose_detection") if FLAGS.base == "official" else load_keras_model(FLAGS.base, "--base")
     gated = gate_detector(tuned, base, threshold=FLAGS.threshold)
-    save_model(gated, output)
     step = _tuned_step(model_path)
-    output.with_suffix(".json").write_text(json.dumps({"step": step}))
+    if output.exists():  # appeared while the models loaded
+        raise UserError(f"--output {output} exists; choose another path")
+    try:
+        save_model(gated, output)
+        output.with_suffix(".json").write_text(json.dumps({"step": step}))
+    except OSError as e:
+        raise UserError(f"cannot write {output}: {e.strerror or e}") from None
     print(json.dumps({"model": str(output), "tuned": str(model_path), "base": FLAGS.base,
                       "threshold": FLAGS.threshold, "step": step}))
     return 0
