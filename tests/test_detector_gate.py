@@ -2,6 +2,7 @@
 head's elsewhere, one shared backbone; and its command (blazepose_tf.training.gate_detector)."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -145,12 +146,12 @@ def test_gate_detector_command_writes_once_and_reports_bad_models(tmp_path):
     assert 0.0 < top < 4.0  # base fires at 0.5 (logit 0), not at 0.99 (logit 4.6)
     save_model(base, tmp_path / "base.keras")
     save_model(tuned, tmp_path / "tuned.keras")
-    (tmp_path / "tuned.json").write_text('{"step": 7}')
+    (tmp_path / "tuned.json").write_text('{"step": 7, "detection_rate": 90.5}')
     out = tmp_path / "gated.keras"
     models = (f"--model={tmp_path / 'tuned.keras'}", f"--base={tmp_path / 'base.keras'}")
     r = _run(*models, f"--output={out}")
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "gated.json").read_text() == '{"step": 7}'
+    assert json.loads((tmp_path / "gated.json").read_text()) == {"step": 7, "tuned_detection_rate": 90.5}
     np.testing.assert_allclose(np.asarray(load_keras_model(out)(x)[1]), np.asarray(base(x)[1]), atol=1e-5)
     strict = tmp_path / "strict.keras"
     assert _run(*models, f"--output={strict}", "--threshold=0.99").returncode == 0

@@ -6,7 +6,8 @@
 ``--model`` must be a ``--trainable=score_head`` tune of ``--base`` (``official``: MediaPipe's detector, converted):
 every layer outside the score head identical. The written detector emits the base's scores on the images where the
 base fires at ``--threshold`` (so its ROIs there are exactly the base's) and the tuned scores elsewhere. Its
-``.json`` sidecar carries the tuned model's training step (read by ``python -m blazepose_tf.zoo.publish``). An
+``.json`` sidecar carries the tuned model's training step and its dev metrics as ``tuned_*`` (read by
+``python -m blazepose_tf.zoo.publish``). An
 existing ``--output`` is never replaced. Exit codes: 0 ok; 2 bad flags; 4 unusable model.
 """
 from __future__ import annotations
@@ -44,13 +45,15 @@ def _check_flags() -> tuple[Path, Path]:
     return model, output
 
 
-def _tuned_step(model: Path):
-    """The training step in the tuned model's sidecar (``best.json`` beside ``best.keras``); None if unknown."""
+def gated_sidecar(model: Path) -> dict:
+    """The gated model's sidecar from the tuned model's (``best.json`` beside ``best.keras``): its training ``step``,
+    and its dev metrics renamed ``tuned_*`` (they were measured without the gate); ``{"step": None}`` if unknown."""
     try:
         doc = json.loads(model.with_suffix(".json").read_text())
     except (OSError, ValueError):
-        return None
-    return doc.get("step") if isinstance(doc, dict) else None
+        doc = {}
+    doc = doc if isinstance(doc, dict) else {}
+    return {"step": doc.get("step"), **{f"tuned_{k}": v for k, v in doc.items() if k != "step"}}
 
 
 def main(argv: list[str]) -> int:
@@ -64,16 +67,16 @@ def main(argv: list[str]) -> int:
     tuned = load_keras_model(model_path, "--model")
     base = load_converted("pose_detection") if FLAGS.base == "official" else load_keras_model(FLAGS.base, "--base")
     gated = gate_detector(tuned, base, threshold=FLAGS.threshold)
-    step = _tuned_step(model_path)
+    sidecar = gated_sidecar(model_path)
     if output.exists():  # appeared while the models loaded
         raise UserError(f"--output {output} exists; choose another path")
     try:
         save_model(gated, output)
-        output.with_suffix(".json").write_text(json.dumps({"step": step}))
+        output.with_suffix(".json").write_text(json.dumps(sidecar))
     except OSError as e:
         raise UserError(f"cannot write {output}: {e.strerror or e}") from None
     print(json.dumps({"model": str(output), "tuned": str(model_path), "base": FLAGS.base,
-                      "threshold": FLAGS.threshold, "step": step}))
+                      "threshold": FLAGS.threshold, **sidecar}))
     return 0
 
 
