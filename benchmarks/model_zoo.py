@@ -64,6 +64,7 @@ from absl import flags  # noqa: E402
 from benchmarks import ood_guard  # noqa: E402
 from blazepose_tf import contract  # noqa: E402
 from blazepose_tf.errors import InputError, UserError  # noqa: E402
+from export.int8_export import DEFAULT_MAX_PCK_DROP  # noqa: E402
 
 DEFAULT_LSPET = Path(os.environ.get("BLAZEPOSE_TF_LSPET") or _REPO.parent / "shared" / "data" / "lspet")
 # Table label -> export.to_tflite --quantize name: the table says "fp32" for float32 weights ("none" in export).
@@ -429,7 +430,8 @@ def quantization_section(table: dict[str, Any]) -> list[str]:
             "within this table only). Pipeline PCK@0.2 behind MediaPipe's detector on `test` (reported) and `dev` "
             "(where int8's choices were made); int8: `export.to_tflite --quantize int8` defaults; int8-selective: "
             "`--float_layers auto` (layers kept in float, chosen greedily by keypoint error removed per float MAC, "
-            "until dev PCK is within 1 point of fp32, at most 20% of the MACs in float); fp16 -heatmap: what "
+            f"until dev PCK is within {DEFAULT_MAX_PCK_DROP:g} point of fp32, the export's default `--max_pck_drop`, "
+            "at most 20% of the MACs in float); fp16 -heatmap: what "
             "`--nokeep_heatmap` costs. The int8 "
             "speed-up is on ARM: `python -m android_harness.bench --model FILE --benchmark_binary benchmark_model`.",
             "", *_table(["model", "variant", "PCK@0.2 test", "vs fp32", "PCK@0.2 dev", "size MB", "int8 MACs %",
