@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +14,7 @@ from blazepose_tf import contract  # noqa: E402
 from blazepose_tf.errors import ModelError  # noqa: E402
 from blazepose_tf.models import build_detector, build_tracker  # noqa: E402
 from blazepose_tf.models.detector_gate import ScoreGate, gate_detector, score_branch  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from hostile_utils import assert_clean_exit, run_module  # noqa: E402
 
 
 def _pair(base_bias: float, tuned_bias: float):
@@ -132,8 +129,7 @@ def test_score_heads_that_cannot_be_cloned_are_refused(shared_head, message):
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "blazepose_tf.training.gate_detector", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return run_module("blazepose_tf.training.gate_detector", *args, timeout=300)
 
 
 def test_gate_detector_command_writes_once_and_reports_bad_models(tmp_path):
@@ -149,25 +145,23 @@ def test_gate_detector_command_writes_once_and_reports_bad_models(tmp_path):
     (tmp_path / "tuned.json").write_text('{"step": 7, "detection_rate": 90.5}')
     out = tmp_path / "gated.keras"
     models = (f"--model={tmp_path / 'tuned.keras'}", f"--base={tmp_path / 'base.keras'}")
-    r = _run(*models, f"--output={out}")
-    assert r.returncode == 0, r.stderr
+    assert_clean_exit(_run(*models, f"--output={out}"), 0)
     assert json.loads((tmp_path / "gated.json").read_text()) == {"step": 7, "tuned_detection_rate": 90.5}
     np.testing.assert_allclose(np.asarray(load_keras_model(out)(x)[1]), np.asarray(base(x)[1]), atol=1e-5)
     strict = tmp_path / "strict.keras"
-    assert _run(*models, f"--output={strict}", "--threshold=0.99").returncode == 0
+    assert_clean_exit(_run(*models, f"--output={strict}", "--threshold=0.99"), 0)
     np.testing.assert_allclose(np.asarray(load_keras_model(strict)(x)[1]), np.asarray(tuned(x)[1]), atol=1e-5)
     (tmp_path / "taken.json").write_text("{}")  # a sidecar alone also blocks the name
-    r = _run(*models, f"--output={tmp_path / 'taken.keras'}")
-    assert r.returncode == 2 and "exists" in r.stderr and (tmp_path / "taken.json").read_text() == "{}"
+    assert_clean_exit(_run(*models, f"--output={tmp_path / 'taken.keras'}"), 2, "exists")
+    assert (tmp_path / "taken.json").read_text() == "{}"
     for bad in ("--threshold=nan", f"--output={tmp_path / 'tuned.json' / 'x.keras'}"):
-        r = _run(*models, f"--output={tmp_path / 'g3.keras'}", bad)
-        assert r.returncode == 2 and "Traceback" not in r.stderr, (bad, r.stderr)
+        assert_clean_exit(_run(*models, f"--output={tmp_path / 'g3.keras'}", bad), 2)
     before = out.read_bytes()
-    r = _run(f"--model={tmp_path / 'tuned.keras'}", f"--base={tmp_path / 'base.keras'}", f"--output={out}")
-    assert r.returncode == 2 and "exists" in r.stderr and "Traceback" not in r.stderr
+    assert_clean_exit(_run(*models, f"--output={out}"), 2, "exists")
     assert out.read_bytes() == before
     (tmp_path / "junk.keras").write_text("not a model")
     r = _run(f"--model={tmp_path / 'junk.keras'}", f"--base={tmp_path / 'base.keras'}",
              f"--output={tmp_path / 'g2.keras'}")
-    assert r.returncode == 4 and r.stderr.strip().splitlines()[-1].startswith("error:") and "Traceback" not in r.stderr
+    assert_clean_exit(r, 4, "junk.keras")
+    assert r.stderr.strip().splitlines()[-1].startswith("error:")
     assert not (tmp_path / "g2.keras").exists()

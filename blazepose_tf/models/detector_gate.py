@@ -112,13 +112,15 @@ def gate_detector(tuned: keras.Model, base: keras.Model,
     branch = score_branch(tuned)
     if score_branch(base) != branch:
         raise ModelError(f"{tuned.name} and {base.name} do not have the same score head")
-    shared = [layer.name for layer in tuned.layers if layer.name not in set(branch)]
+    in_branch = set(branch)
+    shared = [layer.name for layer in tuned.layers if layer.name not in in_branch]
     differ = _layers_that_differ(tuned, base, shared)
     if differ:
         raise ModelError(f"{tuned.name} differs from {base.name} outside the score head ({len(differ)} layers, "
                          f"e.g. {differ[0]!r}): gating needs a --trainable=score_head tune of it")
     if not _layers_that_differ(tuned, base, branch):
         raise ModelError(f"{tuned.name} has {base.name}'s own score head: nothing to gate")
+    outputs = dict(zip(tuned.output_names, tuned.outputs))
     scores = {}
     for source, prefix in ((base, BASE_PREFIX), (tuned, TUNED_PREFIX)):
         mapped: dict[int, object] = {}
@@ -126,13 +128,12 @@ def gate_detector(tuned: keras.Model, base: keras.Model,
             layer = source.get_layer(layer_name)
             node = tuned.get_layer(layer_name)._inbound_nodes[0]
             ins = [mapped.get(id(t), t) for t in node.input_tensors]
-            if any(id(t) not in mapped and t._keras_history[0].name in branch for t in node.input_tensors):
+            if any(id(t) not in mapped and t._keras_history[0].name in in_branch for t in node.input_tensors):
                 raise ModelError(f"{tuned.name}'s score head is not a chain of layers in graph order ({layer_name!r})")
             clone = layer.__class__.from_config({**layer.get_config(), "name": prefix + layer_name})
             out = clone(ins if len(ins) > 1 else ins[0])
             clone.set_weights(layer.get_weights())
             mapped[id(node.output_tensors[0])] = out
-        scores[prefix] = mapped[id(dict(zip(tuned.output_names, tuned.outputs))["scores"])]
+        scores[prefix] = mapped[id(outputs["scores"])]
     gated = ScoreGate(threshold, name="scores")([scores[BASE_PREFIX], scores[TUNED_PREFIX]])
-    regressors = dict(zip(tuned.output_names, tuned.outputs))["regressors"]
-    return keras.Model(tuned.inputs, [regressors, gated], name=name or f"{tuned.name}_gated")
+    return keras.Model(tuned.inputs, [outputs["regressors"], gated], name=name or f"{tuned.name}_gated")
