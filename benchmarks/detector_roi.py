@@ -55,7 +55,7 @@ from blazepose_tf.codecs.targets import gt_alignment_roi  # noqa: E402
 from blazepose_tf.datasets.coco import ImageRecord, load_coco_keypoints  # noqa: E402
 from blazepose_tf.errors import InputError, UserError  # noqa: E402
 from blazepose_tf.evaluation import evaluate, scored_records  # noqa: E402
-from blazepose_tf.metrics import match_prediction, pck, select_scored_person  # noqa: E402
+from blazepose_tf.metrics import PAIRED_RESAMPLES, paired_pck_delta  # noqa: E402
 from blazepose_tf.runtime.pipeline import PoseTracker, roi_from_detection  # noqa: E402
 from blazepose_tf.runtime.runners import load_runner  # noqa: E402
 from blazepose_tf.training.refit_crops import found_person, roi_error  # noqa: E402
@@ -69,7 +69,6 @@ NAMED_TRACKERS = {"official": "official:pose_landmark_full", "official_lite": "o
 DEFAULT_DETECTORS = ("official", "zoo")
 DEFAULT_LANDMARKS = "official:pose_landmark_full"
 IOU_THRESHOLDS = (0.5, 0.7)
-BOOTSTRAP = 2000
 
 
 @dataclass
@@ -162,14 +161,6 @@ def summarize(label: str, detector: str, landmarks: str, records: Sequence[Image
         return float(np.median(values)) if len(values) else None
 
     rot = median(np.abs(errors[:, 3]))
-    correct = []
-    for rec in records:
-        gt = select_scored_person(rec)
-        if gt is None:
-            continue
-        poses = evaluation.predictions.get(rec.image_id) or []
-        one = pck([gt], [match_prediction(gt, poses) if poses else None])
-        correct.append([one.num_correct, one.num_points])
     return DetectorResult(
         label=label, detector=detector, landmarks=landmarks, num_images=len(records), num_people=len(people),
         num_matched=len(matched), matched=100.0 * len(matched) / len(people), iou_mean=float(ious.mean()),
@@ -181,20 +172,7 @@ def summarize(label: str, detector: str, landmarks: str, records: Sequence[Image
         log_scale_median=median(np.abs(errors[:, 2])), rotation_median_deg=None if rot is None else math.degrees(rot),
         pck=evaluation.pck.pck, pck_diagonal=evaluation.pck_diagonal.pck, pck_groups=dict(evaluation.pck.per_group),
         detection_rate=evaluation.pck.detection_rate, num_scored=evaluation.pck.num_people,
-        errors=len(evaluation.errors), per_person_correct=correct)
-
-
-def paired_delta(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], resamples: int = BOOTSTRAP,
-                 seed: int = 0) -> tuple[float, list[float]]:
-    """PCK(b) − PCK(a) in points over the same people (rows (correct, annotated)) and its 95 % paired bootstrap
-    interval (people resampled)."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 2), np.asarray(b, np.float64).reshape(-1, 2)
-    if len(a) != len(b) or not len(a):
-        raise ValueError("paired PCK needs the same non-empty people")
-    delta = 100.0 * (b[:, 0].sum() - a[:, 0].sum()) / a[:, 1].sum()
-    idx = np.random.default_rng(seed).integers(0, len(a), (resamples, len(a)))
-    boot = 100.0 * (b[idx, 0].sum(1) - a[idx, 0].sum(1)) / a[idx, 1].sum(1)
-    return float(delta), [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+        errors=len(evaluation.errors), per_person_correct=[list(p) for p in evaluation.per_person])
 
 
 def measure(label: str, detector: Path, landmarks: Path, records: Sequence[ImageRecord], num_poses: int = 1,
@@ -304,10 +282,10 @@ def main(argv: list[str]) -> int:
     results = [measure(label, path, landmarks, records, FLAGS.num_poses, FLAGS.num_threads, FLAGS.progress)
                for label, path in dets]
     for r in results[1:]:
-        r.pck_delta, r.pck_delta_ci = paired_delta(results[0].per_person_correct, r.per_person_correct)
+        r.pck_delta, r.pck_delta_ci = paired_pck_delta(results[0].per_person_correct, r.per_person_correct)
     info = {"dataset": f"`{annotations}` split `{FLAGS.split}`", "split": FLAGS.split, "num_images": len(records),
             "limit": FLAGS.limit, "landmarks": str(FLAGS.landmarks), "landmarks_file": str(landmarks),
-            "num_poses": FLAGS.num_poses, "iou_thresholds": list(IOU_THRESHOLDS), "bootstrap": BOOTSTRAP}
+            "num_poses": FLAGS.num_poses, "iou_thresholds": list(IOU_THRESHOLDS), "bootstrap": PAIRED_RESAMPLES}
     text = markdown(results, info)
     print(text, end="")
     write_outputs(FLAGS.markdown, text, FLAGS.json, info, results)

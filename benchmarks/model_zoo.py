@@ -30,6 +30,8 @@ Columns, all measured in this run:
   share of photos where the pipeline finds a pose, and agreement with MediaPipe's detector + Full on the 21 points
   LSPET does not annotate (face, hands, feet);
 * detectors: detection rate (and the pipeline's PCK@0.2 and AP) with MediaPipe's Full landmark model.
+* ours against the official models (:mod:`benchmarks.zoo_comparisons`): PCK@0.2 differences of the shipped
+  files on the same people, with 95 % paired bootstrap intervals.
 
 Evaluation on ``--split`` (default LSPET ``test``, ``../shared/data/lspet``; the protocol of docs/design.md §8:
 checkpoints and settings are chosen on ``dev``, numbers are reported on ``test``): the first ``--limit`` scored
@@ -61,7 +63,7 @@ if str(_REPO) not in sys.path:  # allow `python benchmarks/model_zoo.py`
 
 from absl import flags  # noqa: E402
 
-from benchmarks import ood_guard  # noqa: E402
+from benchmarks import ood_guard, zoo_comparisons  # noqa: E402
 from blazepose_tf import contract  # noqa: E402
 from blazepose_tf.errors import InputError, UserError  # noqa: E402
 from export.int8_export import DEFAULT_MAX_PCK_DROP  # noqa: E402
@@ -313,8 +315,8 @@ def _finite(x: Optional[float]) -> Optional[float]:
     return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
-def evaluate_rows(rows: list[Row], records, crop_spec: Optional[str]) -> None:
-    """Pipeline metrics for every row, crop PCK for trackers."""
+def evaluate_rows(rows: list[Row], records, crop_spec: Optional[str]) -> "Evaluator":
+    """Pipeline metrics for every row, crop PCK for trackers; returns the evaluator (its pipelines cached)."""
     from export.bench import input_range
     from export.representative import load_samples
     from export.to_tflite import tflite_outputs, tracker_pck
@@ -361,6 +363,7 @@ def evaluate_rows(rows: list[Row], records, crop_spec: Optional[str]) -> None:
             out = tflite_outputs(row.path, np.concatenate([s.tensor for s in crops], axis=0))
             score = tracker_pck(out["landmarks"], crops, input_size=hw[1])
             row.crop_pck = _finite(score["pck"]) if score else None
+    return evaluator
 
 
 def guard_rows(rows: list[Row], images: list[Path]) -> None:
@@ -422,6 +425,9 @@ def quantization_section(table: dict[str, Any]) -> list[str]:
     for r in rows:
         pck, ref = r["pck"].get("test"), fp32.get(r["model"])
         delta = "" if pck is None or ref is None or r["variant"] == "fp32" else f"{pck - ref:+.2f}"
+        interval = (r.get("vs_fp32") or {}).get("test")
+        if delta and interval:   # the paired 95 % interval, when the table measured it
+            delta += f" [{interval[1]:+.2f}, {interval[2]:+.2f}]"
         body.append([r["model"], r["variant"], _num(pck), delta, _num(r["pck"].get("dev")),
                      _num(r["size_mb"], "{:.2f}"), _num(100 * r["int8_mac_share"], "{:.1f}"),
                      _num(r["latency_ms"], "{:.2f}"), str(len(r.get("float_layers") or []))])
@@ -431,7 +437,8 @@ def quantization_section(table: dict[str, Any]) -> list[str]:
             "(where int8's choices were made); int8: `export.to_tflite --quantize int8` defaults; int8-selective: "
             "`--float_layers auto` (layers kept in float, chosen greedily by keypoint error removed per float MAC, "
             f"until dev PCK is within {DEFAULT_MAX_PCK_DROP:g} point of fp32, the export's default `--max_pck_drop`, "
-            "at most 20% of the MACs in float); fp16 -heatmap: what "
+            "at most 20% of the MACs in float); vs fp32 with its 95 % paired bootstrap interval over the test "
+            "people when measured; fp16 -heatmap: what "
             "`--nokeep_heatmap` costs. The int8 "
             "speed-up is on ARM: `python -m android_harness.bench --model FILE --benchmark_binary benchmark_model`.",
             "", *_table(["model", "variant", "PCK@0.2 test", "vs fp32", "PCK@0.2 dev", "size MB", "int8 MACs %",
@@ -498,6 +505,9 @@ def render(rows: list[Row], info: dict[str, Any]) -> str:
               "Pipeline with MediaPipe's Full landmark model: detection rate = scored people found.", ""]
     lines += _kind_table(rows, "detector", ["detection rate", "pipeline PCK@0.2", "AP"],
                          lambda r: [_num(r.detection_rate), _num(r.pck), _num(r.ap, "{:.3f}")])
+    comparisons = [zoo_comparisons.Comparison(**c) for c in info.get("comparisons") or []]
+    if comparisons:
+        lines += ["", *zoo_comparisons.section(comparisons, info.get("split"))]
     if info.get("quantization"):
         lines += ["", *quantization_section(info["quantization"])]
     if info["zoo"]:
@@ -594,7 +604,9 @@ def main(argv: list[str]) -> int:
             raise InputError(f"--quantization_table {FLAGS.quantization_table}: {e}") from None
     rows = build_rows(keys, quants, representative)
     measure_latency(rows)
-    evaluate_rows(rows, records, crop_spec)
+    evaluator = evaluate_rows(rows, records, crop_spec)
+    comparisons = zoo_comparisons.measure(needed, lambda k: str(MODELS[k].shipped()), evaluator)
+    info["comparisons"] = zoo_comparisons.as_json(comparisons)
     if yoga:
         guard_rows(rows, yoga)
     text = render(rows, info)

@@ -50,6 +50,7 @@ if str(_REPO) not in sys.path:  # allow `python benchmarks/quantization.py`
 from absl import flags  # noqa: E402
 
 from blazepose_tf.errors import UserError  # noqa: E402
+from blazepose_tf.metrics import paired_pck_delta  # noqa: E402
 from export.int8_export import DEFAULT_MAX_PCK_DROP  # noqa: E402
 
 DEFAULT_LSPET = os.environ.get("BLAZEPOSE_TF_LSPET") or str(_REPO.parent / "shared" / "data" / "lspet")
@@ -134,6 +135,7 @@ class Row:
     int8_mac_share: float = 0.0
     pck: dict = field(default_factory=dict)              # split -> pipeline PCK@0.2
     detection_rate: dict = field(default_factory=dict)   # split -> %
+    vs_fp32: dict = field(default_factory=dict)          # split -> [PCK − fp32's, 95 % paired interval low, high]
     latency_ms: Optional[float] = None
     latency_p90_ms: Optional[float] = None
     float_layers: list = field(default_factory=list)
@@ -228,11 +230,18 @@ def evaluate_rows(rows: list[Row], splits: list[str]) -> None:
 
     for split in splits:
         scorer = PipelineScorer(f"{FLAGS.dataset}:{split}", FLAGS.detector)
+        people = {}
         for row in rows:
             result = scorer.evaluate(row.path)
             row.pck[split] = float(result.pck.pck)
             row.detection_rate[split] = float(result.pck.detection_rate)
+            people[id(row)] = result.per_person
             print(f"[{row.model}] {row.variant}: {split} PCK {row.pck[split]:.2f}", file=sys.stderr, flush=True)
+        for row in rows:   # each file against its model's fp32 file, on the same people
+            ref = _find(rows, row.model, "fp32")
+            if ref is not None and ref is not row:
+                delta, (lo, hi) = paired_pck_delta(people[id(ref)], people[id(row)])
+                row.vs_fp32[split] = [delta, lo, hi]
 
 
 def measure_latency(rows: list[Row]) -> None:
@@ -280,10 +289,12 @@ def verdicts(rows: list[Row], report: str) -> list[tuple[str, bool, str]]:
         if not (sel and ref and fp16):
             continue
         drop = sel.pck[report] - ref.pck[report]
+        interval = sel.vs_fp32.get(report)
+        ci = f" [{interval[1]:+.2f}, {interval[2]:+.2f}]" if interval else ""
         ok_pck, ok_macs = drop >= -PCK_TARGET, sel.int8_mac_share >= INT8_MAC_TARGET
         ok_speed = bool(sel.latency_ms and fp16.latency_ms and sel.latency_ms <= fp16.latency_ms)
         met = ok_pck and ok_macs and ok_speed
-        out.append((model, met, f"{model} int8-selective: {report} PCK {drop:+.2f} vs fp32 (target >= -{PCK_TARGET:g}) "
+        out.append((model, met, f"{model} int8-selective: {report} PCK {drop:+.2f}{ci} vs fp32 (target >= -{PCK_TARGET:g}) "
                     f"{'PASS' if ok_pck else 'FAIL'}; {100 * sel.int8_mac_share:.1f}% MACs in int8 (target >= "
                     f"{100 * INT8_MAC_TARGET:.0f}%) {'PASS' if ok_macs else 'FAIL'}; host {sel.latency_ms:.2f} ms vs "
                     f"fp16 {fp16.latency_ms:.2f} ms {'PASS' if ok_speed else 'FAIL'}"

@@ -187,6 +187,27 @@ def pck(gt_people: Sequence[GtPerson], predictions: Sequence[Optional[Prediction
         keypoint_counts=counts, threshold=threshold, diagonal=diagonal)
 
 
+PAIRED_RESAMPLES = 2000
+
+
+def paired_pck_delta(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], resamples: int = PAIRED_RESAMPLES,
+                     seed: int = 0) -> tuple[float, list[float]]:
+    """PCK(b) − PCK(a) in points over the same people (rows (correct, annotated), e.g.
+    :attr:`blazepose_tf.evaluation.EvaluationResult.per_person` of two pipelines on the same records) and its 95 %
+    paired bootstrap interval (people resampled with replacement, ``resamples`` times).
+
+    Raises:
+        ValueError: the two lists do not hold the same, non-empty set of people.
+    """
+    a, b = np.asarray(a, np.float64).reshape(-1, 2), np.asarray(b, np.float64).reshape(-1, 2)
+    if len(a) != len(b) or not len(a) or not np.array_equal(a[:, 1], b[:, 1]):
+        raise ValueError("paired PCK needs the same non-empty people (same annotated points)")
+    delta = 100.0 * (b[:, 0].sum() - a[:, 0].sum()) / a[:, 1].sum()
+    idx = np.random.default_rng(seed).integers(0, len(a), (resamples, len(a)))
+    boot = 100.0 * (b[idx, 0].sum(1) - a[idx, 0].sum(1)) / np.maximum(a[idx, 1].sum(1), 1)
+    return float(delta), [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+
+
 def format_pck_table(result: PckResult) -> str:
     """Human-readable table of a :class:`PckResult`."""
     def pct(v: float) -> str:

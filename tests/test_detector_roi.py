@@ -49,17 +49,6 @@ def test_person_rois_overlap_and_matching():
     assert dr.person_rois(rec, [_detection(align)], num_poses=1) == []
 
 
-def test_paired_delta():
-    a = [[3, 4], [0, 4], [2, 2]]
-    b = [[4, 4], [1, 4], [2, 2]]
-    delta, (lo, hi) = dr.paired_delta(a, b, resamples=500)
-    assert delta == pytest.approx(100 * 2 / 10)
-    assert 0 <= lo <= delta <= hi
-    assert dr.paired_delta(a, a, resamples=50) == (0.0, [0.0, 0.0])
-    with pytest.raises(ValueError):
-        dr.paired_delta(a, b[:2])
-
-
 def test_measure_on_the_sample_photos(official_models, tmp_path: Path):
     # Ground truth: the official pipeline's own poses on the 3 photos, on LSPET's 12 points.
     gt = official_ground_truth(tmp_path)

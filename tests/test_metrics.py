@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from blazepose_tf.datasets.coco import KeypointDataset, PersonAnnotation, load_coco_keypoints
-from blazepose_tf.metrics import (coco_keypoint_ap, format_pck_table, match_prediction, pck,
+from blazepose_tf.metrics import (coco_keypoint_ap, format_pck_table, match_prediction, paired_pck_delta, pck,
                                   select_scored_person)
 from blazepose_tf.topology import BLAZEPOSE_33, COCO_17
 from blazepose_tf.types import Pose, Roi
@@ -201,3 +201,39 @@ def test_coco_ap_lspet_like_source(tmp_path: Path) -> None:
     assert ap["AP"] == pytest.approx(1.0)
     result = pck([select_scored_person(ds[0])], [full_prediction(person)])
     assert result.num_points == 12 and "face" not in result.per_group
+
+
+def test_paired_pck_delta() -> None:
+    a = [[3, 4], [0, 4], [2, 2]]
+    b = [[4, 4], [1, 4], [2, 2]]
+    delta, (lo, hi) = paired_pck_delta(a, b, resamples=500)
+    assert delta == pytest.approx(100 * 2 / 10)
+    assert 0 <= lo <= delta <= hi
+    assert paired_pck_delta(b, a, resamples=500)[0] == pytest.approx(-delta)
+    assert paired_pck_delta(a, a, resamples=50) == (0.0, [0.0, 0.0])
+    for other in (b[:2], [[4, 4], [1, 4], [2, 3]], []):   # fewer people, other annotated points, nobody
+        with pytest.raises(ValueError, match="same non-empty people"):
+            paired_pck_delta(a if other else [], other)
+
+
+def test_evaluate_counts_points_per_person(dataset: KeypointDataset) -> None:
+    # Per scored person, in record order: the first image's person found exactly, the second image's scored
+    # person missed (the pipeline returns nobody); the third image has no scored person (no hips).
+    from PIL import Image
+
+    from blazepose_tf.evaluation import evaluate, scored_records
+
+    for rec in dataset:
+        Image.new("RGB", (rec.width, rec.height)).save(rec.file_path)
+    people = scored(dataset)
+    answers = iter([[np.concatenate([full_prediction(people[0]), np.zeros((33, 1))], axis=1)], [], []])
+
+    def predict(image):
+        return [Pose(keypoints=kp, visibility=np.zeros(33), presence=np.ones(33), score=0.9, roi=Roi(0, 0, 1, 1),
+                     aux_keypoints=np.zeros((2, 2))) for kp in next(answers)]
+
+    result = evaluate(predict, list(dataset), progress=False)
+    assert result.per_person == [(17, 17), (0, 16)]
+    assert sum(c for c, _ in result.per_person) == result.pck.num_correct
+    assert sum(n for _, n in result.per_person) == result.pck.num_points
+    assert len(scored_records(dataset)) == len(result.per_person)

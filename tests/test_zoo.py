@@ -350,6 +350,8 @@ def test_model_zoo_quantization_section(tmp_path):
     assert "`python -m benchmarks.quantization --models zoo_full`" in text
     assert "| zoo_full | int8-selective | 55.6 | -0.75 | 56.6 | 3.50 | 80.0 | 4.25 | 2 |" in text
     assert "| int8 |" not in text  # failed rows are left out
+    table["rows"][1]["vs_fp32"] = {"test": [-0.75, -1.5, 0.1]}   # the paired interval, when measured
+    assert "| int8-selective | 55.6 | -0.75 [-1.50, +0.10] | 56.6 |" in "\n".join(quantization_section(table))
     proc = run_module("benchmarks.model_zoo", "--quantization_table", tmp_path / "none.json", "--output",
                       tmp_path / "Z.md")
     assert proc.returncode == EXIT_NO_INPUT and error_lines(proc) == [
