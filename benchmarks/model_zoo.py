@@ -605,7 +605,7 @@ def main(argv: list[str]) -> int:
     rows = build_rows(keys, quants, representative)
     measure_latency(rows)
     evaluator = evaluate_rows(rows, records, crop_spec)
-    comparisons = zoo_comparisons.measure(needed, lambda k: str(MODELS[k].shipped()), evaluator)
+    comparisons = zoo_comparisons.measure(needed, lambda k: str(MODELS[k].shipped()), evaluator, log)
     info["comparisons"] = zoo_comparisons.as_json(comparisons)
     if yoga:
         guard_rows(rows, yoga)

@@ -294,7 +294,8 @@ def verdicts(rows: list[Row], report: str) -> list[tuple[str, bool, str]]:
         ok_pck, ok_macs = drop >= -PCK_TARGET, sel.int8_mac_share >= INT8_MAC_TARGET
         ok_speed = bool(sel.latency_ms and fp16.latency_ms and sel.latency_ms <= fp16.latency_ms)
         met = ok_pck and ok_macs and ok_speed
-        out.append((model, met, f"{model} int8-selective: {report} PCK {drop:+.2f}{ci} vs fp32 (target >= -{PCK_TARGET:g}) "
+        out.append((model, met, f"{model} int8-selective: {report} PCK {drop:+.2f}{ci} vs fp32 "
+                    f"(target >= -{PCK_TARGET:g}) "
                     f"{'PASS' if ok_pck else 'FAIL'}; {100 * sel.int8_mac_share:.1f}% MACs in int8 (target >= "
                     f"{100 * INT8_MAC_TARGET:.0f}%) {'PASS' if ok_macs else 'FAIL'}; host {sel.latency_ms:.2f} ms vs "
                     f"fp16 {fp16.latency_ms:.2f} ms {'PASS' if ok_speed else 'FAIL'}"

@@ -40,16 +40,18 @@ class Comparison:
     people: int
 
 
-def measure(models: Sequence[str], shipped: Callable[[str], str],
-            evaluate: Callable[[str, str], Any]) -> list[Comparison]:
+def measure(models: Sequence[str], shipped: Callable[[str], str], evaluate: Callable[[str, str], Any],
+            log: Callable[[str], None] = lambda message: None) -> list[Comparison]:
     """The comparisons of :data:`COMPARISONS` whose four models are all in ``models`` (the run's models and their
     partners), each pipeline run by ``evaluate(detector path, landmarks path)`` (an
-    :class:`~blazepose_tf.evaluation.EvaluationResult`; the table's evaluator, which caches them) on the shipped
-    files ``shipped(key)``."""
+    :class:`~blazepose_tf.evaluation.EvaluationResult`) on the shipped files ``shipped(key)``. The model-zoo
+    table passes its evaluator: pipelines its rows already ran (the fp16 rows are the shipped files) are reused,
+    the others run here."""
     out = []
     for what, ours, official in COMPARISONS:
         if not set(ours + official) <= set(models):
             continue
+        log(f"paired comparison: {what} ...")
         a = evaluate(*(shipped(k) for k in official))
         b = evaluate(*(shipped(k) for k in ours))
         delta, interval = paired_pck_delta(a.per_person, b.per_person)
@@ -68,7 +70,7 @@ def section(comparisons: Sequence[Comparison], split: Optional[str]) -> list[str
              "that contains a target leaves the target's verdict to chance on this many images.", "",
              "| comparison | ours | official | difference | 95 % interval |", "|---|---:|---:|---:|---|"]
     for c in comparisons:
-        lines.append(f"| {c.what} | {c.ours:.1f} | {c.official:.1f} | {c.difference:+.2f} | "
+        lines.append(f"| {c.what} | {c.ours:.2f} | {c.official:.2f} | {c.difference:+.2f} | "
                      f"[{c.interval[0]:+.2f}, {c.interval[1]:+.2f}] |")
     return lines
 

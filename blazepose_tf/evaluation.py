@@ -27,7 +27,7 @@ class EvaluationResult:
     coco: dict
     predictions: dict = field(default_factory=dict)   # image_id -> list[Pose]
     errors: list = field(default_factory=list)         # (file, message)
-    per_person: list = field(default_factory=list)     # (correct, annotated) per scored person, record order
+    per_person: list = field(default_factory=list)     # (correct, annotated) of PCK@0.2 mid-torso per scored person
 
     def summary(self) -> dict:
         return {"pck": self.pck.to_dict(), "pck_diagonal": self.pck_diagonal.to_dict(), "coco": self.coco,

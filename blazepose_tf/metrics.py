@@ -197,14 +197,22 @@ def paired_pck_delta(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], res
     paired bootstrap interval (people resampled with replacement, ``resamples`` times).
 
     Raises:
-        ValueError: the two lists do not hold the same, non-empty set of people.
+        ValueError: the lists are not (correct, annotated) rows with 0 <= correct <= annotated and annotated >= 1,
+            differ in length or in any person's annotated count, are empty, or ``resamples`` < 1.
     """
-    a, b = np.asarray(a, np.float64).reshape(-1, 2), np.asarray(b, np.float64).reshape(-1, 2)
-    if len(a) != len(b) or not len(a) or not np.array_equal(a[:, 1], b[:, 1]):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    for rows in (a, b):
+        if rows.ndim != 2 or rows.shape[1] != 2 or not len(rows):
+            raise ValueError("paired PCK needs the same non-empty people as (correct, annotated) rows")
+        if (rows[:, 1] < 1).any() or (rows[:, 0] < 0).any() or (rows[:, 0] > rows[:, 1]).any():
+            raise ValueError("paired PCK rows need 0 <= correct <= annotated and annotated >= 1")
+    if a.shape != b.shape or not np.array_equal(a[:, 1], b[:, 1]):
         raise ValueError("paired PCK needs the same non-empty people (same annotated points)")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
     delta = 100.0 * (b[:, 0].sum() - a[:, 0].sum()) / a[:, 1].sum()
     idx = np.random.default_rng(seed).integers(0, len(a), (resamples, len(a)))
-    boot = 100.0 * (b[idx, 0].sum(1) - a[idx, 0].sum(1)) / np.maximum(a[idx, 1].sum(1), 1)
+    boot = 100.0 * (b[idx, 0].sum(1) - a[idx, 0].sum(1)) / a[idx, 1].sum(1)
     return float(delta), [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
 
 

@@ -211,9 +211,14 @@ def test_paired_pck_delta() -> None:
     assert 0 <= lo <= delta <= hi
     assert paired_pck_delta(b, a, resamples=500)[0] == pytest.approx(-delta)
     assert paired_pck_delta(a, a, resamples=50) == (0.0, [0.0, 0.0])
-    for other in (b[:2], [[4, 4], [1, 4], [2, 3]], []):   # fewer people, other annotated points, nobody
+    for other in (b[:2], [[4, 4], [1, 4], [2, 3]], [], [[4, 4, 1, 4, 2, 2]]):   # fewer, others, nobody, bad shape
         with pytest.raises(ValueError, match="same non-empty people"):
-            paired_pck_delta(a if other else [], other)
+            paired_pck_delta(a, other)
+    for bad in ([[5, 4], [0, 4], [2, 2]], [[0, 0], [0, 4], [2, 2]], [[-1, 4], [0, 4], [2, 2]]):
+        with pytest.raises(ValueError, match="0 <= correct <= annotated"):
+            paired_pck_delta(bad, bad)
+    with pytest.raises(ValueError, match="resamples"):
+        paired_pck_delta(a, b, resamples=0)
 
 
 def test_evaluate_counts_points_per_person(dataset: KeypointDataset) -> None:

@@ -62,7 +62,7 @@ def test_section_and_table_render():
     lines = zc.section([c], "test")
     text = "\n".join(lines)
     assert "same 291 people of split `test`" in text
-    assert "| Lite set | 48.5 | 43.8 | +4.76 | [+2.63, +6.91] |" in lines
+    assert "| Lite set | 48.50 | 43.80 | +4.76 | [+2.63, +6.91] |" in lines
     assert zc.section([], "test") == []
     from benchmarks.model_zoo import render
 
