@@ -175,7 +175,7 @@ def test_roi_jitter_round_trip():
         assert a == pytest.approx(b)
 
 
-def test_command_checks_flags_before_loading_anything():
+def test_command_checks_flags_before_loading_anything(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "blazepose_tf.training.refit_head", "--annotations", "a.json"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == EXIT_USAGE
@@ -184,3 +184,12 @@ def test_command_checks_flags_before_loading_anything():
                            "--images", ".", "--output_dir", "o", "--dev_split", "test"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == EXIT_USAGE and "chosen on dev" in proc.stderr
+    done = tmp_path / "run"   # a refit already made there: refused before any work, the file untouched
+    done.mkdir()
+    (done / "best.json").write_text("{}")
+    proc = subprocess.run([sys.executable, "-m", "blazepose_tf.training.refit_head", "--annotations", "a.json",
+                           "--images", ".", "--output_dir", str(done)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == EXIT_USAGE and "Traceback" not in proc.stderr
+    assert f"error: --output_dir {done} already holds a refit (best.json)" in proc.stderr
+    assert (done / "best.json").read_text() == "{}"

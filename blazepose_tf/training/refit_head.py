@@ -19,6 +19,7 @@
    heatmap channels silenced (:mod:`blazepose_tf.training.head_residual`): same layers, same I/O contract, every
    other weight identical. It is run again on the dev crops to check the chosen score. ``RUN/best.json`` holds its
    dev metrics (read by ``python -m blazepose_tf.zoo.publish``), ``RUN/refit.json`` every setting's dev result.
+   A ``RUN`` that already holds one of them is refused before any work: an earlier refit is never overwritten.
 
 Dev numbers are for choosing; report the chosen model on the ``test`` split with ``python -m blazepose_tf.evaluate``.
 Exit codes: 0 ok; 2 bad flags or data; 4 unusable model.
@@ -69,6 +70,9 @@ def _floats(values: list[str], name: str, positive: bool = True) -> list[float]:
     return out
 
 
+OUTPUT_FILES = ("best.keras", "best.json", "refit.json")   # what a run writes into --output_dir
+
+
 def _check_flags() -> tuple[list[float], list[float]]:
     from blazepose_tf.training.refit_crops import CROP_SOURCES
 
@@ -82,6 +86,11 @@ def _check_flags() -> tuple[list[float], list[float]]:
     out = Path(FLAGS.output_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise UserError(f"--output_dir is not a folder: {out}")
+    existing = [name for name in OUTPUT_FILES if (out / name).exists()]
+    if existing:   # a refit the user already made: never overwritten
+        raise UserError(f"--output_dir {out} already holds a refit ({', '.join(existing)}): choose another folder "
+                        "or move that one away")
+    cli.check_output_folder(out / OUTPUT_FILES[0], "--output_dir")
     return _floats(FLAGS.lambdas, "lambdas"), _floats(FLAGS.inlier_torso, "inlier_torso")
 
 
