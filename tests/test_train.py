@@ -83,7 +83,10 @@ def test_killed_run_resumes_from_last_checkpoint(data_dir, tmp_path):
     deadline = time.time() + 300
     ckpts = model_dir / "checkpoints"
     while time.time() < deadline and proc.poll() is None:
-        if (ckpts / "ckpt-6.index").exists():
+        # Wait for the checkpoint state file to name step 6, not just for its index: TF writes ckpt-6.index before
+        # it updates `checkpoint`, and a kill in between (a loaded machine) leaves step 3 as the latest.
+        latest = tf.train.latest_checkpoint(str(ckpts)) if ckpts.is_dir() else None
+        if latest and int(latest.rsplit("-", 1)[1]) >= 6:
             break
         time.sleep(0.2)
     assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
