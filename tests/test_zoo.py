@@ -370,7 +370,7 @@ def test_model_zoo_benchmark_smoke(shared_data, official_models, tmp_path):
     (Params/FLOPs come from the converted Keras models, converted on first use and cached.)"""
     out, js = tmp_path / "Z.md", tmp_path / "z.json"
     guard = [] if (shared_data / "yoga_pose_photos").is_dir() else ["--noyoga_guard"]  # the guard needs the photos
-    proc = run_module("benchmarks.model_zoo", "--models", "official_detector,official_full", "--quantizations",
+    proc = run_module("benchmarks.model_zoo", "--models", "official_detector,official_full,detector", "--quantizations",
                       "fp16", "--limit", "2", "--runs", "2", "--warmup", "0", "--rounds", "1", "--output", out,
                       "--json", js, "--noprogress", "--cache_dir", tmp_path / "cache", *guard)
     assert proc.returncode == EXIT_OK, proc.stderr
@@ -387,3 +387,10 @@ def test_model_zoo_benchmark_smoke(shared_data, official_models, tmp_path):
     assert full["crop_pck"] is not None and det["crop_pck"] is None and full["per_group"]["face"] is None
     line = next(ln for ln in text.splitlines() if ln.startswith("| official Full |"))
     assert "| fp16 | MediaPipe file |" in line and "| 1.00× |" in line
+    # The zoo's detector is in the run with both official models: its paired comparison is measured and shown.
+    [comparison] = json.loads(js.read_text())["info"]["comparisons"]
+    assert comparison["what"].startswith("our detector vs MediaPipe's detector") and comparison["people"] == 2
+    assert comparison["official"] == pytest.approx(full["pck"]) == pytest.approx(det["pck"])
+    assert comparison["ours"] == pytest.approx(rows["detector"]["pck"])
+    assert comparison["difference"] == pytest.approx(comparison["ours"] - comparison["official"])
+    assert "## Ours against the official models (paired)" in text and "same 2 people of split `test`" in text
