@@ -172,7 +172,7 @@ def summarize(label: str, detector: str, landmarks: str, records: Sequence[Image
         log_scale_median=median(np.abs(errors[:, 2])), rotation_median_deg=None if rot is None else math.degrees(rot),
         pck=evaluation.pck.pck, pck_diagonal=evaluation.pck_diagonal.pck, pck_groups=dict(evaluation.pck.per_group),
         detection_rate=evaluation.pck.detection_rate, num_scored=evaluation.pck.num_people,
-        errors=len(evaluation.errors), per_person_correct=[list(p) for p in evaluation.per_person])
+        errors=len(evaluation.errors), per_person_correct=[list(p) for p in evaluation.pck.per_person])
 
 
 def measure(label: str, detector: Path, landmarks: Path, records: Sequence[ImageRecord], num_poses: int = 1,

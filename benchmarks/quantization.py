@@ -235,7 +235,7 @@ def evaluate_rows(rows: list[Row], splits: list[str]) -> None:
             result = scorer.evaluate(row.path)
             row.pck[split] = float(result.pck.pck)
             row.detection_rate[split] = float(result.pck.detection_rate)
-            people[id(row)] = result.per_person
+            people[id(row)] = result.pck.per_person
             print(f"[{row.model}] {row.variant}: {split} PCK {row.pck[split]:.2f}", file=sys.stderr, flush=True)
         for row in rows:   # each file against its model's fp32 file, on the same people
             ref = _find(rows, row.model, "fp32")

@@ -54,8 +54,8 @@ def measure(models: Sequence[str], shipped: Callable[[str], str], evaluate: Call
         log(f"paired comparison: {what} ...")
         a = evaluate(*(shipped(k) for k in official))
         b = evaluate(*(shipped(k) for k in ours))
-        delta, interval = paired_pck_delta(a.per_person, b.per_person)
-        out.append(Comparison(what, float(b.pck.pck), float(a.pck.pck), delta, interval, len(a.per_person)))
+        delta, interval = paired_pck_delta(a.pck.per_person, b.pck.per_person)
+        out.append(Comparison(what, float(b.pck.pck), float(a.pck.pck), delta, interval, len(a.pck.per_person)))
     return out
 
 

@@ -19,15 +19,14 @@ from blazepose_tf.types import Pose
 
 @dataclass
 class EvaluationResult:
-    """PCK (mid-torso and diagonal variants), COCO AP, per-image predictions, per-person point counts (for paired
-    comparisons, :func:`blazepose_tf.metrics.paired_pck_delta`) and unreadable images."""
+    """PCK (mid-torso and diagonal variants; ``pck.per_person`` for paired comparisons,
+    :func:`blazepose_tf.metrics.paired_pck_delta`), COCO AP, per-image predictions and unreadable images."""
 
     pck: PckResult
     pck_diagonal: PckResult
     coco: dict
     predictions: dict = field(default_factory=dict)   # image_id -> list[Pose]
     errors: list = field(default_factory=list)         # (file, message)
-    per_person: list = field(default_factory=list)     # (correct, annotated) of PCK@0.2 mid-torso per scored person
 
     def summary(self) -> dict:
         return {"pck": self.pck.to_dict(), "pck_diagonal": self.pck_diagonal.to_dict(), "coco": self.coco,
@@ -60,6 +59,5 @@ def evaluate(predict: Callable[[np.ndarray], list[Pose]], records: Sequence[Imag
             gts.append(person)
             preds.append(match_prediction(person, poses) if poses else None)
     coco = coco_keypoint_ap(list(records), {k: [(p.keypoints, p.score) for p in v] for k, v in per_image.items()})
-    people = [(r.num_correct, r.num_points) for r in (pck([g], [p]) for g, p in zip(gts, preds))]
     return EvaluationResult(pck=pck(gts, preds), pck_diagonal=pck(gts, preds, diagonal=True), coco=coco,
-                            predictions=per_image, errors=errors, per_person=people)
+                            predictions=per_image, errors=errors)

@@ -100,6 +100,8 @@ class PckResult:
         num_people / num_detected: scored people / those with a prediction.
         num_points / num_correct: annotated keypoints / correct ones.
         keypoint_counts: name -> (correct, annotated).
+        per_person: (correct, annotated) of each scored person, in input order (paired comparisons,
+            :func:`paired_pck_delta`); not in :meth:`to_dict`.
         threshold / diagonal: the settings used.
     """
 
@@ -114,6 +116,7 @@ class PckResult:
     keypoint_counts: dict[str, tuple[int, int]] = field(default_factory=dict)
     threshold: float = 0.2
     diagonal: bool = False
+    per_person: list[tuple[int, int]] = field(default_factory=list)   # (correct, annotated), input order
 
     def to_dict(self) -> dict:
         """JSON-friendly dict."""
@@ -150,6 +153,7 @@ def pck(gt_people: Sequence[GtPerson], predictions: Sequence[Optional[Prediction
     correct = np.zeros(n, dtype=np.int64)
     total = np.zeros(n, dtype=np.int64)
     detected = 0
+    per_person = []
     torso = [topology.index(name) for name in TORSO_POINTS]
     for person, pred in zip(gt_people, predictions):
         gt, avail = _gt_arrays(person)
@@ -160,6 +164,7 @@ def pck(gt_people: Sequence[GtPerson], predictions: Sequence[Optional[Prediction
                              "pick scored people with select_scored_person")
         total += avail
         if pred is None:
+            per_person.append((0, int(avail.sum())))
             continue
         detected += 1
         xy = _pred_xy(pred)
@@ -169,6 +174,7 @@ def pck(gt_people: Sequence[GtPerson], predictions: Sequence[Optional[Prediction
         err = np.linalg.norm(xy - gt, axis=1)
         ok = avail & np.isfinite(err) & (err < limit)  # NaN/inf predictions are wrong
         correct += ok
+        per_person.append((int(ok.sum()), int(avail.sum())))
     names = topology.keypoints
     counts = {names[i]: (int(correct[i]), int(total[i])) for i in range(n) if total[i] > 0}
     per_group = {}
@@ -184,7 +190,7 @@ def pck(gt_people: Sequence[GtPerson], predictions: Sequence[Optional[Prediction
         detection_rate=_percent(detected, len(gt_people)),
         num_people=len(gt_people), num_detected=detected,
         num_points=int(total.sum()), num_correct=int(correct.sum()),
-        keypoint_counts=counts, threshold=threshold, diagonal=diagonal)
+        keypoint_counts=counts, threshold=threshold, diagonal=diagonal, per_person=per_person)
 
 
 PAIRED_RESAMPLES = 2000
@@ -193,7 +199,7 @@ PAIRED_RESAMPLES = 2000
 def paired_pck_delta(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]], resamples: int = PAIRED_RESAMPLES,
                      seed: int = 0) -> tuple[float, list[float]]:
     """PCK(b) − PCK(a) in points over the same people (rows (correct, annotated), e.g.
-    :attr:`blazepose_tf.evaluation.EvaluationResult.per_person` of two pipelines on the same records) and its 95 %
+    :attr:`PckResult.per_person` of two pipelines' evaluations on the same records) and its 95 %
     paired bootstrap interval (people resampled with replacement, ``resamples`` times).
 
     Raises:

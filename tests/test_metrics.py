@@ -238,7 +238,7 @@ def test_evaluate_counts_points_per_person(dataset: KeypointDataset) -> None:
                      aux_keypoints=np.zeros((2, 2))) for kp in next(answers)]
 
     result = evaluate(predict, list(dataset), progress=False)
-    assert result.per_person == [(17, 17), (0, 16)]
-    assert sum(c for c, _ in result.per_person) == result.pck.num_correct
-    assert sum(n for _, n in result.per_person) == result.pck.num_points
-    assert len(scored_records(dataset)) == len(result.per_person)
+    assert result.pck.per_person == [(17, 17), (0, 16)]
+    assert sum(c for c, _ in result.pck.per_person) == result.pck.num_correct
+    assert sum(n for _, n in result.pck.per_person) == result.pck.num_points
+    assert len(scored_records(dataset)) == len(result.pck.per_person)

@@ -24,8 +24,8 @@ def test_evaluate_rows_pairs_each_file_with_fp32(monkeypatch):
         def evaluate(self, path):
             rows = people[path]
             counts = SimpleNamespace(pck=100.0 * sum(c for c, _ in rows) / sum(n for _, n in rows),
-                                     detection_rate=100.0)
-            return SimpleNamespace(pck=counts, per_person=rows)
+                                     detection_rate=100.0, per_person=rows)
+            return SimpleNamespace(pck=counts)
 
     import export.pipeline_score
 

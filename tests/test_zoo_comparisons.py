@@ -13,7 +13,7 @@ ALL = ["official_detector", "official_full", "official_lite", "detector", "full"
 def _result(per_person):
     total = sum(n for _, n in per_person)
     correct = sum(c for c, _ in per_person)
-    return SimpleNamespace(per_person=per_person, pck=SimpleNamespace(pck=100.0 * correct / total))
+    return SimpleNamespace(pck=SimpleNamespace(pck=100.0 * correct / total, per_person=per_person))
 
 
 def _evaluator(scores):
