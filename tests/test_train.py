@@ -232,3 +232,43 @@ def test_augmentation_ranges_come_from_the_flags():
     values.unparse_flags()
     with pytest.raises(absl_flags.IllegalFlagValueError):
         values(["train", "--augment_scale=1.5"])
+
+
+def _int8sim_ranges(model_dir: Path) -> list[float]:
+    """The checkpointed fake-quant ranges, in order (each layer's min, then max)."""
+    reader = tf.train.load_checkpoint(str(model_dir / "checkpoints"))
+    names = [n for n, _ in tf.train.list_variables(str(model_dir / "checkpoints")) if n.startswith("int8sim_ranges/")]
+    return [float(reader.get_tensor(n)) for n in sorted(names, key=lambda n: int(n.split("/")[1]))]
+
+
+def test_simulated_int8_training_scores_the_view_and_resumes_with_its_calibrated_ranges(data_dir, tmp_path):
+    model_dir = tmp_path / "int8sim"
+    extra = ("--simulate_int8", "--best_metric=int8sim_pck", "--eval_every=2", "--steps=4")
+    out = subprocess.run(_cmd(data_dir, model_dir, *extra), cwd=ROOT, env=_env(), capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    dev = [json.loads(line) for line in (model_dir / "history.jsonl").read_text().splitlines() if "dev_" in line]
+    assert [r["step"] for r in dev] == [0, 2, 4]
+    assert all(0 <= r["dev_int8sim_pck"] <= 100 and 0 <= r["dev_pck"] <= 100 for r in dev)
+    ranges = _int8sim_ranges(model_dir)
+    lows, highs = ranges[0::2], ranges[1::2]
+    assert len(highs) >= 20 and all(lo <= hi for lo, hi in zip(lows, highs))
+    # Calibrated, not the initial [0, 1]: ReLU outputs start at 0, other tensors go negative, the maxima vary.
+    assert lows.count(0.0) > 5 and min(lows) < 0 and len(set(highs)) > 0.9 * len(highs)
+    from blazepose_tf.models.loading import load_keras_model
+    best = load_keras_model(model_dir / "best.keras", "best.keras")
+    assert not any(layer.name.startswith(("fq_", "wq_")) for layer in best.layers)   # a plain float model
+    assert json.loads((model_dir / "best.json").read_text())["int8sim_pck"] == max(r["dev_int8sim_pck"]
+                                                                                  for r in dev)
+    out = subprocess.run(_cmd(data_dir, model_dir, *extra[:-1], "--steps=6"), cwd=ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and "resumed from" in out.stderr, out.stderr[-3000:]
+    assert _int8sim_ranges(model_dir) == ranges                          # not calibrated again on resume
+
+
+def test_simulated_int8_metric_needs_the_simulation(data_dir, tmp_path):
+    out = subprocess.run(_cmd(data_dir, tmp_path / "run", "--best_metric=int8sim_pck"), cwd=ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "error: --best_metric=int8sim_pck needs --simulate_int8"
+    assert not (tmp_path / "run").exists()

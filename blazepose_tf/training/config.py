@@ -24,7 +24,7 @@ OPTIMIZERS = ("adamw", "sgd")
 CLASSIFICATION_LOSSES = ("focal", "ohem")
 SCORE_TARGETS = ("assigned", "regression")
 TRAINABLE = ("all", "regression_branch", "score_head")
-BEST_METRICS = ("pck", "pck_refined")
+BEST_METRICS = ("pck", "pck_refined", "int8sim_pck", "int8sim_pck_refined")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 DISTILL_POINTS = ("unannotated", "all")
 STEP_SCALES = ("none", "channel")   # blazepose_tf.training.step_scales (kept TensorFlow-free here)
@@ -157,7 +157,13 @@ class TrainConfig:
                              "and not the regressors (backbone and box/keypoint regression stay as initialized).",
                              choices=TRAINABLE)
     best_metric: str = setting("pck", "Tracker dev metric that picks best.keras: PCK of the regressed landmarks, "
-                               "or after MediaPipe's heatmap refinement (pck_refined).", choices=BEST_METRICS)
+                               "or after MediaPipe's heatmap refinement (pck_refined); int8sim_*: the same through "
+                               "the simulated-int8 view (--simulate_int8).", choices=BEST_METRICS)
+    simulate_int8: bool = setting(False, "Tracker: train through a simulated-int8 view of the model (kernels "
+                                  "rounded per channel, activations fake-quantized at ranges calibrated on the "
+                                  "initial weights, straight-through gradients; blazepose_tf.models.fake_quant), "
+                                  "so that its int8 export loses less; the saved model stays float. Dev metrics "
+                                  "of the view are logged as int8sim_*.")
 
     # Fields that may change between a run and its resumption without invalidating the checkpoint.
     RESUMABLE_CHANGES = ("steps", "checkpoint_every", "eval_every", "eval_batches", "log_every", "progress",

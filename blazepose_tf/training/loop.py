@@ -10,7 +10,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -32,6 +32,8 @@ from blazepose_tf.training.distillation import check_heatmap_distillation, load_
 from blazepose_tf.training.ema import WeightAverage
 from blazepose_tf.training.initialize import initialize
 from blazepose_tf.training.registry import Models, build_detector_models, build_models, restrict_trainable
+from blazepose_tf.training.simulated_int8 import PREFIX as SIMULATED_PREFIX
+from blazepose_tf.training.simulated_int8 import SimulatedTraining
 from blazepose_tf.training.step_scales import StepScales, scaled_optimizer
 from blazepose_tf.training.tracker_targets import target_encoder
 
@@ -216,6 +218,10 @@ class Task:
         evaluate: (writer, step) → dev metrics, including ``metric`` (None without dev data).
         metric: the dev metric that selects ``best.keras`` (higher is better).
         extra_targets: optional (images, targets) → targets (distillation from a teacher).
+        forward: the model the training step calls, when not ``models.training`` (a view sharing its weights:
+            ``--simulate_int8``).
+        prepare: called once on a fresh start, after the initial weights are set (calibration of that view).
+        state: extra checkpointed variables (the view's ranges).
     """
 
     models: Models
@@ -224,6 +230,9 @@ class Task:
     evaluate: Optional[Callable]
     metric: str
     extra_targets: Optional[Callable] = None
+    forward: Optional[keras.Model] = None
+    prepare: Optional[Callable[[], None]] = None
+    state: dict = field(default_factory=dict)
 
 
 def _examples(build: Callable[..., Examples], pattern: Optional[str], topology, cache_mb: float,
@@ -275,16 +284,29 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
         return dict(targets, **teacher_targets(teacher, images, models.num_points, models.input_size,
                                                heatmap=distill_heatmap))
 
-    return Task(
+    def dev_evaluation(views: Models):
+        return evaluation.TrackerDevEvaluation(views, dev, topology, data_cfg, cfg.eval_batches)
+
+    task = Task(
         models=models,
         dataset=lambda context, epoch, skip: tracker_dataset(
             train, data_cfg, training=True, topology=topology, epoch=epoch, skip_batches=skip,
             encode_targets=encode, repeat=True, input_context=context),
         losses=lambda outputs, targets: weighted_losses.tracker_losses(outputs, targets, weights,
                                                                        models.input_size, cfg.distill_points),
-        evaluate=evaluation.TrackerDevEvaluation(models, dev, topology, data_cfg, cfg.eval_batches)
-        if dev else None,
+        evaluate=dev_evaluation(models) if dev else None,
         metric=cfg.best_metric, extra_targets=extra if teacher is not None else None)
+    if cfg.best_metric.startswith(SIMULATED_PREFIX) and not cfg.simulate_int8:
+        raise UserError(f"--best_metric={cfg.best_metric} needs --simulate_int8")
+    if cfg.simulate_int8:
+        with strategy.scope():
+            simulated = SimulatedTraining(models)
+        task.forward, task.state = simulated.forward, simulated.state
+        task.losses = simulated.losses(task.losses)
+        task.prepare = simulated.calibrator(lambda: tracker_dataset(
+            train, data_cfg, training=False, topology=topology, encode_targets=encode))
+        task.evaluate = simulated.evaluation(task.evaluate, dev_evaluation)
+    return task
 
 
 def detector_task(cfg: TrainConfig, topology, strategy) -> Task:
@@ -329,12 +351,13 @@ def make_train_step(task: Task, model, optimizer, strategy: tf.distribute.Strate
     gradients summed over replicas (each replica's loss is divided by their number, so this is the global batch's
     mean) and applied. Returns the loss terms averaged over replicas."""
     replicas = strategy.num_replicas_in_sync
+    forward = task.forward if task.forward is not None else model
 
     def step_fn(images, targets):
         if task.extra_targets is not None:
             targets = task.extra_targets(images, targets)
         with tf.GradientTape() as tape:
-            outputs = model(images, training=True)
+            outputs = forward(images, training=True)
             terms = task.losses(outputs, targets)
             loss = tf.add_n(list(terms.values())) / replicas
         grads = tape.gradient(loss, model.trainable_variables)
@@ -398,7 +421,7 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
         average = WeightAverage(model, cfg.ema_momentum) if cfg.ema_momentum else None
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, best=best_var,
                                **({"average": average} if average else {}),
-                               **({"step_scales": scales} if scales else {}))
+                               **({"step_scales": scales} if scales else {}), **task.state)
     if latest:
         try:
             ckpt.restore(latest).assert_consumed()
@@ -412,6 +435,8 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
             average.reset()
         if scales:
             scales.reset()
+        if task.prepare is not None:
+            task.prepare()
         print(f"starting from {cfg.init_from} at step 0", file=sys.stderr)
     start = int(step_var.numpy())
     check_same_start(strategy, start)
