@@ -166,7 +166,8 @@ def stages(kind: str, preset: str, data: Path, batch: int, batches: int) -> dict
     from blazepose_tf.training import data as tracker_data
     from blazepose_tf.training import detector_data
     from blazepose_tf.training.config import TrainConfig
-    from blazepose_tf.training.loop import TASKS, make_optimizer, make_train_step
+    from blazepose_tf.training.loop import make_optimizer, make_train_step
+    from blazepose_tf.training.tasks import TASKS
     from blazepose_tf.training.tracker_targets import target_encoder
 
     pattern = str(data / "train-*.tfrecord")
@@ -216,7 +217,7 @@ def dev_evaluation(kind: str, preset: str, data: Path, batch: int) -> dict:
     from blazepose_tf.topology import BLAZEPOSE_33
     from blazepose_tf.training.config import TrainConfig
     from blazepose_tf.training.data import count_records
-    from blazepose_tf.training.loop import TASKS
+    from blazepose_tf.training.tasks import TASKS
 
     cfg = TrainConfig(train_data=str(data / "train-*.tfrecord"), dev_data=str(data / "dev-*.tfrecord"),
                       model_dir="unused", model=kind, preset=preset, batch_size=batch, eval_batches=0)

@@ -218,7 +218,7 @@ def test_augmentation_ranges_come_from_the_flags():
 
     from blazepose_tf.training.augment import AugmentConfig
     from blazepose_tf.training.config import TrainConfig, define_flags
-    from blazepose_tf.training.loop import tracker_augment
+    from blazepose_tf.training.tasks import tracker_augment
 
     values = absl_flags.FlagValues()
     define_flags(values)
