@@ -425,12 +425,16 @@ def quantization_section(table: dict[str, Any]) -> list[str]:
     for r in rows:
         pck, ref = r["pck"].get("test"), fp32.get(r["model"])
         delta = "" if pck is None or ref is None or r["variant"] == "fp32" else f"{pck - ref:+.2f}"
-        interval = (r.get("vs_fp32") or {}).get("test")
-        if delta and interval:   # the paired 95 % interval, when the table measured it
-            delta += f" [{interval[1]:+.2f}, {interval[2]:+.2f}]"
+        # vs_fp32: [difference, 95 % paired interval low, high] when the table measured them; a row carried over
+        # from an earlier table as printed there keeps its printed difference alone ([difference]) and its count
+        # of float ops (float_ops) instead of their names.
+        vs = (r.get("vs_fp32") or {}).get("test")
+        if delta and vs:
+            delta = f"{vs[0]:+.2f}" + (f" [{vs[1]:+.2f}, {vs[2]:+.2f}]" if len(vs) == 3 else "")
+        float_ops = r.get("float_ops", len(r.get("float_layers") or []))
         body.append([r["model"], r["variant"], _num(pck), delta, _num(r["pck"].get("dev")),
                      _num(r["size_mb"], "{:.2f}"), _num(100 * r["int8_mac_share"], "{:.1f}"),
-                     _num(r["latency_ms"], "{:.2f}"), str(len(r.get("float_layers") or []))])
+                     _num(r["latency_ms"], "{:.2f}"), str(float_ops)])
     return ["## int8 that keeps its accuracy", "",
             f"From `{command}` (its own run: latency ratios are "
             "within this table only). Pipeline PCK@0.2 behind MediaPipe's detector on `test` (reported) and `dev` "

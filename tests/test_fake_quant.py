@@ -74,8 +74,34 @@ def test_kernels_round_per_output_channel_onto_255_levels():
     qd = quantize_kernel(tf.constant(dw), depthwise=True).numpy()
     for c in range(3):
         step = np.abs(dw[:, :, c]).max() / 127
+        levels = qd[:, :, c] / step
+        assert np.abs(levels - np.round(levels)).max() < 1e-3, c             # on the channel's own grid
         assert np.abs(qd[:, :, c] - dw[:, :, c]).max() <= 0.5 * step * 1.001 and step > 0
     assert not np.array_equal(qd, dw)
+
+
+@pytest.mark.parametrize("kind, kwargs", [
+    ("conv", dict(filters=6, kernel_size=3, strides=2, padding="same", use_bias=False, activation="relu")),
+    ("conv", dict(filters=5, kernel_size=3, dilation_rate=2, padding="valid")),
+    ("depthwise", dict(kernel_size=3, strides=2, padding="same", activation="relu6")),
+    ("depthwise", dict(kernel_size=2, padding="valid", use_bias=False)),
+])
+def test_rounded_kernel_layer_computes_what_the_layer_computes_with_that_kernel(kind, kwargs):
+    """The wrapper's own convolution (strides, padding, dilation, bias, inline activation) is the layer's: with a
+    kernel already on its int8 grid, both give the same output; off the grid, the wrapper's output moves."""
+    from blazepose_tf.models.fake_quant import QuantizedWeights
+
+    keras.utils.set_random_seed(1)
+    make = keras.layers.Conv2D if kind == "conv" else keras.layers.DepthwiseConv2D
+    layer = make(**kwargs)
+    x = _images(2, 7)
+    float_out = np.asarray(layer(x))
+    wrapper = QuantizedWeights(layer)
+    assert not np.allclose(np.asarray(wrapper(x)), float_out)               # the kernel is rounded
+    weights = layer.get_weights()
+    weights[0] = quantize_kernel(tf.constant(weights[0]), depthwise=kind == "depthwise").numpy()
+    layer.set_weights(weights)
+    np.testing.assert_allclose(np.asarray(wrapper(x)), np.asarray(layer(x)), rtol=1e-5, atol=1e-6)
 
 
 def test_calibration_clips_activations_at_the_percentile_and_keeps_heads_at_min_max():
@@ -150,3 +176,14 @@ def test_simulation_reproduces_the_converters_int8_tensors():
         sim_err += np.abs(sim_out - int8).mean()
         float_err += np.abs(np.asarray(model(x[i:i + 1])) - int8).mean()
     assert 0 < sim_err < float_err, (sim_err, float_err)
+
+
+def test_layers_the_export_folds_or_does_not_fuse_are_refused():
+    x = keras.Input((8, 8, 3), name="image")
+    c = keras.layers.Conv2D(4, 3, name="conv")(x)
+    b = keras.layers.BatchNormalization(name="bn")(c)          # folded into the conv by the converter
+    r = keras.layers.LeakyReLU(negative_slope=0.1, name="leaky")(b)
+    model = keras.Model(x, keras.layers.Flatten(name="landmarks")(r))
+    with pytest.raises(ValueError, match=r"bn \(BatchNormalization\), leaky \(LeakyReLU\)"):
+        SimulatedInt8(model)
+    assert SimulatedInt8(_block_model()).points                # the official pattern is accepted

@@ -243,27 +243,51 @@ def _int8sim_ranges(model_dir: Path) -> list[float]:
 
 def test_simulated_int8_training_scores_the_view_and_resumes_with_its_calibrated_ranges(data_dir, tmp_path):
     model_dir = tmp_path / "int8sim"
-    extra = ("--simulate_int8", "--best_metric=int8sim_pck", "--eval_every=2", "--steps=4")
+    extra = ("--preset=official_lite", "--init_from=official", "--simulate_int8", "--best_metric=int8sim_pck",
+             "--eval_every=2", "--steps=4")
     out = subprocess.run(_cmd(data_dir, model_dir, *extra), cwd=ROOT, env=_env(), capture_output=True, text=True,
-                         timeout=600)
+                         timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    dev = [json.loads(line) for line in (model_dir / "history.jsonl").read_text().splitlines() if "dev_" in line]
+    rows = [json.loads(line) for line in (model_dir / "history.jsonl").read_text().splitlines() if line]
+    dev = [r for r in rows if "dev_pck" in r]
     assert [r["step"] for r in dev] == [0, 2, 4]
-    assert all(0 <= r["dev_int8sim_pck"] <= 100 and 0 <= r["dev_pck"] <= 100 for r in dev)
+    # The view is scored beside the float model, and differs from it (it rounds).
+    assert all(0 <= r["dev_int8sim_pck"] <= 100 and r["dev_int8sim_coord_l1_px"] != r["dev_coord_l1_px"]
+               for r in dev)
+    # The step trains both: the loss terms of the view and, prefixed, of the float model.
+    losses = [r for r in rows if "coords" in r]
+    assert losses and all("float_coords" in r and r["coords"] != r["float_coords"] for r in losses)
     ranges = _int8sim_ranges(model_dir)
     lows, highs = ranges[0::2], ranges[1::2]
-    assert len(highs) >= 20 and all(lo <= hi for lo, hi in zip(lows, highs))
+    assert len(highs) >= 100 and all(lo <= hi for lo, hi in zip(lows, highs))
     # Calibrated, not the initial [0, 1]: ReLU outputs start at 0, other tensors go negative, the maxima vary.
     assert lows.count(0.0) > 5 and min(lows) < 0 and len(set(highs)) > 0.9 * len(highs)
     from blazepose_tf.models.loading import load_keras_model
     best = load_keras_model(model_dir / "best.keras", "best.keras")
     assert not any(layer.name.startswith(("fq_", "wq_")) for layer in best.layers)   # a plain float model
-    assert json.loads((model_dir / "best.json").read_text())["int8sim_pck"] == max(r["dev_int8sim_pck"]
-                                                                                  for r in dev)
+    chosen = json.loads((model_dir / "best.json").read_text())
+    assert chosen["int8sim_pck"] == max(r["dev_int8sim_pck"] for r in dev)
+    assert chosen["step"] == next(r["step"] for r in dev if r["dev_int8sim_pck"] == chosen["int8sim_pck"])
     out = subprocess.run(_cmd(data_dir, model_dir, *extra[:-1], "--steps=6"), cwd=ROOT, env=_env(),
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=900)
     assert out.returncode == 0 and "resumed from" in out.stderr, out.stderr[-3000:]
     assert _int8sim_ranges(model_dir) == ranges                          # not calibrated again on resume
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--simulate_int8", "--init_from=scratch"), "error: --simulate_int8 fine-tunes trained weights"),
+    (("--simulate_int8", "--init_from=official"),
+     "error: --simulate_int8 supports trackers whose layers map one to one onto the int8 export (the official_* "
+     "presets); --preset=smoke: "),
+    (("--simulate_int8", "--model=detector", "--preset=detector_smoke"),
+     "error: --simulate_int8 is only supported for --model=tracker"),
+])
+def test_simulated_int8_refuses_what_it_cannot_simulate(data_dir, tmp_path, extra, message):
+    out = subprocess.run(_cmd(data_dir, tmp_path / "run", *extra), cwd=ROOT, env=_env(), capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines()[-1].startswith(message)
+    assert not (tmp_path / "run").exists()
 
 
 def test_simulated_int8_metric_needs_the_simulation(data_dir, tmp_path):
@@ -272,3 +296,15 @@ def test_simulated_int8_metric_needs_the_simulation(data_dir, tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1] == "error: --best_metric=int8sim_pck needs --simulate_int8"
     assert not (tmp_path / "run").exists()
+
+
+def test_dev_drawings_survive_predictions_off_the_canvas():
+    from blazepose_tf.training.drawing import draw_predictions
+
+    images = np.zeros((1, 32, 32, 3), np.float32)
+    gt = np.array([[[5.0, 5.0], [10.0, 10.0], [20.0, 20.0]]], np.float32)
+    pred = np.array([[[6.0, 6.0], [np.nan, 3.0], [1e30, -np.inf]]], np.float32)   # an untrained or rounded model
+    out = draw_predictions(images, pred, gt, np.array([[1, 0, 1]], np.float32), 3)
+    assert out.shape == (1, 32, 32, 3) and 0 <= out.min() and out.max() <= 1
+    assert out[0, 6, 6, 0] > 0.9 and out[0, 5, 3, 1] > 0.9                 # predicted (channel 0), ground truth (1)
+    assert out[0, 20, 20, 1] > 0.9 and out[0, 10, 10].max() == 0             # unannotated ground truth not drawn

@@ -352,6 +352,11 @@ def test_model_zoo_quantization_section(tmp_path):
     assert "| int8 |" not in text  # failed rows are left out
     table["rows"][1]["vs_fp32"] = {"test": [-0.75, -1.5, 0.1]}   # the paired interval, when measured
     assert "| int8-selective | 55.6 | -0.75 [-1.50, +0.10] | 56.6 |" in "\n".join(quantization_section(table))
+    # A row carried over from an earlier table as printed: its printed difference and float-op count.
+    carried = dict(row("int8-selective", 55.6, 0.8), vs_fp32={"test": [-0.66]}, float_ops=27)   # not 55.6 - 56.31
+    table["rows"][1] = carried
+    assert "| zoo_full | int8-selective | 55.6 | -0.66 | 56.6 | 3.50 | 80.0 | 4.25 | 27 |" in "\n".join(
+        quantization_section(table))
     proc = run_module("benchmarks.model_zoo", "--quantization_table", tmp_path / "none.json", "--output",
                       tmp_path / "Z.md")
     assert proc.returncode == EXIT_NO_INPUT and error_lines(proc) == [

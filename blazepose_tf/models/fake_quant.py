@@ -1,6 +1,6 @@
-"""Simulated int8: a view of a float tracker (same layers, same weights) that computes what its int8 export
-computes, up to rounding details, so that training through it (``--simulate_int8``) teaches the float weights to
-survive int8.
+"""Simulated int8: a view of a float tracker (same layers, same weights) that computes what its int8-selective
+export computes, up to rounding details, so that training through it (``--simulate_int8``) teaches the float weights
+to survive int8.
 
 What is simulated, as the export (``export.to_tflite --quantize int8``) quantizes:
 
@@ -35,7 +35,10 @@ from blazepose_tf.models.graph import rewire
 FAKE_QUANT_PREFIX = "fq_"
 INPUT_POINT = "input"
 # Layer types whose outputs are new values the int8 model stores at their own scale.
-QUANTIZED_TYPES = ("Conv2D", "DepthwiseConv2D", "Dense", "Add", "Activation", "ReLU")
+QUANTIZED_TYPES = ("Conv2D", "DepthwiseConv2D", "Add", "Activation", "ReLU")
+# Layer types that keep their input's scale in the int8 model (they move, pick or resample values).
+SCALE_KEEPING_TYPES = ("InputLayer", "ZeroPad", "ZeroPadding2D", "MaxPooling2D", "BatchReshape", "Reshape",
+                       "Flatten", "ResizeBilinear", "UpSampling2D")
 FUSABLE = ("relu", "relu6", "linear")
 MIN_POSITIONS = 4
 DEFAULT_PERCENTILE = 99.99
@@ -146,11 +149,35 @@ def head_points(model, points: Sequence[str]) -> set[str]:
     return heads
 
 
+def unsupported_layers(model) -> list[str]:
+    """``name (type)`` of the layers of ``model`` the simulation cannot map one to one onto the int8 export: layer
+    types it does not know (e.g. BatchNormalization, which the converter folds into the convolution before it),
+    channels-first or grouped convolutions, and activations TFLite would not fuse as plain ReLUs."""
+    bad = []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        ok = kind in QUANTIZED_TYPES + SCALE_KEEPING_TYPES
+        if kind in ("Conv2D", "DepthwiseConv2D"):
+            ok = (layer.data_format == "channels_last" and getattr(layer, "groups", 1) == 1
+                  and getattr(layer, "depth_multiplier", 1) == 1)
+        elif kind == "ReLU":
+            ok = not layer.negative_slope and not layer.threshold
+        elif kind == "Activation":
+            ok = layer.activation.__name__ in FUSABLE + ("sigmoid",)
+        if not ok:
+            bad.append(f"{layer.name} ({kind})")
+    return bad
+
+
 class SimulatedInt8:
     """The fake-quant layers of one float model, shared by every view built from it, so one calibration sets
     the ranges all views use."""
 
     def __init__(self, model, points: Optional[Sequence[str]] = None, float_tail: bool = True):
+        problems = unsupported_layers(model)
+        if problems:
+            raise ValueError(f"{model.name} has layers the simulation does not map to the int8 export: "
+                             + ", ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
         self.model = model
         self.points = list(points) if points is not None else quantization_points(model)
         # The low-resolution tail (outputs of at most MIN_POSITIONS positions) in float, as int8-selective keeps it.
@@ -163,13 +190,15 @@ class SimulatedInt8:
     def view(self, model, outputs: Optional[Sequence[str]] = None, name: Optional[str] = None):
         """A functional model with ``model``'s layers (weights shared), kernels rounded and activations fake-
         quantized, whose outputs are a dict of ``model``'s named ``outputs`` (default all of them)."""
-        outputs = list(outputs or model.output_names)
+        outputs = list(model.output_names if outputs is None else outputs)
         wanted = set(self.points)
 
         def call(layer, ins):
             if (isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
                     and layer.name not in self.float_layers):
-                wrapper = self._weighted.setdefault(layer.name, QuantizedWeights(layer))
+                if layer.name not in self._weighted:
+                    self._weighted[layer.name] = QuantizedWeights(layer)
+                wrapper = self._weighted[layer.name]
                 out = wrapper(ins[0])
             else:
                 out = layer(ins if len(ins) > 1 else ins[0])

@@ -161,9 +161,11 @@ class TrainConfig:
                                "the simulated-int8 view (--simulate_int8).", choices=BEST_METRICS)
     simulate_int8: bool = setting(False, "Tracker: train through a simulated-int8 view of the model (kernels "
                                   "rounded per channel, activations fake-quantized at ranges calibrated on the "
-                                  "initial weights, straight-through gradients; blazepose_tf.models.fake_quant), "
-                                  "so that its int8 export loses less; the saved model stays float. Dev metrics "
-                                  "of the view are logged as int8sim_*.")
+                                  "initial weights, straight-through gradients, the low-resolution tail float; "
+                                  "blazepose_tf.models.fake_quant) beside the float model's own outputs, so that its "
+                                  "int8-selective export (export.to_tflite --float_layers auto) loses less; the "
+                                  "saved model stays float. Fine-tuning only (needs --init_from; the official_* "
+                                  "presets). Dev metrics of the view go to history.jsonl as dev_int8sim_*.")
 
     # Fields that may change between a run and its resumption without invalidating the checkpoint.
     RESUMABLE_CHANGES = ("steps", "checkpoint_every", "eval_every", "eval_batches", "log_every", "progress",

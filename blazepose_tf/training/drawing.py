@@ -13,8 +13,9 @@ def draw_predictions(images: np.ndarray, pred: np.ndarray, gt: np.ndarray, is_gt
     for img, p, g, m in zip(images, pred, gt, is_gt):
         canvas = np.ascontiguousarray((img * 255).astype(np.uint8))
         for j in range(num_keypoints):
-            if m[j] > 0:
-                cv2.circle(canvas, (int(g[j, 0]), int(g[j, 1])), 3, (0, 255, 0), -1)
-            cv2.circle(canvas, (int(p[j, 0]), int(p[j, 1])), 2, (255, 0, 0), -1)
+            for point, shown, radius, colour in ((g[j], m[j] > 0, 3, (0, 255, 0)), (p[j], True, 2, (255, 0, 0))):
+                if shown and np.isfinite(point[:2]).all():   # an untrained model may predict anything
+                    x, y = np.clip(point[:2], -1e4, 1e4).astype(int)
+                    cv2.circle(canvas, (int(x), int(y)), radius, colour, -1)
         out.append(canvas)
     return np.stack(out).astype(np.float32) / 255.0

@@ -198,8 +198,6 @@ def _training_records(cfg: TrainConfig) -> int:
     return counts["train_data"]
 
 
-
-
 def export_inference(models: Models, path: Path, metrics: dict, step: int) -> None:
     """Saves the inference model as ``.keras`` atomically, with a JSON sidecar (step, metrics)."""
     path = Path(path)

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import keras
 import tensorflow as tf
 
+from blazepose_tf.errors import UserError
 from blazepose_tf.models.fake_quant import SimulatedInt8
 from blazepose_tf.training.registry import Models, outputs_by_name
 
@@ -26,9 +27,16 @@ FLOAT_PREFIX = "float_"
 class SimulatedTraining:
     """The simulated-int8 view of a tracker's training model, its calibration and its dev scoring."""
 
-    def __init__(self, models: Models):
+    def __init__(self, models: Models, preset: str = "", init_from: str = ""):
+        if init_from == "scratch":
+            raise UserError("--simulate_int8 fine-tunes trained weights (its int8 ranges are calibrated on the "
+                            "initial ones): give --init_from")
+        try:
+            self.sim = SimulatedInt8(models.training)
+        except ValueError as e:
+            raise UserError(f"--simulate_int8 supports trackers whose layers map one to one onto the int8 export "
+                            f"(the official_* presets); --preset={preset}: {e}") from None
         self.models = models
-        self.sim = SimulatedInt8(models.training)
         view = self.sim.view(models.training, name="int8sim_view")
         # The training step sees both: the view's outputs and, under FLOAT_PREFIX, the float model's.
         image = keras.Input(models.training.inputs[0].shape[1:], name="image")
@@ -65,6 +73,6 @@ class SimulatedTraining:
         def evaluate(writer, step: int) -> dict:
             metrics = base(writer, step)
             sim = view_eval(tf.summary.create_noop_writer(), step)
-            return {**metrics, **{PREFIX + k: v for k, v in sim.items() if k.startswith("pck")}}
+            return {**metrics, **{PREFIX + k: v for k, v in sim.items() if k.startswith(("pck", "coord_l1"))}}
         return evaluate
 

@@ -117,7 +117,7 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
         metric=cfg.best_metric, extra_targets=extra if teacher is not None else None)
     if cfg.simulate_int8:
         with strategy.scope():
-            simulated = SimulatedTraining(models)
+            simulated = SimulatedTraining(models, cfg.preset, cfg.init_from)
         task.forward, task.state = simulated.forward, simulated.state
         task.losses = simulated.losses(task.losses)
         task.prepare = simulated.calibrator(lambda: tracker_dataset(
