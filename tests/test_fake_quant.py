@@ -14,8 +14,8 @@ from blazepose_tf.models.official_layers import ZeroPad  # noqa: E402
 
 
 def _block_model(seed: int = 0) -> keras.Model:
-    """Input → pad → conv → relu → depthwise → relu layer → 1×1 project → add (residual) → relu → a 2×2 dense-like
-    head: the official Lite's pattern in miniature, with one channel 30× larger than the others."""
+    """Input → pad → conv → relu → depthwise → relu layer → 1×1 project → add (residual) → relu → a 2×2
+    dense-like head: the official Lite's pattern in miniature, with one channel 30× larger than the others."""
     keras.utils.set_random_seed(seed)
     x = keras.Input((16, 16, 3), name="image")
     p = ZeroPad([[1, 1], [1, 1], [0, 0]], name="pad")(x)

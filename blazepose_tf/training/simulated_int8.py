@@ -1,12 +1,12 @@
 """``--simulate_int8``: a tracker trained through its simulated-int8 view (:mod:`blazepose_tf.models.fake_quant`).
 
-The training step runs both the view and the float model on each batch, with the run's loss terms on each (the
-float model's prefixed ``float_``): the view learns to reproduce the targets through int8 rounding while the float
-model is held to them too (a first run without that term, and with the tail in int8, lost 3 points of float dev
-crop PCK in 400 steps while the view did not improve: experiments/README.md). The optimizer updates the float weights the view shares; the run
-saves and exports the float model as usual. The view's activation ranges are calibrated once, on the initialized weights
-(:data:`CALIBRATION_BATCHES` un-augmented training batches), and checkpointed, so a resumed run uses the same
-ones. The dev evaluation scores the view too (``int8sim_pck``, ``int8sim_pck_refined``).
+The training step runs both the view and the float model on each batch, with the run's loss terms on each (the float
+model's prefixed ``float_``): the view learns to reproduce the targets through int8 rounding while the float model
+is held to them too (a first run without that term, and with the tail in int8, lost 3 points of float dev crop PCK
+in 400 steps while the view did not improve: experiments/README.md). The optimizer updates the float weights the
+view shares; the run saves and exports the float model as usual. The view's activation ranges are calibrated once,
+on the initialized weights (:data:`CALIBRATION_BATCHES` un-augmented training batches), and checkpointed, so a
+resumed run uses the same ones. The dev evaluation scores the view too (``int8sim_pck``, ``int8sim_pck_refined``).
 """
 from __future__ import annotations
 
