@@ -30,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from blazepose_tf.models.graph import rewire
+from blazepose_tf.models.graph import default_call, rewire
 
 FAKE_QUANT_PREFIX = "fq_"
 INPUT_POINT = "input"
@@ -201,7 +201,7 @@ class SimulatedInt8:
                 wrapper = self._weighted[layer.name]
                 out = wrapper(ins[0])
             else:
-                out = layer(ins if len(ins) > 1 else ins[0])
+                out = default_call(layer, ins)
             return self.layers[layer.name](out) if layer.name in wanted else out
 
         wired = rewire(model, outputs, call, input_call=self.layers[INPUT_POINT])
