@@ -35,6 +35,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from blazepose_tf.errors import UserError
+from blazepose_tf.int8_ranges import RANGE_PERCENTILE
 from export.bias_correction import correct_int8_biases, correct_layer_biases, find_correctable
 from export.conversion import PreparedModel, calibrate, convert, quantize_calibrated
 from export.float_search import MAX_ROUNDS, float_candidates, greedy_float_sets
@@ -60,11 +61,9 @@ CHECK_INPUTS = 64
 class Int8Settings:
     """The int8 choices (flags of :mod:`export.to_tflite`)."""
 
-    # The default ranges, chosen on LSPET dev (pipeline PCK@0.2 behind MediaPipe's detector, output bias correction
-    # and the layer correction when kept), percentile / min-max / MSE: official Full 53.6 / 51.3 / 52.3 (fp32 55.7;
-    # before export.ranges.MIN_POSITIONS), zoo Full 50.9 / 50.4 (fp32 56.7), official Lite 20.6 / 18.3 (fp32 44.4).
+    # The default ranges: blazepose_tf.int8_ranges.RANGE_PERCENTILE (measured there).
     activation_ranges: str = "percentile"  # one of export.ranges.RANGE_METHODS, or "auto"
-    range_percentile: float = 99.99
+    range_percentile: float = RANGE_PERCENTILE
     bias_correction: bool = True           # the outputs' (export.bias_correction.correct_int8_biases)
     layer_bias_correction: bool = True     # every layer's (export.bias_correction.correct_layer_biases)
     float_layers: str = ""                 # "", "auto", "N" or "name,name,..."

@@ -15,8 +15,8 @@ back into the model (where the quantizer reads it) is one of:
 Left at min/max: the model input (its range is the contract's), outputs of ops with fixed output ranges
 (LOGISTIC, TANH, SOFTMAX), the tensors that lead to the model outputs through shape-only ops, a sigmoid or a
 constant affine map (clipping a landmark coordinate or a heatmap peak moves a keypoint), the features a dense head
-reads, and every tensor with at most :data:`MIN_POSITIONS` spatial positions (a per-image feature vector: its rare
-large values are signal, not outliers).
+reads, and every tensor with at most :data:`~blazepose_tf.int8_ranges.MIN_POSITIONS` spatial positions (a
+per-image feature vector: its rare large values are signal, not outliers).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from blazepose_tf.errors import UserError
+from blazepose_tf.int8_ranges import MIN_POSITIONS, RANGE_PERCENTILE
 from blazepose_tf.tflite_file import load_interpreter
 from export.int8_graph import MAC_KINDS, SHAPE_KINDS, CalibratedGraph
 
@@ -34,13 +35,6 @@ BINS = 2048
 FIXED_RANGE_KINDS = ("LOGISTIC", "TANH", "SOFTMAX")
 HEAD_KINDS = SHAPE_KINDS + ("LOGISTIC", "MUL", "ADD")
 MSE_SCALES = np.linspace(0.05, 1.0, 96)
-# Tensors with at most this many spatial positions (per-image feature vectors) keep min/max. Clipped at the 99.99th
-# percentile, the official Lite's 2×2×192 features before its dense heads lost their rare large values, and its
-# presence and world heads' int8 error reached 1.07× their RMS. On LSPET dev (pipeline PCK@0.2) the zoo Full's
-# plain int8 scores less with them kept (50.9 against 53.1), but its int8-selective (the single-tensor ranking of
-# session 9, experiments/README.md) met its target (56.0, fp32 56.7) with 12 float tensors, where with them narrowed
-# 21 tensors (the whole 20% MAC budget) reached 55.7.
-MIN_POSITIONS = 4
 
 
 @dataclass
@@ -136,7 +130,7 @@ def mse_range(h: Histogram) -> tuple[float, float]:
     return best
 
 
-def choose_ranges(hists: dict[int, Histogram], method: str, percentile: float = 99.99
+def choose_ranges(hists: dict[int, Histogram], method: str, percentile: float = RANGE_PERCENTILE
                   ) -> dict[int, tuple[float, float]]:
     """The range ``method`` gives each histogrammed tensor."""
     if method not in RANGE_METHODS:
@@ -167,7 +161,7 @@ def apply_ranges(calibrated: bytes, ranges: dict[int, tuple[float, float]]) -> t
 
 
 def range_variants(calibrated: bytes, methods: Sequence[str], inputs: Sequence[np.ndarray],
-                   percentile: float = 99.99, log=print) -> dict[str, tuple[bytes, Optional[dict]]]:
+                   percentile: float = RANGE_PERCENTILE, log=print) -> dict[str, tuple[bytes, Optional[dict]]]:
     """{method: (calibrated model with that method's ranges, summary)} for each of ``methods`` (histograms are
     gathered once, and only when a method needs them)."""
     out: dict[str, tuple[bytes, Optional[dict]]] = {}

@@ -284,7 +284,8 @@ def define_flags() -> None:
     flags.DEFINE_string("representative", None, "Dataset spec PATH[:SPLIT][,images=DIR] for int8 calibration "
                         "(and parity when --eval is not given), e.g. ../shared/data/lspet:train.")
     flags.DEFINE_integer("num_calibration", 200, "Representative inputs for int8 calibration.", lower_bound=1)
-    flags.DEFINE_string("eval", None, "Dataset spec for parity and, annotated, PCK@0.2 (e.g. ../shared/data/lspet:dev).")
+    flags.DEFINE_string("eval", None,
+                        "Dataset spec for parity and, annotated, PCK@0.2 (e.g. ../shared/data/lspet:dev).")
     flags.DEFINE_integer("num_eval", 100, "Inputs to compare (and score) the exported model on.", lower_bound=1)
     flags.DEFINE_bool("keep_heatmap", True, HEATMAP_HELP)
     flags.DEFINE_bool("bias_correction", True, "int8: shift the biases of dense outputs (a tracker's landmarks, "
@@ -295,7 +296,8 @@ def define_flags() -> None:
                       "int8: activation ranges: minmax (calibrated min/max), percentile (--range_percentile; the "
                       "default: the best on LSPET dev for every tracker), mse (least squared int8 error), auto (the "
                       "best pipeline PCK on --eval).")
-    flags.DEFINE_float("range_percentile", 99.99, "int8, --activation_ranges percentile: the percentile kept.")
+    flags.DEFINE_float("range_percentile", Int8Settings.range_percentile,
+                       "int8, --activation_ranges percentile: the percentile kept.")
     flags.DEFINE_string("float_layers", "", "int8: ops kept in float: auto (a greedy search adds, one per round, "
                         "the activation tensor or the low-resolution tail of the network that removes the most "
                         "keypoint error (a detector: relative output error) per float MAC, within "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from blazepose_tf.int8_ranges import MIN_POSITIONS
 from export import int8_export, ranges
 from export.conversion import calibrate, convert, prepare_model, quantize_calibrated
 from export.int8_graph import CalibratedGraph, layer_label, mac_split, op_macs
@@ -85,7 +86,7 @@ def test_narrower_ranges_reach_the_int8_model_but_not_its_outputs(setup):
         assert after.range(t) == before.range(t)                          # outputs and the input keep min/max
     changed = [t for t in ranges.adjustable_tensors(before) if after.range(t) != before.range(t)]
     for t in before.activation_tensors():                                 # per-image feature vectors keep min/max
-        if int(np.prod(before.shape(t)[1:-1])) <= ranges.MIN_POSITIONS:
+        if int(np.prod(before.shape(t)[1:-1])) <= MIN_POSITIONS:
             assert after.range(t) == before.range(t) and t not in changed
     dense = next(n for n in before.nodes if n.layer == "landmarks")       # the features the dense head reads
     assert dense.inputs[0] in ranges.head_tensors(before)

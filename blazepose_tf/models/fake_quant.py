@@ -10,9 +10,10 @@ What is simulated, as the export (``export.to_tflite --quantize int8``) quantize
   whose only consumer is an activation layer (TFLite fuses the activation into it and stores only its output).
   Layers that only move or resample values (padding, pooling, reshapes, resizes) keep their input's scale.
 * the low-resolution tail stays float (``float_tail``): the layers whose outputs have at most
-  :data:`MIN_POSITIONS` spatial positions (the 2×2 and 1×1 heads), neither their kernels nor their outputs
-  rounded. The int8-selective export keeps them float too (``--float_layers auto``, 0.55% of the Lite's MACs):
-  in int8 they alone take the zoo Lite's simulated dev crop PCK from 54 to 29 (session 14).
+  :data:`~blazepose_tf.int8_ranges.MIN_POSITIONS` spatial positions (the 2×2 and 1×1 heads), neither their
+  kernels nor their outputs rounded. The int8-selective export keeps them float too (``--float_layers auto``,
+  0.55% of the Lite's MACs): in int8 they alone take the zoo Lite's simulated dev crop PCK from 54 to 29
+  (session 14).
 
 The ranges are set once by :meth:`SimulatedInt8.calibrate` from the float model on calibration crops: the
 ``percentile``-th percentile of each tensor's values, as the export's default ``percentile`` ranges, except where
@@ -30,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from blazepose_tf.int8_ranges import MIN_POSITIONS, RANGE_PERCENTILE
 from blazepose_tf.models.graph import default_call, rewire
 
 FAKE_QUANT_PREFIX = "fq_"
@@ -40,8 +42,6 @@ QUANTIZED_TYPES = ("Conv2D", "DepthwiseConv2D", "Add", "Activation", "ReLU")
 SCALE_KEEPING_TYPES = ("InputLayer", "ZeroPad", "ZeroPadding2D", "MaxPooling2D", "BatchReshape", "Reshape",
                        "Flatten", "ResizeBilinear", "UpSampling2D")
 FUSABLE = ("relu", "relu6", "linear")
-MIN_POSITIONS = 4
-DEFAULT_PERCENTILE = 99.99
 # Values kept per tensor and batch to estimate a percentile (a uniform sample of the tensor).
 SAMPLE_PER_BATCH = 200_000
 
@@ -207,7 +207,7 @@ class SimulatedInt8:
         wired = rewire(model, outputs, call, input_call=self.layers[INPUT_POINT])
         return keras.Model(wired["input"], {o: wired[o] for o in outputs}, name=name or model.name + "_int8sim")
 
-    def calibrate(self, batches: Iterable[np.ndarray], percentile: float = DEFAULT_PERCENTILE,
+    def calibrate(self, batches: Iterable[np.ndarray], percentile: float = RANGE_PERCENTILE,
                   seed: int = 0) -> dict[str, tuple[float, float]]:
         """Sets every range from the float model's tensors over ``batches`` (see the module docstring) and
         returns them."""
