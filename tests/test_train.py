@@ -308,3 +308,25 @@ def test_dev_drawings_survive_predictions_off_the_canvas():
     assert out.shape == (1, 32, 32, 3) and 0 <= out.min() and out.max() <= 1
     assert out[0, 6, 6, 0] > 0.9 and out[0, 5, 3, 1] > 0.9                 # predicted (channel 0), ground truth (1)
     assert out[0, 20, 20, 1] > 0.9 and out[0, 10, 10].max() == 0             # unannotated ground truth not drawn
+
+
+def test_dev_evaluation_scores_other_views_on_the_same_crops_in_one_pass(data_dir):
+    from blazepose_tf.training.data import TrackerDataConfig
+    from blazepose_tf.training.evaluation import TrackerDevEvaluation
+    from blazepose_tf.training.registry import Models, build_models
+
+    models = build_models("smoke", BLAZEPOSE_33)
+    other = build_models("smoke", BLAZEPOSE_33).inference            # different random weights
+    dev = str(data_dir / "dev-*.tfrecord")
+    writer = tf.summary.create_noop_writer()
+    evaluate = TrackerDevEvaluation(models, dev, BLAZEPOSE_33, TrackerDataConfig(batch_size=2),
+                                    views={"same_": models.inference, "other_": other})
+    metrics = evaluate(writer, 0)
+    alone = TrackerDevEvaluation(Models(training=models.training, inference=other, num_points=models.num_points,
+                                        input_size=models.input_size), dev, BLAZEPOSE_33,
+                                 TrackerDataConfig(batch_size=2))(writer, 0)
+    # the model itself as a view scores exactly as the model; another model as it scores alone
+    assert metrics["same_pck"] == metrics["pck"] and metrics["same_coord_l1_px"] == metrics["coord_l1_px"]
+    assert metrics["other_pck"] == alone["pck"] and metrics["other_coord_l1_px"] == alone["coord_l1_px"]
+    assert metrics["other_coord_l1_px"] != metrics["coord_l1_px"]
+    assert "same_points" not in metrics                                  # only the scores are prefixed

@@ -59,28 +59,34 @@ class TrackerDevEvaluation:
     Args:
         dev: glob of dev shards, or :func:`blazepose_tf.training.data.tracker_examples` (decoded once).
         max_batches: batches per evaluation (0: the whole dev set).
+        views: other models scored on the same crops in the same pass, {metric prefix: model} (e.g. the
+            simulated-int8 view of ``--simulate_int8``): their crop PCK and coordinate L1 under that prefix.
     """
 
     def __init__(self, models: Models, dev: Union[str, Examples], topology: Topology, data_cfg,
-                 max_batches: int = 0):
+                 max_batches: int = 0, views: Optional[dict] = None):
         self.models, self.topology = models, topology
         ds = tracker_dataset(dev, data_cfg, training=False, topology=topology,
                              encode_targets=target_encoder(models.num_points, models.input_size, with_offsets=False))
         self.dataset = ds.take(max_batches) if max_batches else ds
-        model = models.inference
-        self.infer = tf.function(lambda x: outputs_by_name(model(x, training=False), model.output_names),
-                                 reduce_retracing=True)
+        self.infer = _compiled(models.inference)
+        self.views = {prefix: _compiled(view) for prefix, view in (views or {}).items()}
 
     def __call__(self, writer, step: int) -> dict:
         score = _CropScore()
+        view_scores = {prefix: _CropScore() for prefix in self.views}
         first = None
         for images, t in self.dataset:
             gt = t["keypoints_px"].numpy()
             is_gt = t["is_gt"].numpy()
             pred = score.add(self.infer(images), gt, is_gt, self.topology, self.models.input_size)
+            for prefix, infer in self.views.items():
+                view_scores[prefix].add(infer(images), gt, is_gt, self.topology, self.models.input_size)
             if first is None:
                 first = (images.numpy()[:4], pred[:4], gt[:4], is_gt[:4])
         metrics = score.metrics()
+        for prefix, view_score in view_scores.items():
+            metrics.update({prefix + k: v for k, v in view_score.metrics().items() if k.startswith(("pck", "coord"))})
         with writer.as_default(step=step):
             tf.summary.scalar("dev/pck@0.2", metrics["pck"])
             tf.summary.scalar("dev/coord_l1_px", metrics["coord_l1_px"])
@@ -88,6 +94,12 @@ class TrackerDevEvaluation:
                 tf.summary.image("dev/predictions", draw_predictions(*first, self.topology.num_keypoints),
                                  max_outputs=4)
         return metrics
+
+
+def _compiled(model):
+    """The model's inference as a compiled function of an image batch → {output name: tensor}."""
+    return tf.function(lambda x: outputs_by_name(model(x, training=False), model.output_names),
+                       reduce_retracing=True)
 
 
 class _CropScore:

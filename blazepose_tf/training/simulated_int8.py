@@ -6,14 +6,15 @@ is held to them too (a first run without that term, and with the tail in int8, l
 in 400 steps while the view did not improve: experiments/README.md). The optimizer updates the float weights the
 view shares; the run saves and exports the float model as usual. The view's activation ranges are calibrated once,
 on the initialized weights (:data:`CALIBRATION_BATCHES` un-augmented training batches), and checkpointed, so a
-resumed run uses the same ones. The dev evaluation scores the view too (``int8sim_pck``, ``int8sim_pck_refined``).
+resumed run uses the same ones. The dev evaluation scores the view too, on the same crops in the same pass
+(``SimulatedTraining.inference_view``, its metrics prefixed :data:`PREFIX`: ``int8sim_pck``,
+``int8sim_pck_refined``).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import keras
-import tensorflow as tf
 
 from blazepose_tf.errors import UserError
 from blazepose_tf.models.fake_quant import SimulatedInt8
@@ -36,7 +37,6 @@ class SimulatedTraining:
         except ValueError as e:
             raise UserError(f"--simulate_int8 supports trackers whose layers map one to one onto the int8 export "
                             f"(the official_* presets); --preset={preset}: {e}") from None
-        self.models = models
         view = self.sim.view(models.training, name="int8sim_view")
         # The training step sees both: the view's outputs and, under FLOAT_PREFIX, the float model's.
         image = keras.Input(models.training.inputs[0].shape[1:], name="image")
@@ -62,17 +62,3 @@ class SimulatedTraining:
         def prepare() -> None:
             self.sim.calibrate(images.numpy() for images, _ in batches().take(CALIBRATION_BATCHES))
         return prepare
-
-    def evaluation(self, base: Optional[Callable], make: Callable[[Models], Callable]) -> Optional[Callable]:
-        """The run's dev evaluation: ``base``'s metrics and, prefixed ``int8sim_``, the same of the view."""
-        if base is None:
-            return None
-        view_eval = make(Models(training=self.models.training, inference=self.inference_view,
-                                num_points=self.models.num_points, input_size=self.models.input_size))
-
-        def evaluate(writer, step: int) -> dict:
-            metrics = base(writer, step)
-            sim = view_eval(tf.summary.create_noop_writer(), step)
-            return {**metrics, **{PREFIX + k: v for k, v in sim.items() if k.startswith(("pck", "coord_l1"))}}
-        return evaluate
-

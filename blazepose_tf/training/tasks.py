@@ -103,8 +103,8 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
         return dict(targets, **teacher_targets(teacher, images, models.num_points, models.input_size,
                                                heatmap=distill_heatmap))
 
-    def dev_evaluation(views: Models):
-        return evaluation.TrackerDevEvaluation(views, dev, topology, data_cfg, cfg.eval_batches)
+    def dev_evaluation(views: Optional[dict] = None):
+        return evaluation.TrackerDevEvaluation(models, dev, topology, data_cfg, cfg.eval_batches, views)
 
     task = Task(
         models=models,
@@ -113,7 +113,7 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
             encode_targets=encode, repeat=True, input_context=context),
         losses=lambda outputs, targets: weighted_losses.tracker_losses(outputs, targets, weights,
                                                                        models.input_size, cfg.distill_points),
-        evaluate=dev_evaluation(models) if dev else None,
+        evaluate=dev_evaluation() if dev else None,
         metric=cfg.best_metric, extra_targets=extra if teacher is not None else None)
     if cfg.simulate_int8:
         with strategy.scope():
@@ -122,7 +122,7 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
         task.losses = simulated.losses(task.losses)
         task.prepare = simulated.calibrator(lambda: tracker_dataset(
             train, data_cfg, training=False, topology=topology, encode_targets=encode))
-        task.evaluate = simulated.evaluation(task.evaluate, dev_evaluation)
+        task.evaluate = dev_evaluation({SIMULATED_PREFIX: simulated.inference_view}) if dev else None
     return task
 
 
