@@ -262,7 +262,8 @@ def parse_threads(text: str) -> list[int]:
 
 def format_rows(rows: Sequence[dict[str, Any]]) -> str:
     """A short table of the rows written by this call."""
-    head = f"{'device':<28} {'abi':<12} {'thr':>3} {'init ms':>8} {'first ms':>9} {'warm-up ms':>10} {'avg ms':>8} {'std ms':>7}"
+    head = (f"{'device':<28} {'abi':<12} {'thr':>3} {'init ms':>8} {'first ms':>9} {'warm-up ms':>10} "
+            f"{'avg ms':>8} {'std ms':>7}")
     lines = [head, "-" * len(head)]
     for r in rows:
         std = r["inference_std_ms"]

@@ -60,7 +60,8 @@ def parse_benchmark_output(text: str) -> BenchmarkTimings:
     if not summary:
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         start = " | ".join(lines[:3])[:200] if lines else "no output at all"
-        raise BenchmarkParseError(f"no 'Inference timings in us: ...' line in the benchmark output (it starts: {start})")
+        raise BenchmarkParseError(f"no 'Inference timings in us: ...' line in the benchmark output "
+                                  f"(it starts: {start})")
     init, first, warm, avg = (float(v) / 1e3 for v in summary[-1].groups())
     timings = BenchmarkTimings(init_ms=init, first_inference_ms=first, warmup_avg_ms=warm, inference_avg_ms=avg)
     counts = list(COUNT.finditer(text))

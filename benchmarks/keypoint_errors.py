@@ -358,7 +358,8 @@ def main(argv: list[str]) -> int:
     for label, path in trackers:
         results += measure_tracker(label, load_runner(path), people, FLAGS.progress)
     info = {"dataset": f"`{annotations}` split `{FLAGS.split}`", "num_people": len(people), "limit": FLAGS.limit,
-            "mirror": FLAGS.mirror, "num_mirrored": sum(p.mirrored for p in people), "arrow_scale": FLAGS.arrow_scale, "models": {label: str(path) for label, path in trackers}}
+            "mirror": FLAGS.mirror, "num_mirrored": sum(p.mirrored for p in people), "arrow_scale": FLAGS.arrow_scale,
+            "models": {label: str(path) for label, path in trackers}}
     text = markdown(results, info)
     print(text, end="")
     write_outputs(FLAGS.markdown, text, FLAGS.json, info, results)

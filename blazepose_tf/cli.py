@@ -42,8 +42,9 @@ def command_help(main_module: str, label: str, full: bool = False) -> str:
     then its flags grouped by defining module.
 
     ``full=False`` (``--help``) lists the flags of ``main_module`` and of this repository's modules it defined
-    flags through (e.g. ``--models`` from :func:`blazepose_tf.zoo.model_flags.define_model_flags`): every flag the command accepts except
-    absl's and TensorFlow's internal ones. ``full=True`` (``--helpfull``) lists every defined flag.
+    flags through (e.g. ``--models`` from :func:`blazepose_tf.zoo.model_flags.define_model_flags`): every flag the
+    command accepts except absl's and TensorFlow's internal ones. ``full=True`` (``--helpfull``) lists every
+    defined flag.
     """
     module = sys.modules.get(main_module)
     doc = ((module.__doc__ if module else None) or "").strip()

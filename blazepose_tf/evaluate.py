@@ -19,7 +19,8 @@ written as ``null``, so the file is strict JSON.
 Exit codes: 0 ok (some unreadable images allowed); 2 bad flags or arguments (missing or invalid --annotations
 JSON or one without an 'annotations' list, unknown --split, missing --images folder, unwritable --output); 3
 nothing to score: an empty 'images' or 'annotations' list, no scorable image in the dataset (none with both
-shoulders and both hips annotated) or every scored image unreadable; 4 model files missing, corrupt or breaking the I/O contract.
+shoulders and both hips annotated) or every scored image unreadable; 4 model files missing, corrupt or breaking
+the I/O contract.
 """
 from __future__ import annotations
 

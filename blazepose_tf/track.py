@@ -32,8 +32,9 @@ that cannot be written is reported (``warning:`` line, an entry under "errors") 
 Exit codes: 0 all inputs processed and written (finding no person is not an error); 2 bad flags or arguments,
 an output that would overwrite an input or cannot be written (checked before the models load), or the results
 JSON could not be written at the end; 3 nothing could be processed (missing path, every input unreadable, empty
-video); 4 model files missing, unfetchable, corrupt or breaking the I/O contract (blazepose_tf/contract.py); 5 some inputs were unreadable and skipped, or some overlays could
-not be written (listed under "errors"), the rest processed.
+video); 4 model files missing, unfetchable, corrupt or breaking the I/O contract (blazepose_tf/contract.py); 5
+some inputs were unreadable and skipped, or some overlays could not be written (listed under "errors"), the rest
+processed.
 """
 from __future__ import annotations
 

@@ -307,7 +307,8 @@ def prepare_split(dataset, labeller: Labeller, out_dir: Path, split: str, shard_
         try:
             image = load_image(rec.file_path)
         except InputError as e:
-            problems["missing_image" if "not found" in str(e) or "no such" in str(e).lower() else "unreadable_image"] += 1
+            missing = "not found" in str(e) or "no such" in str(e).lower()
+            problems["missing_image" if missing else "unreadable_image"] += 1
             continue
         if kind == "detector":
             ex = labeller.image_example(rec, image, problems, image_size)

@@ -85,8 +85,9 @@ class TrainConfig:
                                       "separated by commas.")
     model: str = setting("tracker", "What to train.", choices=MODELS)
     preset: str = setting("lite", "Model preset: a tracker's (blazepose_tf.models.tracker.TRACKER_PRESETS: ours, "
-                          "MediaPipe's official_full and official_lite, smoke) or a detector's (blazepose_tf.models.detector."
-                          "DETECTOR_PRESETS); python -m blazepose_tf.models.summary lists the ones built here.")
+                          "MediaPipe's official_full and official_lite, smoke) or a detector's "
+                          "(blazepose_tf.models.detector.DETECTOR_PRESETS); python -m blazepose_tf.models.summary "
+                          "lists the ones built here.")
     topology: str = setting("blazepose33", "Keypoint topology name.", choices=tuple(sorted(TOPOLOGIES)))
     batch_size: int = setting(32, "Global batch size.", lower_bound=1)
     steps: int = setting(1000, "Total training steps.", lower_bound=1)

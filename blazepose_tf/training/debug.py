@@ -41,7 +41,8 @@ def draw_sample(image: np.ndarray, keypoints: np.ndarray, weight: np.ndarray, vi
         if weight[j] <= 0:
             continue
         name = names[j]
-        color = (255, 140, 0) if name.startswith("left") else (0, 120, 255) if name.startswith("right") else (255, 255, 255)
+        color = ((255, 140, 0) if name.startswith("left") else (0, 120, 255) if name.startswith("right")
+                 else (255, 255, 255))
         center = (int(round(keypoints[j, 0])), int(round(keypoints[j, 1])))
         radius = 4 if is_gt[j] > 0 else 2
         cv2.circle(img, center, radius, color, -1 if visible[j] > 0 else 1, cv2.LINE_AA)

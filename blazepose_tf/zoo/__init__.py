@@ -251,6 +251,7 @@ def published() -> list[str]:
 
 __all__ = [
     "DEFAULT_SET", "FORMATS", "MODEL_KINDS", "MODEL_NAMES", "MODEL_SETS", "ROLES", "SCHEMA", "WEIGHTS_ENV",
-    "display_path", "empty_manifest", "file_sha256", "git_commit", "manifest_path", "model_entry", "model_path", "model_set",
+    "display_path", "empty_manifest", "file_sha256", "git_commit", "manifest_path", "model_entry", "model_path",
+    "model_set",
     "publish_hint", "published", "read_manifest", "resolve", "set_member", "set_member_path", "weights_dir",
 ]
