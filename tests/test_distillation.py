@@ -12,9 +12,7 @@ import tensorflow as tf
 from blazepose_tf.errors import UserError
 from blazepose_tf.topology import BLAZEPOSE_33
 from blazepose_tf.training import registry
-from blazepose_tf.training.augment import UNOCCLUDED_IMAGE
-from blazepose_tf.training.distillation import (check_heatmap_distillation, teacher_targets,
-                                                   with_teacher_targets)
+from blazepose_tf.training.distillation import check_heatmap_distillation, teacher_targets
 from blazepose_tf.training.weighted_losses import tracker_losses
 
 B, P, S, H = 2, 4, 64, 16
@@ -118,19 +116,3 @@ def test_train_cli_rejects_an_unknown_distill_points():
                            "--distill_points=some"], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "distill_points" in proc.stderr
-
-
-def test_teacher_sees_the_unoccluded_crops_when_the_batch_has_them():
-    student = registry.build_models("smoke", BLAZEPOSE_33)
-    teacher = student.training
-    clean = RNG.uniform(0, 1, (2, 256, 256, 3)).astype(np.float32)
-    occluded = clean.copy()
-    occluded[:, 40:160, 60:200] = 0.5                          # a grey rectangle over part of each crop
-    targets = {"presence": tf.ones((2, 1))}
-    seen_clean = with_teacher_targets(teacher, tf.constant(occluded), {**targets, UNOCCLUDED_IMAGE: clean},
-                                      student.num_points)
-    seen_occluded = with_teacher_targets(teacher, tf.constant(occluded), targets, student.num_points)
-    assert UNOCCLUDED_IMAGE not in seen_clean and "presence" in seen_clean    # the copy is not a loss target
-    expected = teacher_targets(teacher, tf.constant(clean), student.num_points)
-    np.testing.assert_allclose(seen_clean["distill_coords"], expected["distill_coords"], atol=1e-6)
-    assert not np.allclose(seen_occluded["distill_coords"], expected["distill_coords"], atol=1e-4)

@@ -3,7 +3,6 @@ batched augmentation against TensorFlow's per-image kernels; memory cache and st
 batches."""
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from collections import Counter
@@ -16,8 +15,8 @@ tf = pytest.importorskip("tensorflow")
 from blazepose_tf.datasets.coco import ImageRecord, PersonAnnotation  # noqa: E402
 from blazepose_tf.errors import UserError  # noqa: E402
 from blazepose_tf.topology import BLAZEPOSE_33  # noqa: E402
-from blazepose_tf.training.augment import (UNOCCLUDED_IMAGE, AugmentConfig, compiled, compiled_colour,  # noqa: E402
-                                           sample_affine, sample_colour, warp)
+from blazepose_tf.training.augment import (AugmentConfig, compiled, compiled_colour, sample_affine,  # noqa: E402
+                                           sample_colour, warp)
 from blazepose_tf.training.data import TrackerDataConfig, tracker_dataset, tracker_examples  # noqa: E402
 from data.prepare import Labeller, to_example  # noqa: E402
 
@@ -128,29 +127,6 @@ def test_occluded_points_are_not_visible(tmp_path):
             elif vis0[b, j] == 1:
                 assert not far.all(), f"point {j} of sample {b} is deep inside an occluder but still visible"
     assert hidden > 0
-
-
-def test_unoccluded_copy_is_each_crop_before_its_occluders(tmp_path):
-    path = tmp_path / "u.tfrecord"
-    _write_records(path, [0.0, 10.0, -10.0, 20.0] * 2)
-    aug = _cfg(occlusion_prob=0.5, max_occluders=2, occluder_size=(0.3, 0.5), rotation_deg=15.0).augment
-    plain = tracker_dataset(str(path), TrackerDataConfig(batch_size=8, shuffle_buffer=8, augment=aug),
-                            training=True)
-    copied = tracker_dataset(str(path), TrackerDataConfig(batch_size=8, shuffle_buffer=8, augment=aug,
-                                                          unoccluded_copy=True), training=True)
-    none = tracker_dataset(str(path), TrackerDataConfig(batch_size=8, shuffle_buffer=8, augment=dataclasses.replace(
-        aug, occlusion_prob=0.0)), training=True)
-    (img, t), (img_c, t_c), (img_n, _) = next(iter(plain)), next(iter(copied)), next(iter(none))
-    np.testing.assert_array_equal(img.numpy(), img_c.numpy())        # the model's input is unchanged
-    assert UNOCCLUDED_IMAGE not in t
-    # the copy is the crop with the same draws but no occluder painted
-    np.testing.assert_allclose(t_c[UNOCCLUDED_IMAGE].numpy(), img_n.numpy(), atol=1e-6)
-    occluded = np.abs(img.numpy() - img_n.numpy()).reshape(8, -1).max(axis=1) > 1e-3
-    assert 0 < occluded.sum() < 8                                    # some examples occluded, some not
-    # without augmentation (dev) there is no copy
-    dev = tracker_dataset(str(path), TrackerDataConfig(batch_size=8, shuffle_buffer=8, unoccluded_copy=True),
-                          training=False)
-    assert UNOCCLUDED_IMAGE not in next(iter(dev))[1]
 
 
 def test_pipeline_is_deterministic_and_resume_skips_exact_batches(tmp_path):

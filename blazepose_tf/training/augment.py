@@ -27,8 +27,6 @@ import tensorflow as tf
 
 # Occluder parameters per rectangle: applied (0/1), x0, y0, x1, y1 (output pixels), colour r, g, b.
 OCCLUDER_VALUES = 8
-# The target key of each crop as it was before its occluders were painted (TrackerDataConfig.unoccluded_copy).
-UNOCCLUDED_IMAGE = "unoccluded_image"
 
 
 @dataclass(frozen=True)

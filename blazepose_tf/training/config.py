@@ -118,10 +118,6 @@ class TrainConfig:
     distill_points: str = setting("unannotated", "Points the teacher's outputs supervise: unannotated (those the "
                                   "ground truth does not annotate) or all (the teacher's on every point, beside "
                                   "the ground truth's).", choices=DISTILL_POINTS)
-    distill_unoccluded: bool = setting(False, "The teacher sees each augmented crop before its occlusion "
-                                       "rectangles are painted (the student after): its targets for the points "
-                                       "they hide are where those points are, not its guess behind a rectangle "
-                                       "(--distill_from).")
     checkpoint_every: int = setting(200, "Checkpoint period in steps.", lower_bound=1)
     eval_every: int = setting(500, "Dev evaluation period in steps (0 = only at the end).", lower_bound=0)
     eval_batches: int = setting(20, "Dev batches per evaluation (0 = whole dev set).", lower_bound=0)

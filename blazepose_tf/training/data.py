@@ -29,8 +29,8 @@ import tensorflow as tf
 from blazepose_tf.contract import NUM_ROI_POINTS
 from blazepose_tf.errors import UserError
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
-from blazepose_tf.training.augment import (UNOCCLUDED_IMAGE, AugmentConfig, compiled, compiled_colour, occlude,
-                                           sample_affine, sample_colour, sample_occluders, transform_points, warp)
+from blazepose_tf.training.augment import (AugmentConfig, compiled, compiled_colour, occlude, sample_affine,
+                                           sample_colour, sample_occluders, transform_points, warp)
 
 # serialized record → (JPEG bytes, fixed-shape label tensors)
 Parser = Callable[[tf.Tensor], tuple[tf.Tensor, dict]]
@@ -47,7 +47,6 @@ class TrackerDataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     parallel_calls: int = tf.data.AUTOTUNE
     cache_mb: float = 0.0     # decoded images kept in memory up to this size (MiB); 0: decoded as read
-    unoccluded_copy: bool = False   # targets also hold each crop before its occluders (augment.UNOCCLUDED_IMAGE)
 
 
 def expand_patterns(pattern: str) -> str:
@@ -325,9 +324,8 @@ def tracker_example_fn(cfg: TrackerDataConfig, training: bool) -> Callable[[tf.T
 
 def tracker_batch_fn(cfg: TrackerDataConfig, topology: Topology, training: bool) -> Callable:
     """(uint8 images, drawn batch) → (images (B, S, S, 3) in [0, 1], targets: ``keypoints`` (B, P, 3) in crop
-    pixels, ``weight``, ``visible``, ``vis_weight``, ``z_weight``, ``is_gt`` (B, P), ``presence`` (B, 1); with
-    ``cfg.unoccluded_copy`` and occlusion drawn, also :data:`~blazepose_tf.training.augment.UNOCCLUDED_IMAGE`, the
-    images before their occluders), as a few XLA computations (warp, colour, occlusion)."""
+    pixels, ``weight``, ``visible``, ``vis_weight``, ``z_weight``, ``is_gt`` (B, P), ``presence`` (B, 1)), as a few
+    XLA computations (warp, colour, occlusion)."""
     perm = flip_permutation(topology)
     aug = cfg.augment if training else AugmentConfig.none()
     colour = compiled_colour(hsv=aug.saturation > 0 or aug.hue > 0)
@@ -349,8 +347,6 @@ def tracker_batch_fn(cfg: TrackerDataConfig, topology: Topology, training: bool)
         if "colour" in ex:
             image = colour(image, ex["colour"])
         if "occluders" in ex:
-            if cfg.unoccluded_copy:
-                targets[UNOCCLUDED_IMAGE] = image
             image, targets["visible"] = occlusion(image, targets["keypoints"], targets["visible"], ex["occluders"])
         return image, targets
     return fn

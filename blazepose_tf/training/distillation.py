@@ -10,7 +10,6 @@ from blazepose_tf.errors import UserError
 from blazepose_tf.losses import split_landmarks
 from blazepose_tf.models.convert_official import converted_model_path
 from blazepose_tf.models.loading import load_keras_model
-from blazepose_tf.training.augment import UNOCCLUDED_IMAGE
 from blazepose_tf.training.registry import outputs_by_name
 
 OFFICIAL_TEACHER = "pose_landmark_full"
@@ -42,16 +41,6 @@ def teacher_targets(teacher, images: tf.Tensor, num_points: int, input_size: int
     vis = tf.pad(tf.sigmoid(vis_logits[:, :p]), [[0, 0], [0, pad]])
     return {"distill_coords": tf.stop_gradient(coords), "distill_visibility": tf.stop_gradient(vis),
             "distill_presence": tf.stop_gradient(out["presence"]), **extra}
-
-
-def with_teacher_targets(teacher, images: tf.Tensor, targets: dict, num_points: int, input_size: int = 256,
-                         heatmap: bool = False) -> dict:
-    """``targets`` with the :func:`teacher_targets` added. The teacher sees the crops before their occluders when
-    the batch holds them (:data:`~blazepose_tf.training.augment.UNOCCLUDED_IMAGE`, ``--distill_unoccluded``; that
-    key is dropped), else the student's ``images``."""
-    targets = dict(targets)
-    seen = targets.pop(UNOCCLUDED_IMAGE, images)
-    return {**targets, **teacher_targets(teacher, seen, num_points, input_size, heatmap)}
 
 
 def check_heatmap_distillation(teacher, student) -> None:

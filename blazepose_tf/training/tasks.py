@@ -16,7 +16,7 @@ from blazepose_tf.training.config import TrainConfig
 from blazepose_tf.training.data import Examples, TrackerDataConfig, tracker_dataset, tracker_examples
 from blazepose_tf.training.detector_data import (DetectorDataConfig, detector_augment, detector_dataset,
                                                  detector_examples)
-from blazepose_tf.training.distillation import check_heatmap_distillation, load_teacher, with_teacher_targets
+from blazepose_tf.training.distillation import check_heatmap_distillation, load_teacher, teacher_targets
 from blazepose_tf.training.registry import Models, build_detector_models, build_models, restrict_trainable
 from blazepose_tf.training.simulated_int8 import PREFIX as SIMULATED_PREFIX
 from blazepose_tf.training.simulated_int8 import SimulatedTraining
@@ -81,10 +81,8 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
     """A tracker (our presets or the converted official Full) on aligned person crops."""
     if cfg.best_metric.startswith(SIMULATED_PREFIX) and not cfg.simulate_int8:
         raise UserError(f"--best_metric={cfg.best_metric} needs --simulate_int8")
-    if cfg.distill_unoccluded and not cfg.distill_from:
-        raise UserError("--distill_unoccluded needs a teacher (--distill_from)")
     data_cfg = TrackerDataConfig(batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
-                                 augment=tracker_augment(cfg), unoccluded_copy=cfg.distill_unoccluded)
+                                 augment=tracker_augment(cfg))
     with strategy.scope():
         models = build_models(cfg.preset, topology)
         restrict_trainable(models, cfg.trainable)
@@ -102,8 +100,8 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
         check_heatmap_distillation(teacher, models.training)
 
     def extra(images, targets):
-        return with_teacher_targets(teacher, images, targets, models.num_points, models.input_size,
-                                    heatmap=distill_heatmap)
+        return dict(targets, **teacher_targets(teacher, images, models.num_points, models.input_size,
+                                               heatmap=distill_heatmap))
 
     def dev_evaluation(views: Optional[dict] = None):
         return evaluation.TrackerDevEvaluation(models, dev, topology, data_cfg, cfg.eval_batches, views)

@@ -10,7 +10,7 @@ import tensorflow as tf
 from blazepose_tf.codecs.heatmap import encode_heatmaps
 from blazepose_tf.codecs.targets import tracker_targets
 from blazepose_tf.contract import HEATMAP_STRIDE
-from blazepose_tf.training.augment import UNOCCLUDED_IMAGE, compiled
+from blazepose_tf.training.augment import compiled
 
 
 def pad_points(x: tf.Tensor, num_points: int) -> tf.Tensor:
@@ -25,8 +25,7 @@ def pad_points(x: tf.Tensor, num_points: int) -> tf.Tensor:
 def target_encoder(num_points: int, input_size: int = 256, with_offsets: bool = True) -> Callable:
     """Batched ``(images, targets) -> (images, loss targets)`` for a tracker predicting ``num_points`` points on
     ``input_size`` crops (``with_offsets``: also the offset maps of our presets' training head), one XLA
-    computation. Adds ``keypoints_px`` and ``is_gt`` for the dev evaluation, and passes the unoccluded images
-    (:data:`~blazepose_tf.training.augment.UNOCCLUDED_IMAGE`) through when the batch has them."""
+    computation. Adds ``keypoints_px`` and ``is_gt`` for the dev evaluation."""
     p = num_points
     size = input_size
 
@@ -42,7 +41,5 @@ def target_encoder(num_points: int, input_size: int = 256, with_offsets: bool = 
         out.update(heatmap=hm, heatmap_mask=w, is_gt=pad_points(t["is_gt"], p), keypoints_px=kps)
         if with_offsets:
             out.update(offsets=off, offset_mask=off_mask)
-        if UNOCCLUDED_IMAGE in t:
-            out[UNOCCLUDED_IMAGE] = t[UNOCCLUDED_IMAGE]
         return images, out
     return encode
