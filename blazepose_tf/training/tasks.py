@@ -89,6 +89,10 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
     if cfg.best_metric.endswith("pck_refined") and "heatmap" not in models.inference.output_names:
         raise UserError(f"--best_metric={cfg.best_metric} needs a tracker with a heatmap output "
                         f"(--preset={cfg.preset})")
+    simulated = None   # refused early (one line) for models it cannot simulate, before the data is read
+    if cfg.simulate_int8:
+        with strategy.scope():
+            simulated = SimulatedTraining(models, cfg.preset, cfg.init_from)
     encode = target_encoder(models.num_points, models.input_size, with_offsets=models.has_offsets)
     weights = dict(cfg.loss_weights)
     teacher = load_teacher(cfg.distill_from) if cfg.distill_from else None
@@ -103,9 +107,8 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
         return dict(targets, **teacher_targets(teacher, images, models.num_points, models.input_size,
                                                heatmap=distill_heatmap))
 
-    def dev_evaluation(views: Optional[dict] = None):
-        return evaluation.TrackerDevEvaluation(models, dev, topology, data_cfg, cfg.eval_batches, views)
-
+    # the simulated-int8 view is scored on the same dev crops, in the same pass
+    views = {SIMULATED_PREFIX: simulated.inference_view} if simulated is not None else None
     task = Task(
         models=models,
         dataset=lambda context, epoch, skip: tracker_dataset(
@@ -113,16 +116,14 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
             encode_targets=encode, repeat=True, input_context=context),
         losses=lambda outputs, targets: weighted_losses.tracker_losses(outputs, targets, weights,
                                                                        models.input_size, cfg.distill_points),
-        evaluate=dev_evaluation() if dev else None,
+        evaluate=evaluation.TrackerDevEvaluation(models, dev, topology, data_cfg, cfg.eval_batches, views)
+        if dev else None,
         metric=cfg.best_metric, extra_targets=extra if teacher is not None else None)
-    if cfg.simulate_int8:
-        with strategy.scope():
-            simulated = SimulatedTraining(models, cfg.preset, cfg.init_from)
+    if simulated is not None:
         task.forward, task.state = simulated.forward, simulated.state
         task.losses = simulated.losses(task.losses)
         task.prepare = simulated.calibrator(lambda: tracker_dataset(
             train, data_cfg, training=False, topology=topology, encode_targets=encode))
-        task.evaluate = dev_evaluation({SIMULATED_PREFIX: simulated.inference_view}) if dev else None
     return task
 
 
