@@ -54,7 +54,7 @@ def _tracker_batch(models, batch: int):
 def _detector_batch(model, batch: int):
     import numpy as np
 
-    from blazepose_tf.codecs.targets import detector_targets
+    from blazepose_tf.codecs.detector_targets import detector_targets
 
     rng = np.random.default_rng(0)
     size = int(model.inputs[0].shape[1])

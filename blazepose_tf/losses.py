@@ -6,7 +6,7 @@ for a perfect prediction and positive otherwise.
 
 Tracker targets come from :func:`blazepose_tf.codecs.targets.tracker_targets` and
 :func:`blazepose_tf.codecs.heatmap.encode_heatmaps`; detector targets from
-:func:`blazepose_tf.codecs.targets.detector_targets`.
+:func:`blazepose_tf.codecs.detector_targets.detector_targets`.
 """
 from __future__ import annotations
 

@@ -11,10 +11,10 @@ from blazepose_tf.codecs.anchors import AnchorOptions, anchors_per_cell, generat
 from blazepose_tf.codecs.detection import decode_boxes
 from blazepose_tf.codecs.heatmap import decode_heatmaps, encode_heatmaps
 from blazepose_tf.codecs.landmarks import refine_with_heatmap
-from blazepose_tf.codecs.targets import (HEAD_FROM_SHOULDERS, AssignmentOptions, alignment_keypoints,
-                                         assign_detector_targets, detector_targets, gt_alignment_roi,
-                                         person_target, tf_detector_targets, tracker_targets,
-                                         upper_body_indices, with_aux_points)
+from blazepose_tf.codecs.detector_targets import (HEAD_FROM_SHOULDERS, AssignmentOptions, assign_detector_targets,
+                                                  detector_targets, person_target, tf_detector_targets)
+from blazepose_tf.codecs.targets import (alignment_keypoints, gt_alignment_roi, tracker_targets, upper_body_indices,
+                                         with_aux_points)
 from blazepose_tf.contract import ROI_SCALE
 from blazepose_tf.topology import BLAZEPOSE_33, COCO_17
 

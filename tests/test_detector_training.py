@@ -15,7 +15,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from blazepose_tf.codecs.anchors import generate_anchors  # noqa: E402
-from blazepose_tf.codecs.targets import person_target  # noqa: E402
+from blazepose_tf.codecs.detector_targets import person_target  # noqa: E402
 from blazepose_tf.datasets.coco import ImageRecord, PersonAnnotation  # noqa: E402
 from blazepose_tf.topology import BLAZEPOSE_33  # noqa: E402
 from blazepose_tf.training.augment import AugmentConfig  # noqa: E402
@@ -233,7 +233,8 @@ def test_regression_quality_labels_follow_the_anchors_own_regressors():
     """--score_targets=regression: an anchor is positive when its own decoded kp0/kp1 place the person's ROI, background
     when its kp0 is far from everyone, ignored in between; padding people count for nothing."""
     from blazepose_tf.codecs.detection import encode_boxes
-    from blazepose_tf.codecs.targets import alignment_keypoints, tf_regression_quality_labels
+    from blazepose_tf.codecs.detector_targets import tf_regression_quality_labels
+    from blazepose_tf.codecs.targets import alignment_keypoints
 
     anchors = generate_anchors()
     kps, avail = _person((100.0, 110.0), 20.0)

@@ -8,7 +8,8 @@ tf = pytest.importorskip("tensorflow")
 
 from blazepose_tf import losses as L  # noqa: E402
 from blazepose_tf.codecs.heatmap import encode_heatmaps  # noqa: E402
-from blazepose_tf.codecs.targets import detector_targets, tracker_targets  # noqa: E402
+from blazepose_tf.codecs.detector_targets import detector_targets  # noqa: E402
+from blazepose_tf.codecs.targets import tracker_targets  # noqa: E402
 
 B, P = 2, 6
 RNG = np.random.default_rng(0)

@@ -338,7 +338,7 @@ def test_model_zoo_benchmark_errors(tmp_path):
 
 
 def test_model_zoo_quantization_section(tmp_path):
-    from benchmarks.model_zoo import quantization_section
+    from benchmarks.zoo_table import quantization_section
 
     def row(variant, test, share, floats=()):
         return {"model": "zoo_full", "variant": variant, "pck": {"test": test, "dev": test + 1}, "size_mb": 3.5,

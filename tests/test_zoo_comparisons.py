@@ -64,7 +64,7 @@ def test_section_and_table_render():
     assert "same 291 people of split `test`" in text
     assert "| Lite set | 48.50 | 43.80 | +4.76 | [+2.63, +6.91] |" in lines
     assert zc.section([], "test") == []
-    from benchmarks.model_zoo import render
+    from benchmarks.zoo_table import render
 
     info = {"machine": {"cpu": "x", "logical_cpus": 2, "load_1min": 0.1, "ai-edge-litert": "1", "tensorflow": "2",
                         "python": "3"}, "command": "python -m benchmarks.model_zoo", "date": "d", "commit": None,

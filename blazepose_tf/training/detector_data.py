@@ -5,8 +5,8 @@ Records come from ``python -m data.prepare --kind detector`` (a downscaled whole
 inference (:class:`blazepose_tf.runtime.pipeline.PersonDetector`: image centred, scaled to fit, zero
 borders), then augmented in the same affine warp (random scale, shift, small rotation, horizontal flip that
 swaps left/right points) after colour jitter of the image, and the anchor targets are encoded by
-:func:`blazepose_tf.codecs.targets.tf_detector_targets`. Caching, seeding, resume and the per-example draws /
-per-batch XLA work are those of the tracker's pipeline (:func:`blazepose_tf.training.data.build_pipeline`).
+:func:`blazepose_tf.codecs.detector_targets.tf_detector_targets`. Caching, seeding, resume and the per-example
+draws / per-batch XLA work are those of the tracker's pipeline (:func:`blazepose_tf.training.data.build_pipeline`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Callable, Optional, Union
 import tensorflow as tf
 
 from blazepose_tf.codecs.anchors import AnchorOptions
-from blazepose_tf.codecs.targets import AssignmentOptions, tf_detector_targets
+from blazepose_tf.codecs.detector_targets import AssignmentOptions, tf_detector_targets
 from blazepose_tf.contract import DETECTOR, INPUT_RANGES
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
 from blazepose_tf.training.augment import (AugmentConfig, compiled, compiled_colour, sample_affine, sample_colour,

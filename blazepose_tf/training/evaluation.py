@@ -20,7 +20,7 @@ import tensorflow as tf
 from blazepose_tf.codecs.anchors import AnchorOptions, generate_anchors
 from blazepose_tf.codecs.detection import decode_detections, weighted_nms
 from blazepose_tf.codecs.landmarks import refine_with_heatmap
-from blazepose_tf.codecs.targets import person_target
+from blazepose_tf.codecs.detector_targets import person_target
 from blazepose_tf.contract import DETECTOR_ROLES
 from blazepose_tf.losses import split_landmarks
 from blazepose_tf.metrics import TORSO_POINTS, PckResult, pck

@@ -7,7 +7,7 @@ from typing import Mapping
 
 import tensorflow as tf
 
-from blazepose_tf.codecs.targets import tf_regression_quality_labels
+from blazepose_tf.codecs.detector_targets import tf_regression_quality_labels
 from blazepose_tf.contract import DETECTOR_ROLES
 from blazepose_tf.losses import (coordinate_loss, detector_classification_loss, detector_regression_loss,
                                  heatmap_loss, offset_loss, presence_loss, split_landmarks, visibility_loss)
@@ -59,9 +59,9 @@ def detector_losses(outputs, targets: Mapping[str, tf.Tensor], weights: Mapping[
     """Weighted loss terms: anchor classification (focal or hard-negative BCE) and box/keypoint regression.
 
     ``score_targets="regression"``: the classification labels come from the detector's own regressors
-    (:func:`blazepose_tf.codecs.targets.tf_regression_quality_labels`), combined with the position-based assignment:
-    a positive must also be an anchor the assignment does not call background, and anchors the assignment ignores are
-    never taught as background."""
+    (:func:`blazepose_tf.codecs.detector_targets.tf_regression_quality_labels`), combined with the position-based
+    assignment: a positive must also be an anchor the assignment does not call background, and anchors the assignment
+    ignores are never taught as background."""
     w = {**default_loss_weights("detector"), **weights}
     out = outputs_by_name(outputs, DETECTOR_ROLES)
     labels = targets["labels"]
