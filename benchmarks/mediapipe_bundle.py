@@ -250,7 +250,8 @@ def run_ours(bundle: Path, clips: Sequence[Clip], mode: str, min_presence: float
         runners = (load_runner(det), load_runner(lmk))
         variants = ("tasks",) if mode == "image" else ("tasks", "legacy")
         for variant in variants:
-            tracker = PoseTracker(*runners, mode=mode, min_presence=min_presence, smooth=variant == "legacy")
+            tracker = PoseTracker(*runners, mode=mode, min_presence=min_presence, smooth=variant == "legacy",
+                                  roi_passes=1)  # one tracker pass per person, as MediaPipe's graphs
             smoother = OneEuroFilter(LANDMARKS)
             preds: list[Optional[np.ndarray]] = []
             for clip in clips:

@@ -52,7 +52,7 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from blazepose_tf import zoo  # noqa: E402
+from blazepose_tf import contract, zoo  # noqa: E402
 from blazepose_tf.datasets.coco import GUARD_SPLIT, is_guard_image, read_json  # noqa: E402
 from blazepose_tf.errors import InputError, UserError  # noqa: E402
 from blazepose_tf.io.images import IMAGE_EXTENSIONS, decode_image, read_input_bytes  # noqa: E402
@@ -82,7 +82,7 @@ DEFAULT_SETS: tuple[str, ...] = ("official", "official_lite", "ours", "ours_lite
 THRESHOLD = 0.1
 #: The runtime's IMAGE-mode defaults (``python -m blazepose_tf.track``); part of the cache key.
 SETTINGS = {"mode": "image", "num_poses": 1, "min_detection_confidence": 0.5, "min_presence": 0.5,
-            "refine_heatmap": True}
+            "refine_heatmap": True, "roi_passes": contract.IMAGE_ROI_PASSES}
 CACHE_VERSION = 1  # bump when what the runtime predicts for the same files changes
 SAVE_EVERY = 200   # images between cache writes (an interrupted run keeps its work)
 
@@ -103,7 +103,8 @@ class Pipeline:
         return PoseTracker(load_runner(self.detector, num_threads), load_runner(self.landmarks, num_threads),
                            mode=SETTINGS["mode"], num_poses=SETTINGS["num_poses"],
                            min_detection_confidence=SETTINGS["min_detection_confidence"],
-                           min_presence=SETTINGS["min_presence"], refine_heatmap=SETTINGS["refine_heatmap"])
+                           min_presence=SETTINGS["min_presence"], refine_heatmap=SETTINGS["refine_heatmap"],
+                           roi_passes=SETTINGS["roi_passes"])
 
     def cache_key(self) -> str:
         """sha256 of both files and the settings (first 16 hex digits)."""

@@ -125,8 +125,9 @@ def run_mediapipe(images: Sequence[ScoredImage], out_json: Optional[Path] = None
 
 
 def make_tracker(num_threads: int, landmarks: str = "pose_landmark_full") -> Any:
-    """Our IMAGE-mode pipeline on the official detector and the official landmark model ``landmarks``."""
-    return PoseTracker.from_official(mode="image", num_threads=num_threads, landmarks=landmarks)
+    """Our IMAGE-mode pipeline on the official detector and the official landmark model ``landmarks``, one tracker
+    pass per person as MediaPipe's graph runs it (``roi_passes=1``)."""
+    return PoseTracker.from_official(mode="image", num_threads=num_threads, landmarks=landmarks, roi_passes=1)
 
 
 def run_ours(images: Sequence[ScoredImage], num_threads: int,
@@ -193,7 +194,8 @@ def compare(images: Sequence[ScoredImage], tracker: str, threads: int) -> tuple[
           f"{meta['model_complexity']}, static_image_mode, min_detection_confidence="
           f"{meta['min_detection_confidence']}), isolated venv")
     ours, multi = run_ours(images, threads, tracker)
-    print(f"ours:      blazepose_tf PoseTracker.from_official(mode='image', num_threads={threads}, "
+    print(f"ours:      blazepose_tf PoseTracker.from_official(mode='image', roi_passes=1, "
+          f"num_threads={threads}, "
           f"landmarks={tracker!r}), first pose" + (f" ({multi} images returned >1 pose)" if multi else ""))
 
     n = len(images)

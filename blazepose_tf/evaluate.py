@@ -102,7 +102,7 @@ def main(argv: list[str]) -> int:
         print(f"{len(result.errors)} unreadable images were scored as misses; first: {result.errors[0][1]}")
     if FLAGS.output:
         doc = {"annotations": str(FLAGS.annotations), "split": FLAGS.split, "num_images": len(records),
-               "models": model_flags.model_labels(FLAGS), **result.summary(),
+               "models": model_flags.model_labels(FLAGS), "roi_passes": FLAGS.roi_passes, **result.summary(),
                "dropped_annotations": dropped, "dataset_problems": dict(sorted(dataset.problems.items()))}
         tmp = FLAGS.output + ".part"
         try:

@@ -463,7 +463,8 @@ def main(argv: list[str]) -> int:
     teacher = None
     if FLAGS.teacher == "official":
         from blazepose_tf.runtime.pipeline import PoseTracker
-        teacher = PoseTracker.from_official(mode="image", num_threads=FLAGS.num_threads, num_poses=3)
+        # MediaPipe's graph (one tracker pass per person), as the shipped recipes' data were labelled
+        teacher = PoseTracker.from_official(mode="image", num_threads=FLAGS.num_threads, num_poses=3, roi_passes=1)
     labeller = Labeller(teacher, BLAZEPOSE_33, FLAGS.crop_size, FLAGS.margin, FLAGS.teacher_weight)
     manifest = {"kind": FLAGS.kind, "annotations": str(FLAGS.annotations), "teacher": FLAGS.teacher,
                 "crop_size": FLAGS.crop_size, "image_size": FLAGS.image_size, "max_people": MAX_PEOPLE,

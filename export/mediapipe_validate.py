@@ -92,7 +92,7 @@ def validate_bundle(bundle: Union[str, os.PathLike], image_path: Optional[Union[
     out: dict[str, Any] = {"image": str(image_path)}
     with tempfile.TemporaryDirectory(prefix="bp_mp_validate_") as tmp:
         det, lmk = extract_bundle(bundle, tmp)
-        tracker = PoseTracker(load_runner(det), load_runner(lmk), mode="image")
+        tracker = PoseTracker(load_runner(det), load_runner(lmk), mode="image", roi_passes=1)  # MediaPipe's graph
         poses = tracker.process(rgb)
         ours = np.asarray(poses[0].keypoints, np.float64)[:NUM_KEYPOINTS, :2] if poses else None
         out["ours"] = {"poses": len(poses), "presence": float(poses[0].score) if poses else None}

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import pytest
 
+from blazepose_tf import contract
 from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, EXIT_USAGE
 from blazepose_tf.io.samples import sample_image_path
 
@@ -32,7 +33,7 @@ SAMPLE_KEYPOINTS = {
     "right_elbow": (63, 411), "left_wrist": (325, 467), "right_wrist": (133, 479), "left_hip": (241, 504),
     "right_hip": (128, 531),
 }
-SUMMARY_KEYS = {"annotations", "split", "num_images", "models", "pck", "pck_diagonal", "coco", "errors",
+SUMMARY_KEYS = {"annotations", "split", "num_images", "models", "roi_passes", "pck", "pck_diagonal", "coco", "errors",
                 "dropped_annotations", "dataset_problems"}
 PCK_KEYS = {"pck", "per_keypoint", "per_group", "detection_rate", "num_people", "num_detected", "num_points",
             "num_correct", "keypoint_counts", "threshold", "diagonal"}
@@ -145,6 +146,7 @@ def test_tiny_coco_scores_high_and_writes_summary(tiny_coco, official_models):
     assert doc["dropped_annotations"] == 0 and doc["dataset_problems"] == {}
     assert "warning:" not in proc.stderr and "dropped" not in proc.stdout
     assert set(doc["models"]) == {"detector", "landmarks"}
+    assert doc["roi_passes"] == contract.IMAGE_ROI_PASSES
     for variant, diagonal in (("pck", False), ("pck_diagonal", True)):
         pck = doc[variant]
         assert set(pck) == PCK_KEYS and pck["diagonal"] is diagonal and pck["threshold"] == 0.2

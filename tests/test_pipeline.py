@@ -278,3 +278,59 @@ def test_two_people_side_by_side(official_runners, shared_data):
         assert p.score > 0.5 and np.isfinite(p.keypoints).all()
     # num_poses=1 keeps only the best detection.
     assert len(_tracker(official_runners, num_poses=1).process(image)) == 1
+
+
+# --- (f) IMAGE mode's further passes on the tracker's own ROI -----------------------------------------------------
+
+
+class _PresenceAfter:
+    """A landmark runner that reports ``presence`` from its ``after``-th call on (the other outputs unchanged)."""
+
+    def __init__(self, runner, after: int, presence: float):
+        self.runner, self.after, self.presence, self.calls = runner, after, presence, 0
+        self.label, self.input_shape = runner.label, runner.input_shape
+        self.output_roles, self.output_shapes = runner.output_roles, runner.output_shapes
+
+    def __call__(self, batch):
+        self.calls += 1
+        out = dict(self.runner(batch))
+        if self.calls >= self.after:
+            out["presence"] = np.full_like(np.asarray(out["presence"]), self.presence)
+        return out
+
+
+def test_roi_passes_recrop_on_the_trackers_own_roi(official_runners, shared_data):
+    from blazepose_tf.runtime.pipeline import roi_from_aux, roi_from_detection
+
+    image = _load_lspet(shared_data, UPRIGHT_STANDING)
+    one = _tracker(official_runners, roi_passes=1)
+    first = one.process(image)[0]
+    assert one.landmarker.calls == 1
+    assert first.roi == roi_from_detection(first.detection)  # MediaPipe's graph: the detection's ROI only
+    two = _tracker(official_runners, roi_passes=2)
+    second = two.process(image)[0]
+    assert two.landmarker.calls == 2
+    assert second.roi == roi_from_aux(first.aux_keypoints)  # the first pass's own ROI points, cropped again
+    assert second.roi != first.roi
+    again = one.landmarker(image, second.roi)  # the same step on that ROI gives the same pose
+    np.testing.assert_allclose(second.keypoints, again.keypoints, atol=1e-4)
+    assert second.detection is not None and second.detection.score == first.detection.score
+    three = _tracker(official_runners, roi_passes=3)
+    third = three.process(image)[0]
+    assert three.landmarker.calls == 3
+    assert third.roi == roi_from_aux(second.aux_keypoints)
+    video = _tracker(official_runners, mode="video", roi_passes=3)
+    video.process(image)
+    assert video.landmarker.calls == 1  # VIDEO mode carries the ROI to the next frame instead
+
+
+def test_roi_passes_keep_the_last_present_pose(official_runners, shared_data):
+    image = _load_lspet(shared_data, UPRIGHT_STANDING)
+    first = _tracker(official_runners, roi_passes=1).process(image)[0]
+    lost = _PresenceAfter(official_runners[1], after=2, presence=0.1)  # the second pass loses the person
+    poses = _tracker((official_runners[0], lost), roi_passes=3).process(image)
+    assert lost.calls == 2  # no third pass after a lost one
+    assert len(poses) == 1 and poses[0].roi == first.roi
+    np.testing.assert_allclose(poses[0].keypoints, first.keypoints, atol=1e-4)
+    with pytest.raises(ValueError, match="roi_passes"):
+        _tracker(official_runners, roi_passes=0)

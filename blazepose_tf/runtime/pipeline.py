@@ -3,7 +3,8 @@
     detect → ROI → crop → landmarks → project back → smooth
 
 :class:`PersonDetector` and :class:`LandmarkEstimator` are the two model steps; :class:`PoseTracker` chains
-them in IMAGE mode (every image on its own, up to ``num_poses`` people) or VIDEO mode (one person; the ROI is
+them in IMAGE mode (every image on its own, up to ``num_poses`` people, each tracked again on the ROI its own
+auxiliary points give, ``roi_passes`` passes in all) or VIDEO mode (one person; the ROI is
 carried from frame to frame through the tracker's auxiliary points, and the detector runs only on the first
 frame and whenever the tracker's presence drops below its threshold).
 
@@ -170,6 +171,10 @@ class PoseTracker:
         min_presence: tracker presence threshold under which a pose is dropped (and VIDEO mode re-detects).
         smooth: One Euro smoothing of landmarks and of the ROI points in VIDEO mode.
         refine_heatmap: MediaPipe's heatmap refinement when the tracker outputs a heatmap.
+        roi_passes: tracker passes per person in IMAGE mode (:data:`blazepose_tf.contract.IMAGE_ROI_PASSES`): each
+            pass after the first re-crops the ROI the previous pass's auxiliary points give and is kept while its
+            presence stays above ``min_presence``; 1 is MediaPipe's graph. VIDEO mode carries the ROI to the next
+            frame instead (one pass per frame).
 
     Raises:
         ModelError: a model does not meet the I/O contract of its role, or the two are swapped (one line naming
@@ -179,11 +184,14 @@ class PoseTracker:
     def __init__(self, detector: ModelRunner, landmarker: ModelRunner, mode: str = "image", num_poses: int = 1,
                  min_detection_confidence: float = contract.MIN_DETECTION_CONFIDENCE,
                  min_presence: float = 0.5, smooth: bool = True,
-                 refine_heatmap: bool = True, topology: Topology = BLAZEPOSE_33, roi_scale: float = contract.ROI_SCALE):
+                 refine_heatmap: bool = True, topology: Topology = BLAZEPOSE_33, roi_scale: float = contract.ROI_SCALE,
+                 roi_passes: int = contract.IMAGE_ROI_PASSES):
         if mode not in ("image", "video"):
             raise ValueError(f"mode must be 'image' or 'video', got {mode!r}")
         if num_poses < 1:
             raise ValueError("num_poses must be >= 1")
+        if roi_passes < 1:
+            raise ValueError("roi_passes must be >= 1")
         if mode == "video" and num_poses != 1:
             raise ValueError("VIDEO mode tracks one person; use num_poses=1 (IMAGE mode supports more)")
         contract.check_not_swapped(model_io(detector), model_io(landmarker))
@@ -194,6 +202,7 @@ class PoseTracker:
         self.min_presence = min_presence
         self.smooth = smooth
         self.roi_scale = roi_scale
+        self.roi_passes = roi_passes
         self.topology = topology
         self._smoother = LandmarkSmoother(LANDMARKS)
         self._aux_filter = OneEuroFilter(AUX_LANDMARKS)
@@ -228,13 +237,24 @@ class PoseTracker:
         return Pose(keypoints=out.keypoints, visibility=out.visibility, presence=out.presence, score=out.score,
                     roi=roi, aux_keypoints=out.aux, detection=det, world=out.world)
 
-    def _detect(self, image: np.ndarray, limit: int) -> list[Pose]:
+    def _repass(self, image: np.ndarray, pose: Pose, passes: int) -> Pose:
+        """Up to ``passes - 1`` more tracker passes, each on the ROI of the previous pose's auxiliary points; the
+        last pose whose presence passes the threshold."""
+        for _ in range(passes - 1):
+            roi = roi_from_aux(pose.aux_keypoints, self.roi_scale)
+            better = self._pose(image, roi, pose.detection) if roi is not None else None
+            if better is None:
+                break
+            pose = better
+        return pose
+
+    def _detect(self, image: np.ndarray, limit: int, passes: int = 1) -> list[Pose]:
         poses = []
         for det in self.detector(image)[:limit]:
             roi = roi_from_detection(det, self.roi_scale)
             pose = self._pose(image, roi, det) if roi is not None else None
             if pose is not None:
-                poses.append(pose)
+                poses.append(self._repass(image, pose, passes))
         return poses
 
     def process(self, image: np.ndarray, timestamp: Optional[float] = None) -> list[Pose]:
@@ -246,7 +266,7 @@ class PoseTracker:
         """
         image = as_rgb(image)
         if self.mode == "image":
-            return self._detect(image, self.num_poses)
+            return self._detect(image, self.num_poses, self.roi_passes)
         t = self._frame / 30.0 if timestamp is None else float(timestamp)
         self._frame += 1
         pose = None
