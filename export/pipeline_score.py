@@ -3,7 +3,7 @@
 docs/design.md §8), for the int8 choices an export makes on ``--eval`` (activation ranges, float layers).
 
 The detector is the same for every candidate, so its outputs are computed once per image and reused
-(:class:`MemoRunner`); each candidate then costs one tracker run per scored image.
+(:class:`MemoRunner`); each candidate then costs `roi_passes` tracker runs per scored image.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from blazepose_tf import contract
 from blazepose_tf.datasets.coco import load_coco_keypoints
 from blazepose_tf.errors import UserError
 from blazepose_tf.evaluation import EvaluationResult, evaluate, scored_records
@@ -74,7 +75,8 @@ class PipelineScorer:
                 path = Path(tmp) / "landmarks.tflite"
                 path.write_bytes(landmarks)
                 return self.evaluate(path)
-        tracker = PoseTracker(self.detector, TFLiteRunner(landmarks, 1))  # the runtime's defaults: IMAGE mode
+        tracker = PoseTracker(self.detector, TFLiteRunner(landmarks, 1),  # the runtime's defaults: IMAGE mode
+                              roi_passes=contract.IMAGE_ROI_PASSES)
         return evaluate(tracker.process, self.records, progress=False)
 
     def __call__(self, landmarks: bytes | str | os.PathLike) -> float:

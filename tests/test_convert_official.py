@@ -191,8 +191,8 @@ def test_lite_trains_in_tf_function_and_reexports_to_builtins(lite, real_inputs)
 def test_pipeline_runs_on_converted_models(converted, official_paths):
     image = load_image(sample_image_path())
     ours = PoseTracker(KerasRunner(converted["pose_detection"]), KerasRunner(converted["pose_landmark_full"]),
-                       mode="image").process(image)
-    ref = PoseTracker.from_official(mode="image").process(image)
+                       mode="image", roi_passes=1).process(image)  # one pass: the models' parity, not ROI feedback
+    ref = PoseTracker.from_official(mode="image", roi_passes=1).process(image)
     assert len(ours) == len(ref) == 1
     # image pixels: the ROI is ~2x the crop here, and the heatmap refinement can shift a point by a bit more
     np.testing.assert_allclose(ours[0].keypoints[:, :2], ref[0].keypoints[:, :2], atol=0.5)

@@ -196,7 +196,8 @@ def test_pose_landmarker_loads_and_runs_the_bundle(bundle, tmp_path):
     assert pose["mask"]["max"] < 0.01                   # segmentation placeholder: empty mask
 
     det, lmk = extract_bundle(bundle.path, tmp_path / "models")
-    ours = PoseTracker(load_runner(det), load_runner(lmk), mode="image", min_presence=0.0).process(rgb)
+    ours = PoseTracker(load_runner(det), load_runner(lmk), mode="image", min_presence=0.0,
+                      roi_passes=1).process(rgb)
     assert len(ours) == 1
     theirs = np.asarray([p[:2] for p in pose["landmarks"]])
     d = np.linalg.norm(np.asarray(ours[0].keypoints)[:33, :2] - theirs, axis=1)
