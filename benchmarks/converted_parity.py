@@ -132,8 +132,8 @@ def pck_parity(records: list, runners: dict[str, Any], progress: bool, tracker: 
     files."""
     out: dict[str, Any] = {}
     for kind in ("tflite", "keras"):
-        pipeline = PoseTracker(runners[f"{kind}_{DETECTOR_MODEL}"], runners[f"{kind}_{tracker}"],
-            mode="image", roi_passes=1)
+        pipeline = PoseTracker(runners[f"{kind}_{DETECTOR_MODEL}"], runners[f"{kind}_{tracker}"], mode="image",
+                               roi_passes=1)  # one pass: the models' parity, not the ROI feedback
         t0 = time.perf_counter()
         res = evaluate(pipeline.process, records, progress=progress, desc=f"evaluate {tracker} ({kind})")
         out[kind] = {"pck": res.pck.pck, "pck_diagonal": res.pck_diagonal.pck,

@@ -60,13 +60,15 @@ INT8_MAC_TARGET = 0.80    # share of MACs int8-selective must keep in int8
 # replaced by a head refit of it; give the new one as NAME=PATH.keras); every other model is reported for information.
 TARGET_MODELS = ("zoo_full", "official_lite", "zoo_lite")
 # The modules that decide what an exported file holds (conversion for every variant; calibration crops, ranges,
-# corrections, the float-layer search and the pipeline scorer that chooses for int8): a change to any of them exports
-# the variants again instead of reusing a cached file made by older code.
+# corrections, the float-layer search and the pipeline scorer that chooses for int8, with the runtime it scores:
+# its defaults, e.g. contract.IMAGE_ROI_PASSES): a change to any of them exports the variants again instead of
+# reusing a cached file made by older code.
 EXPORT_CODE = hashlib.sha1(b"".join((_REPO / f).read_bytes() for f in (
     "export/int8_export.py", "export/float_search.py", "export/int8_graph.py", "export/ranges.py",
     "export/bias_correction.py", "export/conversion.py", "export/layer_errors.py", "export/pipeline_score.py",
     "export/report.py", "export/tflite_model.py", "export/representative.py", "export/to_tflite.py",
-    "blazepose_tf/codecs/landmarks.py"))).hexdigest()[:12]
+    "blazepose_tf/codecs/landmarks.py", "blazepose_tf/runtime/pipeline.py", "blazepose_tf/contract.py",
+))).hexdigest()[:12]
 
 
 def _zoo(name: str) -> Callable[[], Path]:

@@ -15,7 +15,6 @@ from typing import Any, Optional
 
 import numpy as np
 
-from blazepose_tf import contract
 from blazepose_tf.datasets.coco import load_coco_keypoints
 from blazepose_tf.errors import UserError
 from blazepose_tf.evaluation import EvaluationResult, evaluate, scored_records
@@ -75,8 +74,7 @@ class PipelineScorer:
                 path = Path(tmp) / "landmarks.tflite"
                 path.write_bytes(landmarks)
                 return self.evaluate(path)
-        tracker = PoseTracker(self.detector, TFLiteRunner(landmarks, 1),  # the runtime's defaults: IMAGE mode
-                              roi_passes=contract.IMAGE_ROI_PASSES)
+        tracker = PoseTracker(self.detector, TFLiteRunner(landmarks, 1))  # the runtime's defaults: IMAGE mode
         return evaluate(tracker.process, self.records, progress=False)
 
     def __call__(self, landmarks: bytes | str | os.PathLike) -> float:
