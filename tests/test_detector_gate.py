@@ -49,6 +49,17 @@ def test_score_gate_picks_per_image():
         ScoreGate(1.0)
 
 
+def test_score_gate_offsets_only_the_tuned_scores():
+    base = np.array([[[0.3], [-2.0]], [[-0.1], [-4.0]]], "float32")  # image 0 fires, image 1 does not
+    tuned = np.array([[[-5.0], [1.0]], [[-2.5], [-1.0]]], "float32")
+    out = np.asarray(ScoreGate(tuned_offset=3.0)([base, tuned]))
+    np.testing.assert_array_equal(out[0], base[0])
+    np.testing.assert_array_equal(out[1], tuned[1] + 3.0)
+    assert ScoreGate.from_config(ScoreGate(0.6, 2.0).get_config()).tuned_offset == 2.0
+    with pytest.raises(ValueError, match="finite"):
+        ScoreGate(tuned_offset=float("nan"))
+
+
 @pytest.mark.parametrize("base_bias, fires", [(6.0, True), (-30.0, False)])
 def test_gated_model_scores_come_from_base_where_it_fires_else_from_tuned(base_bias, fires):
     base, tuned = _pair(base_bias, tuned_bias=-1.0)
@@ -75,6 +86,10 @@ def test_gated_model_saves_loads_and_exports(tmp_path):
     loaded = load_keras_model(path)
     x = _images(1)
     np.testing.assert_allclose(np.asarray(loaded(x)[1]), np.asarray(base(x)[1]), atol=1e-5)
+    # the tuned head's offset survives saving (the base never fires here)
+    quiet, other = _pair(-30.0, -1.0)
+    offset = load_keras_model(save_model(gate_detector(other, quiet, tuned_offset=2.5), tmp_path / "offset.keras"))
+    np.testing.assert_allclose(np.asarray(offset(x)[1]), np.asarray(other(x)[1]) + 2.5, atol=1e-5)
     from blazepose_tf.runtime.pipeline import PersonDetector
     from blazepose_tf.runtime.runners import load_runner
     from export.to_tflite import export_model

@@ -7,6 +7,8 @@ the ROIs the tracker gets out of domain. :func:`gate_detector` builds one model 
 shared backbone: on an image where the base fires (any anchor at or above the detection threshold) it emits the
 base's scores, so the ROIs are exactly the base's; elsewhere the tuned head's, which finds the people the base
 misses. The output contract (``regressors``, ``scores``) is unchanged; the second head adds about 0.1% of the MACs.
+``tuned_offset`` (a logit added to the tuned scores) lets the tuned head fire below the threshold it was trained at,
+on the images the base misses only.
 
 A gated model is for inference and export: train (``--init_from``, ``--trainable=score_head``) from the tuned run,
 and gate again. The gate compares the base's top score with the threshold in probability space, as the runtime
@@ -32,24 +34,29 @@ TUNED_PREFIX = "tuned_"
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ScoreGate(layers.Layer):
     """``[base, tuned]`` score logits (B, A, 1) → ``base`` for the images where its largest logit reaches
-    ``threshold`` (a probability), ``tuned`` for the others."""
+    ``threshold`` (a probability), ``tuned + tuned_offset`` for the others."""
 
-    def __init__(self, threshold: float = contract.MIN_DETECTION_CONFIDENCE, **kwargs):
+    def __init__(self, threshold: float = contract.MIN_DETECTION_CONFIDENCE, tuned_offset: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 < threshold < 1.0:  # also false for NaN
             raise ValueError(f"gate threshold must be in (0, 1), got {threshold}")
+        if not np.isfinite(tuned_offset):
+            raise ValueError(f"tuned score offset must be finite, got {tuned_offset}")
         self.threshold = float(threshold)
+        self.tuned_offset = float(tuned_offset)
 
     def call(self, inputs):
         base, tuned = inputs
         fired = ops.sigmoid(ops.max(base, axis=(1, 2), keepdims=True)) >= self.threshold
+        if self.tuned_offset:
+            tuned = tuned + self.tuned_offset
         return ops.where(fired, base, tuned)
 
     def compute_output_shape(self, input_shapes):
         return input_shapes[0]
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "threshold": self.threshold}
+        return {**super().get_config(), "threshold": self.threshold, "tuned_offset": self.tuned_offset}
 
 
 def score_branch(model: keras.Model) -> list[str]:
@@ -100,9 +107,11 @@ def _layers_that_differ(tuned: keras.Model, base: keras.Model, names: list[str])
 
 
 def gate_detector(tuned: keras.Model, base: keras.Model,
-                  threshold: float = contract.MIN_DETECTION_CONFIDENCE, name: str | None = None) -> keras.Model:
+                  threshold: float = contract.MIN_DETECTION_CONFIDENCE, name: str | None = None,
+                  tuned_offset: float = 0.0) -> keras.Model:
     """One detector: ``tuned``'s backbone and regressors (which must equal ``base``'s) with both score heads,
-    ``base``'s scores on the images where it fires at ``threshold``, ``tuned``'s on the others (:class:`ScoreGate`).
+    ``base``'s scores on the images where it fires at ``threshold``, ``tuned``'s plus ``tuned_offset`` (a logit) on
+    the others (:class:`ScoreGate`).
 
     Raises:
         ModelError: either is not a detector, is already gated, or has a score head that is not a chain of
@@ -135,5 +144,5 @@ def gate_detector(tuned: keras.Model, base: keras.Model,
             clone.set_weights(layer.get_weights())
             mapped[id(node.output_tensors[0])] = out
         scores[prefix] = mapped[id(outputs["scores"])]
-    gated = ScoreGate(threshold, name="scores")([scores[BASE_PREFIX], scores[TUNED_PREFIX]])
+    gated = ScoreGate(threshold, tuned_offset, name="scores")([scores[BASE_PREFIX], scores[TUNED_PREFIX]])
     return keras.Model(tuned.inputs, [outputs["regressors"], gated], name=name or f"{tuned.name}_gated")

@@ -1,11 +1,12 @@
 """Gates a score-head-tuned detector by the detector it was tuned from (:mod:`blazepose_tf.models.detector_gate`).
 
     python -m blazepose_tf.training.gate_detector --model RUN/best.keras --output RUN/gated.keras
-        [--base official|BASE.keras] [--threshold 0.5] [--flagfile=configs/detector_gated.flags]
+        [--base official|BASE.keras] [--threshold 0.5] [--tuned_offset 0] [--flagfile=configs/detector_gated.flags]
 
 ``--model`` must be a ``--trainable=score_head`` tune of ``--base`` (``official``: MediaPipe's detector, converted):
 every layer outside the score head identical. The written detector emits the base's scores on the images where the
-base fires at ``--threshold`` (so its ROIs there are exactly the base's) and the tuned scores elsewhere. Its
+base fires at ``--threshold`` (so its ROIs there are exactly the base's) and the tuned scores elsewhere, raised by
+``--tuned_offset`` (a logit: the tuned head then fires below the threshold it was trained at). Its
 ``.json`` sidecar carries the tuned model's training step and its dev metrics as ``tuned_*`` (read by
 ``python -m blazepose_tf.zoo.publish``). An
 existing ``--output`` is never replaced. Exit codes: 0 ok; 2 bad flags; 4 unusable model.
@@ -29,6 +30,8 @@ flags.DEFINE_string("output", None, "Where to write the gated detector (.keras; 
 flags.DEFINE_float("threshold", contract.MIN_DETECTION_CONFIDENCE, "Score (probability) at which the base counts as "
                    "firing on an image; the runtime's default detection threshold.", lower_bound=1e-6,
                    upper_bound=1 - 1e-6)
+flags.DEFINE_float("tuned_offset", 0.0, "Logit added to the tuned scores (used only where the base does not fire): "
+                   "> 0 lets the tuned head find people it scores below the detection threshold.")
 
 
 def _check_flags() -> tuple[Path, Path]:
@@ -37,6 +40,8 @@ def _check_flags() -> tuple[Path, Path]:
     model, output = Path(FLAGS.model).expanduser(), Path(FLAGS.output).expanduser()
     if not math.isfinite(FLAGS.threshold):
         raise UserError(f"--threshold must be a probability in (0, 1), got {FLAGS.threshold}")
+    if not math.isfinite(FLAGS.tuned_offset):
+        raise UserError(f"--tuned_offset must be a finite logit, got {FLAGS.tuned_offset}")
     if output.suffix != ".keras":
         raise UserError(f"--output must end in .keras, got {output.name!r}")
     if output.exists() or output.with_suffix(".json").exists():
@@ -66,7 +71,7 @@ def main(argv: list[str]) -> int:
 
     tuned = load_keras_model(model_path, "--model")
     base = load_converted("pose_detection") if FLAGS.base == "official" else load_keras_model(FLAGS.base, "--base")
-    gated = gate_detector(tuned, base, threshold=FLAGS.threshold)
+    gated = gate_detector(tuned, base, threshold=FLAGS.threshold, tuned_offset=FLAGS.tuned_offset)
     sidecar = gated_sidecar(model_path)
     if output.exists():  # appeared while the models loaded
         raise UserError(f"--output {output} exists; choose another path")
@@ -76,7 +81,7 @@ def main(argv: list[str]) -> int:
     except OSError as e:
         raise UserError(f"cannot write {output}: {e.strerror or e}") from None
     print(json.dumps({"model": str(output), "tuned": str(model_path), "base": FLAGS.base,
-                      "threshold": FLAGS.threshold, **sidecar}))
+                      "threshold": FLAGS.threshold, "tuned_offset": FLAGS.tuned_offset, **sidecar}))
     return 0
 
 
