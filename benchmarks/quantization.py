@@ -51,7 +51,7 @@ from absl import flags  # noqa: E402
 
 from blazepose_tf.errors import UserError  # noqa: E402
 from blazepose_tf.metrics import paired_pck_delta  # noqa: E402
-from export.int8_export import DEFAULT_MAX_PCK_DROP  # noqa: E402
+from export.int8_export import DEFAULT_MAC_BUDGET, DEFAULT_MAX_PCK_DROP  # noqa: E402
 
 DEFAULT_LSPET = os.environ.get("BLAZEPOSE_TF_LSPET") or str(_REPO.parent / "shared" / "data" / "lspet")
 PCK_TARGET = 1.0          # points of test pipeline PCK int8-selective may lose against fp32
@@ -105,7 +105,7 @@ flags.DEFINE_string("report_split", "test", "Split the table reports.")
 flags.DEFINE_string("detector", "official", "Detector of the pipeline: official (MediaPipe's) or a file.")
 flags.DEFINE_float("max_pck_drop", DEFAULT_MAX_PCK_DROP, "int8-selective: dev PCK points it may lose against fp32 "
                    "(export.to_tflite's default).")
-flags.DEFINE_float("float_mac_budget", 0.2, "int8-selective: largest share of MACs kept in float.")
+flags.DEFINE_float("float_mac_budget", DEFAULT_MAC_BUDGET, "int8-selective: largest share of MACs kept in float.")
 flags.DEFINE_bool("ranges_row", False, "Also an int8-ranges row (--activation_ranges auto: min/max, percentile and "
                   "MSE ranges each scored on the choose split), whose ranges int8-selective then uses.")
 flags.DEFINE_bool("heatmap_cost", True, "Also export fp16 without the heatmap, to measure what dropping it costs.")

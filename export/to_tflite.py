@@ -6,7 +6,7 @@ error), :mod:`export.metadata` (5),
 
     python -m export.to_tflite --model MODEL.keras --output out.tflite [--quantize none|fp16|dynamic|int8]
         [--representative SPEC] [--num_calibration 200] [--eval SPEC] [--num_eval 100] [--nokeep_heatmap]
-        [--activation_ranges minmax|percentile|mse|auto] [--float_layers auto|N|name,...] [--float_mac_budget 0.2]
+        [--activation_ranges minmax|percentile|mse|auto] [--float_layers auto|N|name,...] [--float_mac_budget 0.3]
         [--max_pck_drop 1] [--eval_detector official|FILE] [--nolayer_bias_correction] [--nobias_correction]
         [--kind auto|tracker|detector] [--topology blazepose33] [--name NAME] [--model_version 1]
 
