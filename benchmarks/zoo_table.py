@@ -100,8 +100,8 @@ def quantization_section(table: dict[str, Any]) -> list[str]:
             "(where int8's choices were made); int8: `export.to_tflite --quantize int8` defaults; int8-selective: "
             "`--float_layers auto` (layers kept in float, chosen greedily by keypoint error removed per float MAC, "
             f"until dev PCK is within {DEFAULT_MAX_PCK_DROP:g} point of fp32, the export's default `--max_pck_drop`, "
-            f"at most {DEFAULT_MAC_BUDGET:.0%} of the MACs in float); vs fp32 with its 95 % paired bootstrap interval over the test "
-            "people when measured; fp16 -heatmap: what "
+            f"at most {DEFAULT_MAC_BUDGET:.0%} of the MACs in float); vs fp32 with its 95 % paired bootstrap "
+            "interval over the test people when measured; fp16 -heatmap: what "
             "`--nokeep_heatmap` costs. The int8 "
             "speed-up is on ARM: `python -m android_harness.bench --model FILE --benchmark_binary benchmark_model`.",
             "", *_table(["model", "variant", "PCK@0.2 test", "vs fp32", "PCK@0.2 dev", "size MB", "int8 MACs %",
