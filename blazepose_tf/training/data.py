@@ -18,6 +18,7 @@ sees the same examples augmented the same way.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import os
 from dataclasses import dataclass, field
@@ -322,10 +323,15 @@ def tracker_example_fn(cfg: TrackerDataConfig, training: bool) -> Callable[[tf.T
     return fn
 
 
+@functools.lru_cache(maxsize=16)
 def tracker_batch_fn(cfg: TrackerDataConfig, topology: Topology, training: bool) -> Callable:
     """(uint8 images, drawn batch) → (images (B, S, S, 3) in [0, 1], targets: ``keypoints`` (B, P, 3) in crop
     pixels, ``weight``, ``visible``, ``vis_weight``, ``z_weight``, ``is_gt`` (B, P), ``presence`` (B, 1)), as a few
-    XLA computations (warp, colour, occlusion)."""
+    XLA computations (warp, colour, occlusion).
+
+    Cached per arguments: pipelines built alike share the functions, so XLA compiles them once per input shape
+    in a process instead of once per pipeline.
+    """
     perm = flip_permutation(topology)
     aug = cfg.augment if training else AugmentConfig.none()
     colour = compiled_colour(hsv=aug.saturation > 0 or aug.hue > 0)

@@ -10,6 +10,7 @@ draws / per-batch XLA work are those of the tracker's pipeline (:func:`blazepose
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
@@ -93,10 +94,15 @@ def detector_example_fn(cfg: DetectorDataConfig, training: bool) -> Callable[[tf
     return fn
 
 
+@functools.lru_cache(maxsize=16)
 def detector_batch_fn(cfg: DetectorDataConfig, topology: Topology, training: bool) -> Callable:
     """(uint8 images, drawn batch) → (images in the detector's input range, ``people`` (B, MAX_PEOPLE, K, 2)
     normalized to the input and ``people_valid`` (B, MAX_PEOPLE, K)), as a few XLA computations (colour, letterbox
-    warp)."""
+    warp).
+
+    Cached per arguments: pipelines built alike share the functions, so XLA compiles them once per input shape
+    in a process instead of once per pipeline.
+    """
     aug = cfg.augment if training else AugmentConfig.none()
     size = cfg.anchor_options.input_size
     perm = tf.constant(topology.flip_indices, tf.int32)
@@ -125,10 +131,15 @@ def detector_batch_fn(cfg: DetectorDataConfig, topology: Topology, training: boo
     return fn
 
 
+@functools.lru_cache(maxsize=16)
 def detector_target_encoder(cfg: DetectorDataConfig, topology: Topology) -> Callable:
     """Batched ``(images, {people, people_valid}) -> (images, targets)`` adding the anchor targets ``regressors``
     (B, A, 12), ``labels`` (B, A) and ``regressor_mask`` (B, A, 12) (:func:`tf_detector_targets`, one XLA
-    computation)."""
+    computation).
+
+    Cached per arguments: pipelines built alike share the functions, so XLA compiles them once per input shape
+    in a process instead of once per pipeline.
+    """
     @compiled
     def encode(images, targets):
         reg, labels, mask = tf_detector_targets(targets["people"], targets["people_valid"], topology,

@@ -3,6 +3,7 @@ compare the model's outputs with (:mod:`blazepose_tf.codecs`): crop-normalized c
 visibility, presence, heatmaps and offsets."""
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import tensorflow as tf
@@ -22,10 +23,15 @@ def pad_points(x: tf.Tensor, num_points: int) -> tf.Tensor:
     return tf.pad(x, pad)
 
 
+@functools.lru_cache(maxsize=16)
 def target_encoder(num_points: int, input_size: int = 256, with_offsets: bool = True) -> Callable:
     """Batched ``(images, targets) -> (images, loss targets)`` for a tracker predicting ``num_points`` points on
     ``input_size`` crops (``with_offsets``: also the offset maps of our presets' training head), one XLA
-    computation. Adds ``keypoints_px`` and ``is_gt`` for the dev evaluation."""
+    computation. Adds ``keypoints_px`` and ``is_gt`` for the dev evaluation.
+
+    Cached per arguments: pipelines built alike share the functions, so XLA compiles them once per input shape
+    in a process instead of once per pipeline.
+    """
     p = num_points
     size = input_size
 
