@@ -53,11 +53,12 @@ from absl import flags  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from blazepose_tf import contract, zoo  # noqa: E402
-from blazepose_tf.datasets.coco import GUARD_SPLIT, is_guard_image, read_json  # noqa: E402
+from blazepose_tf.datasets.coco import GUARD_SPLIT, unlabelled_photos  # noqa: E402
 from blazepose_tf.errors import InputError, UserError  # noqa: E402
 from blazepose_tf.io.images import IMAGE_EXTENSIONS, decode_image, read_input_bytes  # noqa: E402
 from blazepose_tf.io.video import write_bytes_atomic  # noqa: E402
-from blazepose_tf.metrics import KEYPOINT_GROUPS, pck  # noqa: E402
+from blazepose_tf.metrics import (AGREEMENT_THRESHOLD, ANNOTATED, LSPET_KEYPOINTS, UNANNOTATED,  # noqa: E402,F401
+                                  UNANNOTATED_GROUPS, pck)
 from blazepose_tf.official import cache_dir as official_cache_dir  # noqa: E402
 from blazepose_tf.runtime.pipeline import PoseTracker  # noqa: E402
 from blazepose_tf.runtime.runners import load_runner  # noqa: E402
@@ -65,21 +66,9 @@ from blazepose_tf.topology import BLAZEPOSE_33  # noqa: E402
 from blazepose_tf.types import Pose  # noqa: E402
 
 DEFAULT_YOGA = Path(os.environ.get("BLAZEPOSE_TF_YOGA") or _REPO.parent / "shared" / "data" / "yoga_pose_photos")
-#: LSPET's keypoint names (its annotations.json category); 12 of them are BlazePose-33 names.
-LSPET_KEYPOINTS: tuple[str, ...] = (
-    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist", "right_elbow",
-    "right_shoulder", "left_shoulder", "left_elbow", "left_wrist", "neck", "head_top")
-_LSPET_MAPPING = BLAZEPOSE_33.mapping_from(LSPET_KEYPOINTS)
-#: BlazePose-33 points LSPET annotates (12) and does not (21: face, hands, feet), in topology order.
-ANNOTATED: tuple[str, ...] = tuple(n for n, i in zip(BLAZEPOSE_33.keypoints, _LSPET_MAPPING) if i >= 0)
-UNANNOTATED: tuple[str, ...] = tuple(n for n, i in zip(BLAZEPOSE_33.keypoints, _LSPET_MAPPING) if i < 0)
-#: The unannotated points by body part (from :data:`blazepose_tf.metrics.KEYPOINT_GROUPS`).
-UNANNOTATED_GROUPS: dict[str, tuple[str, ...]] = {
-    part: tuple(n for n in UNANNOTATED if n in KEYPOINT_GROUPS[group])
-    for part, group in (("face", "face"), ("hands", "arms"), ("feet", "legs"))}
 REFERENCE_SET = "official"
 DEFAULT_SETS: tuple[str, ...] = ("official", "official_lite", "ours", "ours_lite")
-THRESHOLD = 0.1
+THRESHOLD = AGREEMENT_THRESHOLD
 #: The runtime's IMAGE-mode defaults (``python -m blazepose_tf.track``); part of the cache key.
 SETTINGS = {"mode": "image", "num_poses": 1, "min_detection_confidence": 0.5, "min_presence": 0.5,
             "refine_heatmap": True, "roi_passes": contract.IMAGE_ROI_PASSES}
@@ -147,32 +136,16 @@ def default_cache_dir() -> Path:
 
 def image_files(data: str | os.PathLike, limit: Optional[int] = None,
                 how: str = "pass --data or set BLAZEPOSE_TF_YOGA", subset: str = GUARD_SPLIT) -> list[Path]:
-    """The guard's images: those ``annotations.json`` names (COCO layout, files in ``images/``) in file order, or
-    the image files of a plain folder sorted by name; with ``subset="guard"`` only the guard quarter that training
-    never sees (:func:`blazepose_tf.datasets.coco.is_guard_image`; ``"all"``: every image); the first ``limit``.
+    """The guard's images (:func:`blazepose_tf.datasets.coco.unlabelled_photos`): with ``subset="guard"`` only the
+    quarter that training never sees (``"all"``: every image); the first ``limit``.
 
     Raises:
         InputError: the folder does not exist or holds no image (one line naming it, ending with ``how`` to fix it).
     """
-    root = Path(data).expanduser()
-    if not root.is_dir():
-        raise InputError(f"out-of-domain photos not found: {root} is not a folder (the guard uses the yoga photos, "
-                         f"../shared/data/yoga_pose_photos beside the repository; {how})")
-    coco = root / "annotations.json"
-    if coco.is_file():
-        doc = read_json(coco, "annotations file")
-        entries = doc.get("images") if isinstance(doc, dict) else None
-        folder = root / "images" if (root / "images").is_dir() else root
-        files = [folder / e["file_name"] for e in entries or [] if isinstance(e, dict)
-                 and isinstance(e.get("file_name"), str)]
-    else:
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     if subset not in SUBSETS:
         raise UserError(f"subset must be one of {', '.join(SUBSETS)}, got {subset!r}")
-    if subset == GUARD_SPLIT:
-        files = [f for f in files if is_guard_image(f.name)]
-    if not files:
-        raise InputError(f"no images in {root}" + (" (guard subset)" if subset == GUARD_SPLIT else ""))
+    files = unlabelled_photos(data, IMAGE_EXTENSIONS, subset, how="the guard uses the yoga photos, "
+                              f"../shared/data/yoga_pose_photos beside the repository; {how}")
     return files[:limit] if limit else files
 
 

@@ -33,6 +33,22 @@ KEYPOINT_GROUPS: dict[str, tuple[str, ...]] = {
              "right_heel", "left_foot_index", "right_foot_index"),
 }
 
+#: LSPET's keypoint names (its annotations.json category); 12 of them are BlazePose-33 names.
+LSPET_KEYPOINTS: tuple[str, ...] = (
+    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist", "right_elbow",
+    "right_shoulder", "left_shoulder", "left_elbow", "left_wrist", "neck", "head_top")
+#: BlazePose-33 points LSPET annotates (12) and does not (21: face, hands, feet), in topology order.
+_LSPET_MAPPING = BLAZEPOSE_33.mapping_from(LSPET_KEYPOINTS)
+ANNOTATED: tuple[str, ...] = tuple(n for n, i in zip(BLAZEPOSE_33.keypoints, _LSPET_MAPPING) if i >= 0)
+UNANNOTATED: tuple[str, ...] = tuple(n for n, i in zip(BLAZEPOSE_33.keypoints, _LSPET_MAPPING) if i < 0)
+#: The unannotated points by body part (from :data:`KEYPOINT_GROUPS`).
+UNANNOTATED_GROUPS: dict[str, tuple[str, ...]] = {
+    part: tuple(n for n in UNANNOTATED if n in KEYPOINT_GROUPS[group])
+    for part, group in (("face", "face"), ("hands", "arms"), ("feet", "legs"))}
+#: A point agrees with a reference model's (the out-of-domain guard, teacher refits) within this many torso lengths of
+#: the reference's pose.
+AGREEMENT_THRESHOLD = 0.1
+
 # A prediction: (N, >=2) array, or anything with a ``.keypoints`` (N, >=2) attribute (e.g. a Pose).
 Prediction = Any
 GtPerson = Union[PersonAnnotation, tuple[np.ndarray, np.ndarray]]

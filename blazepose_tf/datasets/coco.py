@@ -197,6 +197,41 @@ def is_guard_image(file_name: str) -> bool:
     return hashlib.sha256(f"{GUARD_SALT}{name}".encode()).digest()[-1] & 3 == 0
 
 
+#: What :func:`unlabelled_photos` can select: the training photos, the guard quarter, or every photo.
+PHOTO_SUBSETS = ("train", GUARD_SPLIT, "all")
+
+
+def unlabelled_photos(data: Union[str, Path], extensions: tuple[str, ...], subset: str = "all",
+                      how: str = "") -> list[Path]:
+    """The photos of a folder: those its ``annotations.json`` names (COCO layout, files in ``images/``) in file
+    order, or the files with one of ``extensions`` (lower case, with the dot) sorted by path; then the ``subset``
+    of :data:`PHOTO_SUBSETS` (:func:`is_guard_image` decides by file name).
+
+    Raises:
+        InputError: the folder does not exist or holds no photo of the subset (one line naming it, then ``how``).
+        UserError: an unknown ``subset``.
+    """
+    if subset not in PHOTO_SUBSETS:
+        raise UserError(f"subset must be one of {', '.join(PHOTO_SUBSETS)}, got {subset!r}")
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        raise InputError(f"photos not found: {root} is not a folder" + (f" ({how})" if how else ""))
+    coco = root / "annotations.json"
+    if coco.is_file():
+        doc = read_json(coco, "annotations file")
+        entries = doc.get("images") if isinstance(doc, dict) else None
+        folder = root / "images" if (root / "images").is_dir() else root
+        files = [folder / e["file_name"] for e in entries or [] if isinstance(e, dict)
+                 and isinstance(e.get("file_name"), str)]
+    else:
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in extensions and p.is_file())
+    if subset != "all":
+        files = [f for f in files if is_guard_image(f.name) == (subset == GUARD_SPLIT)]
+    if not files:
+        raise InputError(f"no photos in {root}" + (f" ({subset} subset)" if subset != "all" else ""))
+    return files
+
+
 def unlabelled_splits(images: list) -> dict[str, list]:
     """``{"train": ids, "guard": ids}`` of a COCO ``images`` list (entries without an id or file name skipped)."""
     table: dict[str, list] = {name: [] for name in UNLABELLED_SPLITS}

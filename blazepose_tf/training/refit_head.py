@@ -36,6 +36,7 @@ from absl import flags
 
 from blazepose_tf import cli
 from blazepose_tf.errors import UserError
+from blazepose_tf.training.refit_outputs import OUTPUT_FILES, check_output_dir, parse_numbers, write_json
 
 flags.DEFINE_string("annotations", None, "COCO-keypoints JSON file (e.g. ../shared/data/lspet/annotations.json).")
 flags.DEFINE_string("images", None, "Folder the JSON's file_name entries are relative to.")
@@ -60,19 +61,6 @@ flags.DEFINE_bool("progress", True, "Show progress bars.")
 FLAGS = flags.FLAGS
 
 
-def _floats(values: list[str], name: str, positive: bool = True) -> list[float]:
-    try:
-        out = [float(v) for v in values]
-    except ValueError:
-        raise UserError(f"--{name} must be a list of numbers, got {','.join(values)}") from None
-    if not out or (positive and any(not v > 0 for v in out)):
-        raise UserError(f"--{name} must list numbers > 0, got {','.join(values)}")
-    return out
-
-
-OUTPUT_FILES = ("best.keras", "best.json", "refit.json")   # what a run writes into --output_dir
-
-
 def _check_flags() -> tuple[list[float], list[float]]:
     from blazepose_tf.training.refit_crops import CROP_SOURCES
 
@@ -83,21 +71,8 @@ def _check_flags() -> tuple[list[float], list[float]]:
         raise UserError(f"--train_crops must list sources from {', '.join(CROP_SOURCES)}, got {FLAGS.train_crops}")
     if FLAGS.dev_split == "test":
         raise UserError("--dev_split=test: settings are chosen on dev, test is only reported (docs/design.md §8)")
-    out = Path(FLAGS.output_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--output_dir is not a folder: {out}")
-    existing = [name for name in OUTPUT_FILES if (out / name).exists()]
-    if existing:   # a refit the user already made: never overwritten
-        raise UserError(f"--output_dir {out} already holds a refit ({', '.join(existing)}): choose another folder "
-                        "or move that one away")
-    cli.check_output_folder(out / OUTPUT_FILES[0], "--output_dir")
-    return _floats(FLAGS.lambdas, "lambdas"), _floats(FLAGS.inlier_torso, "inlier_torso")
-
-
-def _write_json(path: Path, doc: Any) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False))
-    tmp.replace(path)
+    check_output_dir(Path(FLAGS.output_dir).expanduser())
+    return parse_numbers(FLAGS.lambdas, "lambdas"), parse_numbers(FLAGS.inlier_torso, "inlier_torso")
 
 
 def main(argv: list[str]) -> int:
@@ -136,8 +111,8 @@ def main(argv: list[str]) -> int:
     metrics = run.dev_metrics(check, base_counts, FLAGS.dev_split)
     _log(f"{model_path}: dev pipeline PCK {metrics['pipeline_pck']:.2f} when run again (chosen at {row['pck']:.2f}; "
          f"base {metrics['base_pipeline_pck']:.2f})")
-    _write_json(out / "best.json", metrics)
-    _write_json(out / "refit.json", {"command": " ".join(sys.argv), "base": FLAGS.base, "detector": run.detector_label,
+    write_json(out / "best.json", metrics)
+    write_json(out / "refit.json", {"command": " ".join(sys.argv), "base": FLAGS.base, "detector": run.detector_label,
                                      "dev_split": FLAGS.dev_split, "train_split": FLAGS.train_split,
                                      "jitter_errors": run.jitter,
                                      "chosen": {k: v for k, v in row.items() if k != "counts"}, "dev": metrics,

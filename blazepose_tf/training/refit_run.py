@@ -52,7 +52,7 @@ class RefitRun:
         self._detector_key = sha256(self.detector_path)
         stat = annotations.stat()
         self._data_key = (str(annotations.resolve()), stat.st_size, stat.st_mtime_ns, str(splits))
-        self._predict = _predictor(load_keras_model(self.base_path, "--base"))
+        self._predict = feature_predictor(load_keras_model(self.base_path, "--base"))
         self._detector: Optional[PersonDetector] = None
         self._people: dict[str, list] = {}
         self.jitter: Optional[dict[str, Any]] = None  # the detector's ROI errors the jittered crops are drawn from
@@ -134,7 +134,7 @@ class RefitRun:
             add_residual(model, residual.subset(coordinate_columns(refit)))
         silence_heatmap_channels(model, group_points([g for g, o in options.items() if o == "off"]))
         save_model(model, path)
-        predict = _predictor(load_keras_model(path, "refit model"))
+        predict = feature_predictor(load_keras_model(path, "refit model"))
         f = crops.extract(predict, dev.items, True, self.batch_size, self.progress, desc="check")
         return path, pck_counts(dev.with_features(f), f.landmarks, f.heatmap)
 
@@ -150,7 +150,7 @@ class RefitRun:
         return metrics
 
 
-def _predictor(model):
+def feature_predictor(model):
     """A NumPy batch → {name: array} function of the model's feature view."""
     fm = feature_model(model)
     fn = tf.function(lambda x: fm(x, training=False), reduce_retracing=True)

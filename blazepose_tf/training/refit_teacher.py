@@ -1,0 +1,155 @@
+"""Refits a tracker's landmark-head rows of the points without ground truth toward a teacher, on unlabelled photos.
+
+    python -m blazepose_tf.training.refit_teacher --base M.keras --detector D.tflite --photos DIR --output_dir RUN
+        [--groups face,hands,feet] [--lambdas 1e-4,...] [--inlier_torso 0.3,...] [--flagfile=configs/X.flags]
+
+A tracker fine-tuned on labels of 12 points (LSPET) and distilled on the rest can drift from the teacher's
+convention on the other 21 out of domain: the zoo Lite's feet agree with MediaPipe's Full on 50% of the yoga guard
+photos, MediaPipe's own Lite's on 56%. This refits only the rows of those points, in closed form, as
+:mod:`blazepose_tf.training.refit_head` refits the annotated ones:
+
+1. On each photo of the ``train`` split of ``--photos`` (the ``guard`` quarter, which ``benchmarks.ood_guard``
+   judges forgetting on, is never read) the student pipeline (``--detector`` + ``--base``) and the teacher's
+   (``--teacher_detector`` + ``--teacher_landmarks``, default MediaPipe's detector + Full, the guard's reference)
+   run as the runtime runs on images (IMAGE mode, its defaults). Where both find a pose, the student's final ROI is
+   the crop and the teacher's points, in that crop's pixels, are the targets. ROIs, targets and the base's
+   penultimate features are cached under ``--cache_dir``.
+2. The photos are split by name into a fit part and a choose part (one in ``--choose_every``). Per inlier radius,
+   ridge residuals of the rows of ``--groups``' points are fitted on the fit part for every λ
+   (:func:`blazepose_tf.training.refit_search.fit_residuals`); per group, the choose part picks the base rows or
+   the (radius, λ) whose points agree with the teacher's most often (within 0.1 torso, the guard's measure, after
+   the heatmap refinement the runtime applies).
+3. ``RUN/best.keras`` is the base with the chosen groups' residual rows added: every other weight (the 12 annotated
+   points' rows, the auxiliary points the next ROI comes from, presence, heatmap) is bit for bit the base's, so its
+   crops and every LSPET number stay the same. ``RUN/best.json`` holds the choose part's agreement (read by
+   ``python -m blazepose_tf.zoo.publish``), ``RUN/refit.json`` every setting's. A ``RUN`` that already holds one of
+   them is refused before any work.
+
+Report the written model with ``python -m benchmarks.ood_guard`` (the guard quarter).
+Exit codes: 0 ok; 2 bad flags or data; 4 unusable model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from absl import flags
+
+from blazepose_tf import cli
+from blazepose_tf.errors import UserError
+from blazepose_tf.metrics import UNANNOTATED_GROUPS
+from blazepose_tf.training.refit_outputs import OUTPUT_FILES, check_output_dir, parse_numbers, write_json
+
+#: Point groups a teacher refit can choose for: the points LSPET does not annotate, by body part.
+TEACHER_GROUPS = UNANNOTATED_GROUPS
+CHOOSE_SALT = "blazepose_tf.refit_teacher.choose:"
+
+flags.DEFINE_string("base", None, "The .keras tracker whose rows are refit.")
+flags.DEFINE_string("detector", None, "The student pipeline's detector (.tflite or .keras), e.g. the zoo's.")
+flags.DEFINE_string("photos", None, "Folder of unlabelled photos (COCO layout or plain images); only its train "
+                    "split is read.")
+flags.DEFINE_string("teacher_detector", None, "The teacher pipeline's detector (default MediaPipe's).")
+flags.DEFINE_string("teacher_landmarks", None, "The teacher pipeline's tracker (default MediaPipe's Full).")
+flags.DEFINE_list("groups", list(TEACHER_GROUPS), f"Point groups to refit, among {', '.join(TEACHER_GROUPS)}.")
+flags.DEFINE_list("lambdas", ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2"], "Ridge penalties per training sample.")
+flags.DEFINE_list("inlier_torso", ["0.3"], "Fit each point on the crops where the base head is within this many "
+                  "torso lengths of the teacher ('inf': all).")
+flags.DEFINE_integer("choose_every", 5, "One photo in this many (by name) chooses; the rest fit.", lower_bound=2)
+flags.DEFINE_string("output_dir", None, "Folder for best.keras, best.json and refit.json.")
+flags.DEFINE_string("cache_dir", "~/.cache/blazepose_tf/refit_teacher", "Cache of ROIs, targets and features.")
+flags.DEFINE_integer("batch_size", 32, "Crops per model call.", lower_bound=1)
+flags.DEFINE_bool("progress", True, "Show progress bars.")
+FLAGS = flags.FLAGS
+
+
+def is_choose_photo(name: str, every: int) -> bool:
+    """Whether a photo (by file name) is in the choose part: sha256(salt + name) mod ``every`` is 0."""
+    return int.from_bytes(hashlib.sha256(f"{CHOOSE_SALT}{name}".encode()).digest()[:8], "big") % every == 0
+
+
+def _check_flags() -> tuple[list[float], list[float]]:
+    missing = [f"--{n}" for n in ("base", "detector", "photos", "output_dir") if not getattr(FLAGS, n)]
+    if missing:
+        raise UserError(f"{', '.join(missing)} required (see --help)")
+    unknown = [g for g in FLAGS.groups if g not in TEACHER_GROUPS]
+    if unknown or not FLAGS.groups:
+        raise UserError(f"--groups must list groups from {', '.join(TEACHER_GROUPS)}, got {','.join(FLAGS.groups)}")
+    check_output_dir(Path(FLAGS.output_dir).expanduser())
+    return parse_numbers(FLAGS.lambdas, "lambdas"), parse_numbers(FLAGS.inlier_torso, "inlier_torso")
+
+
+def group_indices(groups: Sequence[str]) -> dict[str, list[int]]:
+    """Topology indices of each of ``groups`` (names of :data:`TEACHER_GROUPS`)."""
+    from blazepose_tf.topology import BLAZEPOSE_33
+    return {g: [BLAZEPOSE_33.index(n) for n in TEACHER_GROUPS[g]] for g in groups}
+
+
+def main(argv: list[str]) -> int:
+    """Fits, chooses and writes the refit tracker (module docstring)."""
+    lambdas, radii = _check_flags()
+    # TensorFlow and the models: after the flags are checked (and not for --help)
+    from blazepose_tf.training.refit_search import fit_residuals
+    from blazepose_tf.training.teacher_crops import TeacherCrops, agreement_counts, share
+
+    crops = TeacherCrops(photos=FLAGS.photos, base=FLAGS.base, detector=FLAGS.detector,
+                         teacher_detector=FLAGS.teacher_detector, teacher_landmarks=FLAGS.teacher_landmarks,
+                         cache_dir=Path(FLAGS.cache_dir).expanduser(), batch_size=FLAGS.batch_size,
+                         progress=FLAGS.progress)
+    data = crops.training_set()
+    choose = [is_choose_photo(p.name, FLAGS.choose_every) for p in crops.photo_of_crop]
+    fit, pick = data.split(choose)
+    groups = group_indices(FLAGS.groups)
+    points = sorted(p for pts in groups.values() for p in pts)
+    base_counts = agreement_counts(pick, None)
+    chosen: dict[str, dict[str, Any]] = {g: {"option": "base", "agreement": share(base_counts, pts)}
+                                         for g, pts in groups.items()}
+    residuals: dict[str, Any] = {}
+    grid = []
+    for radius in radii:
+        for lam, residual in fit_residuals(fit.training_set(), points, lambdas, radius).items():
+            counts = agreement_counts(pick, residual)
+            row = {"inlier_torso": _json_float(radius), "lam": lam,
+                   "groups": {g: share(counts, pts) for g, pts in groups.items()}}
+            grid.append(row)
+            _log(f"inlier {radius:g} λ {lam:g}: agreement " + ", ".join(f"{g} {100 * v:.1f}%"
+                                                                       for g, v in row["groups"].items()))
+            for g, value in row["groups"].items():
+                if value > chosen[g]["agreement"]:
+                    chosen[g] = {"option": "refit", "agreement": value, "inlier_torso": row["inlier_torso"],
+                                 "lam": lam}
+                    residuals[g] = residual
+    out = Path(FLAGS.output_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    model_path, check = crops.write_model(out / OUTPUT_FILES[0], {g: (residuals[g], groups[g]) for g in residuals},
+                                          pick)
+    all_points = [p for pts in groups.values() for p in pts]
+    metrics = {"split": f"{Path(FLAGS.photos).name} train, choose part (1 in {FLAGS.choose_every})",
+               "teacher": crops.teacher_label, "detector": str(FLAGS.detector), "photos": len(pick),
+               "agreement": 100 * share(check, all_points), "base_agreement": 100 * share(base_counts, all_points),
+               **{f"agreement_{g}": 100 * share(check, pts) for g, pts in groups.items()},
+               **{f"base_agreement_{g}": 100 * share(base_counts, pts) for g, pts in groups.items()}}
+    _log(f"{model_path}: agreement with the teacher on the choose part {metrics['agreement']:.2f}% "
+         f"(base {metrics['base_agreement']:.2f}%; " + ", ".join(
+             f"{g} {metrics[f'base_agreement_{g}']:.1f} -> {metrics[f'agreement_{g}']:.1f}" for g in groups) + ")")
+    write_json(out / OUTPUT_FILES[1], metrics)
+    write_json(out / OUTPUT_FILES[2], {"command": " ".join(sys.argv), "base": FLAGS.base, "fit_crops": len(fit),
+                                       "choose_crops": len(pick), "chosen": chosen, "dev": metrics, "grid": grid})
+    print(json.dumps({"model": str(model_path), **metrics,
+                      "chosen": {g: c["option"] for g, c in chosen.items()}}))
+    return 0
+
+
+def _json_float(value: float) -> Any:
+    return value if math.isfinite(value) else "inf"
+
+
+def _log(*args: Any) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,189 @@
+"""The crops and targets of a teacher refit (``python -m blazepose_tf.training.refit_teacher``): on unlabelled
+photos, the student pipeline's final ROI as the crop and the teacher pipeline's points as the targets; the base
+tracker's features and outputs on those crops; agreement with the teacher as ``benchmarks.ood_guard`` counts it.
+
+Both pipelines run as the runtime runs on images (:class:`blazepose_tf.runtime.pipeline.PoseTracker`, IMAGE mode,
+its defaults), first pose of each. Results are cached as ``.npz`` files keyed on the photos (names, sizes,
+modification times) and the sha256 of every model file involved.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from blazepose_tf.codecs import roi as roi_codec
+from blazepose_tf.codecs.landmarks import refine_with_heatmap
+from blazepose_tf.contract import VALUES_PER_LANDMARK
+from blazepose_tf.datasets.coco import unlabelled_photos
+from blazepose_tf.errors import InputError
+from blazepose_tf.io.images import IMAGE_EXTENSIONS, load_image
+from blazepose_tf.metrics import AGREEMENT_THRESHOLD, pck
+from blazepose_tf.models.loading import check_keras_file, load_keras_model
+from blazepose_tf.models.official_cache import save_model
+from blazepose_tf.official import official_model_path, sha256
+from blazepose_tf.runtime.pipeline import PoseTracker
+from blazepose_tf.runtime.runners import load_runner
+from blazepose_tf.topology import BLAZEPOSE_33
+from blazepose_tf.training import refit_crops as crops
+from blazepose_tf.training.head_residual import Residual, add_residual, coordinate_columns
+from blazepose_tf.training.refit_run import feature_predictor
+from blazepose_tf.training.refit_search import TrainingSet, refit_landmarks
+
+CACHE_VERSION = 1   # bump when what is cached for the same files changes
+
+
+@dataclass
+class TeacherSet:
+    """The base tracker on the student's crops of some photos: its :class:`~refit_crops.Features` (with heatmaps),
+    the crops (``items``) and the teacher's 33 points in each crop's pixels (``target``, (N, 33, 2))."""
+
+    features: crops.Features
+    items: list[crops.CropItem]
+    target: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def split(self, mask: Sequence[bool]) -> tuple["TeacherSet", "TeacherSet"]:
+        """(the crops where ``mask`` is False, those where it is True)."""
+        m = np.asarray(mask, bool)
+        return self._take(~m), self._take(m)
+
+    def _take(self, rows: np.ndarray) -> "TeacherSet":
+        f = self.features
+        heat = f.heatmap[rows] if f.heatmap is not None else None
+        return TeacherSet(crops.Features(f.features[rows], f.landmarks[rows], f.presence[rows], heat),
+                          [it for it, keep in zip(self.items, rows) if keep], self.target[rows])
+
+    def training_set(self) -> TrainingSet:
+        """The set as :func:`~blazepose_tf.training.refit_search.fit_residuals` takes it (every point a target)."""
+        return TrainingSet(self.features.features, self.features.landmarks, self.target,
+                           np.ones(self.target.shape[:2], bool))
+
+
+def agreement_counts(data: TeacherSet, residual: Optional[Residual],
+                     features: Optional[crops.Features] = None) -> dict[str, tuple[int, int]]:
+    """Per point name, (points within :data:`AGREEMENT_THRESHOLD` of the teacher's, points compared) of the base head
+    with ``residual`` added (None: as it is), or of other ``features`` of the same crops, after the runtime's heatmap
+    refinement. Distances are in crop pixels over the teacher's torso there: the crop is a similarity of the image,
+    so the ratio is the guard's."""
+    f = features if features is not None else data.features
+    landmarks = refit_landmarks(f.landmarks, f.features, residual) if residual is not None else f.landmarks
+    size = crops.INPUT_SIZE
+    preds = []
+    for row in range(len(data)):
+        xy = np.asarray(landmarks[row], np.float32).reshape(-1, VALUES_PER_LANDMARK)[:, :2] / size
+        if f.heatmap is not None and f.heatmap.shape[-1] == xy.shape[0]:
+            xy = refine_with_heatmap(xy, f.heatmap[row])
+        preds.append(xy[:BLAZEPOSE_33.num_keypoints] * size)
+    everywhere = np.ones(BLAZEPOSE_33.num_keypoints, bool)
+    return pck([(t, everywhere) for t in data.target], preds, threshold=AGREEMENT_THRESHOLD).keypoint_counts
+
+
+def share(counts: dict[str, tuple[int, int]], points: Sequence[int]) -> float:
+    """The share (0-1) of agreeing points among ``points`` (topology indices); 0 when none was compared."""
+    names = [BLAZEPOSE_33.keypoints[p] for p in points]
+    total = sum(counts[n][1] for n in names)
+    return sum(counts[n][0] for n in names) / total if total else 0.0
+
+
+class TeacherCrops:
+    """The photos, pipelines and caches of one teacher refit (module docstring).
+
+    Args:
+        photos: folder of unlabelled photos; only its ``train`` split is read.
+        base: the ``.keras`` tracker whose rows are refit (the student pipeline's tracker).
+        detector: the student pipeline's detector file.
+        teacher_detector, teacher_landmarks: the teacher pipeline's files (None: MediaPipe's detector and Full).
+    """
+
+    def __init__(self, photos: str, base: str, detector: str, teacher_detector: Optional[str],
+                 teacher_landmarks: Optional[str], cache_dir: Path, batch_size: int = 32, progress: bool = True):
+        self.base_path = check_keras_file(base, "--base")
+        self.detector_path = _model_file(detector, "--detector")
+        self.teacher = (_model_file(teacher_detector, "--teacher_detector") if teacher_detector
+                        else official_model_path("pose_detection"),
+                        _model_file(teacher_landmarks, "--teacher_landmarks") if teacher_landmarks
+                        else official_model_path("pose_landmark_full"))
+        self.teacher_label = " + ".join(str(p) for p in self.teacher)
+        self.photos = unlabelled_photos(photos, IMAGE_EXTENSIONS, "train", how="--photos")
+        self.cache_dir, self.batch_size, self.progress = cache_dir, batch_size, progress
+        self._photo_key = [(str(p), *_stat(p)) for p in self.photos]
+        self.photo_of_crop: list[Path] = []
+
+    def _pipelines_key(self) -> tuple:
+        return (CACHE_VERSION, self._photo_key, sha256(self.detector_path), sha256(self.base_path),
+                *(sha256(p) for p in self.teacher))
+
+    def _pairs(self) -> dict[str, np.ndarray]:
+        """Per photo: the student's final ROI (NaN: no pose) and the teacher's points (NaN: no pose)."""
+        def compute() -> dict[str, np.ndarray]:
+            student = PoseTracker(load_runner(self.detector_path), load_runner(self.base_path), mode="image")
+            teacher = PoseTracker(load_runner(self.teacher[0]), load_runner(self.teacher[1]), mode="image")
+            rois = np.full((len(self.photos), 5), np.nan)
+            points = np.full((len(self.photos), BLAZEPOSE_33.num_keypoints, 2), np.nan)
+            for i, path in enumerate(tqdm(self.photos, desc="pipelines", unit="photo", disable=not self.progress,
+                                          file=sys.stderr)):
+                try:
+                    image = load_image(path)
+                except InputError as e:
+                    print(f"warning: skipped: {e}", file=sys.stderr)
+                    continue
+                ours, theirs = student.process(image), teacher.process(image)
+                if ours and theirs:
+                    rois[i] = crops.rois_to_array([ours[0].roi])[0]
+                    points[i] = theirs[0].keypoints[:, :2]
+            return {"rois": rois, "points": points}
+
+        return crops.cached(self.cache_dir / f"pairs-{crops.cache_key(*self._pipelines_key())}.npz", compute)
+
+    def training_set(self) -> TeacherSet:
+        """The base tracker on the student's crop of every photo where both pipelines find a pose."""
+        pairs = self._pairs()
+        rois = crops.rois_from_array(pairs["rois"])
+        rows = [i for i, r in enumerate(rois) if r is not None and np.isfinite(pairs["points"][i]).all()]
+        if not rows:
+            raise InputError(f"no photo of {len(self.photos)} where both pipelines find a pose")
+        items = [crops.CropItem(self.photos[i], rois[i]) for i in rows]
+        self.photo_of_crop = [self.photos[i] for i in rows]
+        predict = feature_predictor(load_keras_model(self.base_path, "--base"))
+
+        def compute() -> dict[str, np.ndarray]:
+            return crops.extract(predict, items, True, self.batch_size, self.progress, desc="features").arrays()
+
+        features = crops.Features.from_arrays(crops.cached(
+            self.cache_dir / f"features-{crops.cache_key(*self._pipelines_key(), 'features')}.npz", compute))
+        target = np.stack([roi_codec.image_to_crop(pairs["points"][i], rois[i]) for i in rows]).astype(np.float64)
+        return TeacherSet(features, items, target * crops.INPUT_SIZE)
+
+    def write_model(self, path: Path, residuals: dict[str, tuple[Residual, list[int]]], check: TeacherSet
+                    ) -> tuple[Path, dict[str, tuple[int, int]]]:
+        """Writes the base with each group's residual rows added (``{group: (residual, its points)}``); returns the
+        path and the written model's own agreement counts on ``check``'s crops (run again)."""
+        model = load_keras_model(self.base_path, "--base")
+        for residual, points in residuals.values():
+            add_residual(model, residual.subset(coordinate_columns(points)))
+        save_model(model, path)
+        predict = feature_predictor(load_keras_model(path, "refit model"))
+        f = crops.extract(predict, check.items, True, self.batch_size, self.progress, desc="check")
+        return path, agreement_counts(check, None, f)
+
+
+def _model_file(path: str, flag: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError(f"{flag} not found: {p}")
+    return p
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
