@@ -94,7 +94,7 @@ MODELS: dict[str, tuple[str, Callable[[], Path]]] = {
     "official_lite": ("official Lite (pose_landmark_lite)", _official("pose_landmark_lite")),
     "zoo_lite": ("zoo Lite", _zoo("lite")),
 }
-DEFAULT_MODELS = ("official_full", "zoo_full", "official_lite")
+DEFAULT_MODELS = ("official_full", "zoo_full", "official_lite", "zoo_lite")
 
 flags.DEFINE_string("models", ",".join(DEFAULT_MODELS),
                     f"Trackers to benchmark, comma-separated: {', '.join(MODELS)}, or any Keras tracker as "

@@ -1,7 +1,7 @@
 """End-to-end training throughput of the real training loop next to the bare training step, in one run.
 
     python -m benchmarks.train_throughput [--models lite,full,detector] [--batch_size 32] [--steps 16]
-        [--warmup 4] [--chunk 2] [--stage_batches 8] [--no_stages] [--no_eval] [--profile_steps 0]
+        [--warmup 4] [--chunk 2] [--stage_batches 8] [--nostages] [--noeval] [--profile_steps 0]
         [--profile_dir DIR] [--output out.json] [--lspet ../shared/data/lspet] [--images 320]
 
 With no arguments it prepares what it needs from ``../shared/data/lspet`` (``python -m data.prepare`` on the first
@@ -31,7 +31,6 @@ trace of N end-to-end steps after the timed ones (``--profile_dir``, default ``o
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -46,6 +45,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 _REPO = Path(__file__).resolve().parents[1]
 if str(_REPO) not in sys.path:  # allow `python benchmarks/train_throughput.py`
     sys.path.insert(0, str(_REPO))
+
+from absl import flags  # noqa: E402
+
+from blazepose_tf.errors import UserError  # noqa: E402
 
 DEFAULT_LSPET = Path(os.environ.get("BLAZEPOSE_TF_LSPET") or _REPO.parent / "shared" / "data" / "lspet")
 # model name → (what --model trains, its --preset)
@@ -236,28 +239,30 @@ def load() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def define_flags() -> None:
+    """The command's flags (defined by ``__main__`` only: importing the module defines none)."""
+    flags.DEFINE_list("models", ["lite", "full", "detector"], f"Models, of {', '.join(MODELS)}.")
+    flags.DEFINE_integer("batch_size", 32, "Batch size of both measurements.", lower_bound=1)
+    flags.DEFINE_integer("steps", 16, "Timed end-to-end steps (and bare steps).", lower_bound=1)
+    flags.DEFINE_integer("warmup", 4, "End-to-end steps before timing.", lower_bound=0)
+    flags.DEFINE_integer("chunk", 2, "End-to-end and bare steps run in turns of this many.", lower_bound=1)
+    flags.DEFINE_integer("stage_batches", 8, "Timed batches per stage.", lower_bound=1)
+    flags.DEFINE_bool("stages", True, "Measure the per-stage breakdown.")
+    flags.DEFINE_bool("eval", True, "Measure the dev-evaluation cost.")
+    flags.DEFINE_integer("profile_steps", 0, "Profiler trace of this many end-to-end steps.", lower_bound=0)
+    flags.DEFINE_string("profile_dir", str(_REPO / "out" / "train_throughput_profile"), "Where the trace goes.")
+    flags.DEFINE_string("lspet", str(DEFAULT_LSPET), "LSPET folder (COCO-keypoints layout).")
+    flags.DEFINE_integer("images", 320, "LSPET images per split to prepare.", lower_bound=1)
+    flags.DEFINE_string("output", None, "Write the results as JSON here.")
+
+
+def main(argv: list[str]) -> int:
     """Prepares the data if needed, measures each model, prints the table and the ratio lines."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_throughput",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default="lite,full,detector", help=f"comma-separated, of {', '.join(MODELS)}")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=16, help="timed end-to-end steps (and bare steps)")
-    parser.add_argument("--warmup", type=int, default=4, help="end-to-end steps before timing")
-    parser.add_argument("--chunk", type=int, default=2, help="end-to-end and bare steps run in turns of this many")
-    parser.add_argument("--stage_batches", type=int, default=8, help="timed batches per stage")
-    parser.add_argument("--no_stages", action="store_true", help="skip the per-stage breakdown")
-    parser.add_argument("--no_eval", action="store_true", help="skip the dev-evaluation cost")
-    parser.add_argument("--profile_steps", type=int, default=0, help="profiler trace of this many steps")
-    parser.add_argument("--profile_dir", default=str(_REPO / "out" / "train_throughput_profile"))
-    parser.add_argument("--lspet", default=str(DEFAULT_LSPET), help="LSPET folder (COCO-keypoints layout)")
-    parser.add_argument("--images", type=int, default=320, help="LSPET images per split to prepare")
-    parser.add_argument("--output", default=None, help="write the results as JSON")
-    args = parser.parse_args(argv)
-    names = [m for m in args.models.split(",") if m]
+    args = flags.FLAGS
+    names = [m for m in args.models if m]
     unknown = sorted(set(names) - set(MODELS))
-    if unknown:
-        parser.error(f"unknown model(s) {unknown}; known: {sorted(MODELS)}")
+    if unknown or not names:
+        raise UserError(f"unknown model(s) {unknown}; known: {sorted(MODELS)}")
 
     start = load()
     print(f"start: {start}", flush=True)
@@ -268,9 +273,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         data = ensure_data(kind, Path(args.lspet), args.images)
         row = interleaved(kind, preset, data, args.batch_size, args.steps, args.warmup, args.chunk,
                           args.profile_steps, Path(args.profile_dir) / name)
-        if not args.no_stages:
+        if args.stages:
             row["stages_s"] = stages(kind, preset, data, args.batch_size, args.stage_batches)
-        if not args.no_eval:
+        if args.eval:
             row["dev_evaluation"] = dev_evaluation(kind, preset, data, args.batch_size)
         results[name] = row
         print(f"{name}: end to end {row['end_to_end_img_s']:.1f} img/s, bare {row['bare_img_s']:.1f} img/s; per "
@@ -286,7 +291,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         verdict = "PASS" if row["ratio"] >= TARGET_RATIO else "FAIL"
         print(f"{name:9s} {row['end_to_end_img_s']:11.1f} {row['bare_img_s']:8.1f} {row['ratio']:6.2f} "
               f"{row['ratio_cpu']:10.2f}   {verdict}")
-    if not args.no_stages:
+    if args.stages:
         print("\nper stage, alone: ms per batch, wall / CPU (images/s of the wall time); decode once: ms per example, "
               "once per run")
         for name, row in results.items():
@@ -295,7 +300,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 f"{k.replace('_', ' ')} {1000 * st[k][0]:.0f} / {1000 * st[k][1]:.0f} ({_rate(b, st[k][0]):.0f})"
                 for k in ("read", "augment", "target_encoding", "pipeline", "step")]
             print(f"{name:9s} " + ", ".join(parts))
-    if not args.no_eval:
+    if args.eval:
         print("\ndev evaluation (whole prepared dev split, as in training)")
         for name, row in results.items():
             ev = row["dev_evaluation"]
@@ -309,4 +314,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from blazepose_tf import cli
+
+    define_flags()
+    cli.run(main)
