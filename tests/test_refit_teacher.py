@@ -19,7 +19,7 @@ from blazepose_tf.io.samples import sample_image_path
 from blazepose_tf.metrics import UNANNOTATED_GROUPS
 from blazepose_tf.topology import BLAZEPOSE_33
 from blazepose_tf.training.head_residual import coordinate_columns
-from blazepose_tf.training.refit_crops import INPUT_SIZE, CropItem, Features
+from blazepose_tf.training.refit_crops import CropItem, Features
 from blazepose_tf.training.refit_search import fit_residuals
 from blazepose_tf.training.refit_teacher import TEACHER_GROUPS, group_indices, is_choose_photo
 from blazepose_tf.training.teacher_crops import TeacherSet, agreement_counts, share

@@ -27,16 +27,15 @@ Exit codes: 0 ok; 2 bad flags or data; 4 unusable model.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from absl import flags
 
 from blazepose_tf import cli
 from blazepose_tf.errors import UserError
-from blazepose_tf.training.refit_outputs import OUTPUT_FILES, check_output_dir, parse_numbers, write_json
+from blazepose_tf.training.refit_outputs import check_output_dir, json_float, log, parse_numbers, write_json
 
 flags.DEFINE_string("annotations", None, "COCO-keypoints JSON file (e.g. ../shared/data/lspet/annotations.json).")
 flags.DEFINE_string("images", None, "Folder the JSON's file_name entries are relative to.")
@@ -96,10 +95,10 @@ def main(argv: list[str]) -> int:
             residuals = fit_residuals(train, points, lambdas, radius)
             for lam, residual in residuals.items():
                 row = run.score(dev, residual, points)
-                row.update(train_crops=source, crops=len(train), inlier_torso=_json_float(radius), lam=lam)
+                row.update(train_crops=source, crops=len(train), inlier_torso=json_float(radius), lam=lam)
                 base_counts = row.pop("base_counts")
                 grid.append(row)
-                _log(f"{source:8s} inlier {radius:g} λ {lam:g}: dev pipeline PCK {row['pck']:.2f} "
+                log(f"{source:8s} inlier {radius:g} λ {lam:g}: dev pipeline PCK {row['pck']:.2f} "
                      f"({', '.join(f'{g} {o}' for g, o in row['options'].items() if o != 'official') or 'no change'})")
                 if best is None or row["pck"] > best[0]["pck"]:
                     best = (row, residual)
@@ -109,7 +108,7 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model_path, check = run.write_model(out / "best.keras", residual, row["options"], dev)
     metrics = run.dev_metrics(check, base_counts, FLAGS.dev_split)
-    _log(f"{model_path}: dev pipeline PCK {metrics['pipeline_pck']:.2f} when run again (chosen at {row['pck']:.2f}; "
+    log(f"{model_path}: dev pipeline PCK {metrics['pipeline_pck']:.2f} when run again (chosen at {row['pck']:.2f}; "
          f"base {metrics['base_pipeline_pck']:.2f})")
     write_json(out / "best.json", metrics)
     write_json(out / "refit.json", {"command": " ".join(sys.argv), "base": FLAGS.base, "detector": run.detector_label,
@@ -121,14 +120,6 @@ def main(argv: list[str]) -> int:
                                                                        ("train_crops", "inlier_torso", "lam",
                                                                         "options")}}))
     return 0
-
-
-def _json_float(value: float) -> Any:
-    return value if math.isfinite(value) else "inf"
-
-
-def _log(*args: Any) -> None:
-    print(*args, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

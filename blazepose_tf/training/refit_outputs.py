@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +49,13 @@ def write_json(path: Path, doc: Any) -> None:
     tmp = path.with_name(f".{path.name}.part")
     tmp.write_text(json.dumps(doc, indent=1, allow_nan=False))
     tmp.replace(path)
+
+
+def json_float(value: float) -> Any:
+    """``value``, or ``"inf"`` for an infinite one (JSON has no infinity)."""
+    return value if math.isfinite(value) else "inf"
+
+
+def log(*args: Any) -> None:
+    """Prints a progress line on stderr."""
+    print(*args, file=sys.stderr, flush=True)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,7 +41,8 @@ from absl import flags
 from blazepose_tf import cli
 from blazepose_tf.errors import UserError
 from blazepose_tf.metrics import UNANNOTATED_GROUPS
-from blazepose_tf.training.refit_outputs import OUTPUT_FILES, check_output_dir, parse_numbers, write_json
+from blazepose_tf.training.refit_outputs import (OUTPUT_FILES, check_output_dir, json_float, log, parse_numbers,
+                                                 write_json)
 
 #: Point groups a teacher refit can choose for: the points LSPET does not annotate, by body part.
 TEACHER_GROUPS = UNANNOTATED_GROUPS
@@ -112,10 +112,10 @@ def main(argv: list[str]) -> int:
     for radius in radii:
         for lam, residual in fit_residuals(fit.training_set(), points, lambdas, radius).items():
             counts = agreement_counts(pick, residual)
-            row = {"inlier_torso": _json_float(radius), "lam": lam,
+            row = {"inlier_torso": json_float(radius), "lam": lam,
                    "groups": {g: share(counts, pts) for g, pts in groups.items()}}
             grid.append(row)
-            _log(f"inlier {radius:g} λ {lam:g}: agreement " + ", ".join(f"{g} {100 * v:.1f}%"
+            log(f"inlier {radius:g} λ {lam:g}: agreement " + ", ".join(f"{g} {100 * v:.1f}%"
                                                                        for g, v in row["groups"].items()))
             for g, value in row["groups"].items():
                 if value > chosen[g]["agreement"]:
@@ -132,7 +132,7 @@ def main(argv: list[str]) -> int:
                "agreement": 100 * share(check, all_points), "base_agreement": 100 * share(base_counts, all_points),
                **{f"agreement_{g}": 100 * share(check, pts) for g, pts in groups.items()},
                **{f"base_agreement_{g}": 100 * share(base_counts, pts) for g, pts in groups.items()}}
-    _log(f"{model_path}: agreement with the teacher on the choose part {metrics['agreement']:.2f}% "
+    log(f"{model_path}: agreement with the teacher on the choose part {metrics['agreement']:.2f}% "
          f"(base {metrics['base_agreement']:.2f}%; " + ", ".join(
              f"{g} {metrics[f'base_agreement_{g}']:.1f} -> {metrics[f'agreement_{g}']:.1f}" for g in groups) + ")")
     write_json(out / OUTPUT_FILES[1], metrics)
@@ -141,14 +141,6 @@ def main(argv: list[str]) -> int:
     print(json.dumps({"model": str(model_path), **metrics,
                       "chosen": {g: c["option"] for g, c in chosen.items()}}))
     return 0
-
-
-def _json_float(value: float) -> Any:
-    return value if math.isfinite(value) else "inf"
-
-
-def _log(*args: Any) -> None:
-    print(*args, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
