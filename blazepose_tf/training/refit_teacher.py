@@ -99,9 +99,7 @@ def main(argv: list[str]) -> int:
                          teacher_detector=FLAGS.teacher_detector, teacher_landmarks=FLAGS.teacher_landmarks,
                          cache_dir=Path(FLAGS.cache_dir).expanduser(), batch_size=FLAGS.batch_size,
                          progress=FLAGS.progress)
-    data = crops.training_set()
-    choose = [is_choose_photo(p.name, FLAGS.choose_every) for p in crops.photo_of_crop]
-    fit, pick = data.split(choose)
+    fit, pick = crops.sets(lambda name: is_choose_photo(name, FLAGS.choose_every))
     groups = group_indices(FLAGS.groups)
     points = sorted(p for pts in groups.values() for p in pts)
     base_counts = agreement_counts(pick, None)

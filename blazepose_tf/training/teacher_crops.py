@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -48,17 +48,6 @@ class TeacherSet:
 
     def __len__(self) -> int:
         return len(self.items)
-
-    def split(self, mask: Sequence[bool]) -> tuple["TeacherSet", "TeacherSet"]:
-        """(the crops where ``mask`` is False, those where it is True)."""
-        m = np.asarray(mask, bool)
-        return self._take(~m), self._take(m)
-
-    def _take(self, rows: np.ndarray) -> "TeacherSet":
-        f = self.features
-        heat = f.heatmap[rows] if f.heatmap is not None else None
-        return TeacherSet(crops.Features(f.features[rows], f.landmarks[rows], f.presence[rows], heat),
-                          [it for it, keep in zip(self.items, rows) if keep], self.target[rows])
 
     def training_set(self) -> TrainingSet:
         """The set as :func:`~blazepose_tf.training.refit_search.fit_residuals` takes it (every point a target)."""
@@ -113,8 +102,7 @@ class TeacherCrops:
         self.teacher_label = " + ".join(str(p) for p in self.teacher)
         self.photos = unlabelled_photos(photos, IMAGE_EXTENSIONS, "train", how="--photos")
         self.cache_dir, self.batch_size, self.progress = cache_dir, batch_size, progress
-        self._photo_key = [(str(p), *_stat(p)) for p in self.photos]
-        self.photo_of_crop: list[Path] = []
+        self._photo_key = [(str(p.resolve()), *_stat(p)) for p in self.photos]
 
     def _pipelines_key(self) -> tuple:
         return (CACHE_VERSION, self._photo_key, sha256(self.detector_path), sha256(self.base_path),
@@ -142,24 +130,31 @@ class TeacherCrops:
 
         return crops.cached(self.cache_dir / f"pairs-{crops.cache_key(*self._pipelines_key())}.npz", compute)
 
-    def training_set(self) -> TeacherSet:
-        """The base tracker on the student's crop of every photo where both pipelines find a pose."""
+    def sets(self, is_choose: Callable[[str], bool]) -> tuple[TeacherSet, TeacherSet]:
+        """(fit, choose): the base tracker on the student's crop of every photo where both pipelines find a pose,
+        parted by ``is_choose(file name)``; heatmaps (for the refinement agreement is scored after) only in the
+        choose part."""
         pairs = self._pairs()
         rois = crops.rois_from_array(pairs["rois"])
         rows = [i for i, r in enumerate(rois) if r is not None and np.isfinite(pairs["points"][i]).all()]
         if not rows:
             raise InputError(f"no photo of {len(self.photos)} where both pipelines find a pose")
-        items = [crops.CropItem(self.photos[i], rois[i]) for i in rows]
-        self.photo_of_crop = [self.photos[i] for i in rows]
         predict = feature_predictor(load_keras_model(self.base_path, "--base"))
+        out = []
+        for part, keep_heatmap in (("fit", False), ("choose", True)):
+            mine = [i for i in rows if is_choose(self.photos[i].name) == (part == "choose")]
+            if not mine:
+                raise InputError(f"the {part} part is empty: {len(rows)} photos with both poses")
+            items = [crops.CropItem(self.photos[i], rois[i]) for i in mine]
 
-        def compute() -> dict[str, np.ndarray]:
-            return crops.extract(predict, items, True, self.batch_size, self.progress, desc="features").arrays()
+            def compute(items=items, keep_heatmap=keep_heatmap, part=part) -> dict[str, np.ndarray]:
+                return crops.extract(predict, items, keep_heatmap, self.batch_size, self.progress, desc=part).arrays()
 
-        features = crops.Features.from_arrays(crops.cached(
-            self.cache_dir / f"features-{crops.cache_key(*self._pipelines_key(), 'features')}.npz", compute))
-        target = np.stack([roi_codec.image_to_crop(pairs["points"][i], rois[i]) for i in rows]).astype(np.float64)
-        return TeacherSet(features, items, target * crops.INPUT_SIZE)
+            key = crops.cache_key(*self._pipelines_key(), part, [str(it.path.name) for it in items])
+            features = crops.Features.from_arrays(crops.cached(self.cache_dir / f"{part}-{key}.npz", compute))
+            target = np.stack([roi_codec.image_to_crop(pairs["points"][i], rois[i]) for i in mine])
+            out.append(TeacherSet(features, items, target.astype(np.float64) * crops.INPUT_SIZE))
+        return out[0], out[1]
 
     def write_model(self, path: Path, residuals: dict[str, tuple[Residual, list[int]]], check: TeacherSet
                     ) -> tuple[Path, dict[str, tuple[int, int]]]:
