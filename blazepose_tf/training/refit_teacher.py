@@ -48,22 +48,26 @@ from blazepose_tf.training.refit_outputs import (OUTPUT_FILES, check_output_dir,
 TEACHER_GROUPS = UNANNOTATED_GROUPS
 CHOOSE_SALT = "blazepose_tf.refit_teacher.choose:"
 
-flags.DEFINE_string("base", None, "The .keras tracker whose rows are refit.")
-flags.DEFINE_string("detector", None, "The student pipeline's detector (.tflite or .keras), e.g. the zoo's.")
-flags.DEFINE_string("photos", None, "Folder of unlabelled photos (COCO layout or plain images); only its train "
-                    "split is read.")
-flags.DEFINE_string("teacher_detector", None, "The teacher pipeline's detector (default MediaPipe's).")
-flags.DEFINE_string("teacher_landmarks", None, "The teacher pipeline's tracker (default MediaPipe's Full).")
-flags.DEFINE_list("groups", list(TEACHER_GROUPS), f"Point groups to refit, among {', '.join(TEACHER_GROUPS)}.")
-flags.DEFINE_list("lambdas", ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2"], "Ridge penalties per training sample.")
-flags.DEFINE_list("inlier_torso", ["0.3"], "Fit each point on the crops where the base head is within this many "
-                  "torso lengths of the teacher ('inf': all).")
-flags.DEFINE_integer("choose_every", 5, "One photo in this many (by name) chooses; the rest fit.", lower_bound=2)
-flags.DEFINE_string("output_dir", None, "Folder for best.keras, best.json and refit.json.")
-flags.DEFINE_string("cache_dir", "~/.cache/blazepose_tf/refit_teacher", "Cache of ROIs, targets and features.")
-flags.DEFINE_integer("batch_size", 32, "Crops per model call.", lower_bound=1)
-flags.DEFINE_bool("progress", True, "Show progress bars.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command's flags (defined by ``__main__`` only: importing the module defines none)."""
+    flags.DEFINE_string("base", None, "The .keras tracker whose rows are refit.")
+    flags.DEFINE_string("detector", None, "The student pipeline's detector (.tflite or .keras), e.g. the zoo's.")
+    flags.DEFINE_string("photos", None, "Folder of unlabelled photos (COCO layout or plain images); only its train "
+                        "split is read.")
+    flags.DEFINE_string("teacher_detector", None, "The teacher pipeline's detector (default MediaPipe's).")
+    flags.DEFINE_string("teacher_landmarks", None, "The teacher pipeline's tracker (default MediaPipe's Full).")
+    flags.DEFINE_list("groups", list(TEACHER_GROUPS), f"Point groups to refit, among {', '.join(TEACHER_GROUPS)}.")
+    flags.DEFINE_list("lambdas", ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2"], "Ridge penalties per training sample.")
+    flags.DEFINE_list("inlier_torso", ["0.3"], "Fit each point on the crops where the base head is within this many "
+                      "torso lengths of the teacher ('inf': all).")
+    flags.DEFINE_integer("choose_every", 5, "One photo in this many (by name) chooses; the rest fit.", lower_bound=2)
+    flags.DEFINE_string("output_dir", None, "Folder for best.keras, best.json and refit.json.")
+    flags.DEFINE_string("cache_dir", "~/.cache/blazepose_tf/refit_teacher", "Cache of ROIs, targets and features.")
+    flags.DEFINE_integer("batch_size", 32, "Crops per model call.", lower_bound=1)
+    flags.DEFINE_bool("progress", True, "Show progress bars.")
 
 
 def is_choose_photo(name: str, every: int) -> bool:
@@ -142,4 +146,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)
