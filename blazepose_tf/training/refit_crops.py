@@ -262,6 +262,15 @@ def pipeline_items(people: People, rois: Sequence[Optional[Roi]]) -> tuple[np.nd
     return rows, items
 
 
+def refined_points(landmarks: np.ndarray, heatmap: Optional[np.ndarray]) -> np.ndarray:
+    """(P, 2) points of one crop in [0, 1] crop coordinates from its (P·5,) landmarks, refined with its (h, w, P)
+    heatmap logits as the runtime refines them (None, or a heatmap of other points: not refined)."""
+    xy = np.asarray(landmarks, np.float32).reshape(-1, VALUES_PER_LANDMARK)[:, :2] / INPUT_SIZE
+    if heatmap is not None and heatmap.shape[-1] == xy.shape[0]:
+        xy = refine_with_heatmap(xy, heatmap)
+    return xy
+
+
 def pipeline_pck(crops: PipelineCrops, landmarks: np.ndarray, heatmap: Optional[np.ndarray],
                  topology: Topology = BLAZEPOSE_33) -> PckResult:
     """PCK@0.2 (mid-torso) of the pipeline whose tracker emits ``landmarks`` (N, P·5) and ``heatmap`` (N, h, w, P)
@@ -274,8 +283,6 @@ def pipeline_pck(crops: PipelineCrops, landmarks: np.ndarray, heatmap: Optional[
         if row < 0 or not crops.features.presence[row] > MIN_PRESENCE:
             preds.append(None)
             continue
-        xy = np.asarray(landmarks[row], np.float32).reshape(-1, VALUES_PER_LANDMARK)[:, :2] / INPUT_SIZE
-        if heatmap is not None and heatmap.shape[-1] == xy.shape[0]:
-            xy = refine_with_heatmap(xy, heatmap[row])
+        xy = refined_points(landmarks[row], heatmap[row] if heatmap is not None else None)
         preds.append(roi_codec.project_to_image(xy[:k], roi))
     return pck(crops.people, preds, topology=topology)

@@ -17,8 +17,6 @@ import numpy as np
 from tqdm import tqdm
 
 from blazepose_tf.codecs import roi as roi_codec
-from blazepose_tf.codecs.landmarks import refine_with_heatmap
-from blazepose_tf.contract import VALUES_PER_LANDMARK
 from blazepose_tf.datasets.coco import unlabelled_photos
 from blazepose_tf.errors import InputError
 from blazepose_tf.io.images import IMAGE_EXTENSIONS, load_image
@@ -63,13 +61,8 @@ def agreement_counts(data: TeacherSet, residual: Optional[Residual],
     so the ratio is the guard's."""
     f = features if features is not None else data.features
     landmarks = refit_landmarks(f.landmarks, f.features, residual) if residual is not None else f.landmarks
-    size = crops.INPUT_SIZE
-    preds = []
-    for row in range(len(data)):
-        xy = np.asarray(landmarks[row], np.float32).reshape(-1, VALUES_PER_LANDMARK)[:, :2] / size
-        if f.heatmap is not None and f.heatmap.shape[-1] == xy.shape[0]:
-            xy = refine_with_heatmap(xy, f.heatmap[row])
-        preds.append(xy[:BLAZEPOSE_33.num_keypoints] * size)
+    preds = [crops.refined_points(landmarks[row], f.heatmap[row] if f.heatmap is not None else None)
+             [:BLAZEPOSE_33.num_keypoints] * crops.INPUT_SIZE for row in range(len(data))]
     everywhere = np.ones(BLAZEPOSE_33.num_keypoints, bool)
     return pck([(t, everywhere) for t in data.target], preds, threshold=AGREEMENT_THRESHOLD).keypoint_counts
 
