@@ -58,7 +58,7 @@ from blazepose_tf.errors import InputError, UserError  # noqa: E402
 from blazepose_tf.io.images import IMAGE_EXTENSIONS, decode_image, read_input_bytes  # noqa: E402
 from blazepose_tf.io.video import write_bytes_atomic  # noqa: E402
 from blazepose_tf.metrics import (AGREEMENT_THRESHOLD, ANNOTATED, LSPET_KEYPOINTS, UNANNOTATED,  # noqa: E402,F401
-                                  UNANNOTATED_GROUPS, pck)
+                                  UNANNOTATED_GROUPS, count_share, pck)
 from blazepose_tf.official import cache_dir as official_cache_dir  # noqa: E402
 from blazepose_tf.runtime.pipeline import PoseTracker  # noqa: E402
 from blazepose_tf.runtime.runners import load_runner  # noqa: E402
@@ -220,12 +220,6 @@ def cached_predictions(pipeline: Pipeline, images: Sequence[Path], cache_dir: Op
     return [entries[k] if isinstance(entries[k], str) else keypoints(entries[k]) for k in keys]
 
 
-def _share(counts: dict[str, tuple[int, int]], names: Sequence[str]) -> Optional[float]:
-    correct = sum(counts[n][0] for n in names if n in counts)
-    total = sum(counts[n][1] for n in names if n in counts)
-    return correct / total if total else None
-
-
 def compare(label: str, reference: Sequence[Outcome], outcomes: Sequence[Outcome], threshold: float = THRESHOLD,
             detector: str = "", landmarks: str = "") -> GuardResult:
     """Guard numbers of ``outcomes`` against the ``reference`` pipeline's (aligned per image)."""
@@ -239,9 +233,9 @@ def compare(label: str, reference: Sequence[Outcome], outcomes: Sequence[Outcome
     return GuardResult(
         label=label, detector=detector, landmarks=landmarks, num_images=len(predictions), num_found=found,
         found=found / len(predictions) if predictions else math.nan, num_compared=len(pairs),
-        agreement=_share(counts, UNANNOTATED), agreement_annotated=_share(counts, ANNOTATED),
-        agreement_groups={g: _share(counts, names) for g, names in UNANNOTATED_GROUPS.items()},
-        per_keypoint={n: _share(counts, (n,)) for n in BLAZEPOSE_33.keypoints},
+        agreement=count_share(counts, UNANNOTATED), agreement_annotated=count_share(counts, ANNOTATED),
+        agreement_groups={g: count_share(counts, names) for g, names in UNANNOTATED_GROUPS.items()},
+        per_keypoint={n: count_share(counts, (n,)) for n in BLAZEPOSE_33.keypoints},
         errors=sum(isinstance(o, str) for o in outcomes))
 
 

@@ -14,7 +14,7 @@ import contextlib
 import io
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -142,6 +142,14 @@ class PckResult:
                 "num_correct": self.num_correct,
                 "keypoint_counts": {k: list(v) for k, v in self.keypoint_counts.items()},
                 "threshold": self.threshold, "diagonal": self.diagonal}
+
+
+def count_share(counts: Mapping[str, tuple[int, int]], names: Optional[Iterable[str]] = None) -> Optional[float]:
+    """Pooled share (0-1) of (correct, compared) ``counts`` over ``names`` (default all; names without counts are
+    skipped); None when nothing was compared."""
+    chosen = [counts[n] for n in (names if names is not None else counts) if n in counts]
+    total = sum(t for _, t in chosen)
+    return sum(c for c, _ in chosen) / total if total else None
 
 
 def _percent(num: float, den: float) -> float:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from blazepose_tf.datasets.coco import KeypointDataset, PersonAnnotation, load_coco_keypoints
-from blazepose_tf.metrics import (coco_keypoint_ap, format_pck_table, match_prediction, paired_pck_delta, pck,
-                                  select_scored_person)
+from blazepose_tf.metrics import (coco_keypoint_ap, count_share, format_pck_table, match_prediction,
+                                  paired_pck_delta, pck, select_scored_person)
 from blazepose_tf.topology import BLAZEPOSE_33, COCO_17
 from blazepose_tf.types import Pose, Roi
 
@@ -242,3 +242,10 @@ def test_evaluate_counts_points_per_person(dataset: KeypointDataset) -> None:
     assert sum(c for c, _ in result.pck.per_person) == result.pck.num_correct
     assert sum(n for _, n in result.pck.per_person) == result.pck.num_points
     assert len(scored_records(dataset)) == len(result.pck.per_person)
+
+
+def test_count_share_pools_counts_over_the_names_it_has():
+    counts = {"nose": (3, 4), "left_hip": (1, 6), "right_hip": (0, 0)}
+    assert count_share(counts) == pytest.approx(4 / 10)
+    assert count_share(counts, ["nose", "left_ankle"]) == pytest.approx(3 / 4)  # a name without counts is skipped
+    assert count_share(counts, ["right_hip"]) is None and count_share(counts, []) is None

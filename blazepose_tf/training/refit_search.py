@@ -21,10 +21,11 @@ A point's pipeline result depends only on its own rows and heatmap channel, so t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from blazepose_tf.metrics import count_share
 from blazepose_tf.topology import BLAZEPOSE_33, Topology, torso_size
 from blazepose_tf.training.head_residual import SILENT_HEATMAP_LOGIT, Residual, RidgeSolver, coordinate_columns
 from blazepose_tf.training.refit_crops import PipelineCrops, pipeline_pck
@@ -39,9 +40,10 @@ POINT_GROUPS: dict[str, tuple[str, str]] = {
 OPTIONS: tuple[str, ...] = ("official", "keep", "off")
 
 
-def group_points(groups: Sequence[str], topology: Topology = BLAZEPOSE_33) -> list[int]:
-    """Topology indices of the points of ``groups`` (names of :data:`POINT_GROUPS`)."""
-    return [topology.index(name) for g in groups for name in POINT_GROUPS[g]]
+def group_points(groups: Sequence[str], topology: Topology = BLAZEPOSE_33,
+                 table: Mapping[str, Sequence[str]] = POINT_GROUPS) -> list[int]:
+    """Topology indices of the points of ``groups`` (names of ``table``, default :data:`POINT_GROUPS`)."""
+    return [topology.index(name) for g in groups for name in table[g]]
 
 
 @dataclass
@@ -136,7 +138,6 @@ def combined_counts(counts: dict[str, dict[str, tuple[int, int]]], options: dict
 
 
 def percent(counts: dict[str, tuple[int, int]], names: Sequence[str] | None = None) -> float:
-    """PCK (%) of (correct, annotated) counts, over ``names`` (default all)."""
-    chosen = [counts[n] for n in (names if names is not None else counts) if n in counts]
-    total = sum(t for _, t in chosen)
-    return 100.0 * sum(c for c, _ in chosen) / total if total else float("nan")
+    """PCK (%) of (correct, annotated) counts, over ``names`` (default all); NaN when none was annotated."""
+    value = count_share(counts, names)
+    return 100.0 * value if value is not None else float("nan")

@@ -88,8 +88,8 @@ def _check_flags() -> tuple[list[float], list[float]]:
 
 def group_indices(groups: Sequence[str]) -> dict[str, list[int]]:
     """Topology indices of each of ``groups`` (names of :data:`TEACHER_GROUPS`)."""
-    from blazepose_tf.topology import BLAZEPOSE_33
-    return {g: [BLAZEPOSE_33.index(n) for n in TEACHER_GROUPS[g]] for g in groups}
+    from blazepose_tf.training.refit_search import group_points
+    return {g: group_points([g], table=TEACHER_GROUPS) for g in groups}
 
 
 def main(argv: list[str]) -> int:

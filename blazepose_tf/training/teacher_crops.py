@@ -20,7 +20,7 @@ from blazepose_tf.codecs import roi as roi_codec
 from blazepose_tf.datasets.coco import unlabelled_photos
 from blazepose_tf.errors import InputError
 from blazepose_tf.io.images import IMAGE_EXTENSIONS, load_image
-from blazepose_tf.metrics import AGREEMENT_THRESHOLD, pck
+from blazepose_tf.metrics import AGREEMENT_THRESHOLD, count_share, pck
 from blazepose_tf.models.loading import check_keras_file, load_keras_model
 from blazepose_tf.models.official_cache import save_model
 from blazepose_tf.official import official_model_path, sha256
@@ -69,9 +69,7 @@ def agreement_counts(data: TeacherSet, residual: Optional[Residual],
 
 def share(counts: dict[str, tuple[int, int]], points: Sequence[int]) -> float:
     """The share (0-1) of agreeing points among ``points`` (topology indices); 0 when none was compared."""
-    names = [BLAZEPOSE_33.keypoints[p] for p in points]
-    total = sum(counts[n][1] for n in names)
-    return sum(counts[n][0] for n in names) / total if total else 0.0
+    return count_share(counts, [BLAZEPOSE_33.keypoints[p] for p in points]) or 0.0
 
 
 class TeacherCrops:
