@@ -90,7 +90,10 @@ class TeacherCrops:
                         else official_model_path("pose_detection"),
                         _model_file(teacher_landmarks, "--teacher_landmarks") if teacher_landmarks
                         else official_model_path("pose_landmark_full"))
-        self.teacher_label = " + ".join(str(p) for p in self.teacher)
+        # the files as given, MediaPipe's by name (a label for reports: no local cache path)
+        self.teacher_label = " + ".join(given or f"MediaPipe's {official}.tflite" for given, official in
+                                        ((teacher_detector, "pose_detection"),
+                                         (teacher_landmarks, "pose_landmark_full")))
         self.photos = unlabelled_photos(photos, IMAGE_EXTENSIONS, "train", how="--photos")
         self.cache_dir, self.batch_size, self.progress = cache_dir, batch_size, progress
         self._photo_key = [(str(p.resolve()), *_stat(p)) for p in self.photos]
