@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from blazepose_tf.datasets.coco import is_guard_image, unlabelled_photos
-from blazepose_tf.errors import EXIT_USAGE, InputError
+from blazepose_tf.errors import EXIT_MODELS, EXIT_USAGE, InputError
 from blazepose_tf.io.images import IMAGE_EXTENSIONS, load_image
 from blazepose_tf.io.samples import sample_image_path
 from blazepose_tf.metrics import UNANNOTATED_GROUPS
@@ -119,7 +119,11 @@ def test_command_checks_flags_before_loading_anything(tmp_path: Path):
     assert (done / "refit.json").read_text() == "{}"
     proc = _run("--base", str(tmp_path / "absent.keras"), "--detector", "d", "--photos", str(tmp_path),
                 "--output_dir", str(tmp_path / "new"))
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "absent.keras" in proc.stderr
+    assert proc.returncode == EXIT_MODELS and "Traceback" not in proc.stderr and "absent.keras" in proc.stderr
+    proc = _run("--base", str(REPO / "blazepose_tf/zoo/weights/lite.keras"), "--detector", str(tmp_path / "d.tflite"),
+                "--photos", str(tmp_path), "--output_dir", str(tmp_path / "new"))
+    assert proc.returncode == EXIT_MODELS and "error: --detector not found" in proc.stderr
+    assert not (tmp_path / "new").exists()
 
 
 def _photos(root: Path, count: int = 8) -> None:

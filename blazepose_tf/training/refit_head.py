@@ -22,7 +22,7 @@
    A ``RUN`` that already holds one of them is refused before any work: an earlier refit is never overwritten.
 
 Dev numbers are for choosing; report the chosen model on the ``test`` split with ``python -m blazepose_tf.evaluate``.
-Exit codes: 0 ok; 2 bad flags or data; 4 unusable model.
+Exit codes: 0 ok; 2 bad flags; 3 unusable data (no photo or crop to fit on); 4 a model missing or unusable.
 """
 from __future__ import annotations
 

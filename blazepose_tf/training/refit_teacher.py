@@ -26,7 +26,7 @@ photos, MediaPipe's own Lite's on 56%. This refits only the rows of those points
    them is refused before any work.
 
 Report the written model with ``python -m benchmarks.ood_guard`` (the guard quarter).
-Exit codes: 0 ok; 2 bad flags or data; 4 unusable model.
+Exit codes: 0 ok; 2 bad flags; 3 unusable data (no photo or crop to fit on); 4 a model missing or unusable.
 """
 from __future__ import annotations
 

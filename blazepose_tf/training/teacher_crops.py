@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from blazepose_tf.codecs import roi as roi_codec
 from blazepose_tf.datasets.coco import unlabelled_photos
-from blazepose_tf.errors import InputError
+from blazepose_tf.errors import InputError, ModelError
 from blazepose_tf.io.images import IMAGE_EXTENSIONS, load_image
 from blazepose_tf.metrics import AGREEMENT_THRESHOLD, count_share, pck
 from blazepose_tf.models.loading import check_keras_file, load_keras_model
@@ -166,7 +166,7 @@ class TeacherCrops:
 def _model_file(path: str, flag: str) -> Path:
     p = Path(path).expanduser()
     if not p.is_file():
-        raise InputError(f"{flag} not found: {p}")
+        raise ModelError(f"{flag} not found: {p}")
     return p
 
 
