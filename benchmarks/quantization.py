@@ -314,7 +314,21 @@ def android_command(rows: list[Row], out_dir: Path) -> str:
             f"benchmark_model --num_threads 1,2,4 --results {out_dir / 'arm_latency.csv'}\ndone")
 
 
+def check_splits(dataset: str, choose: str, report: str) -> None:
+    """One-line errors, before any export, for splits ``dataset`` lacks or a choice made on the reported split."""
+    from blazepose_tf.datasets.coco import read_splits
+
+    if choose == report or choose == "test":
+        raise UserError(f"--choose_split={choose} --report_split={report}: int8 choices are made on one split and "
+                        "another is reported (dev and test, docs/design.md §8)")
+    table = read_splits(Path(dataset).expanduser() / "splits.json")
+    for flag, split in (("choose_split", choose), ("report_split", report)):
+        if split not in table:
+            raise UserError(f"--{flag}: unknown split {split!r} in {dataset}; known splits: {', '.join(sorted(table))}")
+
+
 def main(argv: list[str]) -> int:
+    check_splits(FLAGS.dataset, FLAGS.choose_split, FLAGS.report_split)
     models = parse_models(FLAGS.models)
     out_dir = Path(FLAGS.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

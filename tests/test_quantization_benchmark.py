@@ -1,11 +1,13 @@
 """benchmarks/quantization.py: each file's paired difference to its model's fp32 file, and the verdicts."""
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
 
 from benchmarks import quantization as q
+from blazepose_tf.errors import UserError
 
 
 def _row(variant, pck, share=1.0, latency=1.0, vs=None):
@@ -49,3 +51,15 @@ def test_verdict_reports_the_interval():
     rows[2] = _row("int8-selective", 47.63, 0.986, 1.8)   # no interval measured (an older table): none shown
     [(_, met, text)] = q.verdicts(rows, "test")
     assert met and "test PCK -0.50 vs fp32" in text
+
+
+def test_splits_are_checked_before_any_export(tmp_path):
+    (tmp_path / "splits.json").write_text(json.dumps({"train": [1], "dev": [2], "test": [3]}))
+    q.check_splits(str(tmp_path), "dev", "test")
+    with pytest.raises(UserError, match="unknown split 'nope'.*known splits: dev, test, train"):
+        q.check_splits(str(tmp_path), "dev", "nope")
+    for choose, report in (("test", "dev"), ("dev", "dev")):   # choices never made on the reported split or test
+        with pytest.raises(UserError, match="choices are made on one split"):
+            q.check_splits(str(tmp_path), choose, report)
+    with pytest.raises(UserError, match="splits file not found"):
+        q.check_splits(str(tmp_path / "absent"), "dev", "test")
