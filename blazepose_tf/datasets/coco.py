@@ -267,10 +267,12 @@ def read_splits(splits_json: Path) -> dict[str, list]:
     return table
 
 
-def _split_ids(splits_json: Path, split: str) -> list:
+def split_ids(splits_json: Path, split: str, flag: str = "") -> list:
+    """The image ids of ``split``; a one-line UserError naming the known splits (and ``flag``, if given) if absent."""
     table = read_splits(splits_json)
     if split not in table:
-        raise UserError(f"unknown split {split!r} in {splits_json}; known splits: {', '.join(sorted(table))}")
+        raise UserError(f"{f'--{flag}: ' if flag else ''}unknown split {split!r} in {splits_json}; "
+                        f"known splits: {', '.join(sorted(table))}")
     return table[split]
 
 
@@ -373,7 +375,7 @@ def load_coco_keypoints(annotations_json: PathLike, images_dir: PathLike, split:
         if splits_json is None and beside.is_file():
             splits_json = beside
         if splits_json is not None:
-            wanted = set(_split_ids(Path(splits_json), split))
+            wanted = set(split_ids(Path(splits_json), split))
         elif is_unlabelled(data) and split in UNLABELLED_SPLITS:
             wanted = set(unlabelled_splits(images)[split])   # unlabelled photos: the derived train / guard splits
         else:
