@@ -53,7 +53,7 @@ from blazepose_tf import zoo  # noqa: E402
 from blazepose_tf.codecs.roi import roi_iou  # noqa: E402
 from blazepose_tf.codecs.targets import gt_alignment_roi  # noqa: E402
 from blazepose_tf.datasets.coco import ImageRecord, load_coco_keypoints  # noqa: E402
-from blazepose_tf.errors import InputError, UserError  # noqa: E402
+from blazepose_tf.errors import InputError, UserError, model_file  # noqa: E402
 from blazepose_tf.evaluation import evaluate, scored_records  # noqa: E402
 from blazepose_tf.metrics import PAIRED_RESAMPLES, paired_pck_delta  # noqa: E402
 from blazepose_tf.runtime.pipeline import PoseTracker, roi_from_detection  # noqa: E402
@@ -248,10 +248,7 @@ def resolve_model(spec: str, what: str, names: Optional[dict] = None) -> Path:
     spec = (NAMED_DETECTORS if names is None else names).get(spec, spec)
     if spec.partition(":")[0] in ("official", "zoo") and not Path(spec).exists():
         return zoo.resolve(spec, "tflite")
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise UserError(f"{what} file not found: {path}")
-    return path
+    return model_file(spec, f"{what} file")
 
 
 def detectors(items: Sequence[str]) -> list[tuple[str, Path]]:

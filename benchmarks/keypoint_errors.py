@@ -47,7 +47,7 @@ from benchmarks.ood_guard import write_outputs  # noqa: E402
 from blazepose_tf.codecs.roi import image_to_crop  # noqa: E402
 from blazepose_tf.codecs.targets import gt_alignment_roi  # noqa: E402
 from blazepose_tf.datasets.coco import ImageRecord, PersonAnnotation, load_coco_keypoints  # noqa: E402
-from blazepose_tf.errors import InputError, UserError  # noqa: E402
+from blazepose_tf.errors import InputError, UserError, model_file  # noqa: E402
 from blazepose_tf.evaluation import scored_records  # noqa: E402
 from blazepose_tf.io.images import load_image  # noqa: E402
 from blazepose_tf.metrics import pck, select_scored_person  # noqa: E402
@@ -336,9 +336,7 @@ def _trackers(FLAGS) -> list[tuple[str, Path]]:
         raise UserError(f"--models must list names from {', '.join(TRACKERS)}, got {FLAGS.models!r}")
     out = [(MODELS[k].label, MODELS[k].shipped()) for k in dict.fromkeys(keys)]
     if FLAGS.landmarks:
-        path = Path(FLAGS.landmarks)
-        if not path.is_file():
-            raise UserError(f"--landmarks file not found: {path}")
+        path = model_file(FLAGS.landmarks, "--landmarks file")
         out.append((path.name, path))
     if not out:
         raise UserError("nothing to measure: give --models and/or --landmarks")

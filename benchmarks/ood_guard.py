@@ -54,7 +54,7 @@ from tqdm import tqdm  # noqa: E402
 
 from blazepose_tf import contract, zoo  # noqa: E402
 from blazepose_tf.datasets.coco import GUARD_SPLIT, unlabelled_photos  # noqa: E402
-from blazepose_tf.errors import InputError, UserError  # noqa: E402
+from blazepose_tf.errors import InputError, UserError, model_file  # noqa: E402
 from blazepose_tf.io.images import IMAGE_EXTENSIONS, decode_image, read_input_bytes  # noqa: E402
 from blazepose_tf.io.video import write_bytes_atomic  # noqa: E402
 from blazepose_tf.metrics import (AGREEMENT_THRESHOLD, ANNOTATED, LSPET_KEYPOINTS, UNANNOTATED,  # noqa: E402,F401
@@ -316,11 +316,8 @@ def _pipelines(FLAGS) -> list[Pipeline]:
     out = [model_set_pipeline(n) for n in dict.fromkeys(names)]
     if FLAGS.detector or FLAGS.landmarks:
         ref = model_set_pipeline(REFERENCE_SET)
-        det = Path(FLAGS.detector) if FLAGS.detector else ref.detector
-        lmk = Path(FLAGS.landmarks) if FLAGS.landmarks else ref.landmarks
-        for role, p in (("--detector", det), ("--landmarks", lmk)):
-            if not p.is_file():
-                raise UserError(f"{role} file not found: {p}")
+        det = model_file(FLAGS.detector, "--detector file") if FLAGS.detector else ref.detector
+        lmk = model_file(FLAGS.landmarks, "--landmarks file") if FLAGS.landmarks else ref.landmarks
         out.append(Pipeline(f"{det.name} + {lmk.name}", det, lmk))
     if not out:
         raise UserError("nothing to measure: give --models and/or --detector/--landmarks")

@@ -5,6 +5,9 @@ print ``error: <message>`` on one line and exit with the class's code, never wit
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 EXIT_OK = 0
 EXIT_USAGE = 2          # bad flag value, missing path, wrong argument combination
 EXIT_NO_INPUT = 3       # nothing could be processed (every input unreadable, empty video)
@@ -28,3 +31,14 @@ class ModelError(UserError):
     """A model file is missing, corrupt, or cannot be fetched."""
 
     exit_code = EXIT_MODELS
+
+
+def model_file(path: str | os.PathLike, what: str = "model file") -> Path:
+    """``path`` (``~`` expanded) if it names an existing file; else a one-line :class:`ModelError` naming ``what``
+    (e.g. a flag): a missing model is a model error (exit 4) in every command."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ModelError(f"{what} not found: {p}")
+    if not p.is_file():
+        raise ModelError(f"{what} {p} is a folder, not a model file")
+    return p

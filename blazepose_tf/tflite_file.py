@@ -26,7 +26,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from blazepose_tf.errors import ModelError
+from blazepose_tf.errors import ModelError, model_file
 from blazepose_tf.official import cache_dir, fetch
 
 TFLITE_IDENTIFIER = b"TFL3"
@@ -305,9 +305,7 @@ def read_bytes(model: ModelSource) -> bytes:
         buf = bytes(model)
         where = "model buffer"
     else:
-        path = Path(model)
-        if not path.is_file():
-            raise ModelError(f"model file not found: {path}")
+        path = model_file(model)
         buf = path.read_bytes()
         where = str(path)
     if len(buf) < 8 or buf[4:8] != TFLITE_IDENTIFIER:

@@ -29,7 +29,7 @@ import numpy as np
 
 from blazepose_tf import cli
 from blazepose_tf.contract import INPUT_RANGES, OFFICIAL_MODEL_ROLES
-from blazepose_tf.errors import ModelError, UserError
+from blazepose_tf.errors import ModelError, UserError, model_file
 from blazepose_tf.official import OFFICIAL_SHA256, official_model_path
 from blazepose_tf.tflite_file import inspect_model, load_interpreter
 from export.metadata import read_metadata
@@ -189,9 +189,7 @@ def main(argv: list[str]) -> int:
         raise UserError("give at least one MODEL.tflite (see --help)")
     ours = []
     for p in paths:
-        path = Path(p)
-        if not path.is_file():
-            raise ModelError(f"model file not found: {path}")
+        path = model_file(p)
         if path.suffix != ".tflite":
             raise ModelError(f"expected a .tflite file, got {path.name!r}")
         ours.append((path.name, str(path)))

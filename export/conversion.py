@@ -9,14 +9,13 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from blazepose_tf import contract
 from blazepose_tf.contract import DETECTOR_ROLES, LANDMARK_ROLES, QUANTIZATIONS, TRAINING_ONLY_ROLES
-from blazepose_tf.errors import ModelError, UserError
+from blazepose_tf.errors import ModelError, UserError, model_file
 from blazepose_tf.runtime.runners import assign_roles
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
 from export.tflite_model import inspect_model
@@ -48,8 +47,7 @@ def load_keras_model(path: str | os.PathLike, what: str = "model"):
     """:func:`blazepose_tf.models.loading.load_keras_model`, imported on first use: importing the
     :mod:`blazepose_tf.models` package imports Keras and TensorFlow (whose start-up lines on stderr would come
     before the ``error:`` line), so a missing file is reported before that."""
-    if not Path(path).expanduser().exists():
-        raise ModelError(f"{what} not found: {Path(path).expanduser()}")
+    model_file(path, what)
     from blazepose_tf.models.loading import load_keras_model as load
 
     return load(path, what)

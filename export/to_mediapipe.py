@@ -92,7 +92,7 @@ from blazepose_tf import cli
 from blazepose_tf.codecs import roi as roi_codec
 from blazepose_tf.contract import (DETECTOR, DETECTOR_NUM_ANCHORS, INPUT_RANGES, LANDMARKS, OUTPUT_ROLES,
                                    QUANTIZATIONS, REGRESSOR_VALUES, ROLE_KINDS, ROLES)
-from blazepose_tf.errors import ModelError, UserError
+from blazepose_tf.errors import ModelError, UserError, model_file
 from blazepose_tf.io.images import load_image
 from blazepose_tf.io.samples import sample_image_path
 from export import mediapipe_metadata as mpm
@@ -126,9 +126,7 @@ def _load_source(source: Any) -> tuple[str, Any, str]:
     if isinstance(source, (bytes, bytearray)):
         return "tflite", read_bytes(bytes(source)), "<tflite bytes>"
     if isinstance(source, (str, os.PathLike)):
-        p = Path(source)
-        if not p.is_file():
-            raise ModelError(f"model file not found: {p}")
+        p = model_file(source)
         if p.suffix == ".tflite":
             return "tflite", read_bytes(p), p.name
         if p.suffix in (".keras", ".h5"):

@@ -304,3 +304,19 @@ def test_export_creates_a_missing_output_folder_and_warns_of_the_runtime_contrac
     assert "warning: " in proc.stdout and "detector input must be 224x224x3, got 128x128x3" in proc.stdout
     assert "track and evaluate will refuse" in proc.stdout
 
+
+
+@pytest.mark.parametrize("module, flag", [("benchmarks.ood_guard", "--landmarks"),
+                                          ("benchmarks.ood_guard", "--detector"),
+                                          ("benchmarks.detector_roi", "--detectors"),
+                                          ("benchmarks.keypoint_errors", "--landmarks")])
+def test_benchmarks_report_a_missing_model_as_a_model_error(tmp_path, module, flag):
+    """A missing model file is exit 4 (a model error, as the benchmarks document), not a bad flag, and is refused
+    before any data is read."""
+    missing = tmp_path / "none" / "model.tflite"
+    proc = run_module(module, flag, missing, "--noprogress")
+    assert_clean_exit(proc, EXIT_MODELS, f"{flag} file not found: {missing}")
+    folder = tmp_path / "a_folder.tflite"
+    folder.mkdir()
+    proc = run_module(module, flag, folder, "--noprogress")
+    assert_clean_exit(proc, EXIT_MODELS, f"{folder} is a folder, not a model file")

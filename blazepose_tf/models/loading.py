@@ -10,17 +10,13 @@ import os
 import zipfile
 from pathlib import Path
 
-from blazepose_tf.errors import ModelError
+from blazepose_tf.errors import ModelError, model_file
 
 
 def check_keras_file(path: str | os.PathLike, what: str = "model") -> Path:
     """``path`` as a Path if it names an existing, readable ``.keras`` archive; else a one-line
     :class:`ModelError` naming ``what`` (e.g. ``--init_from``) and the problem."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise ModelError(f"{what} not found: {p}")
-    if p.is_dir():
-        raise ModelError(f"{what} {p} is a folder, not a .keras file")
+    p = model_file(path, what)
     if p.suffix == ".h5":  # legacy Keras 2 HDF5 files: Keras reports what is wrong with them
         return p
     if p.suffix != ".keras":

@@ -20,7 +20,7 @@ import numpy as np
 
 from blazepose_tf import contract
 from blazepose_tf.contract import DETECTOR_ROLES, LANDMARK_ROLES, TRAINING_ONLY_ROLES
-from blazepose_tf.errors import ModelError
+from blazepose_tf.errors import ModelError, model_file
 from blazepose_tf.tflite_file import load_interpreter
 
 
@@ -93,12 +93,8 @@ class TFLiteRunner:
     """Runs a .tflite model with ai-edge-litert (XNNPACK delegate, applied by default)."""
 
     def __init__(self, path: str | os.PathLike, num_threads: int = 1):
-        self.path = Path(path)
+        self.path = model_file(path)
         self.label = str(self.path)
-        if self.path.is_dir():
-            raise ModelError(f"model file {self.path} is a folder, not a .tflite file")
-        if not self.path.is_file():
-            raise ModelError(f"model file not found: {self.path}")
         if num_threads < 1:
             raise ModelError(f"num_threads must be >= 1, got {num_threads}")
         self.num_threads = num_threads

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from blazepose_tf.codecs import roi as roi_codec
 from blazepose_tf.datasets.coco import unlabelled_photos
-from blazepose_tf.errors import InputError, ModelError
+from blazepose_tf.errors import InputError, model_file
 from blazepose_tf.io.images import IMAGE_EXTENSIONS, load_image
 from blazepose_tf.metrics import AGREEMENT_THRESHOLD, count_share, pck
 from blazepose_tf.models.loading import check_keras_file, load_keras_model
@@ -85,10 +85,10 @@ class TeacherCrops:
     def __init__(self, photos: str, base: str, detector: str, teacher_detector: Optional[str],
                  teacher_landmarks: Optional[str], cache_dir: Path, batch_size: int = 32, progress: bool = True):
         self.base_path = check_keras_file(base, "--base")
-        self.detector_path = _model_file(detector, "--detector")
-        self.teacher = (_model_file(teacher_detector, "--teacher_detector") if teacher_detector
+        self.detector_path = model_file(detector, "--detector")
+        self.teacher = (model_file(teacher_detector, "--teacher_detector") if teacher_detector
                         else official_model_path("pose_detection"),
-                        _model_file(teacher_landmarks, "--teacher_landmarks") if teacher_landmarks
+                        model_file(teacher_landmarks, "--teacher_landmarks") if teacher_landmarks
                         else official_model_path("pose_landmark_full"))
         # the files as given, MediaPipe's by name (a label for reports: no local cache path)
         self.teacher_label = " + ".join(given or f"MediaPipe's {official}.tflite" for given, official in
@@ -161,13 +161,6 @@ class TeacherCrops:
         predict = feature_predictor(load_keras_model(path, "refit model"))
         f = crops.extract(predict, check.items, True, self.batch_size, self.progress, desc="check")
         return path, agreement_counts(check, None, f)
-
-
-def _model_file(path: str, flag: str) -> Path:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ModelError(f"{flag} not found: {p}")
-    return p
 
 
 def _stat(path: Path) -> tuple[int, int]:

@@ -37,7 +37,7 @@ from typing import Any, Optional, Sequence
 from absl import flags
 
 from blazepose_tf import cli, zoo
-from blazepose_tf.errors import ModelError, UserError
+from blazepose_tf.errors import ModelError, UserError, model_file
 
 TFLITE_QUANTIZATION = "fp16"
 
@@ -159,9 +159,7 @@ def publish(name: str, model: str | os.PathLike, *, flagfile: Optional[str] = No
 
     if name not in zoo.MODEL_KINDS:
         raise UserError(f"--name must be one of {', '.join(zoo.MODEL_NAMES)}, got {name!r}")
-    src = Path(model).expanduser()
-    if not src.is_file():
-        raise ModelError(f"model file not found: {src}")
+    src = model_file(model)
     if src.suffix != ".keras":
         raise UserError(f"--model must be a .keras file, got {src.name!r}")
     if not command and not flagfile:
