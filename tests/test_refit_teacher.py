@@ -146,12 +146,13 @@ def _photos(root: Path, count: int = 8) -> None:
 
 def test_command_refits_only_the_chosen_rows(official_models, tmp_path: Path):
     """MediaPipe's Full as the base and its detector as the student's, MediaPipe's Lite as the teacher: the written
-    model differs from the base only in the head rows of refit groups, its agreement is the chosen one."""
+    model differs from the base only in the head rows and heatmap channels of refit groups, its agreement is the
+    chosen one."""
     import keras
 
     from blazepose_tf.models.official_cache import converted_model_path
     from blazepose_tf.official import official_model_path
-    from blazepose_tf.training.head_residual import head_matrix, landmark_head
+    from blazepose_tf.training.head_residual import head_matrix, heatmap_layer, landmark_head
 
     _photos(tmp_path / "photos")
     base = converted_model_path("pose_landmark_full")
@@ -166,8 +167,10 @@ def test_command_refits_only_the_chosen_rows(official_models, tmp_path: Path):
     assert refit["fit_crops"] + refit["choose_crops"] == 8 and refit["choose_crops"] > 0
     assert best["agreement"] >= best["base_agreement"]
     assert set(refit["chosen"]) == set(TEACHER_GROUPS)
-    w0, b0 = head_matrix(landmark_head(keras.models.load_model(base, compile=False)))
-    w1, b1 = head_matrix(landmark_head(keras.models.load_model(tmp_path / "run" / "best.keras", compile=False)))
+    base_model = keras.models.load_model(base, compile=False)
+    written = keras.models.load_model(tmp_path / "run" / "best.keras", compile=False)
+    w0, b0 = head_matrix(landmark_head(base_model))
+    w1, b1 = head_matrix(landmark_head(written))
     refit_cols = [c for g, choice in refit["chosen"].items() if choice["option"] == "refit"
                   for c in coordinate_columns(group_indices([g])[g])]
     kept = np.setdiff1d(np.arange(w0.shape[1]), refit_cols)
@@ -175,6 +178,25 @@ def test_command_refits_only_the_chosen_rows(official_models, tmp_path: Path):
     np.testing.assert_array_equal(b0[kept], b1[kept])
     if refit_cols:
         assert not np.array_equal(w0[:, refit_cols], w1[:, refit_cols])
+    # heatmap channels: refit only for the groups whose heatmap option is "refit", bit for bit elsewhere
+    (k0, c0), (k1, c1) = (heatmap_layer(m).get_weights()[:2] for m in (base_model, written))
+    refit_channels = [p for g, choice in refit["chosen"].items() if choice["heatmap"]["option"] == "refit"
+                      for p in group_indices([g])[g]]
+    kept = np.setdiff1d(np.arange(k0.shape[-1]), refit_channels)
+    np.testing.assert_array_equal(k0[..., kept], k1[..., kept])
+    np.testing.assert_array_equal(c0[kept], c1[kept])
+    if refit_channels:
+        assert not np.array_equal(k0[..., refit_channels], k1[..., refit_channels])
+    assert any("heatmap_lam" in row for row in refit["grid"])
     # the caches make a second run cheap, and its choice the same
     again = _run(*args, "--output_dir", str(tmp_path / "again"))
     assert again.returncode == 0 and json.loads((tmp_path / "again" / "best.json").read_text()) == best
+    # without the heatmap step the heatmap is the base's and the agreement is the rows'
+    rows_only = _run(*args, "--heatmap_lambdas=", "--output_dir", str(tmp_path / "rows_only"))
+    assert rows_only.returncode == 0, rows_only.stderr[-2000:]
+    only = json.loads((tmp_path / "rows_only" / "best.json").read_text())
+    assert only["agreement"] == pytest.approx(best["rows_agreement"], abs=1e-9)
+    k2, c2 = heatmap_layer(keras.models.load_model(tmp_path / "rows_only" / "best.keras", compile=False)
+                           ).get_weights()[:2]
+    np.testing.assert_array_equal(k0, k2)
+    np.testing.assert_array_equal(c0, c2)

@@ -183,3 +183,25 @@ def silence_heatmap_channels(model: keras.Model, points: Sequence[int],
     kernel[..., idx] = 0.0
     bias[idx] = logit
     layer.set_weights([kernel, bias, *layer.get_weights()[2:]])
+
+
+def heatmap_input_model(model: keras.Model) -> keras.Model:
+    """A model sharing ``model``'s layers whose output is the input of its heatmap layer (the feature map the
+    heatmap convolution reads)."""
+    layer = heatmap_layer(model)
+    if layer is None:
+        raise ModelError(f"{model.name} has no heatmap output")
+    return keras.Model(model.inputs, layer.input, name=f"{model.name}_heatmap_input")
+
+
+def set_heatmap_channels(model: keras.Model, points: Sequence[int], kernel: np.ndarray, bias: np.ndarray) -> None:
+    """Replaces the heatmap layer's kernel (k, k, C, len(points)) and bias (len(points),) of ``points``, in place;
+    every other channel is left bit for bit."""
+    layer = heatmap_layer(model)
+    if layer is None:
+        raise ModelError(f"{model.name} has no heatmap output")
+    old_kernel, old_bias = (np.array(w) for w in layer.get_weights()[:2])
+    idx = list(points)
+    old_kernel[..., idx] = np.asarray(kernel, old_kernel.dtype)
+    old_bias[idx] = np.asarray(bias, old_bias.dtype)
+    layer.set_weights([old_kernel, old_bias, *layer.get_weights()[2:]])

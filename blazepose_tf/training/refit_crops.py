@@ -30,7 +30,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -173,30 +173,33 @@ def crop_targets(people: Sequence[PersonAnnotation], items: Sequence[CropItem],
 
 
 # ------------------------------------------------------------------------------------------------ extraction
-def extract(predict: Callable[[np.ndarray], dict], items: Sequence[CropItem], keep_heatmap: bool,
-            batch_size: int = 32, progress: bool = True, desc: str = "features") -> Features:
-    """Runs ``predict`` (a batch of crops in the tracker's input range → the outputs of
-    :func:`~blazepose_tf.training.head_residual.feature_model`) on every crop. An image is read once for
-    consecutive items on the same file."""
+def crop_batches(items: Sequence[CropItem], batch_size: int = 32, progress: bool = True, desc: str = "crops"
+                 ) -> Iterator[np.ndarray]:
+    """The crops of ``items`` in batches (B, 256, 256, 3) float32 in the tracker's input range. An image is read
+    once for consecutive items on the same file."""
     lo, hi = INPUT_RANGES[LANDMARKS]
-    parts: dict[str, list[np.ndarray]] = {"features": [], "landmarks": [], "presence": [], "heatmap": []}
     image, image_path = None, None
     batch: list[np.ndarray] = []
-
-    def flush() -> None:
-        out = predict(np.stack(batch).astype(np.float32) * ((hi - lo) / 255.0) + lo)
-        for name in ("features", "landmarks", "presence") + (("heatmap",) if keep_heatmap else ()):
-            parts[name].append(np.asarray(out[name], np.float32))
-        batch.clear()
-
     for item in tqdm(items, desc=desc, unit="crop", disable=not progress, file=sys.stderr):
         if item.path != image_path:
             image, image_path = load_image(item.path), item.path
         batch.append(roi_codec.crop(image, item.roi, INPUT_SIZE, INPUT_SIZE, border="replicate"))
         if len(batch) == batch_size:
-            flush()
+            yield np.stack(batch).astype(np.float32) * ((hi - lo) / 255.0) + lo
+            batch = []
     if batch:
-        flush()
+        yield np.stack(batch).astype(np.float32) * ((hi - lo) / 255.0) + lo
+
+
+def extract(predict: Callable[[np.ndarray], dict], items: Sequence[CropItem], keep_heatmap: bool,
+            batch_size: int = 32, progress: bool = True, desc: str = "features") -> Features:
+    """Runs ``predict`` (a batch of crops in the tracker's input range → the outputs of
+    :func:`~blazepose_tf.training.head_residual.feature_model`) on every crop (:func:`crop_batches`)."""
+    parts: dict[str, list[np.ndarray]] = {"features": [], "landmarks": [], "presence": [], "heatmap": []}
+    for batch in crop_batches(items, batch_size, progress, desc):
+        out = predict(batch)
+        for name in ("features", "landmarks", "presence") + (("heatmap",) if keep_heatmap else ()):
+            parts[name].append(np.asarray(out[name], np.float32))
     if not parts["features"]:
         raise InputError("no crop to extract features from")
     return Features(np.concatenate(parts["features"]), np.concatenate(parts["landmarks"]),

@@ -1,11 +1,13 @@
-"""Refits a tracker's landmark-head rows of the points without ground truth toward a teacher, on unlabelled photos.
+"""Refits a tracker's landmark-head rows and heatmap channels of the points without ground truth toward a teacher,
+on unlabelled photos.
 
     python -m blazepose_tf.training.refit_teacher --base M.keras --detector D.tflite --photos DIR --output_dir RUN
-        [--groups face,hands,feet] [--lambdas 1e-4,...] [--inlier_torso 0.3,...] [--flagfile=configs/X.flags]
+        [--groups face,hands,feet] [--lambdas 1e-4,...] [--inlier_torso 0.3,...] [--heatmap_lambdas 1e3,...]
+        [--flagfile=configs/X.flags]
 
 A tracker fine-tuned on labels of 12 points (LSPET) and distilled on the rest can drift from the teacher's
 convention on the other 21 out of domain: the zoo Lite's feet agree with MediaPipe's Full on 50% of the yoga guard
-photos, MediaPipe's own Lite's on 56%. This refits only the rows of those points, in closed form, as
+photos, MediaPipe's own Lite's on 56%. This refits only what produces those points, in closed form, as
 :mod:`blazepose_tf.training.refit_head` refits the annotated ones:
 
 1. On each photo of the ``train`` split of ``--photos`` (the ``guard`` quarter, which ``benchmarks.ood_guard``
@@ -14,16 +16,23 @@ photos, MediaPipe's own Lite's on 56%. This refits only the rows of those points
    run as the runtime runs on images (IMAGE mode, its defaults). Where both find a pose, the student's final ROI is
    the crop and the teacher's points, in that crop's pixels, are the targets. ROIs, targets and the base's
    penultimate features are cached under ``--cache_dir``.
-2. The photos are split by name into a fit part and a choose part (one in ``--choose_every``). Per inlier radius,
-   ridge residuals of the rows of ``--groups``' points are fitted on the fit part for every λ
+2. **Rows.** The photos are split by name into a fit part and a choose part (one in ``--choose_every``). Per
+   inlier radius, ridge residuals of the rows of ``--groups``' points are fitted on the fit part for every λ
    (:func:`blazepose_tf.training.refit_search.fit_residuals`); per group, the choose part picks the base rows or
    the (radius, λ) whose points agree with the teacher's most often (within 0.1 torso, the guard's measure, after
    the heatmap refinement the runtime applies).
-3. ``RUN/best.keras`` is the base with the chosen groups' residual rows added: every other weight (the 12 annotated
-   points' rows, the auxiliary points the next ROI comes from, presence, heatmap) is bit for bit the base's, so its
-   crops and every LSPET number stay the same. ``RUN/best.json`` holds the choose part's agreement (read by
-   ``python -m blazepose_tf.zoo.publish``), ``RUN/refit.json`` every setting's. A ``RUN`` that already holds one of
-   them is refused before any work.
+3. **Heatmap** (unless ``--heatmap_lambdas`` is empty). The runtime refines each point with the heatmap around it,
+   so the heatmap carries the teacher's convention as much as the rows: the heatmap channels of the groups' points
+   are refit toward the teacher tracker's logits on the same crops (:mod:`blazepose_tf.training.heatmap_refit`:
+   ridge from the heatmap convolution's input patches, on the cells within ``--heatmap_radius`` of the teacher's
+   point, logits floored at ``--heatmap_floor``), one fit per λ; per group, the choose part picks the base channels
+   or the λ whose points agree most after the chosen rows.
+4. ``RUN/best.keras`` is the base with the chosen groups' residual rows added and heatmap channels replaced: every
+   other weight (the 12 annotated points' rows and heatmap channels, the auxiliary points the next ROI comes from,
+   presence) is bit for bit the base's, so its crops and every float LSPET number stay the same. ``RUN/best.json``
+   holds the choose part's agreement (read by ``python -m blazepose_tf.zoo.publish``; ``rows_agreement``: after
+   step 2 only), ``RUN/refit.json`` every setting's. A ``RUN`` that already holds one of them is refused before any
+   work.
 
 Report the written model with ``python -m benchmarks.ood_guard`` (the guard quarter).
 Exit codes: 0 ok; 2 bad flags; 3 unusable data (no photo or crop to fit on); 4 a model missing or unusable.
@@ -34,12 +43,15 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from dataclasses import replace
+from typing import Any, Optional, Sequence
+
+import numpy as np
 
 from absl import flags
 
 from blazepose_tf import cli
-from blazepose_tf.errors import UserError
+from blazepose_tf.errors import ModelError, UserError
 from blazepose_tf.metrics import UNANNOTATED_GROUPS
 from blazepose_tf.training.refit_outputs import (OUTPUT_FILES, check_output_dir, json_float, log, parse_numbers,
                                                  write_json)
@@ -63,6 +75,11 @@ def define_flags() -> None:
     flags.DEFINE_list("lambdas", ["1e-4", "3e-4", "1e-3", "3e-3", "1e-2"], "Ridge penalties per training sample.")
     flags.DEFINE_list("inlier_torso", ["0.3"], "Fit each point on the crops where the base head is within this many "
                       "torso lengths of the teacher ('inf': all).")
+    flags.DEFINE_list("heatmap_lambdas", ["3e2", "1e3", "3e3", "1e4"], "Ridge penalties per crop of the heatmap "
+                      "channels' refit toward the teacher's logits (empty: the heatmap is kept).")
+    flags.DEFINE_integer("heatmap_radius", 2, "Fit the heatmap on the cells within this many cells of the teacher's "
+                         "point.", lower_bound=0)
+    flags.DEFINE_float("heatmap_floor", -1.0, "Teacher logits below this are fitted as this.")
     flags.DEFINE_integer("choose_every", 5, "One photo in this many (by name) chooses; the rest fit.", lower_bound=2)
     flags.DEFINE_string("output_dir", None, "Folder for best.keras, best.json and refit.json.")
     flags.DEFINE_string("cache_dir", "~/.cache/blazepose_tf/refit_teacher", "Cache of ROIs, targets and features.")
@@ -75,7 +92,7 @@ def is_choose_photo(name: str, every: int) -> bool:
     return int.from_bytes(hashlib.sha256(f"{CHOOSE_SALT}{name}".encode()).digest()[:8], "big") % every == 0
 
 
-def _check_flags() -> tuple[list[float], list[float]]:
+def _check_flags() -> tuple[list[float], list[float], list[float]]:
     missing = [f"--{n}" for n in ("base", "detector", "photos", "output_dir") if not getattr(FLAGS, n)]
     if missing:
         raise UserError(f"{', '.join(missing)} required (see --help)")
@@ -83,7 +100,8 @@ def _check_flags() -> tuple[list[float], list[float]]:
     if unknown or not FLAGS.groups:
         raise UserError(f"--groups must list groups from {', '.join(TEACHER_GROUPS)}, got {','.join(FLAGS.groups)}")
     check_output_dir(Path(FLAGS.output_dir).expanduser())
-    return parse_numbers(FLAGS.lambdas, "lambdas"), parse_numbers(FLAGS.inlier_torso, "inlier_torso")
+    return (parse_numbers(FLAGS.lambdas, "lambdas"), parse_numbers(FLAGS.inlier_torso, "inlier_torso"),
+            parse_numbers(FLAGS.heatmap_lambdas, "heatmap_lambdas") if FLAGS.heatmap_lambdas else [])
 
 
 def group_indices(groups: Sequence[str]) -> dict[str, list[int]]:
@@ -92,11 +110,57 @@ def group_indices(groups: Sequence[str]) -> dict[str, list[int]]:
     return {g: group_points([g], table=TEACHER_GROUPS) for g in groups}
 
 
+def _refit_heatmap(crops, fit, pick, landmarks: np.ndarray, groups: dict[str, list[int]], lambdas: list[float],
+                   chosen: dict[str, dict[str, Any]]) -> tuple[Optional[tuple[list[int], Any, Any]], list[dict]]:
+    """Step 3 (module docstring): the heatmap channels of ``groups``' points refit toward the teacher's logits on
+    the fit part (:mod:`blazepose_tf.training.heatmap_refit`), per group the base's or the λ whose points agree
+    most on the choose part, refined with the refit channels after the chosen rows (``landmarks``). Returns
+    (points, kernel, bias) of the chosen channels (None: none chosen) and the grid rows; records the choice in
+    ``chosen[group]["heatmap"]``."""
+    from blazepose_tf.training.head_residual import heatmap_layer
+    from blazepose_tf.training.heatmap_refit import accumulate, centres_in_cells, convolve, solve
+    from blazepose_tf.training.refit_crops import INPUT_SIZE
+    from blazepose_tf.training.teacher_crops import agreement_counts, share
+
+    points = sorted(p for pts in groups.values() for p in pts)
+    layer = heatmap_layer(crops.base_model())
+    if layer is None:
+        raise ModelError(f"--base {FLAGS.base} has no heatmap output: give --heatmap_lambdas= to refit rows only")
+    kernel, bias = (np.asarray(w, np.float64)[..., points] for w in layer.get_weights()[:2])
+    fmaps, teacher = crops.heatmap_data(fit, points)
+    centres = centres_in_cells(fit.target[:, points], INPUT_SIZE, fmaps.shape[1])
+    equations = accumulate(fmaps, teacher, centres, kernel.shape[0], FLAGS.heatmap_radius, FLAGS.heatmap_floor)
+    del fmaps, teacher
+    pick_fmaps, _ = crops.heatmap_data(pick, points, teacher=False)
+    best = {g: {"option": "base", "agreement": c["agreement"]} for g, c in chosen.items()}
+    solutions, grid = {}, []
+    for lam in lambdas:
+        solutions[lam] = solve(equations, kernel, bias, lam)
+        heatmap = np.array(pick.features.heatmap, copy=True)
+        heatmap[..., points] = convolve(pick_fmaps, *solutions[lam])
+        counts = agreement_counts(pick, None, replace(pick.features, landmarks=landmarks, heatmap=heatmap))
+        row = {"heatmap_lam": lam, "groups": {g: share(counts, pts) for g, pts in groups.items()}}
+        grid.append(row)
+        log(f"heatmap λ {lam:g}: agreement " + ", ".join(f"{g} {100 * v:.1f}%" for g, v in row["groups"].items()))
+        for g, value in row["groups"].items():
+            if value > best[g]["agreement"]:
+                best[g] = {"option": "refit", "agreement": value, "lam": lam}
+    for g, choice in best.items():
+        chosen[g]["heatmap"] = choice
+    refit = [(p, best[g]["lam"]) for g, pts in groups.items() if best[g]["option"] == "refit" for p in pts]
+    if not refit:
+        return None, grid
+    new_kernel = np.stack([solutions[lam][0][..., points.index(p)] for p, lam in refit], axis=-1)
+    new_bias = np.array([solutions[lam][1][points.index(p)] for p, lam in refit])
+    return ([p for p, _ in refit], new_kernel, new_bias), grid
+
+
 def main(argv: list[str]) -> int:
     """Fits, chooses and writes the refit tracker (module docstring)."""
-    lambdas, radii = _check_flags()
+    lambdas, radii, heatmap_lambdas = _check_flags()
     # TensorFlow and the models: after the flags are checked (and not for --help)
-    from blazepose_tf.training.refit_search import fit_residuals
+    from blazepose_tf.training.head_residual import coordinate_columns
+    from blazepose_tf.training.refit_search import fit_residuals, refit_landmarks
     from blazepose_tf.training.teacher_crops import TeacherCrops, agreement_counts, share
 
     crops = TeacherCrops(photos=FLAGS.photos, base=FLAGS.base, detector=FLAGS.detector,
@@ -124,19 +188,31 @@ def main(argv: list[str]) -> int:
                     chosen[g] = {"option": "refit", "agreement": value, "inlier_torso": row["inlier_torso"],
                                  "lam": lam}
                     residuals[g] = residual
+    rows_counts = dict(base_counts)   # the choose part with the chosen rows (refinement by the base heatmap)
+    landmarks = np.array(pick.features.landmarks, np.float64)
+    for g, residual in residuals.items():
+        cols = coordinate_columns(groups[g])
+        landmarks[:, cols] = refit_landmarks(pick.features.landmarks, pick.features.features, residual)[:, cols]
+    if residuals:
+        rows_counts = agreement_counts(pick, None, replace(pick.features, landmarks=landmarks))
+    heatmap = None
+    if heatmap_lambdas:
+        heatmap, heatmap_grid = _refit_heatmap(crops, fit, pick, landmarks, groups, heatmap_lambdas, chosen)
+        grid += heatmap_grid
     out = Path(FLAGS.output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     model_path, check = crops.write_model(out / OUTPUT_FILES[0], {g: (residuals[g], groups[g]) for g in residuals},
-                                          pick)
+                                          pick, heatmap)
     all_points = [p for pts in groups.values() for p in pts]
     metrics = {"split": f"{Path(FLAGS.photos).name} train, choose part (1 in {FLAGS.choose_every})",
                "teacher": crops.teacher_label, "detector": str(FLAGS.detector), "photos": len(pick),
                "agreement": 100 * share(check, all_points), "base_agreement": 100 * share(base_counts, all_points),
+               "rows_agreement": 100 * share(rows_counts, all_points),
                **{f"agreement_{g}": 100 * share(check, pts) for g, pts in groups.items()},
                **{f"base_agreement_{g}": 100 * share(base_counts, pts) for g, pts in groups.items()}}
     log(f"{model_path}: agreement with the teacher on the choose part {metrics['agreement']:.2f}% "
-         f"(base {metrics['base_agreement']:.2f}%; " + ", ".join(
-             f"{g} {metrics[f'base_agreement_{g}']:.1f} -> {metrics[f'agreement_{g}']:.1f}" for g in groups) + ")")
+        f"(base {metrics['base_agreement']:.2f}%, rows refit {metrics['rows_agreement']:.2f}%; " + ", ".join(
+            f"{g} {metrics[f'base_agreement_{g}']:.1f} -> {metrics[f'agreement_{g}']:.1f}" for g in groups) + ")")
     write_json(out / OUTPUT_FILES[1], metrics)
     write_json(out / OUTPUT_FILES[2], {"command": " ".join(sys.argv), "base": FLAGS.base, "fit_crops": len(fit),
                                        "choose_crops": len(pick), "chosen": chosen, "dev": metrics, "grid": grid})

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from blazepose_tf.codecs import roi as roi_codec
 from blazepose_tf.datasets.coco import unlabelled_photos
-from blazepose_tf.errors import InputError, model_file
+from blazepose_tf.errors import InputError, ModelError, model_file
 from blazepose_tf.io.images import IMAGE_EXTENSIONS, load_image
 from blazepose_tf.metrics import AGREEMENT_THRESHOLD, count_share, pck
 from blazepose_tf.models.loading import check_keras_file, load_keras_model
@@ -28,7 +28,8 @@ from blazepose_tf.runtime.pipeline import PoseTracker
 from blazepose_tf.runtime.runners import load_runner
 from blazepose_tf.topology import BLAZEPOSE_33
 from blazepose_tf.training import refit_crops as crops
-from blazepose_tf.training.head_residual import Residual, add_residual, coordinate_columns
+from blazepose_tf.training.head_residual import (Residual, add_residual, coordinate_columns, heatmap_input_model,
+                                                 set_heatmap_channels)
 from blazepose_tf.training.refit_run import feature_predictor
 from blazepose_tf.training.refit_search import TrainingSet, refit_landmarks
 
@@ -150,13 +151,37 @@ class TeacherCrops:
             out.append(TeacherSet(features, items, target.astype(np.float64) * crops.INPUT_SIZE))
         return out[0], out[1]
 
-    def write_model(self, path: Path, residuals: dict[str, tuple[Residual, list[int]]], check: TeacherSet
+    def base_model(self):
+        """The base tracker, loaded."""
+        return load_keras_model(self.base_path, "--base")
+
+    def heatmap_data(self, part: TeacherSet, points: Sequence[int], teacher: bool = True
+                     ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """On ``part``'s crops: the base tracker's heatmap-layer input (N, H, W, C) and, with ``teacher``, the teacher
+        tracker's heatmap logits (N, H, W, len(points)) of ``points`` on the same crops."""
+        fmap_model = heatmap_input_model(self.base_model())
+        runner = load_runner(self.teacher[1]) if teacher else None
+        fmaps, logits = [], []
+        for batch in crops.crop_batches(part.items, self.batch_size, self.progress, desc="heatmaps"):
+            fmaps.append(np.asarray(fmap_model(batch, training=False), np.float32))
+            if runner is not None:
+                out = runner(batch)
+                if "heatmap" not in out:
+                    raise ModelError(f"teacher tracker {self.teacher[1].name} has no heatmap output")
+                logits.append(np.asarray(out["heatmap"], np.float32)[..., list(points)])
+        return np.concatenate(fmaps), (np.concatenate(logits) if runner is not None else None)
+
+    def write_model(self, path: Path, residuals: dict[str, tuple[Residual, list[int]]], check: TeacherSet,
+                    heatmap: Optional[tuple[Sequence[int], np.ndarray, np.ndarray]] = None
                     ) -> tuple[Path, dict[str, tuple[int, int]]]:
-        """Writes the base with each group's residual rows added (``{group: (residual, its points)}``); returns the
-        path and the written model's own agreement counts on ``check``'s crops (run again)."""
+        """Writes the base with each group's residual rows added (``{group: (residual, its points)}``) and, given
+        ``heatmap`` = (points, kernel, bias), those heatmap channels replaced; returns the path and the written
+        model's own agreement counts on ``check``'s crops (run again)."""
         model = load_keras_model(self.base_path, "--base")
         for residual, points in residuals.values():
             add_residual(model, residual.subset(coordinate_columns(points)))
+        if heatmap is not None and len(heatmap[0]):
+            set_heatmap_channels(model, *heatmap)
         save_model(model, path)
         predict = feature_predictor(load_keras_model(path, "refit model"))
         f = crops.extract(predict, check.items, True, self.batch_size, self.progress, desc="check")
