@@ -110,23 +110,31 @@ def group_indices(groups: Sequence[str]) -> dict[str, list[int]]:
     return {g: group_points([g], table=TEACHER_GROUPS) for g in groups}
 
 
+def _heatmap_weights(crops) -> tuple[np.ndarray, np.ndarray]:
+    """The base's heatmap kernel and bias; a one-line model error when it has no heatmap."""
+    from blazepose_tf.training.head_residual import heatmap_layer
+
+    layer = heatmap_layer(crops.base_model())
+    if layer is None:
+        raise ModelError(f"--base {FLAGS.base} has no heatmap output: give --heatmap_lambdas= to refit rows only")
+    kernel, bias = layer.get_weights()[:2]
+    return np.asarray(kernel, np.float64), np.asarray(bias, np.float64)
+
+
 def _refit_heatmap(crops, fit, pick, landmarks: np.ndarray, groups: dict[str, list[int]], lambdas: list[float],
-                   chosen: dict[str, dict[str, Any]]) -> tuple[Optional[tuple[list[int], Any, Any]], list[dict]]:
+                   chosen: dict[str, dict[str, Any]], weights: tuple[np.ndarray, np.ndarray]
+                   ) -> tuple[Optional[tuple[list[int], Any, Any]], list[dict]]:
     """Step 3 (module docstring): the heatmap channels of ``groups``' points refit toward the teacher's logits on
     the fit part (:mod:`blazepose_tf.training.heatmap_refit`), per group the base's or the λ whose points agree
     most on the choose part, refined with the refit channels after the chosen rows (``landmarks``). Returns
     (points, kernel, bias) of the chosen channels (None: none chosen) and the grid rows; records the choice in
-    ``chosen[group]["heatmap"]``."""
-    from blazepose_tf.training.head_residual import heatmap_layer
+    ``chosen[group]["heatmap"]``. ``weights``: the base's heatmap kernel and bias."""
     from blazepose_tf.training.heatmap_refit import accumulate, centres_in_cells, convolve, solve
     from blazepose_tf.training.refit_crops import INPUT_SIZE
     from blazepose_tf.training.teacher_crops import agreement_counts, share
 
     points = sorted(p for pts in groups.values() for p in pts)
-    layer = heatmap_layer(crops.base_model())
-    if layer is None:
-        raise ModelError(f"--base {FLAGS.base} has no heatmap output: give --heatmap_lambdas= to refit rows only")
-    kernel, bias = (np.asarray(w, np.float64)[..., points] for w in layer.get_weights()[:2])
+    kernel, bias = (w[..., points] for w in weights)
     fmaps, teacher = crops.heatmap_data(fit, points)
     centres = centres_in_cells(fit.target[:, points], INPUT_SIZE, fmaps.shape[1])
     equations = accumulate(fmaps, teacher, centres, kernel.shape[0], FLAGS.heatmap_radius, FLAGS.heatmap_floor)
@@ -167,6 +175,7 @@ def main(argv: list[str]) -> int:
                          teacher_detector=FLAGS.teacher_detector, teacher_landmarks=FLAGS.teacher_landmarks,
                          cache_dir=Path(FLAGS.cache_dir).expanduser(), batch_size=FLAGS.batch_size,
                          progress=FLAGS.progress)
+    heatmap_weights = _heatmap_weights(crops) if heatmap_lambdas else None   # refused before any work
     fit, pick = crops.sets(lambda name: is_choose_photo(name, FLAGS.choose_every))
     groups = group_indices(FLAGS.groups)
     points = sorted(p for pts in groups.values() for p in pts)
@@ -197,7 +206,8 @@ def main(argv: list[str]) -> int:
         rows_counts = agreement_counts(pick, None, replace(pick.features, landmarks=landmarks))
     heatmap = None
     if heatmap_lambdas:
-        heatmap, heatmap_grid = _refit_heatmap(crops, fit, pick, landmarks, groups, heatmap_lambdas, chosen)
+        heatmap, heatmap_grid = _refit_heatmap(crops, fit, pick, landmarks, groups, heatmap_lambdas, chosen,
+                                               heatmap_weights)
         grid += heatmap_grid
     out = Path(FLAGS.output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
