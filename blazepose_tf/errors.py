@@ -39,6 +39,8 @@ def model_file(path: str | os.PathLike, what: str = "model file") -> Path:
     p = Path(path).expanduser()
     if not p.exists():
         raise ModelError(f"{what} not found: {p}")
+    if p.is_dir():
+        raise ModelError(f"{what} {p} is a folder, not a file")
     if not p.is_file():
-        raise ModelError(f"{what} {p} is a folder, not a model file")
+        raise ModelError(f"{what} {p} is not a regular file")
     return p

@@ -319,4 +319,6 @@ def test_benchmarks_report_a_missing_model_as_a_model_error(tmp_path, module, fl
     folder = tmp_path / "a_folder.tflite"
     folder.mkdir()
     proc = run_module(module, flag, folder, "--noprogress")
-    assert_clean_exit(proc, EXIT_MODELS, f"{folder} is a folder, not a model file")
+    assert_clean_exit(proc, EXIT_MODELS, f"{folder} is a folder, not a file")
+    proc = run_module(module, flag, "/dev/null", "--noprogress")
+    assert_clean_exit(proc, EXIT_MODELS, "/dev/null is not a regular file")

@@ -110,6 +110,11 @@ def test_command_checks_flags_before_loading_anything(tmp_path: Path):
     assert "error: --detector, --photos, --output_dir required" in proc.stderr
     proc = _run("--base", "m.keras", "--detector", "d", "--photos", ".", "--output_dir", "o", "--groups", "feet,hips")
     assert proc.returncode == EXIT_USAGE and "--groups must list groups from face, hands, feet" in proc.stderr
+    for bad, words in ((("--heatmap_lambdas=inf",), "--heatmap_lambdas must list finite numbers"),
+                       (("--lambdas=1e-3,nan",), "--lambdas must list numbers > 0"),
+                       (("--heatmap_floor=nan",), "--heatmap_floor must be a finite number")):
+        proc = _run("--base", "m.keras", "--detector", "d", "--photos", ".", "--output_dir", "o", *bad)
+        assert proc.returncode == EXIT_USAGE and "Traceback" not in proc.stderr and words in proc.stderr, proc.stderr
     done = tmp_path / "run"   # a refit already made there: refused, the file untouched
     done.mkdir()
     (done / "refit.json").write_text("{}")
@@ -124,6 +129,20 @@ def test_command_checks_flags_before_loading_anything(tmp_path: Path):
                 "--photos", str(tmp_path), "--output_dir", str(tmp_path / "new"))
     assert proc.returncode == EXIT_MODELS and "error: --detector not found" in proc.stderr
     assert not (tmp_path / "new").exists()
+
+
+def test_models_of_the_wrong_kind_are_refused_before_any_work(official_models, tmp_path: Path):
+    """A detector given as the base or the teacher tracker is named as such (exit 4), before any photo is read."""
+    from blazepose_tf.official import official_model_path
+
+    detector = str(official_model_path("pose_detection"))
+    lite = str(REPO / "blazepose_tf/zoo/weights/lite.keras")
+    for args in (("--base", str(REPO / "blazepose_tf/zoo/weights/detector.keras"), "--detector", detector),
+                 ("--base", lite, "--detector", detector, "--teacher_landmarks", detector)):
+        proc = _run(*args, "--photos", str(tmp_path / "no_photos"), "--output_dir", str(tmp_path / "run"))
+        assert proc.returncode == EXIT_MODELS and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert "detector" in proc.stderr.splitlines()[-1] and "landmark model" in proc.stderr.splitlines()[-1]
+    assert not (tmp_path / "run").exists()
 
 
 def _photos(root: Path, count: int = 8) -> None:

@@ -216,7 +216,7 @@ def test_non_image_corrupt_and_folder_models_raise_model_error(tmp_path):
         load_runner(path)
     assert str(path) in str(info.value) and "corrupt" in str(info.value) and "not found" not in str(info.value)
     (tmp_path / "dir.tflite").mkdir()
-    with pytest.raises(ModelError, match=r"dir\.tflite is a folder, not a model file"):
+    with pytest.raises(ModelError, match=r"dir\.tflite is a folder, not a file"):
         load_runner(tmp_path / "dir.tflite")
 
 

@@ -306,7 +306,7 @@ def test_publish_cli_flagfile_alias_and_errors(tmp_path):
     proc = run_module("blazepose_tf.zoo.publish", "--name", "lite", "--model", tmp_path / "none.keras",
                       "--flagfile", SMOKE_FLAGS, "--weights_dir", tmp_path)
     assert proc.returncode == EXIT_MODELS and error_lines(proc) == [
-        f"error: model file not found: {tmp_path / 'none.keras'}"], proc.stderr
+        f"error: --model file not found: {tmp_path / 'none.keras'}"], proc.stderr
     proc = run_module("blazepose_tf.zoo.publish", "--name", "heavy", "--model", "x.keras")
     assert proc.returncode == EXIT_USAGE and "--name=heavy" in error_lines(proc)[0]
 

@@ -75,7 +75,7 @@ def landmark_head(model: keras.Model) -> keras.layers.Layer:
 
 
 def heatmap_layer(model: keras.Model) -> keras.layers.Layer | None:
-    """The 1×1 ``Conv2D`` producing the ``heatmap`` output (one channel per landmark point), or None."""
+    """The ``Conv2D`` producing the ``heatmap`` output (one channel per landmark point), or None."""
     out = _output(model, HEATMAP_OUTPUT)
     if out is None:
         return None
@@ -194,12 +194,28 @@ def heatmap_input_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, layer.input, name=f"{model.name}_heatmap_input")
 
 
-def set_heatmap_channels(model: keras.Model, points: Sequence[int], kernel: np.ndarray, bias: np.ndarray) -> None:
-    """Replaces the heatmap layer's kernel (k, k, C, len(points)) and bias (len(points),) of ``points``, in place;
-    every other channel is left bit for bit."""
+def refittable_heatmap(model: keras.Model) -> tuple[np.ndarray, np.ndarray]:
+    """The heatmap convolution's kernel (k, k, C, P) and bias (P,), float64, when it is one a closed-form refit can
+    rewrite (:mod:`blazepose_tf.training.heatmap_refit`: odd square kernel, stride 1, no dilation, ``same``
+    padding, a bias, no activation); else a one-line :class:`ModelError`."""
     layer = heatmap_layer(model)
     if layer is None:
         raise ModelError(f"{model.name} has no heatmap output")
+    k = layer.kernel_size
+    activation = getattr(layer.activation, "__name__", str(layer.activation))
+    if (k[0] != k[1] or k[0] % 2 == 0 or tuple(layer.strides) != (1, 1) or tuple(layer.dilation_rate) != (1, 1)
+            or layer.padding != "same" or not layer.use_bias or activation != "linear"):
+        raise ModelError(f"{model.name}: its heatmap layer {layer.name!r} is not a stride-1, same-padded convolution "
+                         f"with an odd square kernel, a bias and no activation; its heatmap cannot be refit")
+    kernel, bias = layer.get_weights()[:2]
+    return np.asarray(kernel, np.float64), np.asarray(bias, np.float64)
+
+
+def set_heatmap_channels(model: keras.Model, points: Sequence[int], kernel: np.ndarray, bias: np.ndarray) -> None:
+    """Replaces the heatmap layer's kernel (k, k, C, len(points)) and bias (len(points),) of ``points``, in place
+    (a layer :func:`refittable_heatmap` accepts); every other channel is left bit for bit."""
+    refittable_heatmap(model)
+    layer = heatmap_layer(model)
     old_kernel, old_bias = (np.array(w) for w in layer.get_weights()[:2])
     idx = list(points)
     old_kernel[..., idx] = np.asarray(kernel, old_kernel.dtype)

@@ -1,5 +1,5 @@
-"""Closed-form refit of a tracker's heatmap channels toward a teacher's heatmap logits (the teacher refit's second
-step, :mod:`blazepose_tf.training.refit_teacher`).
+"""Closed-form refit of a tracker's heatmap channels toward a teacher's heatmap logits (step 3 of the teacher refit,
+:mod:`blazepose_tf.training.refit_teacher`).
 
 The runtime refines each landmark with the heatmap cells in a 7×7 window around it (:func:`blazepose_tf.codecs.
 landmarks.refine_with_heatmap`), so for points whose labels follow a teacher the heatmap matters as much as the
@@ -8,9 +8,11 @@ with the Full on the feet 70.9% of the time against 55.0% with its own.
 
 The heatmap is a ``k×k`` convolution (``Conv2D``, ``same`` padding) of a feature map. Per point, its kernel and bias
 are refit by ridge regression from the ``k×k×C`` input patches to the teacher's logits, on the cells within
-``radius`` cells of the teacher's point (where refinement looks), the targets floored at ``floor`` (below it the
-sigmoid weight is negligible and the exact value does not matter), pulled toward the current weights by the penalty
-``lam`` × the number of crops: ``min Σ (x·w − y)² + lam·N·|w − w₀|²``.
+``radius`` cells of the teacher's point (about where refinement looks; the runtime's window is 7×7 around the
+student's point), the targets floored at ``floor`` (a linear fit in logits otherwise spends itself on the deep
+background; the floor also fattens the blob's tail a little, which the choice of ``floor`` on held-out photos
+weighs), pulled toward the current weights by the penalty ``lam`` × the number of crops:
+``min Σ (x·w − y)² + lam·N·|w − w₀|²``.
 """
 from __future__ import annotations
 
@@ -92,6 +94,7 @@ def convolve(fmaps: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndar
 
 
 def centres_in_cells(points: np.ndarray, input_size: int, heatmap_size: int) -> np.ndarray:
-    """Points (N, P, 2) in crop pixels as (N, P, 2) heatmap cells (x, y; truncated as the runtime truncates)."""
+    """Points (N, P, 2) in crop pixels as (N, P, 2) heatmap cells (x, y), floored: the runtime's truncation for a
+    point inside the crop (one outside it is not refined by the runtime; its fit cells clip to the edge)."""
     return np.floor(np.asarray(points, np.float64) / input_size * heatmap_size)
 

@@ -71,7 +71,7 @@ def _check_flags() -> tuple[list[float], list[float]]:
     if FLAGS.dev_split == "test":
         raise UserError("--dev_split=test: settings are chosen on dev, test is only reported (docs/design.md §8)")
     check_output_dir(Path(FLAGS.output_dir).expanduser())
-    return parse_numbers(FLAGS.lambdas, "lambdas"), parse_numbers(FLAGS.inlier_torso, "inlier_torso")
+    return parse_numbers(FLAGS.lambdas, "lambdas", finite=True), parse_numbers(FLAGS.inlier_torso, "inlier_torso")
 
 
 def main(argv: list[str]) -> int:

@@ -13,18 +13,21 @@ from blazepose_tf.errors import UserError
 OUTPUT_FILES = ("best.keras", "best.json", "refit.json")   # what a run writes into --output_dir
 
 
-def parse_numbers(values: list[str], name: str, positive: bool = True) -> list[float]:
-    """The floats of a list flag ``--name`` ('inf' allowed).
+def parse_numbers(values: list[str], name: str, positive: bool = True, finite: bool = False) -> list[float]:
+    """The floats of a list flag ``--name`` ('inf' allowed unless ``finite``; never 'nan').
 
     Raises:
-        UserError: a value is not a number, the list is empty, or (``positive``) a value is not > 0.
+        UserError: a value is not a number, the list is empty, (``positive``) a value is not > 0, or (``finite``) a
+        value is infinite.
     """
     try:
         out = [float(v) for v in values]
     except ValueError:
         raise UserError(f"--{name} must be a list of numbers, got {','.join(values)}") from None
-    if not out or (positive and any(not v > 0 for v in out)):
+    if not out or any(math.isnan(v) for v in out) or (positive and any(not v > 0 for v in out)):
         raise UserError(f"--{name} must list numbers > 0, got {','.join(values)}")
+    if finite and any(math.isinf(v) for v in out):
+        raise UserError(f"--{name} must list finite numbers, got {','.join(values)}")
     return out
 
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 from dataclasses import replace
@@ -100,8 +101,10 @@ def _check_flags() -> tuple[list[float], list[float], list[float]]:
     if unknown or not FLAGS.groups:
         raise UserError(f"--groups must list groups from {', '.join(TEACHER_GROUPS)}, got {','.join(FLAGS.groups)}")
     check_output_dir(Path(FLAGS.output_dir).expanduser())
-    return (parse_numbers(FLAGS.lambdas, "lambdas"), parse_numbers(FLAGS.inlier_torso, "inlier_torso"),
-            parse_numbers(FLAGS.heatmap_lambdas, "heatmap_lambdas") if FLAGS.heatmap_lambdas else [])
+    if not math.isfinite(FLAGS.heatmap_floor):
+        raise UserError(f"--heatmap_floor must be a finite number, got {FLAGS.heatmap_floor}")
+    return (parse_numbers(FLAGS.lambdas, "lambdas", finite=True), parse_numbers(FLAGS.inlier_torso, "inlier_torso"),
+            parse_numbers(FLAGS.heatmap_lambdas, "heatmap_lambdas", finite=True) if FLAGS.heatmap_lambdas else [])
 
 
 def group_indices(groups: Sequence[str]) -> dict[str, list[int]]:
@@ -111,14 +114,16 @@ def group_indices(groups: Sequence[str]) -> dict[str, list[int]]:
 
 
 def _heatmap_weights(crops) -> tuple[np.ndarray, np.ndarray]:
-    """The base's heatmap kernel and bias; a one-line model error when it has no heatmap."""
-    from blazepose_tf.training.head_residual import heatmap_layer
+    """The base's heatmap kernel and bias, after checking that both trackers' heatmaps can be used (one-line model
+    errors naming the flag and the way out)."""
+    from blazepose_tf.training.head_residual import refittable_heatmap
 
-    layer = heatmap_layer(crops.base_model())
-    if layer is None:
-        raise ModelError(f"--base {FLAGS.base} has no heatmap output: give --heatmap_lambdas= to refit rows only")
-    kernel, bias = layer.get_weights()[:2]
-    return np.asarray(kernel, np.float64), np.asarray(bias, np.float64)
+    try:
+        weights = refittable_heatmap(crops.base_model())
+        crops.check_teacher_heatmap()
+    except ModelError as e:
+        raise ModelError(f"{e} (--heatmap_lambdas= refits the rows only)") from None
+    return weights
 
 
 def _refit_heatmap(crops, fit, pick, landmarks: np.ndarray, groups: dict[str, list[int]], lambdas: list[float],

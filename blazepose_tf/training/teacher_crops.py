@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from blazepose_tf.codecs import roi as roi_codec
+from blazepose_tf.contract import DETECTOR, LANDMARKS
 from blazepose_tf.datasets.coco import unlabelled_photos
 from blazepose_tf.errors import InputError, ModelError, model_file
 from blazepose_tf.io.images import IMAGE_EXTENSIONS, load_image
@@ -25,7 +26,7 @@ from blazepose_tf.models.loading import check_keras_file, load_keras_model
 from blazepose_tf.models.official_cache import save_model
 from blazepose_tf.official import official_model_path, sha256
 from blazepose_tf.runtime.pipeline import PoseTracker
-from blazepose_tf.runtime.runners import load_runner
+from blazepose_tf.runtime.runners import check_runner, load_runner
 from blazepose_tf.topology import BLAZEPOSE_33
 from blazepose_tf.training import refit_crops as crops
 from blazepose_tf.training.head_residual import (Residual, add_residual, coordinate_columns, heatmap_input_model,
@@ -95,9 +96,30 @@ class TeacherCrops:
         self.teacher_label = " + ".join(given or f"MediaPipe's {official}.tflite" for given, official in
                                         ((teacher_detector, "pose_detection"),
                                          (teacher_landmarks, "pose_landmark_full")))
+        self._check_roles()
         self.photos = unlabelled_photos(photos, IMAGE_EXTENSIONS, "train", how="--photos")
         self.cache_dir, self.batch_size, self.progress = cache_dir, batch_size, progress
         self._photo_key = [(str(p.resolve()), *_stat(p)) for p in self.photos]
+
+    def _check_roles(self) -> None:
+        """Each model meets the runtime's contract for its role (a detector given as a tracker is refused here,
+        before any work)."""
+        for path, role in ((self.detector_path, DETECTOR), (self.base_path, LANDMARKS), (self.teacher[0], DETECTOR),
+                           (self.teacher[1], LANDMARKS)):
+            check_runner(load_runner(path), role)
+
+    def check_teacher_heatmap(self) -> None:
+        """A one-line model error unless the teacher tracker has a heatmap of the base's size."""
+        def heatmap_shape(path: Path) -> Optional[tuple[int, ...]]:
+            runner = load_runner(path)
+            return dict(zip(runner.output_roles, runner.output_shapes)).get("heatmap")
+
+        theirs, ours = heatmap_shape(self.teacher[1]), heatmap_shape(self.base_path)
+        if theirs is None:
+            raise ModelError(f"the teacher tracker {self.teacher[1].name} has no heatmap output")
+        if ours is None or tuple(theirs[1:3]) != tuple(ours[1:3]):
+            raise ModelError(f"the teacher tracker's heatmap is {theirs[1]}x{theirs[2]}, the base's "
+                             + (f"{ours[1]}x{ours[2]}" if ours else "missing") + ": they must match")
 
     def _pipelines_key(self) -> tuple:
         return (CACHE_VERSION, self._photo_key, sha256(self.detector_path), sha256(self.base_path),
@@ -163,12 +185,9 @@ class TeacherCrops:
         runner = load_runner(self.teacher[1]) if teacher else None
         fmaps, logits = [], []
         for batch in crops.crop_batches(part.items, self.batch_size, self.progress, desc="heatmaps"):
-            fmaps.append(np.asarray(fmap_model(batch, training=False), np.float32))
-            if runner is not None:
-                out = runner(batch)
-                if "heatmap" not in out:
-                    raise ModelError(f"teacher tracker {self.teacher[1].name} has no heatmap output")
-                logits.append(np.asarray(out["heatmap"], np.float32)[..., list(points)])
+            fmaps.append(np.asarray(fmap_model([batch], training=False), np.float32))
+            if runner is not None:   # check_teacher_heatmap: it has a heatmap of the base's size
+                logits.append(np.asarray(runner(batch)["heatmap"], np.float32)[..., list(points)])
         return np.concatenate(fmaps), (np.concatenate(logits) if runner is not None else None)
 
     def write_model(self, path: Path, residuals: dict[str, tuple[Residual, list[int]]], check: TeacherSet,

@@ -159,7 +159,7 @@ def publish(name: str, model: str | os.PathLike, *, flagfile: Optional[str] = No
 
     if name not in zoo.MODEL_KINDS:
         raise UserError(f"--name must be one of {', '.join(zoo.MODEL_NAMES)}, got {name!r}")
-    src = model_file(model)
+    src = model_file(model, "--model file")
     if src.suffix != ".keras":
         raise UserError(f"--model must be a .keras file, got {src.name!r}")
     if not command and not flagfile:
