@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -132,9 +133,16 @@ def test_smoke_flagfile_under_mirrored_strategy(data_dir, tmp_path):
     )
     # With a weight average (its mirrored shadow weights are updated, swapped in and out across the replicas) and
     # per-channel step sizes (mirrored multipliers read in each replica's update).
-    cmd = [sys.executable, "-c", script] + _cmd(data_dir, model_dir, "--strategy=mirrored", "--steps=3",
-                                                "--ema_momentum=0.9", "--step_scale=channel")[3:]
-    out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    # TensorFlow itself has killed this child at step 0 in 2 of about 10 CI runs on loaded machines (SIGSEGV once,
+    # std::bad_alloc once; both inside TF's MirroredStrategy on 2 logical CPUs, never reproduced alone): a child that
+    # dies by a signal is run once more from scratch; any other failure, or a second death, fails the test.
+    for attempt in range(2):
+        shutil.rmtree(model_dir, ignore_errors=True)
+        cmd = [sys.executable, "-c", script] + _cmd(data_dir, model_dir, "--strategy=mirrored", "--steps=3",
+                                                    "--ema_momentum=0.9", "--step_scale=channel")[3:]
+        out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+        if out.returncode >= 0:
+            break
     assert out.returncode == 0, out.stderr[-3000:]
     assert "num_replicas_in_sync=2" in out.stderr or "replicas: 2" in out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
