@@ -188,34 +188,38 @@ def silence_heatmap_channels(model: keras.Model, points: Sequence[int],
 def heatmap_input_model(model: keras.Model) -> keras.Model:
     """A model sharing ``model``'s layers whose output is the input of its heatmap layer (the feature map the
     heatmap convolution reads)."""
+    layer = _required_heatmap_layer(model)
+    return keras.Model(model.inputs, layer.input, name=f"{model.name}_heatmap_input")
+
+
+def _required_heatmap_layer(model: keras.Model, refittable: bool = False) -> keras.layers.Layer:
+    """:func:`heatmap_layer`, or a one-line :class:`ModelError` when there is none (or, with ``refittable``, when
+    it is not a convolution :func:`refittable_heatmap` accepts)."""
     layer = heatmap_layer(model)
     if layer is None:
         raise ModelError(f"{model.name} has no heatmap output")
-    return keras.Model(model.inputs, layer.input, name=f"{model.name}_heatmap_input")
+    k = layer.kernel_size
+    activation = getattr(layer.activation, "__name__", str(layer.activation))
+    if refittable and (k[0] != k[1] or k[0] % 2 == 0 or tuple(layer.strides) != (1, 1)
+                       or tuple(layer.dilation_rate) != (1, 1) or layer.padding != "same" or not layer.use_bias
+                       or activation != "linear"):
+        raise ModelError(f"{model.name}: its heatmap layer {layer.name!r} is not a stride-1, same-padded convolution "
+                         f"with an odd square kernel, a bias and no activation; its heatmap cannot be refit")
+    return layer
 
 
 def refittable_heatmap(model: keras.Model) -> tuple[np.ndarray, np.ndarray]:
     """The heatmap convolution's kernel (k, k, C, P) and bias (P,), float64, when it is one a closed-form refit can
     rewrite (:mod:`blazepose_tf.training.heatmap_refit`: odd square kernel, stride 1, no dilation, ``same``
     padding, a bias, no activation); else a one-line :class:`ModelError`."""
-    layer = heatmap_layer(model)
-    if layer is None:
-        raise ModelError(f"{model.name} has no heatmap output")
-    k = layer.kernel_size
-    activation = getattr(layer.activation, "__name__", str(layer.activation))
-    if (k[0] != k[1] or k[0] % 2 == 0 or tuple(layer.strides) != (1, 1) or tuple(layer.dilation_rate) != (1, 1)
-            or layer.padding != "same" or not layer.use_bias or activation != "linear"):
-        raise ModelError(f"{model.name}: its heatmap layer {layer.name!r} is not a stride-1, same-padded convolution "
-                         f"with an odd square kernel, a bias and no activation; its heatmap cannot be refit")
-    kernel, bias = layer.get_weights()[:2]
+    kernel, bias = _required_heatmap_layer(model, refittable=True).get_weights()[:2]
     return np.asarray(kernel, np.float64), np.asarray(bias, np.float64)
 
 
 def set_heatmap_channels(model: keras.Model, points: Sequence[int], kernel: np.ndarray, bias: np.ndarray) -> None:
     """Replaces the heatmap layer's kernel (k, k, C, len(points)) and bias (len(points),) of ``points``, in place
     (a layer :func:`refittable_heatmap` accepts); every other channel is left bit for bit."""
-    refittable_heatmap(model)
-    layer = heatmap_layer(model)
+    layer = _required_heatmap_layer(model, refittable=True)
     old_kernel, old_bias = (np.array(w) for w in layer.get_weights()[:2])
     idx = list(points)
     old_kernel[..., idx] = np.asarray(kernel, old_kernel.dtype)

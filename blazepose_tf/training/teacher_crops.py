@@ -103,18 +103,18 @@ class TeacherCrops:
 
     def _check_roles(self) -> None:
         """Each model meets the runtime's contract for its role (a detector given as a tracker is refused here,
-        before any work)."""
+        before any work); the trackers' heatmap shapes are kept for :meth:`check_teacher_heatmap`."""
+        self._heatmap_shapes: dict[Path, Optional[tuple[int, ...]]] = {}
         for path, role in ((self.detector_path, DETECTOR), (self.base_path, LANDMARKS), (self.teacher[0], DETECTOR),
                            (self.teacher[1], LANDMARKS)):
-            check_runner(load_runner(path), role)
+            runner = load_runner(path)
+            check_runner(runner, role)
+            if role == LANDMARKS:
+                self._heatmap_shapes[path] = dict(zip(runner.output_roles, runner.output_shapes)).get("heatmap")
 
     def check_teacher_heatmap(self) -> None:
         """A one-line model error unless the teacher tracker has a heatmap of the base's size."""
-        def heatmap_shape(path: Path) -> Optional[tuple[int, ...]]:
-            runner = load_runner(path)
-            return dict(zip(runner.output_roles, runner.output_shapes)).get("heatmap")
-
-        theirs, ours = heatmap_shape(self.teacher[1]), heatmap_shape(self.base_path)
+        theirs, ours = self._heatmap_shapes[self.teacher[1]], self._heatmap_shapes[self.base_path]
         if theirs is None:
             raise ModelError(f"the teacher tracker {self.teacher[1].name} has no heatmap output")
         if ours is None or tuple(theirs[1:3]) != tuple(ours[1:3]):
