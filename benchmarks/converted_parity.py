@@ -205,7 +205,7 @@ def run(num_crops: int, limit: Optional[int], split: str, threads: int, data_dir
     records = all_records[:limit] if limit else all_records
     print(f"\n[2] PCK@0.2 on LSPET {split}: {len(records)} scored images"
           + ("" if len(records) == len(all_records) else f" (of {len(all_records)}, --limit)")
-          + f", official detector + each tracker")
+          + ", official detector + each tracker")
     pk: dict[str, Any] = {}
     for name in trackers:
         pk[name] = p = pck_parity(records, runners, progress, name)

@@ -47,9 +47,9 @@ if str(_REPO) not in sys.path:  # allow `python benchmarks/detector_roi.py`
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from benchmarks.model_zoo import DEFAULT_LSPET, check_data  # noqa: E402
+from benchmarks.model_zoo import DEFAULT_LSPET, check_data, dataset_inputs  # noqa: E402
 from benchmarks.ood_guard import write_outputs  # noqa: E402
-from blazepose_tf import zoo  # noqa: E402
+from blazepose_tf import cli, zoo  # noqa: E402
 from blazepose_tf.codecs.roi import roi_iou  # noqa: E402
 from blazepose_tf.codecs.targets import gt_alignment_roi  # noqa: E402
 from blazepose_tf.datasets.coco import ImageRecord, load_coco_keypoints  # noqa: E402
@@ -271,6 +271,7 @@ def main(argv: list[str]) -> int:
     FLAGS = flags.FLAGS
     annotations, images = Path(FLAGS.annotations).expanduser(), Path(FLAGS.images).expanduser()
     check_data(annotations, images)
+    cli.check_outputs([("--markdown", FLAGS.markdown), ("--json", FLAGS.json)], dataset_inputs(annotations, images))
     dets = detectors(FLAGS.detectors)
     landmarks = resolve_model(FLAGS.landmarks, "--landmarks", NAMED_TRACKERS)
     records = scored_records(load_coco_keypoints(annotations, images, split=FLAGS.split), FLAGS.limit)
@@ -290,7 +291,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from blazepose_tf import cli
-
     define_flags()
     cli.run(main)

@@ -42,8 +42,9 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from benchmarks.model_zoo import DEFAULT_LSPET, MODELS, check_data  # noqa: E402
+from benchmarks.model_zoo import DEFAULT_LSPET, MODELS, check_data, dataset_inputs  # noqa: E402
 from benchmarks.ood_guard import write_outputs  # noqa: E402
+from blazepose_tf import cli  # noqa: E402
 from blazepose_tf.codecs.roi import image_to_crop  # noqa: E402
 from blazepose_tf.codecs.targets import gt_alignment_roi  # noqa: E402
 from blazepose_tf.datasets.coco import ImageRecord, PersonAnnotation, load_coco_keypoints  # noqa: E402
@@ -347,6 +348,8 @@ def main(argv: list[str]) -> int:
     FLAGS = flags.FLAGS
     annotations, images = Path(FLAGS.annotations).expanduser(), Path(FLAGS.images).expanduser()
     check_data(annotations, images)
+    cli.check_outputs([("--markdown", FLAGS.markdown), ("--json", FLAGS.json), ("--png", FLAGS.png)],
+                      dataset_inputs(annotations, images))
     trackers = _trackers(FLAGS)
     people = aligned_people(scored_records(load_coco_keypoints(annotations, images, split=FLAGS.split),
                                            FLAGS.limit), mirror=FLAGS.mirror)
@@ -362,14 +365,15 @@ def main(argv: list[str]) -> int:
     print(text, end="")
     write_outputs(FLAGS.markdown, text, FLAGS.json, info, results)
     if FLAGS.png:
-        Path(FLAGS.png).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(FLAGS.png).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot write --png {FLAGS.png}: {e.strerror or e}") from None
         save_image(FLAGS.png, draw_figure(results, mean_pose(people), FLAGS.arrow_scale))
         print(f"wrote {FLAGS.png}", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    from blazepose_tf import cli
-
     define_flags()
     cli.run(main)

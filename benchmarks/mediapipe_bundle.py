@@ -341,8 +341,8 @@ def score(ours: Sequence[Optional[np.ndarray]], theirs: Sequence[Optional[np.nda
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    head = (f"| bundle | mode | images | detected Tasks / ours | PCK@0.2 Tasks | PCK@0.2 ours | ΔPCK | "
-            f"median dist (torso) | p90 | verdict |")
+    head = ("| bundle | mode | images | detected Tasks / ours | PCK@0.2 Tasks | PCK@0.2 ours | ΔPCK | "
+            "median dist (torso) | p90 | verdict |")
     lines = [head, "|" + "---|" * 10]
     for r in rows:
         s = r["score"]

@@ -66,7 +66,7 @@ from absl import flags  # noqa: E402
 
 from benchmarks import ood_guard, zoo_comparisons  # noqa: E402
 from benchmarks.zoo_table import GROUPS, REPORTED_SPLIT, Row, render  # noqa: E402
-from blazepose_tf import contract  # noqa: E402
+from blazepose_tf import cli, contract  # noqa: E402
 from blazepose_tf.errors import InputError, UserError  # noqa: E402
 
 DEFAULT_LSPET = Path(os.environ.get("BLAZEPOSE_TF_LSPET") or _REPO.parent / "shared" / "data" / "lspet")
@@ -130,6 +130,12 @@ def check_data(annotations: Path, images: Path) -> None:
                          "LSPET, ../shared/data/lspet; pass --annotations and --images)")
     if not images.is_dir():
         raise InputError(f"evaluation images not found: {images} is not a folder (pass --images)")
+
+
+def dataset_inputs(annotations: Path, images: Path) -> list[tuple[str, Path]]:
+    """The input files and folder of an annotated dataset (the splits file beside the annotations included), as
+    :func:`blazepose_tf.cli.check_outputs` takes them: no report may be written over or into them."""
+    return [("--annotations", annotations), ("--splits", annotations.with_name("splits.json")), ("--images", images)]
 
 
 def cache_root() -> Path:
@@ -400,6 +406,7 @@ def main(argv: list[str]) -> int:
         raise UserError(f"output folder does not exist: {out.parent}")
     annotations, images = Path(FLAGS.annotations).expanduser(), Path(FLAGS.images).expanduser()
     check_data(annotations, images)
+    cli.check_outputs([("--output", out), ("--json", FLAGS.json)], dataset_inputs(annotations, images))
     dataset = load_coco_keypoints(annotations, images, split=FLAGS.split)
     records = scored_records(dataset, FLAGS.limit)
     if not records:
@@ -461,8 +468,6 @@ def _git_commit() -> Optional[str]:
 
 
 if __name__ == "__main__":
-    from blazepose_tf import cli
-
     COMMAND_LINE = list(sys.argv)
     define_flags()
     cli.run(main)

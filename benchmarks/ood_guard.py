@@ -52,7 +52,7 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from blazepose_tf import contract, zoo  # noqa: E402
+from blazepose_tf import cli, contract, zoo  # noqa: E402
 from blazepose_tf.datasets.coco import GUARD_SPLIT, unlabelled_photos  # noqa: E402
 from blazepose_tf.errors import InputError, UserError, model_file  # noqa: E402
 from blazepose_tf.io.images import IMAGE_EXTENSIONS, decode_image, read_input_bytes  # noqa: E402
@@ -280,12 +280,16 @@ def markdown(results: Sequence[GuardResult], info: dict) -> str:
 def write_outputs(markdown_path: Optional[str], text: str, json_path: Optional[str], info: dict,
                   results: Sequence[object]) -> None:
     """Writes a benchmark's Markdown ``text`` and its ``{"info", "results"}`` JSON (dataclass rows), each
-    atomically, to the paths given (an empty or None path is skipped)."""
+    atomically, to the paths given (an empty or None path is skipped); the commands check the paths first
+    (:func:`blazepose_tf.cli.check_outputs`), so a failure here is a full disk or the like: one line, exit 2."""
     doc = json.dumps({"info": info, "results": [asdict(r) for r in results]}, indent=1)
     for target, content in ((markdown_path, text), (json_path, doc)):
         if target:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomic(target, content.encode())
+            try:
+                Path(target).parent.mkdir(parents=True, exist_ok=True)
+                write_bytes_atomic(target, content.encode())
+            except OSError as e:
+                raise UserError(f"cannot write {target}: {e.strerror or e}") from None
             print(f"wrote {target}", file=sys.stderr)
 
 
@@ -326,9 +330,13 @@ def _pipelines(FLAGS) -> list[Pipeline]:
 
 def main(argv: list[str]) -> int:
     FLAGS = flags.FLAGS
+    cli.check_outputs([("--markdown", FLAGS.markdown), ("--json", FLAGS.json)], [("--data", FLAGS.data)])
+    cache = Path(FLAGS.cache_dir).expanduser() if FLAGS.cache_dir else default_cache_dir()
+    if cache.exists() and not cache.is_dir():
+        raise UserError(f"--cache_dir {cache} is a file, not a folder")
+    cli.check_output_folder(cache / "prediction.json", "--cache_dir")
     images = image_files(FLAGS.data, FLAGS.limit, subset=FLAGS.subset)
     pipelines = _pipelines(FLAGS)
-    cache = Path(FLAGS.cache_dir).expanduser() if FLAGS.cache_dir else default_cache_dir()
     results = measure(pipelines, images, cache_dir=cache, progress=FLAGS.progress, threshold=FLAGS.threshold,
                       num_threads=FLAGS.num_threads)
     info = {"data": str(Path(FLAGS.data)), "subset": FLAGS.subset, "num_images": len(images), "limit": FLAGS.limit,
@@ -341,7 +349,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from blazepose_tf import cli
-
     define_flags()
     cli.run(main)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Callable, Iterable, Literal, Optional, Sequence
 
 from absl import flags
 
@@ -95,7 +96,8 @@ def run(main: Callable[[list[str]], int], argv: Optional[list[str]] = None, posi
 
 def check_output_folder(output: Path, flag: str = "--output") -> None:
     """A one-line :class:`UserError` unless ``output``'s folder exists or can be created: its nearest existing
-    ancestor is a writable folder. Cheap: commands call it before loading anything."""
+    ancestor is a folder where a file can be made (one is made and removed). Cheap: commands call it before loading
+    anything."""
     folder = output.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -103,6 +105,56 @@ def check_output_folder(output: Path, flag: str = "--output") -> None:
         raise UserError(f"cannot write {flag} {output}: {folder} is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"cannot write {flag} {output}: folder {folder} is not writable")
+    try:  # os.access says yes to root everywhere; a file made and removed at once tells (e.g. /sys, read-only mounts)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise UserError(f"cannot write {flag} {output}: folder {folder} is not writable ({e.strerror or e})") from None
+
+
+def path_identities(path: str | os.PathLike) -> set:
+    """What identifies the file ``path`` names: its real path (symbolic links and ``..`` resolved) and, if it
+    exists, its (device, inode), which another name for the same file also has (a hard link, or another case of
+    the name on a case-insensitive file system)."""
+    keys: set = {os.path.realpath(path)}
+    try:
+        st = os.stat(path)
+    except OSError:
+        return keys
+    keys.add((st.st_dev, st.st_ino))
+    return keys
+
+
+def _inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    real, base = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([real, base]) == base
+
+
+def check_outputs(outputs: Sequence[tuple[str, Optional[str | os.PathLike]]],
+                  inputs: Iterable[tuple[str, Optional[str | os.PathLike]]] = ()) -> None:
+    """Refuses, before any work, output files that would write over an input (one of the ``inputs`` files, or
+    anything inside one of its folders) or over each other, that exist and are not regular files, or whose folder
+    cannot be written or created: a one-line :class:`UserError` (exit 2). ``outputs`` and ``inputs`` are
+    ``(flag, path)`` pairs; pairs whose path is empty or None are skipped."""
+    given_inputs = [(flag, Path(p).expanduser()) for flag, p in inputs if p]
+    seen: list[tuple[str, Path, set]] = []
+    for flag, value in outputs:
+        if not value:
+            continue
+        path = Path(value).expanduser()
+        keys = path_identities(path)
+        for in_flag, source in given_inputs:
+            if source.is_dir() and _inside(path, source):
+                raise UserError(f"{flag} {path} is inside the {in_flag} folder {source}; choose another path")
+            if keys & path_identities(source):
+                raise UserError(f"{flag} {path} would overwrite the {in_flag} file {source}; choose another path")
+        for other_flag, other, other_keys in seen:
+            if keys & other_keys:
+                raise UserError(f"{flag} {path} is also the {other_flag} output; give each output its own path")
+        if path.exists() and not path.is_file():
+            raise UserError(f"cannot write {flag} {path}: it exists and is not a regular file"
+                            + (" (a folder)" if path.is_dir() else ""))
+        check_output_folder(path, flag)
+        seen.append((flag, path, keys))
 
 
 def _module_name(argv0: str) -> str:

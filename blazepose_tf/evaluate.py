@@ -17,9 +17,11 @@ number) and ``dataset_problems`` ({reason: count}, the warnings' counts; reasons
 written as ``null``, so the file is strict JSON.
 
 Exit codes: 0 ok (some unreadable images allowed); 2 bad flags or arguments (missing or invalid --annotations
-JSON or one without an 'annotations' list, unknown --split, missing --images folder, unwritable --output); 3
+JSON or one without an 'annotations' list, unknown --split, missing --images folder, an --output that cannot be
+written or would overwrite an input: the annotations, the splits file or anything in the --images folder); 3
 nothing to score: an empty 'images' or 'annotations' list, no scorable image in the dataset (none with both
-shoulders and both hips annotated) or every scored image unreadable; 4 model files missing, corrupt or breaking
+shoulders and both hips annotated) or every scored image unreadable (an earlier file at --output is then kept as
+it was); 4 model files missing, corrupt or breaking
 the I/O contract.
 """
 from __future__ import annotations
@@ -77,6 +79,9 @@ def main(argv: list[str]) -> int:
         raise UserError(f"output folder does not exist: {Path(FLAGS.output).parent}")
     if FLAGS.output and Path(FLAGS.output).is_dir():
         raise UserError(f"--output {FLAGS.output} is a directory; give a .json file name")
+    splits = FLAGS.splits or Path(FLAGS.annotations).with_name("splits.json")
+    cli.check_outputs([("--output", FLAGS.output)], [("--annotations", FLAGS.annotations), ("--splits", splits),
+                                                      ("--images", FLAGS.images)])
     dataset = load_coco_keypoints(FLAGS.annotations, FLAGS.images, split=FLAGS.split, splits_json=FLAGS.splits,
                                   require_annotations=True)
     for line in dataset.problem_messages():
@@ -100,7 +105,10 @@ def main(argv: list[str]) -> int:
           f"(COCO-17 points the dataset annotates)")
     if result.errors:
         print(f"{len(result.errors)} unreadable images were scored as misses; first: {result.errors[0][1]}")
-    if FLAGS.output:
+    none_read = bool(result.errors) and len(result.errors) >= len(records)
+    if FLAGS.output and none_read and Path(FLAGS.output).exists():
+        print(f"--output {FLAGS.output} kept as it was: this run read no image", file=sys.stderr)
+    elif FLAGS.output:
         doc = {"annotations": str(FLAGS.annotations), "split": FLAGS.split, "num_images": len(records),
                "models": model_flags.model_labels(FLAGS), "roi_passes": FLAGS.roi_passes, **result.summary(),
                "dropped_annotations": dropped, "dataset_problems": dict(sorted(dataset.problems.items()))}
@@ -113,7 +121,7 @@ def main(argv: list[str]) -> int:
             Path(tmp).unlink(missing_ok=True)
             raise UserError(f"cannot write --output {FLAGS.output}: {e.strerror or e}") from None
         print(f"summary -> {FLAGS.output}")
-    if result.errors and len(result.errors) >= len(records):
+    if none_read:
         print(f"error: none of the {len(records)} scored images could be read; first: {result.errors[0][1]}",
               file=sys.stderr)
         return EXIT_NO_INPUT

@@ -32,9 +32,9 @@ that cannot be written is reported (``warning:`` line, an entry under "errors") 
 Exit codes: 0 all inputs processed and written (finding no person is not an error); 2 bad flags or arguments,
 an output that would overwrite an input or cannot be written (checked before the models load), or the results
 JSON could not be written at the end; 3 nothing could be processed (missing path, every input unreadable, empty
-video); 4 model files missing, unfetchable, corrupt or breaking the I/O contract (blazepose_tf/contract.py); 5
-some inputs were unreadable and skipped, or some overlays could not be written (listed under "errors"), the rest
-processed.
+video; the results JSON lists why, unless a file is already at ``--output``, which such a run keeps as it was);
+4 model files missing, unfetchable, corrupt or breaking the I/O contract (blazepose_tf/contract.py); 5 some inputs
+were unreadable and skipped, or some overlays could not be written (listed under "errors"), the rest processed.
 """
 from __future__ import annotations
 
@@ -53,8 +53,7 @@ from blazepose_tf.zoo import model_flags
 from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL, InputError, UserError
 from blazepose_tf.io.images import InputItem, collect_inputs, load_image
 from blazepose_tf.io.samples import SAMPLE_NAMES, sample_image_path
-from blazepose_tf.io.video import (VideoReader, VideoWriter, remove_quietly, temp_file_beside,
-                                  write_bytes_atomic)
+from blazepose_tf.io.video import VideoReader, VideoWriter, write_bytes_atomic
 from blazepose_tf.overlay import draw_poses, save_image
 from blazepose_tf.types import Pose
 
@@ -92,7 +91,8 @@ def _overlay_targets(items: list[InputItem], overlay: Optional[str]) -> dict[Pat
     A single input's overlay is the ``--overlay`` file itself; several inputs' go into the ``--overlay`` folder as
     ``<input file name>.png`` (``.mp4`` for a video), e.g. ``person.jpg.png``, so that ``person.jpg`` and
     ``person.png`` get distinct overlays. Names that differ only in case are numbered (``a.jpg.2.png``), as they
-    would clash on a case-insensitive file system. Creates the folder; bad values are one-line UserErrors.
+    would clash on a case-insensitive file system. Bad values are one-line UserErrors; ``main`` creates the folder
+    once the models have loaded, so that a failed start leaves nothing behind.
     """
     if not overlay:
         return {}
@@ -106,7 +106,6 @@ def _overlay_targets(items: list[InputItem], overlay: Optional[str]) -> dict[Pat
         raise UserError(f"--overlay for an image must end in .png or .jpg, got {out.name}")
     if not many and out.is_dir():
         raise UserError(f"--overlay {out} is a directory, not a file")
-    _make_folder(out if many else out.parent, "--overlay")
     if not many:
         return {items[0].path: out}
     targets: dict[Path, Path] = {}
@@ -130,30 +129,17 @@ def _make_folder(folder: Path, flag: str) -> None:
         raise UserError(f"cannot create folder {folder} for {flag}: {e.strerror or e}") from None
 
 
-def _identities(path: Path) -> set:
-    """What identifies the file ``path`` names: its real path (symbolic links and ``..`` resolved) and, if it
-    exists, its (device, inode), which another name for the same file also has (a hard link, or another case of
-    the name on a case-insensitive file system)."""
-    keys: set = {os.path.realpath(path)}
-    try:
-        st = os.stat(path)
-    except OSError:
-        return keys
-    keys.add((st.st_dev, st.st_ino))
-    return keys
-
-
 def _check_outputs(items: list[InputItem], out_path: Path, overlays: dict[Path, Path]) -> None:
     """Refuses, before any model is loaded, outputs that would write over an input or over each other, outputs
     that are not regular files, and output folders that cannot be written: one-line UserErrors."""
-    inputs = {key: item.path for item in items for key in _identities(item.path)}
+    inputs = {key: item.path for item in items for key in cli.path_identities(item.path)}
     if len(items) > 1 and overlays:
         folder = next(iter(overlays.values())).parent
-        if _identities(folder) & _identities(items[0].path.parent):
+        if cli.path_identities(folder) & cli.path_identities(items[0].path.parent):
             raise UserError(f"--overlay {folder} is the --input folder: the overlays would be mixed with (and could "
                             "overwrite) the inputs; choose another folder")
     outputs = [("--overlay", target) for target in overlays.values()] + [("--output", out_path)]
-    identities = [_identities(target) for _, target in outputs]
+    identities = [cli.path_identities(target) for _, target in outputs]
     for (flag, target), keys in zip(outputs, identities):
         clash = next((inputs[key] for key in keys if key in inputs), None)
         if clash is not None:
@@ -165,14 +151,9 @@ def _check_outputs(items: list[InputItem], out_path: Path, overlays: dict[Path, 
     probed: set[str] = set()
     for flag, target in outputs:
         real = Path(os.path.realpath(target))
-        if str(real.parent) in probed:
-            continue
-        probed.add(str(real.parent))
-        try:
-            remove_quietly(temp_file_beside(real))
-        except OSError as e:
-            raise UserError(f"cannot write {flag} {target}: folder {real.parent} is not writable "
-                            f"({e.strerror or e})") from None
+        if str(real.parent) not in probed:
+            probed.add(str(real.parent))
+            cli.check_output_folder(real, flag)
 
 
 def _write_json(path: Path, doc: dict) -> None:
@@ -271,7 +252,6 @@ def main(argv: list[str]) -> int:
     items = collect_inputs(sample_image_path() if FLAGS.input in SAMPLE_NAMES else FLAGS.input)
     if out_path.is_dir():
         raise UserError(f"--output {out_path} is a directory; give a .json file name")
-    _make_folder(out_path.parent, "--output")
     overlays = _overlay_targets(items, FLAGS.overlay)
     _check_outputs(items, out_path, overlays)
     many = len(items) > 1
@@ -282,6 +262,8 @@ def main(argv: list[str]) -> int:
     tracker = model_flags.build_tracker(FLAGS, mode, num_poses=FLAGS.num_poses,
                                 min_detection_confidence=FLAGS.min_detection_confidence,
                                 min_presence=FLAGS.min_presence, smooth=FLAGS.smooth)
+    for folder, flag in [(out_path.parent, "--output")] + [(t.parent, "--overlay") for t in overlays.values()]:
+        _make_folder(folder, flag)
     results: list[dict] = []
     errors: list[dict] = []
     processed = 0
@@ -307,6 +289,9 @@ def main(argv: list[str]) -> int:
            "models": model_flags.model_labels(FLAGS),
            "keypoint_names": list(tracker.topology.keypoints), "results": results, "errors": errors,
            "summary": summary}
+    if processed == 0 and out_path.exists():  # a run with nothing to save does not replace earlier results
+        print(f"error: no input could be processed; the earlier {out_path} is kept as it was", file=sys.stderr)
+        return EXIT_NO_INPUT
     _write_json(out_path, doc)
     print(f"{summary['processed']}/{summary['inputs']} inputs, {summary['frames']} frames/images, "
           f"{summary['with_pose']} with a pose -> {out_path}")

@@ -199,6 +199,10 @@ def test_usage_and_model_errors(model, arm64_binary, tmp_path):
     assert proc.returncode == 2 and "benchmark binary not found" in proc.stderr
     proc = device_run(model, arm64_binary, tmp_path, "ok", results="r.txt")
     assert proc.returncode == 2 and "--results must end in" in proc.stderr
+    (tmp_path / "rdir.csv").mkdir()
+    proc = device_run(model, arm64_binary, tmp_path, "ok", results="rdir.csv")
+    assert proc.returncode == 2 and "is not a regular file (a folder)" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "state" / "calls.jsonl").exists()  # before adb
 
 
 def test_host_mode_rows_join_the_device_table(model, arm64_binary, tmp_path):

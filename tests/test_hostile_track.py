@@ -183,7 +183,8 @@ def _case_files(d: Path) -> None:
      "is also the --overlay target"),
     (["--input", "{d}/in/b.jpg", "--output", "{d}/full.json"], "is not a regular file"),
     (["--input", "{d}/in/b.jpg", "--output", "/proc/r.json"], "cannot write --output /proc/r.json: folder /proc"),
-    (["--input", "{d}/in", "--overlay", "/proc/overlays"], "cannot create folder /proc/overlays"),
+    (["--input", "{d}/in", "--overlay", "/proc/overlays"],
+     "cannot write --overlay /proc/overlays/a.jpg.png: folder /proc"),
     (["--input", "{d}/in/b.jpg", "--overlay", "/proc/o.png"], "cannot write --overlay /proc/o.png: folder /proc"),
 ])
 def test_unsafe_or_unwritable_outputs_refused_before_models(tmp_path, args, message):
@@ -201,12 +202,25 @@ def test_unsafe_or_unwritable_outputs_refused_before_models(tmp_path, args, mess
 
 
 def test_output_checks_do_not_hide_model_errors(tmp_path):
-    """The same run with safe outputs reaches the models (so the cases above prove the order of the checks)."""
+    """The same run with safe outputs reaches the models (so the cases above prove the order of the checks); the
+    output folders it would have made are made only once the models load, so the failed start leaves none."""
     photos(tmp_path / "in", ("b.jpg",))
-    proc = track("--input", tmp_path / "in" / "b.jpg", "--output", tmp_path / "r.json",
-                 "--overlay", tmp_path / "o.png", "--detector", tmp_path / "no_such_detector.tflite")
+    proc = track("--input", tmp_path / "in" / "b.jpg", "--output", tmp_path / "new" / "deeper" / "r.json",
+                 "--overlay", tmp_path / "ov" / "o.png", "--detector", tmp_path / "no_such_detector.tflite")
     assert_clean_exit(proc, 4, "no_such_detector")
-    assert not (tmp_path / "r.json").exists() and leftovers(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"] and leftovers(tmp_path) == []
+
+
+def test_run_with_nothing_processed_keeps_earlier_results(tmp_path, official_models):
+    """Every input unreadable (exit 3): a results file already at --output is kept as it was, not replaced by an
+    empty one; without an earlier file the run writes its errors there."""
+    bad = tmp_path / "photo.jpg"
+    bad.write_text("not an image")
+    out = tmp_path / "r.json"
+    out.write_bytes(EARLIER)
+    proc = track("--input", bad, "--output", out)
+    assert_clean_exit(proc, 3, "no input could be processed", "kept as it was")
+    assert out.read_bytes() == EARLIER and leftovers(tmp_path) == []
 
 
 # --- overlays: one per input, named in the JSON ---------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """Tests for blazepose_tf.io.images and blazepose_tf.io.video. All data is generated in tmp_path."""
 from __future__ import annotations
 
-import io
 import math
 import warnings
 from pathlib import Path

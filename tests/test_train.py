@@ -107,7 +107,7 @@ def test_killed_run_resumes_from_last_checkpoint(data_dir, tmp_path):
 
     out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert f"resumed from" in out.stderr and f"at step {last}" in out.stderr
+    assert "resumed from" in out.stderr and f"at step {last}" in out.stderr
     assert "removed leftovers of interrupted checkpoint writes: checkpoint.tmp5eed, ckpt-99_temp" in out.stderr
     assert not any("_temp" in p.name or ".tmp" in p.name for p in ckpts.iterdir())
     result = json.loads(out.stdout.strip().splitlines()[-1])

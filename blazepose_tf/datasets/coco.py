@@ -261,6 +261,12 @@ def resolve_splits(data: Mapping[str, Any]) -> dict[str, list]:
 def read_splits(splits_json: Path) -> dict[str, list]:
     """The resolved splits (:func:`resolve_splits`) of a splits file; a one-line UserError if it is malformed."""
     data = read_json(splits_json, "splits file")
+    for name, ids in (data.items() if isinstance(data, dict) else ()):
+        bad = next((i for i in ids if isinstance(i, bool) or not isinstance(i, (int, str))), None) \
+            if isinstance(ids, list) else None
+        if bad is not None:
+            raise UserError(f"splits file {splits_json}: split {name!r} must be a list of image ids (numbers or "
+                            f"strings), got {json.dumps(bad)[:60]}")
     table = resolve_splits(data) if isinstance(data, dict) else {}
     if not table:
         raise UserError(f"splits file {splits_json} must hold a JSON object of {{split_name: [image ids]}}")

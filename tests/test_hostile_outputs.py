@@ -1,0 +1,132 @@
+"""Hostile-user tests of where the reports go: ``evaluate --output``, the benchmarks' ``--json`` / ``--markdown`` /
+``--png``, ``model_zoo --output`` and the Android harness's ``--results`` never write over (or into) the dataset
+they read, nor over each other, and an output that cannot be written is one ``error:`` line (exit 2) before any
+work; a malformed splits file is one line too. :func:`blazepose_tf.cli.check_outputs` is tested directly, the
+commands through their command lines (every refusal comes before a model is looked at). All data is in tmp_path."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from blazepose_tf import cli
+from blazepose_tf.datasets.coco import read_splits
+from blazepose_tf.errors import EXIT_USAGE, UserError
+from hostile_utils import assert_clean_exit, checksums, run_module
+
+
+def dataset(root: Path) -> tuple[Path, Path, Path]:
+    """annotations.json, splits.json and images/a.png (the commands refuse their outputs before reading them)."""
+    images = root / "data" / "images"
+    images.mkdir(parents=True)
+    (images / "a.png").write_bytes(b"a user's photo")
+    ann = root / "data" / "annotations.json"
+    ann.write_text(json.dumps({"images": [], "annotations": []}))
+    splits = root / "data" / "splits.json"
+    splits.write_text(json.dumps({"dev": [1]}))
+    return ann, splits, images
+
+
+# --- the shared check ----------------------------------------------------------------------------------------------
+
+
+def test_check_outputs_refuses_inputs_collisions_and_non_files(tmp_path):
+    ann, splits, images = dataset(tmp_path)
+    inputs = [("--annotations", ann), ("--splits", splits), ("--images", images)]
+    os.link(ann, tmp_path / "hard.json")
+    (tmp_path / "link.json").symlink_to(splits)
+    (tmp_path / "a_folder.json").mkdir()
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    cases = [
+        ([("--output", ann)], "would overwrite the --annotations file"),
+        ([("--output", tmp_path / "hard.json")], "would overwrite the --annotations file"),
+        ([("--json", tmp_path / "link.json")], "would overwrite the --splits file"),
+        ([("--png", images / "a.png")], "is inside the --images folder"),
+        ([("--png", images / "new.png")], "is inside the --images folder"),
+        ([("--json", tmp_path / "r.json"), ("--markdown", tmp_path / "x" / ".." / "r.json")],
+         "is also the --json output"),
+        ([("--json", tmp_path / "a_folder.json")], "exists and is not a regular file (a folder)"),
+        ([("--json", tmp_path / "notes.txt" / "r.json")], "is a file, not a folder"),
+    ]
+    before = checksums(tmp_path / "data")
+    for outputs, message in cases:
+        with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            cli.check_outputs(outputs, inputs)
+    assert checksums(tmp_path / "data") == before
+    # fine: new files beside the data, an existing earlier report, unset outputs
+    (tmp_path / "earlier.md").write_text("an earlier report")
+    cli.check_outputs([("--json", tmp_path / "new" / "r.json"), ("--markdown", tmp_path / "earlier.md"),
+                       ("--png", None), ("--csv", "")], inputs)
+    assert not (tmp_path / "new").exists()   # checking makes no folder
+
+
+@pytest.mark.parametrize("doc, words", [
+    ({"test": [[34]]}, "split 'test' must be a list of image ids"),
+    ({"dev": [{"id": 34}]}, "split 'dev' must be a list of image ids"),
+    ({"train": [1, True]}, "got true"),
+])
+def test_malformed_splits_are_one_line(tmp_path, doc, words):
+    path = tmp_path / "splits.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UserError, match=words):
+        read_splits(path)
+
+
+# --- the commands --------------------------------------------------------------------------------------------------
+
+
+def _case(tmp_path: Path, module: str, *args: str, message: str) -> None:
+    ann, splits, images = dataset(tmp_path)
+    argv = [a.format(ann=ann, splits=splits, images=images, d=tmp_path) for a in args]
+    before = checksums(tmp_path / "data")
+    proc = run_module(module, *argv, "--noprogress", timeout=300)
+    assert_clean_exit(proc, EXIT_USAGE, message.format(ann=ann, splits=splits, images=images, d=tmp_path))
+    assert checksums(tmp_path / "data") == before
+    assert "Traceback" not in proc.stderr
+
+
+DATA = ("--annotations", "{ann}", "--images", "{images}")
+
+
+@pytest.mark.parametrize("module, args, message", [
+    ("blazepose_tf.evaluate", DATA + ("--output", "{ann}"), "--output {ann} would overwrite the --annotations"),
+    ("blazepose_tf.evaluate", DATA + ("--output", "{splits}"), "would overwrite the --splits file"),
+    ("blazepose_tf.evaluate", DATA + ("--output", "{images}/a.png"), "is inside the --images folder"),
+    ("benchmarks.keypoint_errors", DATA + ("--png", "{images}/a.png", "--json", "{d}/r.json"),
+     "--png {images}/a.png is inside the --images folder"),
+    ("benchmarks.detector_roi", DATA + ("--json", "{splits}", "--markdown", "{d}/r.md"),
+     "--json {splits} would overwrite the --splits file"),
+    ("benchmarks.ood_guard", ("--data", "{d}/data", "--json", "{ann}", "--markdown", "{d}/r.md"),
+     "is inside the --data folder"),
+    ("benchmarks.ood_guard", ("--data", "{d}/data", "--json", "{d}/r.txt", "--markdown", "{d}/r.txt"),
+     "is also the --markdown output"),
+    ("benchmarks.ood_guard", ("--data", "{d}/data", "--json", "{d}/r.json", "--markdown", "{d}/r.md",
+                              "--cache_dir", "{ann}"), "--cache_dir {ann} is a file"),
+    ("benchmarks.model_zoo", DATA + ("--output", "{images}/MODEL_ZOO.md"), "is inside the --images folder"),
+])
+def test_reports_never_overwrite_the_dataset(tmp_path, module, args, message):
+    _case(tmp_path, module, *args, message=message)
+
+
+def test_evaluate_with_no_image_read_keeps_an_earlier_summary(tmp_path, official_models):
+    """Every scored image unreadable (exit 3): the summary already at --output is kept, not replaced."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(b"not a png")
+    points = [v for i in range(17) for v in (100.0 + 3 * i, 100.0 + 5 * i, 2)]
+    ann = tmp_path / "annotations.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": 256, "height": 256}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "keypoints": points}],
+        "categories": [{"id": 1, "name": "person", "keypoints": [
+            "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+            "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+            "right_knee", "left_ankle", "right_ankle"]}]}))
+    out = tmp_path / "summary.json"
+    out.write_text("an earlier good summary")
+    proc = run_module("blazepose_tf.evaluate", "--annotations", ann, "--images", images, "--output", out,
+                      "--noprogress", timeout=300)
+    assert_clean_exit(proc, 3, "none of the 1 scored images could be read")
+    assert out.read_text() == "an earlier good summary" and "kept as it was" in proc.stderr
