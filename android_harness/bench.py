@@ -100,9 +100,11 @@ def check_results_path(path: str | os.PathLike) -> Path:
         raise UserError(f"--results must end in {', '.join(RESULT_SUFFIXES)}, got {p.name!r}")
     if not p.parent.exists():
         raise UserError(f"results folder does not exist: {p.parent}")
-    cli.check_outputs([("--results", p)])  # not a folder; its folder writable
-    if p.is_file() and not os.access(p, os.W_OK):
-        raise UserError(f"cannot write --results {p}: the file is read-only")
+    if p.is_file() and p.suffix.lower() != ".json":  # appended to in place: the file must be writable
+        if not os.access(p, os.W_OK):
+            raise UserError(f"cannot write --results {p}: the file is read-only")
+    else:  # a new file, or .json rewritten through a temporary file beside it: the folder must take a file
+        cli.check_outputs([("--results", p)])
     if p.suffix.lower() == ".csv" and p.is_file() and p.stat().st_size:
         with open(p, newline="") as f:
             header = next(csv.reader(f), [])

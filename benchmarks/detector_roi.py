@@ -271,7 +271,9 @@ def main(argv: list[str]) -> int:
     FLAGS = flags.FLAGS
     annotations, images = Path(FLAGS.annotations).expanduser(), Path(FLAGS.images).expanduser()
     check_data(annotations, images)
-    cli.check_outputs([("--markdown", FLAGS.markdown), ("--json", FLAGS.json)], dataset_inputs(annotations, images))
+    models = [("--detectors", item.partition("=")[2] or item) for item in FLAGS.detectors]
+    cli.check_outputs([("--markdown", FLAGS.markdown), ("--json", FLAGS.json)],
+                      dataset_inputs(annotations, images) + models + [("--landmarks", FLAGS.landmarks)])
     dets = detectors(FLAGS.detectors)
     landmarks = resolve_model(FLAGS.landmarks, "--landmarks", NAMED_TRACKERS)
     records = scored_records(load_coco_keypoints(annotations, images, split=FLAGS.split), FLAGS.limit)

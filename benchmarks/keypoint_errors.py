@@ -349,7 +349,7 @@ def main(argv: list[str]) -> int:
     annotations, images = Path(FLAGS.annotations).expanduser(), Path(FLAGS.images).expanduser()
     check_data(annotations, images)
     cli.check_outputs([("--markdown", FLAGS.markdown), ("--json", FLAGS.json), ("--png", FLAGS.png)],
-                      dataset_inputs(annotations, images))
+                      dataset_inputs(annotations, images) + [("--landmarks", FLAGS.landmarks)])
     trackers = _trackers(FLAGS)
     people = aligned_people(scored_records(load_coco_keypoints(annotations, images, split=FLAGS.split),
                                            FLAGS.limit), mirror=FLAGS.mirror)

@@ -67,6 +67,7 @@ from absl import flags  # noqa: E402
 from benchmarks import ood_guard, zoo_comparisons  # noqa: E402
 from benchmarks.zoo_table import GROUPS, REPORTED_SPLIT, Row, render  # noqa: E402
 from blazepose_tf import cli, contract  # noqa: E402
+from blazepose_tf.io.video import write_bytes_atomic  # noqa: E402
 from blazepose_tf.errors import InputError, UserError  # noqa: E402
 
 DEFAULT_LSPET = Path(os.environ.get("BLAZEPOSE_TF_LSPET") or _REPO.parent / "shared" / "data" / "lspet")
@@ -406,7 +407,8 @@ def main(argv: list[str]) -> int:
         raise UserError(f"output folder does not exist: {out.parent}")
     annotations, images = Path(FLAGS.annotations).expanduser(), Path(FLAGS.images).expanduser()
     check_data(annotations, images)
-    cli.check_outputs([("--output", out), ("--json", FLAGS.json)], dataset_inputs(annotations, images))
+    cli.check_outputs([("--output", out), ("--json", FLAGS.json)], dataset_inputs(annotations, images) + [
+        ("--quantization_table", FLAGS.quantization_table), ("--yoga", FLAGS.yoga if FLAGS.yoga_guard else None)])
     dataset = load_coco_keypoints(annotations, images, split=FLAGS.split)
     records = scored_records(dataset, FLAGS.limit)
     if not records:
@@ -444,12 +446,14 @@ def main(argv: list[str]) -> int:
     if yoga:
         guard_rows(rows, yoga)
     text = render(rows, info)
-    part = out.with_name(out.name + ".part")
-    part.write_text(text)
-    os.replace(part, out)
-    if FLAGS.json:
-        Path(FLAGS.json).write_text(json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=1,
-                                               default=str))
+    doc = json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=1, default=str)
+    for target, content in ((out, text), (FLAGS.json, doc)):
+        if target:
+            try:  # checked before the run (cli.check_outputs); a full disk is still one line
+                Path(target).parent.mkdir(parents=True, exist_ok=True)
+                write_bytes_atomic(target, content.encode())
+            except OSError as e:
+                raise UserError(f"cannot write {target}: {e.strerror or e}") from None
     print(text)
     log(f"table -> {out} ({time.time() - t_start:.0f} s)")
     return 0

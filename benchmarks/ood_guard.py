@@ -330,7 +330,8 @@ def _pipelines(FLAGS) -> list[Pipeline]:
 
 def main(argv: list[str]) -> int:
     FLAGS = flags.FLAGS
-    cli.check_outputs([("--markdown", FLAGS.markdown), ("--json", FLAGS.json)], [("--data", FLAGS.data)])
+    cli.check_outputs([("--markdown", FLAGS.markdown), ("--json", FLAGS.json)],
+                      [("--data", FLAGS.data), ("--detector", FLAGS.detector), ("--landmarks", FLAGS.landmarks)])
     cache = Path(FLAGS.cache_dir).expanduser() if FLAGS.cache_dir else default_cache_dir()
     if cache.exists() and not cache.is_dir():
         raise UserError(f"--cache_dir {cache} is a file, not a folder")

@@ -140,7 +140,7 @@ def check_outputs(outputs: Sequence[tuple[str, Optional[str | os.PathLike]]],
     for flag, value in outputs:
         if not value:
             continue
-        path = Path(value).expanduser()
+        path = Path(value)  # as the command writes it (a quoted "~" stays a folder named "~")
         keys = path_identities(path)
         for in_flag, source in given_inputs:
             if source.is_dir() and _inside(path, source):

@@ -81,7 +81,8 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--output {FLAGS.output} is a directory; give a .json file name")
     splits = FLAGS.splits or Path(FLAGS.annotations).with_name("splits.json")
     cli.check_outputs([("--output", FLAGS.output)], [("--annotations", FLAGS.annotations), ("--splits", splits),
-                                                      ("--images", FLAGS.images)])
+                                                      ("--images", FLAGS.images), ("--detector", FLAGS.detector),
+                                                      ("--landmarks", FLAGS.landmarks)])
     dataset = load_coco_keypoints(FLAGS.annotations, FLAGS.images, split=FLAGS.split, splits_json=FLAGS.splits,
                                   require_annotations=True)
     for line in dataset.problem_messages():

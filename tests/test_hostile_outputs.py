@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from blazepose_tf import cli
-from blazepose_tf.datasets.coco import read_splits
+from blazepose_tf.datasets.coco import split_ids
 from blazepose_tf.errors import EXIT_USAGE, UserError
 from hostile_utils import assert_clean_exit, checksums, run_module
 
@@ -62,16 +62,22 @@ def test_check_outputs_refuses_inputs_collisions_and_non_files(tmp_path):
     assert not (tmp_path / "new").exists()   # checking makes no folder
 
 
-@pytest.mark.parametrize("doc, words", [
-    ({"test": [[34]]}, "split 'test' must be a list of image ids"),
-    ({"dev": [{"id": 34}]}, "split 'dev' must be a list of image ids"),
-    ({"train": [1, True]}, "got true"),
+@pytest.mark.parametrize("doc, split, words", [
+    ({"test": [[34]]}, "test", "split 'test' must be a list of image ids"),
+    ({"dev": [{"id": 34}]}, "dev", "split 'dev' must be a list of image ids"),
+    ({"train": [1, True]}, "train", "got true"),
 ])
-def test_malformed_splits_are_one_line(tmp_path, doc, words):
+def test_malformed_splits_are_one_line(tmp_path, doc, split, words):
     path = tmp_path / "splits.json"
-    path.write_text(json.dumps(doc))
+    path.write_text(json.dumps(doc | {"notes": [{"other": "lists"}]}))
     with pytest.raises(UserError, match=words):
-        read_splits(path)
+        split_ids(path, split)
+
+
+def test_other_lists_in_a_splits_file_do_not_matter(tmp_path):
+    path = tmp_path / "splits.json"
+    path.write_text(json.dumps({"train": [1, "b"], "notes": [{"made by": "a script"}]}))
+    assert split_ids(path, "train") == [1, "b"]
 
 
 # --- the commands --------------------------------------------------------------------------------------------------
@@ -79,11 +85,13 @@ def test_malformed_splits_are_one_line(tmp_path, doc, words):
 
 def _case(tmp_path: Path, module: str, *args: str, message: str) -> None:
     ann, splits, images = dataset(tmp_path)
+    for name in ("q.json", "lm.tflite"):   # a user's quantization table and model, read by some of the commands
+        (tmp_path / name).write_text("{}")
     argv = [a.format(ann=ann, splits=splits, images=images, d=tmp_path) for a in args]
-    before = checksums(tmp_path / "data")
+    before = checksums(tmp_path)
     proc = run_module(module, *argv, "--noprogress", timeout=300)
     assert_clean_exit(proc, EXIT_USAGE, message.format(ann=ann, splits=splits, images=images, d=tmp_path))
-    assert checksums(tmp_path / "data") == before
+    assert checksums(tmp_path) == before
     assert "Traceback" not in proc.stderr
 
 
@@ -105,6 +113,12 @@ DATA = ("--annotations", "{ann}", "--images", "{images}")
     ("benchmarks.ood_guard", ("--data", "{d}/data", "--json", "{d}/r.json", "--markdown", "{d}/r.md",
                               "--cache_dir", "{ann}"), "--cache_dir {ann} is a file"),
     ("benchmarks.model_zoo", DATA + ("--output", "{images}/MODEL_ZOO.md"), "is inside the --images folder"),
+    ("benchmarks.model_zoo", DATA + ("--output", "{d}/zoo.md", "--quantization_table", "{d}/q.json", "--json",
+                                     "{d}/q.json"), "--json {d}/q.json would overwrite the --quantization_table"),
+    ("blazepose_tf.evaluate", DATA + ("--landmarks", "{d}/lm.tflite", "--output", "{d}/lm.tflite"),
+     "would overwrite the --landmarks file"),
+    ("benchmarks.ood_guard", ("--data", "{d}/data", "--detector", "{d}/lm.tflite", "--json", "{d}/lm.tflite",
+                              "--markdown", "{d}/r.md"), "would overwrite the --detector file"),
 ])
 def test_reports_never_overwrite_the_dataset(tmp_path, module, args, message):
     _case(tmp_path, module, *args, message=message)

@@ -261,12 +261,6 @@ def resolve_splits(data: Mapping[str, Any]) -> dict[str, list]:
 def read_splits(splits_json: Path) -> dict[str, list]:
     """The resolved splits (:func:`resolve_splits`) of a splits file; a one-line UserError if it is malformed."""
     data = read_json(splits_json, "splits file")
-    for name, ids in (data.items() if isinstance(data, dict) else ()):
-        bad = next((i for i in ids if isinstance(i, bool) or not isinstance(i, (int, str))), None) \
-            if isinstance(ids, list) else None
-        if bad is not None:
-            raise UserError(f"splits file {splits_json}: split {name!r} must be a list of image ids (numbers or "
-                            f"strings), got {json.dumps(bad)[:60]}")
     table = resolve_splits(data) if isinstance(data, dict) else {}
     if not table:
         raise UserError(f"splits file {splits_json} must hold a JSON object of {{split_name: [image ids]}}")
@@ -274,11 +268,16 @@ def read_splits(splits_json: Path) -> dict[str, list]:
 
 
 def split_ids(splits_json: Path, split: str, flag: str = "") -> list:
-    """The image ids of ``split``; a one-line UserError naming the known splits (and ``flag``, if given) if absent."""
+    """The image ids of ``split``; a one-line UserError naming the known splits (and ``flag``, if given) if absent,
+    or if the split holds anything but ids (numbers or strings)."""
     table = read_splits(splits_json)
     if split not in table:
         raise UserError(f"{f'--{flag}: ' if flag else ''}unknown split {split!r} in {splits_json}; "
                         f"known splits: {', '.join(sorted(table))}")
+    bad = next((i for i in table[split] if isinstance(i, bool) or not isinstance(i, (int, str))), None)
+    if bad is not None:
+        raise UserError(f"splits file {splits_json}: split {split!r} must be a list of image ids (numbers or "
+                        f"strings), got {json.dumps(bad)[:60]}")
     return table[split]
 
 
