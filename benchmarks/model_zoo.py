@@ -67,7 +67,6 @@ from absl import flags  # noqa: E402
 from benchmarks import ood_guard, zoo_comparisons  # noqa: E402
 from benchmarks.zoo_table import GROUPS, REPORTED_SPLIT, Row, render  # noqa: E402
 from blazepose_tf import cli, contract  # noqa: E402
-from blazepose_tf.io.video import write_bytes_atomic  # noqa: E402
 from blazepose_tf.errors import InputError, UserError  # noqa: E402
 
 DEFAULT_LSPET = Path(os.environ.get("BLAZEPOSE_TF_LSPET") or _REPO.parent / "shared" / "data" / "lspet")
@@ -447,13 +446,7 @@ def main(argv: list[str]) -> int:
         guard_rows(rows, yoga)
     text = render(rows, info)
     doc = json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=1, default=str)
-    for target, content in ((out, text), (FLAGS.json, doc)):
-        if target:
-            try:  # checked before the run (cli.check_outputs); a full disk is still one line
-                Path(target).parent.mkdir(parents=True, exist_ok=True)
-                write_bytes_atomic(target, content.encode())
-            except OSError as e:
-                raise UserError(f"cannot write {target}: {e.strerror or e}") from None
+    ood_guard.write_reports([(out, text), (FLAGS.json, doc)])
     print(text)
     log(f"table -> {out} ({time.time() - t_start:.0f} s)")
     return 0

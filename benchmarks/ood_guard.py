@@ -283,7 +283,13 @@ def write_outputs(markdown_path: Optional[str], text: str, json_path: Optional[s
     atomically, to the paths given (an empty or None path is skipped); the commands check the paths first
     (:func:`blazepose_tf.cli.check_outputs`), so a failure here is a full disk or the like: one line, exit 2."""
     doc = json.dumps({"info": info, "results": [asdict(r) for r in results]}, indent=1)
-    for target, content in ((markdown_path, text), (json_path, doc)):
+    write_reports([(markdown_path, text), (json_path, doc)])
+
+
+def write_reports(reports: Sequence[tuple[Optional[str | Path], str]]) -> None:
+    """Writes each ``(path, text)`` atomically, creating its folder (an empty or None path is skipped); a failure
+    (the paths were checked first, so a full disk or the like) is one line, exit 2."""
+    for target, content in reports:
         if target:
             try:
                 Path(target).parent.mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,7 @@ JSON or one without an 'annotations' list, unknown --split, missing --images fol
 written or would overwrite an input: the annotations, the splits file or anything in the --images folder); 3
 nothing to score: an empty 'images' or 'annotations' list, no scorable image in the dataset (none with both
 shoulders and both hips annotated) or every scored image unreadable (an earlier file at --output is then kept as
-it was); 4 model files missing, corrupt or breaking
-the I/O contract.
+it was); 4 model files missing, corrupt or breaking the I/O contract.
 """
 from __future__ import annotations
 
