@@ -1,6 +1,6 @@
 """Shared command-line plumbing: absl flag parsing without tracebacks, one-line errors with documented exit
-codes, ``--help`` / ``--helpfull``. It imports nothing of the project but :mod:`blazepose_tf.errors`, so every
-layer's command can use it (the shared model flags are :mod:`blazepose_tf.zoo.model_flags`)."""
+codes, ``--help`` / ``--helpfull``. It imports nothing of the project but :mod:`blazepose_tf.errors` and
+:mod:`blazepose_tf.io.provenance`, so every layer's command can use it (the shared model flags are :mod:`blazepose_tf.zoo.model_flags`)."""
 from __future__ import annotations
 
 import os
@@ -12,6 +12,7 @@ from typing import Callable, Iterable, Literal, Optional, Sequence
 from absl import flags
 
 from blazepose_tf.errors import EXIT_USAGE, ModelError, UserError
+from blazepose_tf.io.provenance import written_here
 
 HELP_ARGS: tuple[str, ...] = ("-h", "-help", "--help", "-helpshort", "--helpshort")
 HELPFULL_ARGS: tuple[str, ...] = ("-helpfull", "--helpfull")
@@ -129,12 +130,29 @@ def _inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     return os.path.commonpath([real, base]) == base
 
 
+def define_overwrite_flag() -> None:
+    """``--overwrite``, for the commands whose outputs keep a file this package did not write (see
+    :func:`check_replaceable`)."""
+    flags.DEFINE_bool("overwrite", False, "Replace an existing output file that blazepose_tf did not write (without "
+                      "it such a file is refused; files an earlier run wrote are replaced either way).")
+
+
+def check_replaceable(flag: str, path: str | os.PathLike, overwrite: bool) -> None:
+    """A one-line :class:`UserError` if a file is at ``path`` that this package did not write (it lacks the mark of
+    :mod:`blazepose_tf.io.provenance`) and ``overwrite`` is false: a user's file is never replaced unasked."""
+    if not overwrite and os.path.isfile(path) and not written_here(path):
+        raise UserError(f"{flag} {path} exists and was not written by blazepose_tf; pass --overwrite to replace "
+                        "it, or choose another path")
+
+
 def check_outputs(outputs: Sequence[tuple[str, Optional[str | os.PathLike]]],
-                  inputs: Iterable[tuple[str, Optional[str | os.PathLike]]] = ()) -> None:
+                  inputs: Iterable[tuple[str, Optional[str | os.PathLike]]] = (),
+                  overwrite: Optional[bool] = None) -> None:
     """Refuses, before any work, output files that would write over an input (one of the ``inputs`` files, or
     anything inside one of its folders) or over each other, that exist and are not regular files, or whose folder
     cannot be written or created: a one-line :class:`UserError` (exit 2). ``outputs`` and ``inputs`` are
-    ``(flag, path)`` pairs; pairs whose path is empty or None are skipped."""
+    ``(flag, path)`` pairs; pairs whose path is empty or None are skipped. With ``overwrite`` given (a command
+    with ``--overwrite``), an existing file this package did not write is refused unless it is true."""
     given_inputs = [(flag, Path(p).expanduser()) for flag, p in inputs if p]
     seen: list[tuple[str, Path, set]] = []
     for flag, value in outputs:
@@ -153,6 +171,8 @@ def check_outputs(outputs: Sequence[tuple[str, Optional[str | os.PathLike]]],
         if path.exists() and not path.is_file():
             raise UserError(f"cannot write {flag} {path}: it exists and is not a regular file"
                             + (" (a folder)" if path.is_dir() else ""))
+        if overwrite is not None:
+            check_replaceable(flag, path, overwrite)
         check_output_folder(path, flag)
         seen.append((flag, path, keys))
 

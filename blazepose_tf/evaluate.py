@@ -8,7 +8,7 @@ listed under "errors". Annotations the loader drops (keypoints that are not a li
 length, or with NaN/inf values; unknown image ids; other categories) and other dataset problems are reported
 as one ``warning:`` line per reason, with counts, before scoring.
 
-The ``--output`` summary JSON has the keys ``annotations``, ``split``, ``num_images`` (scored images),
+The ``--output`` summary JSON has the keys ``schema`` (``blazepose_tf.evaluate/1``), ``annotations``, ``split``, ``num_images`` (scored images),
 ``models`` ({"detector", "landmarks"}), ``pck`` and ``pck_diagonal`` (``PckResult.to_dict()``: ``pck`` in %,
 ``per_keypoint``, ``per_group``, ``detection_rate``, counts, ``threshold``, ``diagonal``), ``coco`` (AP, AP50,
 AP75, AP_M, AP_L, AR, ... as fractions), ``errors`` ([{"source", "error"}]), ``dropped_annotations`` (their
@@ -21,13 +21,13 @@ JSON or one without an 'annotations' list, unknown --split, missing --images fol
 written or would overwrite an input: the annotations, the splits file or anything in the --images folder); 3
 nothing to score: an empty 'images' or 'annotations' list, no scorable image in the dataset (none with both
 shoulders and both hips annotated) or every scored image unreadable (an earlier file at --output is then kept as
-it was); 4 model files missing, corrupt or breaking the I/O contract.
+it was); 4 model files missing, corrupt or breaking the I/O contract. An existing --output that blazepose_tf did
+not write (an earlier summary carries the ``schema`` key) is refused unless --overwrite (exit 2).
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -39,7 +39,10 @@ from blazepose_tf.zoo import model_flags
 from blazepose_tf.datasets.coco import load_coco_keypoints
 from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, InputError, UserError
 from blazepose_tf.evaluation import evaluate, scored_records
+from blazepose_tf.io.video import write_bytes_atomic
 from blazepose_tf.metrics import format_pck_table
+
+SCHEMA = "blazepose_tf.evaluate/1"
 
 flags.DEFINE_string("annotations", None, "COCO-keypoints JSON file.")
 flags.DEFINE_string("images", None, "Folder the JSON's file_name entries are relative to.")
@@ -51,6 +54,7 @@ flags.DEFINE_integer("num_poses", 1, "People per image the pipeline may return."
 flags.DEFINE_float("min_detection_confidence", contract.MIN_DETECTION_CONFIDENCE, "Detector score threshold.",
                    lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+cli.define_overwrite_flag()
 model_flags.define_model_flags()
 FLAGS = flags.FLAGS
 
@@ -81,7 +85,7 @@ def main(argv: list[str]) -> int:
     splits = FLAGS.splits or Path(FLAGS.annotations).with_name("splits.json")
     cli.check_outputs([("--output", FLAGS.output)], [("--annotations", FLAGS.annotations), ("--splits", splits),
                                                       ("--images", FLAGS.images), ("--detector", FLAGS.detector),
-                                                      ("--landmarks", FLAGS.landmarks)])
+                                                      ("--landmarks", FLAGS.landmarks)], overwrite=FLAGS.overwrite)
     dataset = load_coco_keypoints(FLAGS.annotations, FLAGS.images, split=FLAGS.split, splits_json=FLAGS.splits,
                                   require_annotations=True)
     for line in dataset.problem_messages():
@@ -109,16 +113,12 @@ def main(argv: list[str]) -> int:
     if FLAGS.output and none_read and Path(FLAGS.output).exists():
         print(f"--output {FLAGS.output} kept as it was: this run read no image", file=sys.stderr)
     elif FLAGS.output:
-        doc = {"annotations": str(FLAGS.annotations), "split": FLAGS.split, "num_images": len(records),
+        doc = {"schema": SCHEMA, "annotations": str(FLAGS.annotations), "split": FLAGS.split, "num_images": len(records),
                "models": model_flags.model_labels(FLAGS), "roi_passes": FLAGS.roi_passes, **result.summary(),
                "dropped_annotations": dropped, "dataset_problems": dict(sorted(dataset.problems.items()))}
-        tmp = FLAGS.output + ".part"
         try:
-            with open(tmp, "w") as f:
-                json.dump(_json_ready(doc), f, indent=1, allow_nan=False)
-            os.replace(tmp, FLAGS.output)
+            write_bytes_atomic(FLAGS.output, json.dumps(_json_ready(doc), indent=1, allow_nan=False).encode())
         except OSError as e:
-            Path(tmp).unlink(missing_ok=True)
             raise UserError(f"cannot write --output {FLAGS.output}: {e.strerror or e}") from None
         print(f"summary -> {FLAGS.output}")
     if none_read:

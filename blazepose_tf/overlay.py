@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from blazepose_tf.errors import UserError
+from blazepose_tf.io.provenance import mark_image
 from blazepose_tf.io.video import write_bytes_atomic
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
 from blazepose_tf.types import Pose
@@ -135,7 +136,8 @@ def save_image(path: PathLike, image_rgb: np.ndarray) -> None:
     """Writes an (H, W, 3) uint8 RGB image (or a 2-D grayscale one) to a .png, .jpg or .jpeg file.
 
     The file is written atomically (a temporary file in the same folder, then renamed over ``path``): a failed
-    write (disk full) leaves no partial image under ``path``, and an earlier file there unchanged.
+    write (disk full) leaves no partial image under ``path``, and an earlier file there unchanged. The file carries
+    this package's mark (:mod:`blazepose_tf.io.provenance`), so a rerun knows it may replace it.
 
     Raises:
         UserError: unsupported extension, or the location cannot be written (missing directory,
@@ -159,6 +161,6 @@ def save_image(path: PathLike, image_rgb: np.ndarray) -> None:
     if not p.parent.is_dir():
         raise UserError(f"cannot write image {p}: directory {p.parent} does not exist")
     try:
-        write_bytes_atomic(p, encoded.tobytes())
+        write_bytes_atomic(p, mark_image(encoded.tobytes(), ext))
     except OSError as e:
         raise UserError(f"cannot write image {p}: {e.strerror or e}") from None

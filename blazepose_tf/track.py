@@ -25,7 +25,8 @@ receives ``<input file name>.png`` per image and ``<input file name>.mp4`` per v
 
 Your files are safe: an ``--overlay`` or ``--output`` that would write over an input (symbolic links and ``..``
 resolved; the ``--input`` folder as the ``--overlay`` folder) or over each other, or whose folder cannot be
-written, is refused before any model is loaded. Every output is written to a temporary file next to it and then
+written, is refused before any model is loaded; so is one where a file is that blazepose_tf did not write, unless
+``--overwrite`` (the outputs carry a mark, :mod:`blazepose_tf.io.provenance`, so a rerun replaces its own). Every output is written to a temporary file next to it and then
 renamed, so a failed write (disk full) never leaves a partial file and keeps an earlier one unchanged. An overlay
 that cannot be written is reported (``warning:`` line, an entry under "errors") and the run goes on.
 
@@ -73,6 +74,7 @@ flags.DEFINE_float("min_detection_confidence", contract.MIN_DETECTION_CONFIDENCE
 flags.DEFINE_float("min_presence", 0.5, "Tracker presence threshold.", lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_bool("smooth", True, "One Euro smoothing in VIDEO mode.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+cli.define_overwrite_flag()
 model_flags.define_model_flags()
 FLAGS = flags.FLAGS
 
@@ -146,6 +148,7 @@ def _check_outputs(items: list[InputItem], out_path: Path, overlays: dict[Path, 
             raise UserError(f"{flag} {target} would overwrite the input {clash}; choose another path")
         if target.exists() and not target.is_file():
             raise UserError(f"{flag} {target} exists and is not a regular file")
+        cli.check_replaceable(flag, target, FLAGS.overwrite)
     if identities[-1] & set().union(*identities[:-1]):
         raise UserError(f"--output {out_path} is also the --overlay target; choose another path")
     probed: set[str] = set()

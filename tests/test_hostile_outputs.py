@@ -14,7 +14,7 @@ import pytest
 from blazepose_tf import cli
 from blazepose_tf.datasets.coco import split_ids
 from blazepose_tf.errors import EXIT_USAGE, UserError
-from hostile_utils import assert_clean_exit, checksums, run_module
+from hostile_utils import assert_clean_exit, checksums, report, run_module
 
 
 def dataset(root: Path) -> tuple[Path, Path, Path]:
@@ -60,6 +60,12 @@ def test_check_outputs_refuses_inputs_collisions_and_non_files(tmp_path):
     cli.check_outputs([("--json", tmp_path / "new" / "r.json"), ("--markdown", tmp_path / "earlier.md"),
                        ("--png", None), ("--csv", "")], inputs)
     assert not (tmp_path / "new").exists()   # checking makes no folder
+    # with an --overwrite flag (overwrite given): a file blazepose_tf did not write needs it to be true
+    with pytest.raises(UserError, match="exists and was not written by blazepose_tf; pass --overwrite"):
+        cli.check_outputs([("--output", tmp_path / "earlier.md")], inputs, overwrite=False)
+    cli.check_outputs([("--output", tmp_path / "earlier.md")], inputs, overwrite=True)
+    (tmp_path / "ours.json").write_text('{"schema": "blazepose_tf.evaluate/1"}')
+    cli.check_outputs([("--output", tmp_path / "ours.json")], inputs, overwrite=False)
 
 
 @pytest.mark.parametrize("doc, split, words", [
@@ -139,8 +145,25 @@ def test_evaluate_with_no_image_read_keeps_an_earlier_summary(tmp_path, official
             "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
             "right_knee", "left_ankle", "right_ankle"]}]}))
     out = tmp_path / "summary.json"
-    out.write_text("an earlier good summary")
+    earlier = '{"schema": "blazepose_tf.evaluate/1", "note": "an earlier good summary"}'
+    out.write_text(earlier)
     proc = run_module("blazepose_tf.evaluate", "--annotations", ann, "--images", images, "--output", out,
                       "--noprogress", timeout=300)
     assert_clean_exit(proc, 3, "none of the 1 scored images could be read")
-    assert out.read_text() == "an earlier good summary" and "kept as it was" in proc.stderr
+    assert out.read_text() == earlier and "kept as it was" in proc.stderr
+
+
+def test_evaluate_refuses_a_summary_it_did_not_write(tmp_path):
+    """An --output file that is not an evaluate summary (no blazepose_tf ``schema``) is the user's: refused before
+    the dataset is read, unless --overwrite."""
+    ann, _, images = dataset(tmp_path)
+    out = tmp_path / "results.json"
+    out.write_text('{"my": "own results"}')
+    proc = run_module("blazepose_tf.evaluate", "--annotations", ann, "--images", images, "--output", out,
+                      "--noprogress", "--landmarks", tmp_path / "no_such.tflite", timeout=300)
+    assert_clean_exit(proc, EXIT_USAGE, f"--output {out} exists and was not written by blazepose_tf", "--overwrite")
+    assert out.read_text() == '{"my": "own results"}'
+    proc = run_module("blazepose_tf.evaluate", "--annotations", ann, "--images", images, "--output", out,
+                      "--noprogress", "--landmarks", tmp_path / "no_such.tflite", "--overwrite", timeout=300)
+    assert_clean_exit(proc, 3, "empty")                                       # past the check: to the dataset
+    assert out.read_text() == '{"my": "own results"}'

@@ -5,6 +5,8 @@ is never lost to a failing write.
   or hard link), over each other, onto a device, or into a folder that cannot be written is refused with one
   ``error:`` line and exit 2 before any model is loaded (``--detector`` names a missing file: were the models
   loaded first, the run would end with exit 4 instead).
+* A file at an output that blazepose_tf did not write (it lacks the mark of ``blazepose_tf.io.provenance``) is
+  refused the same way unless ``--overwrite``; an earlier run's outputs are replaced.
 * Overlays in a folder are named after the whole input name (``a.jpg`` -> ``a.jpg.png``), so ``a.jpg`` and
   ``a.png`` do not overwrite each other's; each result names its overlay.
 * A full disk is simulated without root tricks (the tests run as root in CI, where read-only folders do not stop
@@ -26,6 +28,7 @@ import pytest
 
 from blazepose_tf.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UserError
 from blazepose_tf.io.images import load_image
+from blazepose_tf.io.provenance import mark_image, mark_video, written_here
 from blazepose_tf.io.samples import sample_image_path
 from blazepose_tf.overlay import save_image
 from hostile_utils import REPO, assert_clean_exit, checksums, error_lines, report, run_module
@@ -136,6 +139,20 @@ def write_clip(path: Path, frames: int = 6, size: int = 128) -> Path:
     return path
 
 
+def earlier_output(path: Path) -> bytes:
+    """Writes an earlier run's output at ``path``: a file carrying blazepose_tf's mark for its extension (so a run
+    may replace it, :mod:`blazepose_tf.io.provenance`); returns its bytes."""
+    if path.suffix == ".png":
+        path.write_bytes(mark_image(cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes(), ".png"))
+    elif path.suffix == ".mp4":
+        path.write_bytes(EARLIER)
+        mark_video(path)
+    else:
+        path.write_text(json.dumps({"schema": "blazepose_tf.track/1", "note": EARLIER.decode()}))
+    assert written_here(path)
+    return path.read_bytes()
+
+
 def leftovers(root: Path) -> list[Path]:
     """Temporary files of an atomic write (``.NAME.XXXXXXXX.part.EXT``) left anywhere under ``root``."""
     return [p for p in root.rglob("*") if ".part" in p.name]
@@ -211,16 +228,42 @@ def test_output_checks_do_not_hide_model_errors(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"] and leftovers(tmp_path) == []
 
 
+def test_files_it_did_not_write_need_overwrite(tmp_path, official_models):
+    """A file at --output or --overlay that blazepose_tf did not write is the user's: refused (exit 2, unchanged)
+    before the models load; --overwrite replaces it, and the outputs then carry the mark, so a rerun over them needs
+    no --overwrite."""
+    image = photos(tmp_path / "in", ("b.jpg",)) / "b.jpg"
+    many = photos(tmp_path / "many", ("a.jpg", "b.jpg"))
+    out, overlay, folder, fresh = tmp_path / "r.json", tmp_path / "o.png", tmp_path / "ov", tmp_path / "new.json"
+    out.write_text('{"my": "results"}')
+    assert cv2.imwrite(str(overlay), sample_bgr())
+    folder.mkdir()
+    assert cv2.imwrite(str(folder / "a.jpg.png"), sample_bgr())      # a user's file named like an overlay
+    before = checksums(out, overlay, folder)
+    no_models = ("--detector", tmp_path / "no_such_detector.tflite")
+    for args, refused in [(["--input", image, "--output", out], f"--output {out}"),
+                          (["--input", image, "--output", fresh, "--overlay", overlay], f"--overlay {overlay}"),
+                          (["--input", many, "--output", fresh, "--overlay", folder], f"--overlay {folder}/a.jpg.png")]:
+        proc = track(*args, *no_models)
+        assert_clean_exit(proc, EXIT_USAGE, f"{refused} exists and was not written by blazepose_tf", "--overwrite")
+    assert checksums(out, overlay, folder) == before and not fresh.exists()
+    for extra in (["--overwrite"], []):
+        proc = track("--input", image, "--output", out, "--overlay", overlay, *extra)
+        assert_clean_exit(proc, EXIT_OK)
+        assert json.loads(out.read_text())["schema"] == "blazepose_tf.track/1" and written_here(overlay)
+    assert load_image(overlay).shape == (128, 128, 3) and leftovers(tmp_path) == []
+
+
 def test_run_with_nothing_processed_keeps_earlier_results(tmp_path, official_models):
     """Every input unreadable (exit 3): a results file already at --output is kept as it was, not replaced by an
     empty one; without an earlier file the run writes its errors there."""
     bad = tmp_path / "photo.jpg"
     bad.write_text("not an image")
     out = tmp_path / "r.json"
-    out.write_bytes(EARLIER)
+    earlier = earlier_output(out)
     proc = track("--input", bad, "--output", out)
     assert_clean_exit(proc, 3, "no input could be processed", "kept as it was")
-    assert out.read_bytes() == EARLIER and leftovers(tmp_path) == []
+    assert out.read_bytes() == earlier and leftovers(tmp_path) == []
 
 
 # --- overlays: one per input, named in the JSON ---------------------------------------------------------------------
@@ -230,7 +273,7 @@ def test_same_stem_inputs_get_distinct_overlays(tmp_path, official_models):
     inputs = photos(tmp_path / "in", ("a.jpg", "a.png", "b.jpg"))
     overlays, out = tmp_path / "ov", tmp_path / "r.json"
     overlays.mkdir()
-    (overlays / "b.jpg.png").write_bytes(EARLIER)       # an earlier run's overlay: replaced, as asked
+    earlier_output(overlays / "b.jpg.png")              # an earlier run's overlay: replaced, as asked
     (overlays / "notes.txt").write_text("the user's own file")
     before = checksums(inputs, overlays / "notes.txt")
     proc = track("--input", inputs, "--output", out, "--overlay", overlays)
@@ -253,7 +296,7 @@ def test_overlay_write_failure_keeps_results_and_other_overlays(tmp_path, offici
     inputs = photos(tmp_path / "in", ("a.jpg", "a.png", "b.jpg"))
     overlays, out = tmp_path / "ov", tmp_path / "r.json"
     overlays.mkdir()
-    (overlays / "a.png.png").write_bytes(EARLIER)      # the earlier overlay of the input whose write fails
+    earlier_output(overlays / "a.png.png")             # the earlier overlay of the input whose write fails
     before = checksums(inputs, overlays / "a.png.png")
     proc = track("--input", inputs, "--output", out, "--overlay", overlays,
                  full_disk=".png:2", driver_dir=tmp_path / "driver")
@@ -276,7 +319,7 @@ def test_overlay_write_failure_keeps_results_and_other_overlays(tmp_path, offici
 def test_results_json_write_failure_is_one_error_and_keeps_earlier_json(tmp_path, official_models):
     inputs = photos(tmp_path / "in", ("a.jpg", "b.jpg"))
     out = tmp_path / "r.json"
-    out.write_bytes(EARLIER)
+    earlier_output(out)
     before = checksums(inputs, out)
     proc = track("--input", inputs, "--output", out, full_disk=".json:1", driver_dir=tmp_path / "driver")
     assert_clean_exit(proc, EXIT_USAGE, f"cannot write --output {out}", ENOSPC_TEXT, "not saved")
@@ -287,7 +330,7 @@ def test_results_json_write_failure_is_one_error_and_keeps_earlier_json(tmp_path
 def test_video_overlay_write_failure_keeps_frames_and_earlier_overlay(tmp_path, official_models):
     clip = write_clip(tmp_path / "clip.avi", frames=6)
     out, overlay = tmp_path / "r.json", tmp_path / "o.mp4"
-    overlay.write_bytes(EARLIER)
+    earlier_output(overlay)
     before = checksums(clip, overlay)
     proc = track("--input", clip, "--output", out, "--overlay", overlay,
                  full_disk=".mp4:1", driver_dir=tmp_path / "driver")

@@ -104,6 +104,13 @@ def test_unknown_names_are_user_errors(fake_zoo):
         zoo.model_path("full", fmt="onnx")
     with pytest.raises(UserError, match="--models must be one of ours, ours_lite, official, official_lite, got 'mine'"):
         zoo.model_set("mine")
+    for spec in ("zoo:heavy", "official:pose_landmark_heavy"):   # the same mistake either side: exit 2, not 4
+        with pytest.raises(UserError, match="unknown (zoo|official) model .*heavy"):
+            zoo.resolve(spec)
+        with pytest.raises(UserError, match="unknown (zoo|official) model .*heavy"):
+            zoo.resolve(spec, "keras")
+    with pytest.raises(UserError, match="model spec must be zoo:NAME or official:NAME"):
+        zoo.resolve("mediapipe:pose_landmark_full")
 
 
 def _one_line(e: pytest.ExceptionInfo) -> str:

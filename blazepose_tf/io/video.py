@@ -32,6 +32,7 @@ import numpy as np
 
 from blazepose_tf.errors import InputError, UserError
 from blazepose_tf.io.images import to_rgb_uint8
+from blazepose_tf.io.provenance import mark_video
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -290,8 +291,8 @@ class VideoWriter:
     """Writes RGB uint8 frames to an .mp4 (MPEG-4 Part 2, ``mp4v``) or .avi (Motion JPEG) file.
 
     Frames go to a hidden temporary file next to ``path``; :meth:`close` checks that it reopens with every frame
-    written (OpenCV reports no write error: a full disk truncates the file silently) and renames it over
-    ``path``. :meth:`discard`, or leaving a ``with`` block on an exception, deletes it. So ``path`` is never left
+    written (OpenCV reports no write error: a full disk truncates the file silently), marks it
+    (:mod:`blazepose_tf.io.provenance`) and renames it over ``path``. :meth:`discard`, or leaving a ``with`` block on an exception, deletes it. So ``path`` is never left
     holding a partial video (an earlier file there stays until a complete one replaces it).
 
     Args:
@@ -374,6 +375,7 @@ class VideoWriter:
             return
         try:
             if self.frames_written == 0 or _holds_frames(tmp, self.frames_written):
+                mark_video(tmp)
                 sync_file(tmp)
                 os.replace(tmp, self._final)
                 return

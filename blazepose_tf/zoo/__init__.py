@@ -200,11 +200,19 @@ def set_member(set_name: str, role: str) -> str:
 
 
 def resolve(spec: str, fmt: str = "tflite") -> Path:
-    """Path of ``zoo:<name>`` (verified shipped file) or ``official:<name>`` (fetched if needed)."""
+    """Path of ``zoo:<name>`` (verified shipped file) or ``official:<name>`` (fetched if needed).
+
+    Raises:
+        UserError: not such a spec, or an unknown name (as :func:`model_path`).
+        ModelError: the file is missing, corrupt or cannot be fetched.
+    """
     source, _, name = spec.partition(":")
     if source == "zoo":
         return model_path(name, fmt)
     if source == "official":
+        from blazepose_tf.official import OFFICIAL_SHA256
+        if name not in OFFICIAL_SHA256:
+            raise UserError(f"unknown official model {name!r} in {spec!r}; known: {', '.join(sorted(OFFICIAL_SHA256))}")
         if fmt != "tflite":
             from blazepose_tf.models.convert_official import converted_model_path
             return converted_model_path(name)
