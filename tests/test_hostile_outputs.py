@@ -14,7 +14,7 @@ import pytest
 from blazepose_tf import cli
 from blazepose_tf.datasets.coco import split_ids
 from blazepose_tf.errors import EXIT_USAGE, UserError
-from hostile_utils import assert_clean_exit, checksums, report, run_module
+from hostile_utils import assert_clean_exit, checksums, run_module
 
 
 def dataset(root: Path) -> tuple[Path, Path, Path]:
