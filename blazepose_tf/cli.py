@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Literal, Optional, Sequence
 from absl import flags
 
 from blazepose_tf.errors import EXIT_USAGE, ModelError, UserError
-from blazepose_tf.io.provenance import written_here
+from blazepose_tf.io import provenance
 
 HELP_ARGS: tuple[str, ...] = ("-h", "-help", "--help", "-helpshort", "--helpshort")
 HELPFULL_ARGS: tuple[str, ...] = ("-helpfull", "--helpfull")
@@ -133,16 +133,18 @@ def _inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
 def define_overwrite_flag() -> None:
     """``--overwrite``, for the commands whose outputs keep a file this package did not write (see
     :func:`check_replaceable`)."""
-    flags.DEFINE_bool("overwrite", False, "Replace an existing output file that blazepose_tf did not write (without "
-                      "it such a file is refused; files an earlier run wrote are replaced either way).")
+    flags.DEFINE_bool("overwrite", False, "Replace an existing output file that is not an unchanged blazepose_tf "
+                      "output (without it such a file is refused; outputs an earlier run wrote, unedited, are "
+                      "replaced either way).")
 
 
 def check_replaceable(flag: str, path: str | os.PathLike, overwrite: bool) -> None:
-    """A one-line :class:`UserError` if a file is at ``path`` that this package did not write (it lacks the mark of
-    :mod:`blazepose_tf.io.provenance`) and ``overwrite`` is false: a user's file is never replaced unasked."""
-    if not overwrite and os.path.isfile(path) and not written_here(path):
-        raise UserError(f"{flag} {path} exists and was not written by blazepose_tf; pass --overwrite to replace "
-                        "it, or choose another path")
+    """A one-line :class:`UserError` if a file is at ``path`` that is not an unchanged output of this package (it
+    lacks a valid mark, :mod:`blazepose_tf.io.provenance`) and ``overwrite`` is false: a user's file is never
+    replaced unasked."""
+    why = None if overwrite else provenance.describe(path)
+    if why:
+        raise UserError(f"{flag} {path} {why}; pass --overwrite to replace it, or choose another path")
 
 
 def check_outputs(outputs: Sequence[tuple[str, Optional[str | os.PathLike]]],

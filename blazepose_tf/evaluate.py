@@ -8,7 +8,8 @@ listed under "errors". Annotations the loader drops (keypoints that are not a li
 length, or with NaN/inf values; unknown image ids; other categories) and other dataset problems are reported
 as one ``warning:`` line per reason, with counts, before scoring.
 
-The ``--output`` summary JSON has the keys ``schema`` (``blazepose_tf.evaluate/1``), ``annotations``, ``split``, ``num_images`` (scored images),
+The ``--output`` summary JSON has the keys ``written_by`` (the mark of an unchanged output,
+:mod:`blazepose_tf.io.provenance`), ``schema`` (``blazepose_tf.evaluate/1``), ``annotations``, ``split``, ``num_images`` (scored images),
 ``models`` ({"detector", "landmarks"}), ``pck`` and ``pck_diagonal`` (``PckResult.to_dict()``: ``pck`` in %,
 ``per_keypoint``, ``per_group``, ``detection_rate``, counts, ``threshold``, ``diagonal``), ``coco`` (AP, AP50,
 AP75, AP_M, AP_L, AR, ... as fractions), ``errors`` ([{"source", "error"}]), ``dropped_annotations`` (their
@@ -21,12 +22,12 @@ JSON or one without an 'annotations' list, unknown --split, missing --images fol
 written or would overwrite an input: the annotations, the splits file or anything in the --images folder); 3
 nothing to score: an empty 'images' or 'annotations' list, no scorable image in the dataset (none with both
 shoulders and both hips annotated) or every scored image unreadable (an earlier file at --output is then kept as
-it was); 4 model files missing, corrupt or breaking the I/O contract. An existing --output that blazepose_tf did
-not write (an earlier summary carries the ``schema`` key) is refused unless --overwrite (exit 2).
+it was); 4 model files missing, corrupt or breaking the I/O contract. An existing --output that is not an unchanged
+blazepose_tf output (a summary written by this or an earlier run carries its mark) is refused unless --overwrite
+(exit 2).
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -39,6 +40,7 @@ from blazepose_tf.zoo import model_flags
 from blazepose_tf.datasets.coco import load_coco_keypoints
 from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, InputError, UserError
 from blazepose_tf.evaluation import evaluate, scored_records
+from blazepose_tf.io.provenance import marked_json
 from blazepose_tf.io.video import write_bytes_atomic
 from blazepose_tf.metrics import format_pck_table
 
@@ -117,7 +119,7 @@ def main(argv: list[str]) -> int:
                "models": model_flags.model_labels(FLAGS), "roi_passes": FLAGS.roi_passes, **result.summary(),
                "dropped_annotations": dropped, "dataset_problems": dict(sorted(dataset.problems.items()))}
         try:
-            write_bytes_atomic(FLAGS.output, json.dumps(_json_ready(doc), indent=1, allow_nan=False).encode())
+            write_bytes_atomic(FLAGS.output, marked_json(_json_ready(doc), indent=1, allow_nan=False))
         except OSError as e:
             raise UserError(f"cannot write --output {FLAGS.output}: {e.strerror or e}") from None
         print(f"summary -> {FLAGS.output}")

@@ -4,7 +4,8 @@
 
 Output JSON (schema ``blazepose_tf.track/1``)::
 
-    {"schema": "blazepose_tf.track/1",
+    {"written_by": "blazepose_tf sha256:...",   # the mark of an unchanged output (blazepose_tf.io.provenance)
+     "schema": "blazepose_tf.track/1",
      "models": {"detector": "...", "landmarks": "..."}, "mode": "image"|"video",
      "keypoint_names": [33 names],
      "results": [                       # one entry per image, or per video frame
@@ -25,8 +26,9 @@ receives ``<input file name>.png`` per image and ``<input file name>.mp4`` per v
 
 Your files are safe: an ``--overlay`` or ``--output`` that would write over an input (symbolic links and ``..``
 resolved; the ``--input`` folder as the ``--overlay`` folder) or over each other, or whose folder cannot be
-written, is refused before any model is loaded; so is one where a file is that blazepose_tf did not write, unless
-``--overwrite`` (the outputs carry a mark, :mod:`blazepose_tf.io.provenance`, so a rerun replaces its own). Every output is written to a temporary file next to it and then
+written, is refused before any model is loaded; so is one where a file is that is not an unchanged blazepose_tf
+output (the outputs carry a mark with their digest, :mod:`blazepose_tf.io.provenance`, so a rerun replaces its
+own, but not a file of yours, an edited output or one from an older version), unless ``--overwrite``. Every output is written to a temporary file next to it and then
 renamed, so a failed write (disk full) never leaves a partial file and keeps an earlier one unchanged. An overlay
 that cannot be written is reported (``warning:`` line, an entry under "errors") and the run goes on.
 
@@ -39,7 +41,6 @@ were unreadable and skipped, or some overlays could not be written (listed under
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -53,6 +54,7 @@ from blazepose_tf import cli, contract
 from blazepose_tf.zoo import model_flags
 from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL, InputError, UserError
 from blazepose_tf.io.images import InputItem, collect_inputs, load_image
+from blazepose_tf.io.provenance import marked_json
 from blazepose_tf.io.samples import SAMPLE_NAMES, sample_image_path
 from blazepose_tf.io.video import VideoReader, VideoWriter, write_bytes_atomic
 from blazepose_tf.overlay import draw_poses, save_image
@@ -134,7 +136,8 @@ def _make_folder(folder: Path, flag: str) -> None:
 def _check_outputs(items: list[InputItem], out_path: Path, overlays: dict[Path, Path]) -> None:
     """Refuses, before any model is loaded, outputs that would write over an input or over each other, outputs
     that are not regular files, and output folders that cannot be written: one-line UserErrors."""
-    inputs = {key: item.path for item in items for key in cli.path_identities(item.path)}
+    sources = [item.path for item in items] + [Path(p).expanduser() for p in (FLAGS.detector, FLAGS.landmarks) if p]
+    inputs = {key: source for source in sources for key in cli.path_identities(source)}
     if len(items) > 1 and overlays:
         folder = next(iter(overlays.values())).parent
         if cli.path_identities(folder) & cli.path_identities(items[0].path.parent):
@@ -161,9 +164,9 @@ def _check_outputs(items: list[InputItem], out_path: Path, overlays: dict[Path, 
 
 def _write_json(path: Path, doc: dict) -> None:
     """Writes ``doc`` atomically (see :func:`write_bytes_atomic`): a failure leaves no partial file and any earlier
-    file at ``path`` unchanged, and is a one-line UserError."""
+    file at ``path`` unchanged, and is a one-line UserError. The file carries the mark (``"written_by"``)."""
     try:
-        write_bytes_atomic(path, json.dumps(doc).encode())
+        write_bytes_atomic(path, marked_json(doc))
     except OSError as e:
         raise UserError(f"cannot write --output {path}: {e.strerror or e}; the results were not saved") from None
 

@@ -18,6 +18,7 @@ import pytest
 
 from blazepose_tf import contract
 from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, EXIT_USAGE
+from blazepose_tf.io.provenance import written_here
 from blazepose_tf.io.samples import sample_image_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +34,7 @@ SAMPLE_KEYPOINTS = {
     "right_elbow": (63, 411), "left_wrist": (325, 467), "right_wrist": (133, 479), "left_hip": (241, 504),
     "right_hip": (128, 531),
 }
-SUMMARY_KEYS = {"schema", "annotations", "split", "num_images", "models", "roi_passes", "pck", "pck_diagonal", "coco", "errors",
+SUMMARY_KEYS = {"written_by", "schema", "annotations", "split", "num_images", "models", "roi_passes", "pck", "pck_diagonal", "coco", "errors",
                 "dropped_annotations", "dataset_problems"}
 PCK_KEYS = {"pck", "per_keypoint", "per_group", "detection_rate", "num_people", "num_detected", "num_points",
             "num_correct", "keypoint_counts", "threshold", "diagonal"}
@@ -141,7 +142,8 @@ def test_tiny_coco_scores_high_and_writes_summary(tiny_coco, official_models):
     assert "2 scored images" in proc.stdout and "overall PCK" in proc.stdout and "COCO keypoint AP" in proc.stdout
     doc = strict_json(out)
     assert set(doc) == SUMMARY_KEYS
-    assert next(iter(doc)) == "schema" and doc["schema"] == "blazepose_tf.evaluate/1"
+    assert list(doc)[:2] == ["written_by", "schema"] and doc["schema"] == "blazepose_tf.evaluate/1"
+    assert written_here(out)
     assert doc["annotations"] == str(tiny_coco / "annotations.json")
     assert doc["split"] == "dev" and doc["num_images"] == 2 and doc["errors"] == []
     assert doc["dropped_annotations"] == 0 and doc["dataset_problems"] == {}

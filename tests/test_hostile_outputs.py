@@ -14,6 +14,7 @@ import pytest
 from blazepose_tf import cli
 from blazepose_tf.datasets.coco import split_ids
 from blazepose_tf.errors import EXIT_USAGE, UserError
+from blazepose_tf.io.provenance import marked_json
 from hostile_utils import assert_clean_exit, checksums, run_module
 
 
@@ -61,10 +62,10 @@ def test_check_outputs_refuses_inputs_collisions_and_non_files(tmp_path):
                        ("--png", None), ("--csv", "")], inputs)
     assert not (tmp_path / "new").exists()   # checking makes no folder
     # with an --overwrite flag (overwrite given): a file blazepose_tf did not write needs it to be true
-    with pytest.raises(UserError, match="exists and was not written by blazepose_tf; pass --overwrite"):
+    with pytest.raises(UserError, match="exists and is not an unchanged blazepose_tf output .*; pass --overwrite"):
         cli.check_outputs([("--output", tmp_path / "earlier.md")], inputs, overwrite=False)
     cli.check_outputs([("--output", tmp_path / "earlier.md")], inputs, overwrite=True)
-    (tmp_path / "ours.json").write_text('{"schema": "blazepose_tf.evaluate/1"}')
+    (tmp_path / "ours.json").write_bytes(marked_json({"schema": "blazepose_tf.evaluate/1"}))
     cli.check_outputs([("--output", tmp_path / "ours.json")], inputs, overwrite=False)
 
 
@@ -145,7 +146,7 @@ def test_evaluate_with_no_image_read_keeps_an_earlier_summary(tmp_path, official
             "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
             "right_knee", "left_ankle", "right_ankle"]}]}))
     out = tmp_path / "summary.json"
-    earlier = '{"schema": "blazepose_tf.evaluate/1", "note": "an earlier good summary"}'
+    earlier = marked_json({"schema": "blazepose_tf.evaluate/1", "note": "an earlier good summary"}).decode()
     out.write_text(earlier)
     proc = run_module("blazepose_tf.evaluate", "--annotations", ann, "--images", images, "--output", out,
                       "--noprogress", timeout=300)
@@ -161,7 +162,8 @@ def test_evaluate_refuses_a_summary_it_did_not_write(tmp_path):
     out.write_text('{"my": "own results"}')
     proc = run_module("blazepose_tf.evaluate", "--annotations", ann, "--images", images, "--output", out,
                       "--noprogress", "--landmarks", tmp_path / "no_such.tflite", timeout=300)
-    assert_clean_exit(proc, EXIT_USAGE, f"--output {out} exists and was not written by blazepose_tf", "--overwrite")
+    assert_clean_exit(proc, EXIT_USAGE, f"--output {out} exists and is not an unchanged blazepose_tf output",
+                      "--overwrite")
     assert out.read_text() == '{"my": "own results"}'
     proc = run_module("blazepose_tf.evaluate", "--annotations", ann, "--images", images, "--output", out,
                       "--noprogress", "--landmarks", tmp_path / "no_such.tflite", "--overwrite", timeout=300)

@@ -5,8 +5,9 @@ is never lost to a failing write.
   or hard link), over each other, onto a device, or into a folder that cannot be written is refused with one
   ``error:`` line and exit 2 before any model is loaded (``--detector`` names a missing file: were the models
   loaded first, the run would end with exit 4 instead).
-* A file at an output that blazepose_tf did not write (it lacks the mark of ``blazepose_tf.io.provenance``) is
-  refused the same way unless ``--overwrite``; an earlier run's outputs are replaced.
+* A file at an output that is not an unchanged blazepose_tf output (no valid mark of
+  ``blazepose_tf.io.provenance``: the user's, or an edited output) is refused the same way unless ``--overwrite``;
+  an earlier run's outputs are replaced.
 * Overlays in a folder are named after the whole input name (``a.jpg`` -> ``a.jpg.png``), so ``a.jpg`` and
   ``a.png`` do not overwrite each other's; each result names its overlay.
 * A full disk is simulated without root tricks (the tests run as root in CI, where read-only folders do not stop
@@ -28,7 +29,8 @@ import pytest
 
 from blazepose_tf.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, UserError
 from blazepose_tf.io.images import load_image
-from blazepose_tf.io.provenance import mark_image, mark_video, written_here
+from blazepose_tf.io.provenance import marked_json, written_here
+from blazepose_tf.io.video import VideoWriter
 from blazepose_tf.io.samples import sample_image_path
 from blazepose_tf.overlay import save_image
 from hostile_utils import REPO, assert_clean_exit, checksums, error_lines, report, run_module
@@ -140,15 +142,15 @@ def write_clip(path: Path, frames: int = 6, size: int = 128) -> Path:
 
 
 def earlier_output(path: Path) -> bytes:
-    """Writes an earlier run's output at ``path``: a file carrying blazepose_tf's mark for its extension (so a run
-    may replace it, :mod:`blazepose_tf.io.provenance`); returns its bytes."""
+    """Writes an earlier run's output at ``path``: a file carrying blazepose_tf's mark (so a run may replace it,
+    :mod:`blazepose_tf.io.provenance`); returns its bytes."""
     if path.suffix == ".png":
-        path.write_bytes(mark_image(cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes(), ".png"))
+        save_image(path, np.zeros((4, 4, 3), np.uint8))
     elif path.suffix == ".mp4":
-        path.write_bytes(EARLIER)
-        mark_video(path)
+        with VideoWriter(path, 10.0, (16, 16)) as writer:
+            writer.write(np.zeros((16, 16, 3), np.uint8))
     else:
-        path.write_text(json.dumps({"schema": "blazepose_tf.track/1", "note": EARLIER.decode()}))
+        path.write_bytes(marked_json({"schema": "blazepose_tf.track/1", "note": EARLIER.decode()}))
     assert written_here(path)
     return path.read_bytes()
 
@@ -245,13 +247,30 @@ def test_files_it_did_not_write_need_overwrite(tmp_path, official_models):
                           (["--input", image, "--output", fresh, "--overlay", overlay], f"--overlay {overlay}"),
                           (["--input", many, "--output", fresh, "--overlay", folder], f"--overlay {folder}/a.jpg.png")]:
         proc = track(*args, *no_models)
-        assert_clean_exit(proc, EXIT_USAGE, f"{refused} exists and was not written by blazepose_tf", "--overwrite")
+        assert_clean_exit(proc, EXIT_USAGE, f"{refused} exists and is not an unchanged blazepose_tf output",
+                          "--overwrite")
     assert checksums(out, overlay, folder) == before and not fresh.exists()
     for extra in (["--overwrite"], []):
         proc = track("--input", image, "--output", out, "--overlay", overlay, *extra)
         assert_clean_exit(proc, EXIT_OK)
         assert json.loads(out.read_text())["schema"] == "blazepose_tf.track/1" and written_here(overlay)
     assert load_image(overlay).shape == (128, 128, 3) and leftovers(tmp_path) == []
+    # an output the user edited is theirs again (json.load / json.dump keeps the keys and their order)
+    doc = json.loads(out.read_text())
+    doc["my_notes"] = "checked by hand"
+    out.write_text(json.dumps(doc))
+    edited = checksums(out)
+    proc = track("--input", image, "--output", out, *no_models)
+    assert_clean_exit(proc, EXIT_USAGE, f"--output {out} exists and is not an unchanged blazepose_tf output")
+    assert checksums(out) == edited
+    # nor may the results go over the model files the run reads
+    model = tmp_path / "my_detector.tflite"
+    model.write_bytes(b"a model file")
+    (tmp_path / "link.png").symlink_to(model)
+    proc = track("--input", image, "--output", fresh, "--overlay", tmp_path / "link.png", "--detector", model,
+                 "--overwrite")
+    assert_clean_exit(proc, EXIT_USAGE, f"--overlay {tmp_path / 'link.png'} would overwrite the input {model}")
+    assert model.read_bytes() == b"a model file"
 
 
 def test_run_with_nothing_processed_keeps_earlier_results(tmp_path, official_models):

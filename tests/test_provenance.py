@@ -1,14 +1,18 @@
 """The mark on the files blazepose_tf writes (``blazepose_tf.io.provenance``): present on what the writers make, absent
-from what other programs make, and invisible to the readers (the same pixels, every video frame)."""
+from what other programs make or from an edited output, and invisible to the readers (the same pixels, every video
+frame, the same JSON)."""
 from __future__ import annotations
 
+import json
+import shutil
 import struct
+import zlib
 
 import cv2
 import numpy as np
 import pytest
 
-from blazepose_tf.io.provenance import mark_image, mark_video, written_here
+from blazepose_tf.io.provenance import describe, mark_image, mark_video, marked_json, written_here
 from blazepose_tf.io.video import VideoReader, VideoWriter
 from blazepose_tf.overlay import save_image
 
@@ -19,19 +23,32 @@ def picture(height: int = 24, width: int = 32) -> np.ndarray:
     return np.stack([x * 7, y * 9, (x + y) * 3], axis=-1).astype(np.uint8)
 
 
+def flip_last_byte_before(data: bytes, end: int) -> bytes:
+    """``data`` with the byte at ``end - 1`` changed (an edit the mark must notice)."""
+    return data[:end - 1] + bytes([data[end - 1] ^ 1]) + data[end:]
+
+
 @pytest.mark.parametrize("name", ["o.png", "o.jpg", "o.JPEG"])
 def test_saved_images_are_marked_and_decode_as_before(tmp_path, name):
     image = picture()
-    save_image(tmp_path / name, image)
-    assert written_here(tmp_path / name)
+    path = tmp_path / name
+    save_image(path, image)
+    assert written_here(path) and describe(path) is None
     ext = "." + name.rsplit(".", 1)[1]
     plain = cv2.imencode(ext, image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1]
-    assert np.array_equal(cv2.imread(str(tmp_path / name)), cv2.imdecode(plain, cv2.IMREAD_COLOR))
+    assert np.array_equal(cv2.imread(str(path)), cv2.imdecode(plain, cv2.IMREAD_COLOR))
     if ext == ".png":
-        assert np.array_equal(cv2.imread(str(tmp_path / name))[:, :, ::-1], image)
+        assert np.array_equal(cv2.imread(str(path))[:, :, ::-1], image)
     other = tmp_path / f"by_opencv{ext}"                # another program's file of the same kind
     assert cv2.imwrite(str(other), image)
-    assert not written_here(other)
+    assert not written_here(other) and "not an unchanged blazepose_tf output" in describe(other)
+    data = path.read_bytes()                            # the pixels edited, the mark kept
+    path.write_bytes(flip_last_byte_before(data, len(data) - 20))
+    assert not written_here(path)
+    renamed = tmp_path / "renamed.bin"                  # the name does not matter, the content does
+    save_image(tmp_path / f"again{ext}", image)
+    shutil.copy(tmp_path / f"again{ext}", renamed)
+    assert written_here(renamed)
 
 
 def test_png_mark_is_a_valid_chunk():
@@ -40,55 +57,71 @@ def test_png_mark_is_a_valid_chunk():
     marked = mark_image(plain, ".png")
     assert marked.startswith(plain[:33]) and marked.endswith(plain[33:])
     length, kind = struct.unpack(">I4s", marked[33:41])
-    assert kind == b"tEXt" and marked[41:41 + length] == b"Software\x00blazepose_tf"
+    assert kind == b"tEXt" and marked[41:41 + length].startswith(b"Software\x00blazepose_tf sha256:")
+    assert struct.unpack(">I", marked[41 + length:45 + length])[0] == zlib.crc32(marked[37:41 + length])
     assert cv2.imdecode(np.frombuffer(marked, np.uint8), cv2.IMREAD_COLOR) is not None
     assert mark_image(b"not a png", ".png") == b"not a png"   # not an encoder's file: unchanged, unmarked
 
 
 @pytest.mark.parametrize("name", ["o.mp4", "o.avi"])
 def test_written_videos_are_marked_and_keep_every_frame(tmp_path, name):
-    frames = [np.full((48, 64, 3), 20 * i, np.uint8) for i in range(7)]
-    with VideoWriter(tmp_path / name, 10.0, (64, 48)) as writer:
-        for frame in frames:
-            writer.write(frame)
-    assert written_here(tmp_path / name)
-    with VideoReader(tmp_path / name) as reader:
+    path = tmp_path / name
+    with VideoWriter(path, 10.0, (64, 48)) as writer:
+        for i in range(7):
+            writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    assert written_here(path)
+    with VideoReader(path) as reader:
         read = [frame for _, _, frame in reader]
         assert not reader.truncated
     assert len(read) == 7
     assert [int(round(f.mean())) for f in read] == pytest.approx([20 * i for i in range(7)], abs=6)
+    data = path.read_bytes()
     if name.endswith(".avi"):      # the RIFF list still spans the whole file
-        data = (tmp_path / name).read_bytes()
         assert data[:4] == b"RIFF" and struct.unpack("<I", data[4:8])[0] + 8 == len(data)
+    path.write_bytes(flip_last_byte_before(data, len(data) // 2))     # a frame edited
+    assert not written_here(path)
 
 
 @pytest.mark.parametrize("name", ["o.mp4", "o.avi"])
 def test_other_videos_are_not_marked(tmp_path, name):
-    writer = cv2.VideoWriter(str(tmp_path / name), cv2.VideoWriter.fourcc(*("mp4v" if "mp4" in name else "MJPG")),
+    path = tmp_path / name
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*("mp4v" if "mp4" in name else "MJPG")),
                              10.0, (64, 48))
     for _ in range(3):
         writer.write(np.zeros((48, 64, 3), np.uint8))
     writer.release()
-    assert not written_here(tmp_path / name)
-    mark_video(tmp_path / name)
-    assert written_here(tmp_path / name)
+    assert not written_here(path)
+    mark_video(path)
+    assert written_here(path)
 
 
-@pytest.mark.parametrize("text, ours", [
-    ('{"schema": "blazepose_tf.track/1", "results": []}', True),
-    ('{\n "schema": "blazepose_tf.evaluate/1",\n "pck": {}}', True),
-    ('{"results": [], "schema": "blazepose_tf.track/1"}', False),    # the writers put the schema first
-    ('{"schema": "someone_else/1"}', False),
-    ("plain notes", False),
-    ("", False),
-])
-def test_json_is_ours_by_its_schema_whatever_its_name(tmp_path, text, ours):
-    for name in ("r.json", "results.txt"):
-        (tmp_path / name).write_text(text)
-        assert written_here(tmp_path / name) is ours
+def test_marked_json_is_the_same_document_and_edits_unmark_it(tmp_path):
+    doc = {"schema": "blazepose_tf.track/1", "results": [{"x": 1.5}], "errors": []}
+    for kwargs in ({}, {"indent": 1}, {"separators": (",", ":")}):
+        data = marked_json(doc, **kwargs)
+        loaded = json.loads(data)
+        assert list(loaded)[0] == "written_by" and {k: v for k, v in loaded.items() if k != "written_by"} == doc
+        for name in ("r.json", "results.png", "no_extension"):     # told from the content, not the name
+            (tmp_path / name).write_bytes(data)
+            assert written_here(tmp_path / name)
+    path = tmp_path / "r.json"
+    loaded["results"][0]["x"] = 2.5                     # edited and saved with the mark's key kept first
+    path.write_text(json.dumps(loaded))
+    assert not written_here(path)
+    path.write_text('{"written_by": "blazepose_tf sha256:' + "0" * 32 + '", "schema": "blazepose_tf.track/1"}')
+    assert not written_here(path)                       # a made-up mark
+    with pytest.raises(ValueError):
+        marked_json({})
 
 
-def test_missing_or_unreadable_is_not_ours(tmp_path):
-    assert not written_here(tmp_path / "absent.png")
+@pytest.mark.parametrize("text", ['{"schema": "blazepose_tf.track/1", "results": []}', '{"schema": "x"}',
+                                  "plain notes", ""])
+def test_unmarked_json_and_text_are_not_ours(tmp_path, text):
+    (tmp_path / "r.json").write_text(text)
+    assert not written_here(tmp_path / "r.json")
+
+
+def test_missing_or_unreadable_is_not_ours_and_needs_no_permission(tmp_path):
+    assert not written_here(tmp_path / "absent.png") and describe(tmp_path / "absent.png") is None
     (tmp_path / "folder.json").mkdir()
     assert not written_here(tmp_path / "folder.json")

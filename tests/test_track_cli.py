@@ -23,10 +23,11 @@ import pytest
 
 from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from blazepose_tf.io.images import load_image
+from blazepose_tf.io.provenance import written_here
 from blazepose_tf.io.samples import sample_image_path
 
 REPO = Path(__file__).resolve().parents[1]
-TOP_KEYS = {"schema", "models", "mode", "keypoint_names", "results", "errors", "summary"}
+TOP_KEYS = {"written_by", "schema", "models", "mode", "keypoint_names", "results", "errors", "summary"}
 RESULT_KEYS = {"source", "frame", "timestamp", "width", "height", "overlay", "poses"}
 POSE_KEYS = {"score", "keypoints", "roi", "detection_score"}
 ROI_KEYS = {"x_center", "y_center", "width", "height", "rotation"}
@@ -69,7 +70,7 @@ def check_stderr(proc: subprocess.CompletedProcess, code: int, *expected: tuple[
 def read_doc(path: Path) -> dict:
     doc = json.loads(path.read_text())
     assert set(doc) == TOP_KEYS
-    assert doc["schema"] == "blazepose_tf.track/1"
+    assert doc["schema"] == "blazepose_tf.track/1" and written_here(path)
     assert set(doc["summary"]) == SUMMARY_KEYS
     assert not path.with_name(path.name + ".part").exists()
     return doc

@@ -1,52 +1,104 @@
 """A mark on the files this package writes, so that a rerun may replace its own outputs while a file the user
-made is never overwritten unless they ask (``--overwrite``).
+made (or edited) is never overwritten unless they ask (``--overwrite``).
 
-Each output format carries the mark where its readers ignore it:
+The mark is ``blazepose_tf sha256:<digest>``, the digest of the file without its mark: a file counts as written
+here only while it is exactly as written (an edited copy, or another program's file, does not). Each format
+carries it where its readers ignore it:
 
-* PNG: a ``tEXt`` chunk ``Software`` = ``blazepose_tf`` right after the header (``IHDR``);
-* JPEG: a comment (``COM``) segment ``blazepose_tf`` after the JFIF header;
-* MP4: a top-level ``free`` box holding ``blazepose_tf`` at the end of the file;
-* AVI: a ``JUNK`` chunk holding ``blazepose_tf`` at the end of the last RIFF list (its size updated);
-* JSON (under any other name): a first key ``"schema"`` whose value starts with ``blazepose_tf.`` (the writers put it first).
+* PNG: a ``tEXt`` chunk ``Software`` = the mark, right after the header (``IHDR``);
+* JPEG: a comment (``COM``) segment after the JFIF header;
+* MP4: a top-level ``free`` box at the end of the file;
+* AVI: a ``JUNK`` chunk at the end of the last RIFF list (whose size is updated; the digest covers the file as it
+  was before);
+* JSON: a first key ``"written_by"`` (:func:`marked_json`).
+
+:func:`written_here` tells the format from the content, not the name, so a summary saved as ``s.png`` is still
+recognised as JSON.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import struct
 import zlib
 from pathlib import Path
-from typing import Union
+from typing import Any, BinaryIO, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-MARK = b"blazepose_tf"
+_PREFIX = b"blazepose_tf sha256:"
+_DIGEST_HEX = 32
+_MARK = re.compile(re.escape(_PREFIX) + rb"([0-9a-f]{%d})$" % _DIGEST_HEX)
+_MARK_LEN = len(_PREFIX) + _DIGEST_HEX
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_TEXT = b"Software\x00" + MARK
-_MP4_BOX = struct.pack(">I", 8 + len(MARK)) + b"free" + MARK
-_AVI_CHUNK = b"JUNK" + struct.pack("<I", len(MARK)) + MARK  # even length: no pad byte
-_JSON_HEAD = re.compile(rb'^\s*\{\s*"schema"\s*:\s*"blazepose_tf\.')
-_HEAD_BYTES = 4096
+_PNG_KEY = b"Software\x00"
+_JSON_KEY = '{"written_by": "'
+_CHUNK = 1 << 20
+
+
+def _mark(digest: "hashlib._Hash") -> bytes:
+    return _PREFIX + digest.hexdigest()[:_DIGEST_HEX].encode()
+
+
+def _digest_of(*parts: bytes) -> "hashlib._Hash":
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    return h
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
+def _jpeg_insert_at(encoded: bytes) -> int:
+    """Where the comment goes: after JFIF's APP0, which must stay first, else right after the start marker."""
+    if encoded[2:4] == b"\xff\xe0":
+        return 4 + struct.unpack(">H", encoded[4:6])[0]
+    return 2
+
+
 def mark_image(encoded: bytes, extension: str) -> bytes:
     """``encoded`` (a whole .png or .jpg/.jpeg file as an encoder made it) with the mark added; other extensions,
     or bytes that are not such a file, are returned unchanged."""
     ext = extension.lower()
+    mark = _mark(_digest_of(encoded))
     if ext == ".png" and encoded.startswith(_PNG_SIGNATURE) and encoded[12:16] == b"IHDR":
-        end_of_header = 8 + 12 + struct.unpack(">I", encoded[8:12])[0]
-        return encoded[:end_of_header] + _png_chunk(b"tEXt", _PNG_TEXT) + encoded[end_of_header:]
+        at = 8 + 12 + struct.unpack(">I", encoded[8:12])[0]
+        return encoded[:at] + _png_chunk(b"tEXt", _PNG_KEY + mark) + encoded[at:]
     if ext in (".jpg", ".jpeg") and encoded.startswith(b"\xff\xd8"):
-        at = 2
-        if encoded[2:4] == b"\xff\xe0":  # JFIF's APP0 must stay first
-            at = 4 + struct.unpack(">H", encoded[4:6])[0]
-        comment = b"\xff\xfe" + struct.pack(">H", 2 + len(MARK)) + MARK
-        return encoded[:at] + comment + encoded[at:]
+        at = _jpeg_insert_at(encoded)
+        return encoded[:at] + b"\xff\xfe" + struct.pack(">H", 2 + len(mark)) + mark + encoded[at:]
     return encoded
+
+
+def _file_digest(f: BinaryIO, end: int) -> "hashlib._Hash":
+    """sha256 of the first ``end`` bytes of ``f``."""
+    h = hashlib.sha256()
+    f.seek(0)
+    left = end
+    while left > 0:
+        block = f.read(min(_CHUNK, left))
+        if not block:
+            break
+        h.update(block)
+        left -= len(block)
+    return h
+
+
+def _riff_lists(f: BinaryIO, size: int) -> list[tuple[int, int]]:
+    """(offset, length) of the top-level RIFF lists (OpenDML files hold several)."""
+    lists, offset = [], 0
+    while offset + 8 <= size:
+        f.seek(offset)
+        kind, length = struct.unpack("<4sI", f.read(8))
+        if kind != b"RIFF":
+            break
+        lists.append((offset, length))
+        offset += 8 + length + (length & 1)
+    return lists
 
 
 def mark_video(path: PathLike) -> None:
@@ -59,67 +111,125 @@ def mark_video(path: PathLike) -> None:
     if ext not in (".mp4", ".avi"):
         return
     with open(path, "r+b") as f:
-        if ext == ".mp4":
-            f.seek(0, os.SEEK_END)
-            f.write(_MP4_BOX)
-            return
         size = f.seek(0, os.SEEK_END)
-        last, offset = None, 0
-        while offset + 8 <= size:  # OpenDML files hold several top-level RIFF lists; the last one grows
-            f.seek(offset)
-            kind, length = struct.unpack("<4sI", f.read(8))
-            if kind != b"RIFF":
-                break
-            last, offset = (offset, length), offset + 8 + length + (length & 1)
-        if last is None:
+        mark = _mark(_file_digest(f, size))
+        if ext == ".mp4":
+            f.seek(size)
+            f.write(struct.pack(">I", 8 + len(mark)) + b"free" + mark)
             return
-        f.seek(0, os.SEEK_END)
-        f.write(_AVI_CHUNK)
-        f.seek(last[0] + 4)
-        f.write(struct.pack("<I", last[1] + len(_AVI_CHUNK)))
+        lists = _riff_lists(f, size)
+        if not lists:
+            return
+        f.seek(size)
+        f.write(b"JUNK" + struct.pack("<I", len(mark)) + mark)   # even length: no pad byte
+        offset, length = lists[-1]
+        f.seek(offset + 4)
+        f.write(struct.pack("<I", length + 8 + len(mark)))
 
 
-def _png_marked(head: bytes) -> bool:
+def marked_json(doc: dict[str, Any], **dumps_kwargs: Any) -> bytes:
+    """``json.dumps(doc, **dumps_kwargs)`` as bytes, with a first key ``"written_by"`` holding the mark."""
+    if not isinstance(doc, dict) or not doc:
+        raise ValueError("marked_json needs a non-empty dict")
+    text = json.dumps(doc, **dumps_kwargs).encode()
+    return _JSON_KEY.encode() + _mark(_digest_of(text)) + b'", ' + text[1:]
+
+
+def _png_written_here(data: bytes) -> bool:
     at = len(_PNG_SIGNATURE)
-    while at + 8 <= len(head):
-        length, kind = struct.unpack(">I4s", head[at:at + 8])
-        if kind == b"tEXt" and head[at + 8:at + 8 + length] == _PNG_TEXT:
-            return True
+    while at + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        body = data[at + 8:at + 8 + length]
+        if kind == b"tEXt" and body.startswith(_PNG_KEY):
+            found = _MARK.match(body[len(_PNG_KEY):])
+            return bool(found) and _mark(_digest_of(data[:at], data[at + 12 + length:])) == found.group(0)
         if kind == b"IDAT":
             return False
         at += 12 + length
     return False
 
 
-def _jpeg_marked(head: bytes) -> bool:
+def _jpeg_written_here(data: bytes) -> bool:
     at = 2
-    while at + 4 <= len(head) and head[at] == 0xFF:
-        kind, length = head[at + 1], struct.unpack(">H", head[at + 2:at + 4])[0]
-        if kind == 0xFE and head[at + 4:at + 2 + length] == MARK:
-            return True
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        kind, length = data[at + 1], struct.unpack(">H", data[at + 2:at + 4])[0]
+        if kind == 0xFE:
+            found = _MARK.match(data[at + 4:at + 2 + length])
+            if found:
+                return _mark(_digest_of(data[:at], data[at + 2 + length:])) == found.group(0)
         if kind == 0xDA:  # start of scan: no header segment follows
             return False
         at += 2 + length
     return False
 
 
+def _json_written_here(data: bytes) -> bool:
+    head = _JSON_KEY.encode()
+    found = _MARK.match(data[len(head):len(head) + _MARK_LEN])
+    rest = data[len(head) + _MARK_LEN:]
+    if not found or not rest.startswith(b'", '):
+        return False
+    return _mark(_digest_of(b"{", rest[3:])) == found.group(0)
+
+
+def _video_written_here(f: BinaryIO, size: int, head: bytes) -> bool:
+    riff = head.startswith(b"RIFF")
+    if not (riff or head[4:8] == b"ftyp"):
+        return False
+    box = 8 + _MARK_LEN
+    if size < box:
+        return False
+    f.seek(size - box)
+    tail = f.read(box)
+    found = _MARK.match(tail[8:])
+    if (tail[:4] != b"JUNK" if riff else tail[4:8] != b"free") or not found:
+        return False
+    if not riff:
+        return _mark(_file_digest(f, size - box)) == found.group(0)
+    lists = _riff_lists(f, size)   # the digest covers the file with its last RIFF list's earlier size
+    if not lists:
+        return False
+    offset, length = lists[-1]
+    f.seek(0)
+    h = hashlib.sha256(f.read(offset + 4) + struct.pack("<I", length - box))
+    f.seek(offset + 8)
+    left = size - box - offset - 8
+    while left > 0:
+        block = f.read(min(_CHUNK, left))
+        if not block:
+            return False
+        h.update(block)
+        left -= len(block)
+    return _mark(h) == found.group(0)
+
+
 def written_here(path: PathLike) -> bool:
-    """Whether the file at ``path`` carries this package's mark: an image's or video's for those extensions, the
-    JSON ``schema`` for any other name; an unreadable file does not."""
-    ext = Path(path).suffix.lower()
+    """Whether the file at ``path`` is exactly as this package wrote it (its mark holds the digest of the rest);
+    the format is told from the content. A missing or unreadable file, or a folder, is not."""
     try:
         with open(path, "rb") as f:
-            head = f.read(_HEAD_BYTES)
-            if ext in (".mp4", ".avi"):
-                tail = _MP4_BOX if ext == ".mp4" else _AVI_CHUNK
-                if f.seek(0, os.SEEK_END) < len(tail):
-                    return False
-                f.seek(-len(tail), os.SEEK_END)
-                return f.read(len(tail)) == tail
+            size = f.seek(0, os.SEEK_END)
+            f.seek(0)
+            head = f.read(16)
+            if head.startswith(_PNG_SIGNATURE) or head.startswith(b"\xff\xd8") or head.startswith(b"{"):
+                f.seek(0)
+                data = f.read()
+                if head.startswith(_PNG_SIGNATURE):
+                    return _png_written_here(data)
+                if head.startswith(b"{"):
+                    return _json_written_here(data)
+                return _jpeg_written_here(data)
+            return _video_written_here(f, size, head)
     except OSError:
         return False
-    if ext == ".png":
-        return head.startswith(_PNG_SIGNATURE) and _png_marked(head)
-    if ext in (".jpg", ".jpeg"):
-        return head.startswith(b"\xff\xd8") and _jpeg_marked(head)
-    return _JSON_HEAD.match(head) is not None  # the results and summaries are JSON whatever their name
+
+
+def describe(path: PathLike) -> Optional[str]:
+    """Why ``path`` may not be replaced unasked (a file without a valid mark), or None if it may (no file there, or
+    one this package wrote)."""
+    if not os.path.lexists(path) or not os.path.isfile(path):
+        return None
+    if written_here(path):
+        return None
+    return ("exists and is not an unchanged blazepose_tf output (a file of yours, an edited output, or one "
+            "from a version before outputs were marked)")
