@@ -240,6 +240,7 @@ def define_flags() -> None:
     flags.DEFINE_string("json", str(_REPO / "out" / "detector_roi.json"), "All numbers (JSON).")
     flags.DEFINE_string("markdown", str(_REPO / "out" / "detector_roi.md"), "The table (Markdown).")
     flags.DEFINE_bool("progress", True, "Show progress bars.")
+    cli.define_overwrite_flag()
 
 
 def resolve_model(spec: str, what: str, names: Optional[dict] = None) -> Path:
@@ -273,7 +274,8 @@ def main(argv: list[str]) -> int:
     check_data(annotations, images)
     models = [("--detectors", item.partition("=")[2] or item) for item in FLAGS.detectors]
     cli.check_outputs([("--markdown", FLAGS.markdown), ("--json", FLAGS.json)],
-                      dataset_inputs(annotations, images) + models + [("--landmarks", FLAGS.landmarks)])
+                      dataset_inputs(annotations, images) + models + [("--landmarks", FLAGS.landmarks)],
+                      overwrite=FLAGS.overwrite)
     dets = detectors(FLAGS.detectors)
     landmarks = resolve_model(FLAGS.landmarks, "--landmarks", NAMED_TRACKERS)
     records = scored_records(load_coco_keypoints(annotations, images, split=FLAGS.split), FLAGS.limit)

@@ -328,6 +328,7 @@ def define_flags() -> None:
     flags.DEFINE_string("markdown", str(_REPO / "out" / "keypoint_errors.md"), "Summary tables (Markdown).")
     flags.DEFINE_bool("mirror", True, "Mirror the frame of people seen from behind so that +x is the person's left.")
     flags.DEFINE_bool("progress", True, "Show progress bars.")
+    cli.define_overwrite_flag()
 
 
 def _trackers(FLAGS) -> list[tuple[str, Path]]:
@@ -349,7 +350,7 @@ def main(argv: list[str]) -> int:
     annotations, images = Path(FLAGS.annotations).expanduser(), Path(FLAGS.images).expanduser()
     check_data(annotations, images)
     cli.check_outputs([("--markdown", FLAGS.markdown), ("--json", FLAGS.json), ("--png", FLAGS.png)],
-                      dataset_inputs(annotations, images) + [("--landmarks", FLAGS.landmarks)])
+                      dataset_inputs(annotations, images) + [("--landmarks", FLAGS.landmarks)], overwrite=FLAGS.overwrite)
     trackers = _trackers(FLAGS)
     people = aligned_people(scored_records(load_coco_keypoints(annotations, images, split=FLAGS.split),
                                            FLAGS.limit), mirror=FLAGS.mirror)

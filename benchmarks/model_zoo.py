@@ -383,6 +383,7 @@ def define_flags() -> None:
     flags.DEFINE_string("yoga", str(ood_guard.DEFAULT_YOGA), "Out-of-domain photos of the yoga guard columns.")
     flags.DEFINE_bool("yoga_guard", True, "Measure the yoga guard columns (benchmarks.ood_guard).")
     flags.DEFINE_bool("progress", True, "Show progress bars.")
+    cli.define_overwrite_flag()
     flags.DEFINE_string("quantization_table", None, "JSON written by `python -m benchmarks.quantization --output` "
                         "to include as the int8-selective section (its numbers come from its own run).")
 
@@ -407,7 +408,8 @@ def main(argv: list[str]) -> int:
     annotations, images = Path(FLAGS.annotations).expanduser(), Path(FLAGS.images).expanduser()
     check_data(annotations, images)
     cli.check_outputs([("--output", out), ("--json", FLAGS.json)], dataset_inputs(annotations, images) + [
-        ("--quantization_table", FLAGS.quantization_table), ("--yoga", FLAGS.yoga if FLAGS.yoga_guard else None)])
+        ("--quantization_table", FLAGS.quantization_table), ("--yoga", FLAGS.yoga if FLAGS.yoga_guard else None)],
+        overwrite=FLAGS.overwrite)
     dataset = load_coco_keypoints(annotations, images, split=FLAGS.split)
     records = scored_records(dataset, FLAGS.limit)
     if not records:

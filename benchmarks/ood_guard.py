@@ -56,6 +56,7 @@ from blazepose_tf import cli, contract, zoo  # noqa: E402
 from blazepose_tf.datasets.coco import GUARD_SPLIT, unlabelled_photos  # noqa: E402
 from blazepose_tf.errors import InputError, UserError, model_file  # noqa: E402
 from blazepose_tf.io.images import IMAGE_EXTENSIONS, decode_image, read_input_bytes  # noqa: E402
+from blazepose_tf.io import provenance  # noqa: E402
 from blazepose_tf.io.video import write_bytes_atomic  # noqa: E402
 from blazepose_tf.metrics import (AGREEMENT_THRESHOLD, ANNOTATED, LSPET_KEYPOINTS, UNANNOTATED,  # noqa: E402,F401
                                   UNANNOTATED_GROUPS, count_share, pck)
@@ -287,13 +288,14 @@ def write_outputs(markdown_path: Optional[str], text: str, json_path: Optional[s
 
 
 def write_reports(reports: Sequence[tuple[Optional[str | Path], str]]) -> None:
-    """Writes each ``(path, text)`` atomically, creating its folder (an empty or None path is skipped); a failure
-    (the paths were checked first, so a full disk or the like) is one line, exit 2."""
+    """Writes each ``(path, text)`` atomically, creating its folder (an empty or None path is skipped), with
+    blazepose_tf's mark (:func:`blazepose_tf.io.provenance.mark_text`: a rerun may replace it, ``--overwrite``
+    aside); a failure (the paths were checked first, so a full disk or the like) is one line, exit 2."""
     for target, content in reports:
         if target:
             try:
                 Path(target).parent.mkdir(parents=True, exist_ok=True)
-                write_bytes_atomic(target, content.encode())
+                write_bytes_atomic(target, provenance.mark_text(content))
             except OSError as e:
                 raise UserError(f"cannot write {target}: {e.strerror or e}") from None
             print(f"wrote {target}", file=sys.stderr)
@@ -316,6 +318,7 @@ def define_flags() -> None:
     flags.DEFINE_string("cache_dir", None, "Prediction cache (default ~/.cache/blazepose_tf/ood_guard).")
     flags.DEFINE_integer("num_threads", 1, "CPU threads for TFLite inference.", lower_bound=1)
     flags.DEFINE_bool("progress", True, "Show progress bars.")
+    cli.define_overwrite_flag()
 
 
 def _pipelines(FLAGS) -> list[Pipeline]:
@@ -337,7 +340,8 @@ def _pipelines(FLAGS) -> list[Pipeline]:
 def main(argv: list[str]) -> int:
     FLAGS = flags.FLAGS
     cli.check_outputs([("--markdown", FLAGS.markdown), ("--json", FLAGS.json)],
-                      [("--data", FLAGS.data), ("--detector", FLAGS.detector), ("--landmarks", FLAGS.landmarks)])
+                      [("--data", FLAGS.data), ("--detector", FLAGS.detector), ("--landmarks", FLAGS.landmarks)],
+                      overwrite=FLAGS.overwrite)
     cache = Path(FLAGS.cache_dir).expanduser() if FLAGS.cache_dir else default_cache_dir()
     if cache.exists() and not cache.is_dir():
         raise UserError(f"--cache_dir {cache} is a file, not a folder")

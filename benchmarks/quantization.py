@@ -49,7 +49,10 @@ if str(_REPO) not in sys.path:  # allow `python benchmarks/quantization.py`
 
 from absl import flags  # noqa: E402
 
+from blazepose_tf import cli  # noqa: E402
 from blazepose_tf.errors import UserError  # noqa: E402
+from blazepose_tf.io.provenance import marked_json  # noqa: E402
+from blazepose_tf.io.video import write_bytes_atomic  # noqa: E402
 from blazepose_tf.metrics import paired_pck_delta  # noqa: E402
 from export.int8_export import DEFAULT_MAC_BUDGET, DEFAULT_MAX_PCK_DROP  # noqa: E402
 
@@ -116,6 +119,7 @@ flags.DEFINE_integer("warmup", 10, "Warm-up runs per file.", lower_bound=0)
 flags.DEFINE_integer("rounds", 5, "Interleaved timing rounds.", lower_bound=1)
 flags.DEFINE_string("out_dir", "out/quantization", "Where the exported models and their reports go.")
 flags.DEFINE_string("output", None, "Also write the table as JSON here.")
+cli.define_overwrite_flag()
 FLAGS = flags.FLAGS
 
 
@@ -326,6 +330,10 @@ def check_splits(dataset: str, choose: str, report: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    keras_files = [("--models", item.partition("=")[2] or item) for item in FLAGS.models.split(",")
+                   if item.strip().endswith(".keras")]
+    cli.check_outputs([("--output", FLAGS.output)], [("--dataset", FLAGS.dataset), *keras_files] + (
+        [("--detector", FLAGS.detector)] if FLAGS.detector != "official" else []), overwrite=FLAGS.overwrite)
     check_splits(FLAGS.dataset, FLAGS.choose_split, FLAGS.report_split)
     models = parse_models(FLAGS.models)
     out_dir = Path(FLAGS.out_dir)
@@ -347,13 +355,14 @@ def main(argv: list[str]) -> int:
     print("ARM latency (the int8 speed-up is on phones), on a phone over adb:\n" + android_command(rows, out_dir))
     if FLAGS.output:
         command = " ".join(["python -m benchmarks.quantization", *sys.argv[1:]])
-        Path(FLAGS.output).write_text(json.dumps({"command": command, "rows": [asdict(r) for r in rows],
-                                                  "verdicts": [t for _, _, t in results]}, indent=1))
+        doc = {"command": command, "rows": [asdict(r) for r in rows], "verdicts": [t for _, _, t in results]}
+        try:
+            write_bytes_atomic(FLAGS.output, marked_json(doc, indent=1))
+        except OSError as e:
+            raise UserError(f"cannot write --output {FLAGS.output}: {e.strerror or e}") from None
         print(f"table -> {FLAGS.output}")
     return 0 if results and all(ok for m, ok, _ in results if m in TARGET_MODELS) else 1
 
 
 if __name__ == "__main__":
-    from blazepose_tf import cli
-
     cli.run(main)

@@ -14,7 +14,7 @@ import pytest
 from blazepose_tf import cli
 from blazepose_tf.datasets.coco import split_ids
 from blazepose_tf.errors import EXIT_USAGE, UserError
-from blazepose_tf.io.provenance import marked_json
+from blazepose_tf.io.provenance import marked_json, written_here
 from hostile_utils import assert_clean_exit, checksums, run_module
 
 
@@ -96,13 +96,15 @@ def _case(tmp_path: Path, module: str, *args: str, message: str) -> None:
         (tmp_path / name).write_text("{}")
     argv = [a.format(ann=ann, splits=splits, images=images, d=tmp_path) for a in args]
     before = checksums(tmp_path)
-    proc = run_module(module, *argv, "--noprogress", timeout=300)
+    quiet = () if module == "benchmarks.quantization" else ("--noprogress",)   # it logs its rounds instead
+    proc = run_module(module, *argv, *quiet, timeout=300)
     assert_clean_exit(proc, EXIT_USAGE, message.format(ann=ann, splits=splits, images=images, d=tmp_path))
     assert checksums(tmp_path) == before
     assert "Traceback" not in proc.stderr
 
 
 DATA = ("--annotations", "{ann}", "--images", "{images}")
+NOT_OURS = "exists and is not an unchanged blazepose_tf output"
 
 
 @pytest.mark.parametrize("module, args, message", [
@@ -126,6 +128,13 @@ DATA = ("--annotations", "{ann}", "--images", "{images}")
      "would overwrite the --landmarks file"),
     ("benchmarks.ood_guard", ("--data", "{d}/data", "--detector", "{d}/lm.tflite", "--json", "{d}/lm.tflite",
                               "--markdown", "{d}/r.md"), "would overwrite the --detector file"),
+    # a file of the user's (q.json) where a report goes: refused unless --overwrite
+    ("benchmarks.keypoint_errors", DATA + ("--json", "{d}/q.json"), f"--json {{d}}/q.json {NOT_OURS}"),
+    ("benchmarks.detector_roi", DATA + ("--markdown", "{d}/q.json"), f"--markdown {{d}}/q.json {NOT_OURS}"),
+    ("benchmarks.ood_guard", ("--data", "{d}/data", "--json", "{d}/q.json"), f"--json {{d}}/q.json {NOT_OURS}"),
+    ("benchmarks.model_zoo", DATA + ("--output", "{d}/q.json"), f"--output {{d}}/q.json {NOT_OURS}"),
+    ("benchmarks.quantization", ("--dataset", "{d}/data", "--output", "{d}/q.json"), f"--output {{d}}/q.json {NOT_OURS}"),
+    ("benchmarks.quantization", ("--dataset", "{d}/data", "--output", "{ann}"), "is inside the --dataset folder"),
 ])
 def test_reports_never_overwrite_the_dataset(tmp_path, module, args, message):
     _case(tmp_path, module, *args, message=message)
@@ -169,3 +178,18 @@ def test_evaluate_refuses_a_summary_it_did_not_write(tmp_path):
                       "--noprogress", "--landmarks", tmp_path / "no_such.tflite", "--overwrite", timeout=300)
     assert_clean_exit(proc, 3, "empty")                                       # past the check: to the dataset
     assert out.read_text() == '{"my": "own results"}'
+
+
+def test_reports_carry_the_mark_so_a_rerun_replaces_them(tmp_path):
+    """The benchmarks' Markdown and JSON reports are marked: the next run may replace them; once edited they are the
+    user's (the check refuses them without --overwrite)."""
+    from benchmarks.ood_guard import write_reports
+
+    md, js = tmp_path / "r.md", tmp_path / "r.json"
+    write_reports([(md, "# title\n| a |\n"), (js, json.dumps({"info": {"n": 1}}))])
+    assert written_here(md) and written_here(js)
+    assert md.read_text().startswith("# title\n| a |\n") and json.loads(js.read_text())["info"] == {"n": 1}
+    cli.check_outputs([("--markdown", md), ("--json", js)], overwrite=False)
+    md.write_text(md.read_text().replace("title", "my title"))
+    with pytest.raises(UserError, match=f"--markdown {md} {NOT_OURS}"):
+        cli.check_outputs([("--markdown", md)], overwrite=False)

@@ -10,7 +10,9 @@ carries it where its readers ignore it:
 * MP4: a top-level ``free`` box at the end of the file;
 * AVI: a ``JUNK`` chunk at the end of the last RIFF list (whose size is updated; the digest covers the file as it
   was before);
-* JSON: a first key ``"written_by"`` (:func:`marked_json`).
+* JSON: a first key ``"written_by"`` (:func:`marked_json`);
+* other text (Markdown reports): a last line ``<!-- mark -->``, an HTML comment Markdown does not show
+  (:func:`mark_text`).
 
 :func:`written_here` tells the format from the content, not the name, so a summary saved as ``s.png`` is still
 recognised as JSON.
@@ -35,6 +37,7 @@ _MARK_LEN = len(_PREFIX) + _DIGEST_HEX
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_KEY = b"Software\x00"
 _JSON_KEY = '{"written_by": "'
+_TEXT_OPEN, _TEXT_CLOSE = b"<!-- ", b" -->\n"
 _CHUNK = 1 << 20
 
 
@@ -127,12 +130,28 @@ def mark_video(path: PathLike) -> None:
         f.write(struct.pack("<I", length + 8 + len(mark)))
 
 
+def _mark_json_bytes(text: bytes) -> bytes:
+    if not text.startswith(b"{") or text[1:].lstrip().startswith(b"}"):
+        raise ValueError("a marked JSON document must be a non-empty object")
+    return _JSON_KEY.encode() + _mark(_digest_of(text)) + b'", ' + text[1:]
+
+
 def marked_json(doc: dict[str, Any], **dumps_kwargs: Any) -> bytes:
     """``json.dumps(doc, **dumps_kwargs)`` as bytes, with a first key ``"written_by"`` holding the mark."""
-    if not isinstance(doc, dict) or not doc:
-        raise ValueError("marked_json needs a non-empty dict")
-    text = json.dumps(doc, **dumps_kwargs).encode()
-    return _JSON_KEY.encode() + _mark(_digest_of(text)) + b'", ' + text[1:]
+    if not isinstance(doc, dict):
+        raise ValueError("a marked JSON document must be a non-empty object")
+    return _mark_json_bytes(json.dumps(doc, **dumps_kwargs).encode())
+
+
+def mark_text(text: str) -> bytes:
+    """A report's ``text`` as marked bytes: a JSON object (text starting with ``{``) gains the first key
+    ``"written_by"``, as :func:`marked_json` writes it; other text ends in the line ``<!-- mark -->``."""
+    data = text.encode()
+    if data.startswith(b"{"):
+        return _mark_json_bytes(data)
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    return data + _TEXT_OPEN + _mark(_digest_of(data)) + _TEXT_CLOSE
 
 
 def _png_written_here(data: bytes) -> bool:
@@ -172,10 +191,18 @@ def _json_written_here(data: bytes) -> bool:
     return _mark(_digest_of(b"{", rest[3:])) == found.group(0)
 
 
-def _video_written_here(f: BinaryIO, size: int, head: bytes) -> bool:
-    riff = head.startswith(b"RIFF")
-    if not (riff or head[4:8] == b"ftyp"):
+def _text_written_here(data: bytes) -> bool:
+    tail = len(_TEXT_OPEN) + _MARK_LEN + len(_TEXT_CLOSE)
+    if len(data) < tail:
         return False
+    body, end = data[:-tail], data[-tail:]
+    if not (end.startswith(_TEXT_OPEN) and end.endswith(_TEXT_CLOSE)):
+        return False
+    found = _MARK.match(end[len(_TEXT_OPEN):-len(_TEXT_CLOSE)])
+    return bool(found) and _mark(_digest_of(body)) == found.group(0)
+
+
+def _video_written_here(f: BinaryIO, size: int, riff: bool) -> bool:
     box = 8 + _MARK_LEN
     if size < box:
         return False
@@ -211,17 +238,19 @@ def written_here(path: PathLike) -> bool:
             size = f.seek(0, os.SEEK_END)
             f.seek(0)
             head = f.read(16)
-            if head.startswith(_PNG_SIGNATURE) or head.startswith(b"\xff\xd8") or head.startswith(b"{"):
-                f.seek(0)
-                data = f.read()
-                if head.startswith(_PNG_SIGNATURE):
-                    return _png_written_here(data)
-                if head.startswith(b"{"):
-                    return _json_written_here(data)
-                return _jpeg_written_here(data)
-            return _video_written_here(f, size, head)
+            if head.startswith(b"RIFF") or head[4:8] == b"ftyp":   # videos: only their tail is read
+                return _video_written_here(f, size, head.startswith(b"RIFF"))
+            f.seek(0)
+            data = f.read()
     except OSError:
         return False
+    if data.startswith(_PNG_SIGNATURE):
+        return _png_written_here(data)
+    if data.startswith(b"\xff\xd8"):
+        return _jpeg_written_here(data)
+    if data.startswith(b"{"):
+        return _json_written_here(data)
+    return _text_written_here(data)
 
 
 def describe(path: PathLike) -> Optional[str]:
