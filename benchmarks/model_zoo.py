@@ -200,7 +200,7 @@ def export_variant(model: ZooModel, keras_model, source: Path, quant: str, keep_
         log(f"[{model.key}] {quant}: cached {out}")
         return out
     log(f"[{model.key}] exporting {quant} ...")
-    export_model(keras_model, out, EXPORT_MODE[quant],
+    export_model(keras_model, out, EXPORT_MODE[quant], overwrite=True,  # its own cache folder
                  representative=representative if quant == "int8" else None,
                  num_calibration=FLAGS.num_calibration, num_eval=8, keep_heatmap=keep_heatmap, kind=model.kind,
                  name=f"{model.key}_{quant}", source=source.name, log=lambda *a: log(*a))

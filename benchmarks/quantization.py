@@ -216,7 +216,7 @@ def export_rows(key: str, source: Path, out_dir: Path, choose_spec: str) -> list
             report = export_model(keras_model, path, v.quantization, representative=FLAGS.representative,
                                   num_calibration=FLAGS.num_calibration, eval_spec=choose_spec, num_eval=50,
                                   keep_heatmap=v.keep_heatmap, kind="tracker", name=f"{key}_{v.name}",
-                                  int8=settings, eval_detector=FLAGS.detector,
+                                  int8=settings, eval_detector=FLAGS.detector, overwrite=True,  # its own cache
                                   log=lambda *a: print(*a, file=sys.stderr, flush=True)).report
         row.size_mb = os.path.getsize(path) / 1e6
         row.int8_mac_share = mac_split(path).int8_share

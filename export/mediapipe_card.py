@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
 import blazepose_tf
+from blazepose_tf.io.provenance import mark_text, marked_json
+from blazepose_tf.io.video import write_bytes_atomic
 from blazepose_tf.contract import DETECTOR_ROLES, LANDMARK_ROLES, NUM_KEYPOINTS
 from export.mediapipe_contract import UNSUPPORTED_IF_PLACEHOLDER, ExportedModel
 from export.task_bundle import BUNDLE_FILES
@@ -42,12 +43,18 @@ def bundle_report(output: Path, name: str, version: str, models: tuple[ExportedM
 
 
 def write_card_and_report(report: Mapping[str, Any], output: Path) -> tuple[Path, Path]:
-    """Writes ``<stem>.model_card.md`` and ``<stem>.report.json`` beside the bundle ``output``; returns them."""
-    card = output.with_name(output.stem + ".model_card.md")
-    card.write_text(model_card(report))
-    rpath = output.with_name(output.stem + ".report.json")
-    rpath.write_text(json.dumps(report, indent=1, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
+    """Writes ``<stem>.model_card.md`` and ``<stem>.report.json`` beside the bundle ``output`` (atomically, with
+    blazepose_tf's mark: the report, which records the bundle's sha256, vouches for it); returns them."""
+    card, rpath = card_and_report_paths(output)
+    write_bytes_atomic(card, mark_text(model_card(report)))
+    write_bytes_atomic(rpath, marked_json(dict(report), indent=1,
+                                          default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
     return card, rpath
+
+
+def card_and_report_paths(output: Path) -> tuple[Path, Path]:
+    """Where :func:`write_card_and_report` writes beside the bundle ``output``: (model card, report)."""
+    return output.with_name(output.stem + ".model_card.md"), output.with_name(output.stem + ".report.json")
 
 
 def model_card(report: Mapping[str, Any]) -> str:

@@ -1,13 +1,21 @@
 """Where an export writes: the ``.tflite`` and its ``.report.json`` beside it, checked before anything is loaded
-(:func:`check_output_path`) and written atomically (:func:`write_temporary`, then :func:`os.replace`)."""
+(:func:`check_output_path`) and written atomically (:func:`write_temporary`, then :func:`os.replace`).
+
+An export replaces only what an earlier export wrote: an existing model file is replaceable while the report beside
+it is an unchanged blazepose_tf output (:mod:`blazepose_tf.io.provenance`) that records the model's sha256
+(:func:`check_replaceable_export`); anything else needs ``overwrite`` (``--overwrite``)."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
+from typing import Sequence
 
-from blazepose_tf.cli import check_output_folder
+from blazepose_tf.cli import check_output_folder, check_replaceable
 from blazepose_tf.errors import UserError
+from blazepose_tf.io.provenance import written_here
+from blazepose_tf.official import sha256
 
 
 def report_path_for(output: Path) -> Path:
@@ -15,16 +23,45 @@ def report_path_for(output: Path) -> Path:
     return output.with_name(output.stem + ".report.json")
 
 
-def check_output_path(output: Path) -> None:
+def vouched(artifact: Path, report: Path) -> bool:
+    """Whether ``report`` is an unchanged blazepose_tf output whose ``sha256`` is ``artifact``'s: the export that
+    wrote the report wrote the file, and neither changed since."""
+    if not written_here(report):
+        return False
+    try:
+        recorded = json.loads(report.read_bytes()).get("sha256")
+        return isinstance(recorded, str) and recorded == sha256(artifact)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_replaceable_export(artifact: Path, report: Path, sidecars: Sequence[Path] = (),
+                             overwrite: bool = False) -> None:
+    """A one-line :class:`UserError` (exit 2), unless ``overwrite``, if a file is at ``artifact`` that ``report``
+    does not vouch for (:func:`vouched`), or at ``report`` or one of the ``sidecars`` that is not an unchanged
+    blazepose_tf output: an export never replaces a file of the user's unasked."""
+    if overwrite:
+        return
+    if artifact.is_file() and not vouched(artifact, report):
+        raise UserError(f"--output {artifact} exists and is not an unchanged blazepose_tf export (no unchanged "
+                        f"{report.name} beside it records its sha256); pass --overwrite to replace it, or choose "
+                        "another path")
+    for side in (report, *sidecars):
+        check_replaceable("--output's", side, overwrite)
+
+
+def check_output_path(output: Path, overwrite: bool = False) -> None:
     """Raises a one-line :class:`UserError` (exit 2) unless ``output`` and its report can be written: neither is a
-    folder, and their folder exists or can be created (its nearest existing ancestor is a writable folder).
-    Cheap: :func:`export.to_tflite.export_model` calls it before loading or converting anything."""
+    folder, their folder exists or can be created (its nearest existing ancestor is a writable folder), and
+    neither replaces a file an earlier export did not write (:func:`check_replaceable_export`, unless
+    ``overwrite``). Cheap: :func:`export.to_tflite.export_model` calls it before loading or converting anything."""
     if output.suffix != ".tflite":
         raise UserError(f"--output must end in .tflite, got {output.name!r}")
     for path in (output, report_path_for(output)):
         if path.is_dir():
             raise UserError(f"cannot write {path}: it is a folder" + (
                 "; give a .tflite file name" if path == output else " (the report goes beside the model)"))
+    check_replaceable_export(output, report_path_for(output), overwrite=overwrite)
     check_output_folder(output)
 
 

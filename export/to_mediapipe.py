@@ -96,11 +96,12 @@ from blazepose_tf.errors import ModelError, UserError, model_file
 from blazepose_tf.io.images import load_image
 from blazepose_tf.io.samples import sample_image_path
 from export import mediapipe_metadata as mpm
-from export.mediapipe_card import bundle_report, write_card_and_report
+from export.mediapipe_card import bundle_report, card_and_report_paths, write_card_and_report
 from export.mediapipe_contract import (DETECTOR_INPUT_HW, HEATMAP_CHOICES, PLACEHOLDER_CHOICES, ExportedModel,
                                        check_tflite_outputs, detector_contract_model, landmark_contract_model)
 from export.mediapipe_tflite import finalize_tflite, input_normalization, previous_placeholders, reorder_outputs
 from export.mediapipe_validate import validate_bundle
+from export.output_files import check_replaceable_export
 from export.representative import load_samples, normalize
 from export.task_bundle import write_bundle
 from export.tflite_model import inspect_model, read_bytes
@@ -234,13 +235,20 @@ def build_bundle(detector: Any, landmarks: Any, output: Union[str, os.PathLike],
                  representative: Optional[str] = None, num_calibration: int = 200, heatmap: str = "auto",
                  placeholders: str = "allow", name: Optional[str] = None, version: str = "1",
                  validate: str = "auto", validate_image: Optional[str] = None, check_parity: bool = True,
-                 log: Callable[..., None] = _log) -> BundleResult:
-    """Exports both models, writes the bundle, validates it, writes the model card and report."""
+                 overwrite: bool = False, log: Callable[..., None] = _log) -> BundleResult:
+    """Exports both models, writes the bundle, validates it, writes the model card and report.
+
+    The bundle is validated under a temporary name and only then renamed to ``output``, so a bundle that fails
+    validation leaves an earlier one in place. Files at ``output`` and beside it that an earlier export did not
+    write are refused unless ``overwrite`` (:func:`export.output_files.check_replaceable_export`).
+    """
     output = Path(output)
     if output.suffix != ".task":
         raise UserError(f"--output must end in .task, got {output.name!r}")
     if not output.parent.exists():
         raise UserError(f"output folder does not exist: {output.parent}")
+    card, rpath = card_and_report_paths(output)
+    check_replaceable_export(output, rpath, [card], overwrite)
     if validate not in VALIDATE_CHOICES:
         raise UserError(f"--validate must be one of {', '.join(VALIDATE_CHOICES)}, got {validate!r}")
     t0 = time.time()
@@ -252,16 +260,17 @@ def build_bundle(detector: Any, landmarks: Any, output: Union[str, os.PathLike],
         for o in m.outputs:
             if o.status != "model":
                 log(f"{m.role}: {o.name}: {o.note}")
-    write_bundle(det.data, lmk.data, output)
-    report = bundle_report(output, name or output.stem, version, (det, lmk))
-    if validate != "off":
-        try:
-            report["validation"] = validate_bundle(output, validate_image, require=validate == "require", log=log)
-        except ModelError:
-            output.unlink(missing_ok=True)
-            raise
-    else:
-        report["validation"] = {"mediapipe": "off"}
+    staging = output.with_name(f".{output.name}.{os.getpid()}.staging.task")
+    try:
+        write_bundle(det.data, lmk.data, staging)
+        report = bundle_report(staging, name or output.stem, version, (det, lmk))
+        report["bundle"] = str(output)
+        report["validation"] = (validate_bundle(staging, validate_image, require=validate == "require", log=log)
+                                if validate != "off" else {"mediapipe": "off"})
+        os.replace(staging, output)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
     report["seconds"] = round(time.time() - t0, 1)
     card, rpath = write_card_and_report(report, output)
     return BundleResult(path=output, model_card_path=card, report_path=rpath, report=report)
@@ -275,7 +284,8 @@ def main(argv: list[str]) -> int:
     result = build_bundle(FLAGS.detector, FLAGS.landmarks, FLAGS.output, FLAGS.quantize,
                           representative=FLAGS.representative, num_calibration=FLAGS.num_calibration,
                           heatmap=FLAGS.heatmap, placeholders=FLAGS.placeholders, name=FLAGS.name,
-                          version=FLAGS.model_version, validate=FLAGS.validate, validate_image=FLAGS.validate_image)
+                          version=FLAGS.model_version, validate=FLAGS.validate, validate_image=FLAGS.validate_image,
+                          overwrite=FLAGS.overwrite)
     r = result.report
     for m in r["models"]:
         kinds = ", ".join(f"{o['name']}" + ("" if o["status"] == "model" else f" ({o['status']})")
@@ -296,6 +306,7 @@ def define_flags() -> None:
     flags.DEFINE_string("landmarks", None, "Landmark model (.keras or .tflite): the official contract, or one of "
                         "our trackers (.keras; missing outputs become documented placeholders).")
     flags.DEFINE_string("output", None, "The .task bundle to write; model card and report go beside it.")
+    cli.define_overwrite_flag()
     flags.DEFINE_enum("quantize", "none", list(QUANTIZATIONS), "Quantization of Keras inputs (see export.to_tflite).")
     flags.DEFINE_string("representative", None, "Dataset spec for int8 calibration, e.g. ../shared/data/lspet:train.")
     flags.DEFINE_integer("num_calibration", 200, "Representative inputs for int8 calibration.", lower_bound=1)

@@ -54,7 +54,7 @@ not convertible with builtin ops.
 """
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -67,6 +67,7 @@ from absl import flags
 from blazepose_tf import cli
 from blazepose_tf.contract import QUANTIZATIONS
 from blazepose_tf.errors import UserError
+from blazepose_tf.io.provenance import marked_json
 from blazepose_tf.topology import AUX_ROI_POINTS, BLAZEPOSE_33, TOPOLOGIES, Topology, get_topology
 from export import metadata as md
 from export.conversion import (ConversionError, PreparedModel, convert, load_keras_model, named_outputs,
@@ -105,7 +106,7 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
                  kind: str = "auto", topology: Topology = BLAZEPOSE_33, name: Optional[str] = None,
                  version: str = "1", value_range: Optional[Sequence[float]] = None,
                  source: Optional[str] = None, bias_correction: bool = True, int8: Optional[Int8Settings] = None,
-                 eval_detector: str = OFFICIAL_DETECTOR, log=print) -> ExportResult:
+                 eval_detector: str = OFFICIAL_DETECTOR, overwrite: bool = False, log=print) -> ExportResult:
     """Prepares, converts, embeds metadata, checks parity and writes the model and its report.
 
     Args:
@@ -128,6 +129,8 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
             (:class:`export.int8_export.Int8Settings`; default: its defaults with ``bias_correction``).
         eval_detector: the detector (``official`` or a file) behind which ``auto`` int8 choices score the
             candidates' pipeline PCK on ``eval_spec``.
+        overwrite: replace files at ``output`` and its report that an earlier export did not write (without it they
+            are refused: :func:`export.output_files.check_replaceable_export`).
         log: where progress lines go.
 
     Raises:
@@ -137,7 +140,7 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
     """
     t_start = time.time()
     output = Path(output)
-    check_output_path(output)
+    check_output_path(output, overwrite)
     if quantization not in QUANTIZATIONS:
         raise UserError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
     if quantization == "int8" and not representative:
@@ -208,7 +211,7 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
         par = parity(ref, got)
         report: dict[str, Any] = {
             "model": str(output), "source": source, "name": doc["name"], "kind": kind, "quantization": quantization,
-            "size_bytes": info.size_bytes, "size_mb": round(info.size_bytes / 1e6, 3),
+            "sha256": hashlib.sha256(flat).hexdigest(), "size_bytes": info.size_bytes, "size_mb": round(info.size_bytes / 1e6, 3),
             "op_histogram": info.op_histogram, "custom_ops": info.custom_ops, "flex_ops": info.flex_ops,
             "inputs": [vars(t) for t in info.inputs], "outputs": [vars(t) for t in info.outputs],
             "kept_outputs": prepared.kept, "dropped_outputs": prepared.dropped,
@@ -229,7 +232,7 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
         report["runtime_contract"] = runtime_contract or "ok"
         report["seconds"] = round(time.time() - t_start, 2)
         rpath = report_path_for(output)
-        report_tmp = write_temporary(rpath, json.dumps(report, indent=1, default=float).encode())
+        report_tmp = write_temporary(rpath, marked_json(report, indent=1, default=float))
     except BaseException:
         model_tmp.unlink(missing_ok=True)
         raise
@@ -262,7 +265,7 @@ def main(argv: list[str]) -> int:
                                             float_layers=FLAGS.float_layers,
                                             float_mac_budget=FLAGS.float_mac_budget,
                                             max_pck_drop=FLAGS.max_pck_drop),
-                          eval_detector=FLAGS.eval_detector)
+                          eval_detector=FLAGS.eval_detector, overwrite=FLAGS.overwrite)
     print(format_report(result.report))
     print(f"model -> {result.path}\nreport -> {result.report_path}")
     return 0
@@ -278,6 +281,7 @@ HEATMAP_HELP = ("Keep a tracker's heatmap output (default, in every quantization
 def define_flags() -> None:
     """The command's absl flags."""
     flags.DEFINE_string("model", None, "Keras model to export (.keras).")
+    cli.define_overwrite_flag()
     flags.DEFINE_string("output", None, "The .tflite file to write; the report goes beside it (.report.json).")
     flags.DEFINE_enum("quantize", "none", list(QUANTIZATIONS),
                       "none (fp32), fp16 (fp16 weights), dynamic (int8 weights), int8 (full integer, float I/O).")

@@ -261,8 +261,8 @@ def test_failed_export_keeps_the_earlier_model_and_report(tracker, tmp_path, mon
     from export import to_tflite
 
     out = tmp_path / "m.tflite"
-    out.write_bytes(b"earlier model")
-    to_tflite.report_path_for(out).write_text("earlier report")
+    export_model(tracker, out, "fp16", log=lambda *_: None)          # an earlier export, which a rerun may replace
+    earlier = out.read_bytes(), to_tflite.report_path_for(out).read_bytes()
 
     def broken(path, batch):
         raise ModelError("parity run failed")
@@ -270,10 +270,40 @@ def test_failed_export_keeps_the_earlier_model_and_report(tracker, tmp_path, mon
     monkeypatch.setattr(to_tflite, "tflite_outputs", broken)  # fails after the new model's bytes are written
     with pytest.raises(ModelError, match="parity run failed"):
         export_model(tracker, out, "none", log=lambda *_: None)
-    assert out.read_bytes() == b"earlier model"
-    assert to_tflite.report_path_for(out).read_text() == "earlier report"
+    assert (out.read_bytes(), to_tflite.report_path_for(out).read_bytes()) == earlier
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.report.json", "m.tflite"]  # no temporary left
     monkeypatch.undo()
     result = export_model(tracker, out, "none", log=lambda *_: None)
     assert md.read_metadata(out)["kind"] == "tracker" and result.report["runtime_contract"] == "ok"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.report.json", "m.tflite"]
+
+
+def test_export_replaces_only_what_an_export_wrote(tracker, tmp_path):
+    """A rerun replaces its own model and report (the report, marked, records the model's sha256); a model file the
+    report does not vouch for (the user's, or an export changed since), or a report of the user's, is refused before
+    any work unless overwrite."""
+    from blazepose_tf.errors import UserError
+    from blazepose_tf.io.provenance import written_here
+    from export.output_files import report_path_for, vouched
+
+    out = tmp_path / "m.tflite"
+    report = report_path_for(out)
+    for _ in range(2):
+        result = export_model(tracker, out, "none", log=lambda *_: None)
+        assert vouched(out, report) and written_here(report)
+        assert json.loads(report.read_text())["sha256"] == result.report["sha256"]
+    out.write_bytes(out.read_bytes() + b"\0")                           # the model changed since its export
+    changed = out.read_bytes(), report.read_bytes()
+    with pytest.raises(UserError, match=f"--output {out} exists and is not an unchanged blazepose_tf export"):
+        export_model(tracker, out, "none", log=lambda *_: None)
+    assert (out.read_bytes(), report.read_bytes()) == changed
+    mine = tmp_path / "mine.tflite"                                      # no report beside it
+    mine.write_bytes(b"a model of the user's")
+    with pytest.raises(UserError, match="no unchanged mine.report.json beside it"):
+        export_model(tracker, mine, "none", log=lambda *_: None)
+    (tmp_path / "n.report.json").write_text('{"notes": "the user\'s"}')   # only the report's path is taken
+    with pytest.raises(UserError, match="n.report.json exists and is not an unchanged blazepose_tf output"):
+        export_model(tracker, tmp_path / "n.tflite", "none", log=lambda *_: None)
+    assert mine.read_bytes() == b"a model of the user's" and not (tmp_path / "n.tflite").exists()
+    export_model(tracker, out, "none", overwrite=True, log=lambda *_: None)
+    assert vouched(out, report)

@@ -270,3 +270,32 @@ def test_mediapipe_contract_comes_from_the_model_contract():
                                                   "segmentation": (1, 256, 256, 1), "heatmap": (1, 64, 64, 39),
                                                   "world": (1, 117)}
     assert md.NORMALIZATION == {"tracker": ((0.0, 1.0), 0.0, 255.0), "detector": ((-1.0, 1.0), 127.5, 127.5)}
+
+
+def test_bundle_replaces_only_what_an_export_wrote(tiny, official_detector, tmp_path, monkeypatch):
+    """A rerun replaces its own bundle, card and report; a bundle that fails validation leaves the earlier one in
+    place; a .task of the user's (no report vouching for it) is refused before any work unless overwrite."""
+    from blazepose_tf.errors import UserError
+    from blazepose_tf.io.provenance import written_here
+    from export.output_files import vouched
+
+    out = tmp_path / "b.task"
+    for _ in range(2):
+        result = tm.build_bundle(str(official_detector), tiny, out, validate="off", log=lambda *a: None)
+        assert vouched(out, result.report_path) and written_here(result.model_card_path)
+    earlier = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def failing(bundle, *args, **kwargs):
+        raise ModelError("MediaPipe could not load the bundle")
+
+    monkeypatch.setattr(tm, "validate_bundle", failing)
+    with pytest.raises(ModelError, match="could not load"):
+        tm.build_bundle(str(official_detector), tiny, out, validate="require", log=lambda *a: None)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == earlier   # no staging file left either
+    mine = tmp_path / "mine.task"
+    mine.write_bytes(b"a bundle of the user's")
+    with pytest.raises(UserError, match=f"--output {mine} exists and is not an unchanged blazepose_tf export"):
+        tm.build_bundle(str(official_detector), tiny, mine, validate="off", log=lambda *a: None)
+    assert mine.read_bytes() == b"a bundle of the user's"
+    tm.build_bundle(str(official_detector), tiny, mine, validate="off", overwrite=True, log=lambda *a: None)
+    assert read_bundle(mine).keys() == {DETECTOR_FILE, LANDMARKS_FILE}

@@ -18,6 +18,7 @@ import pytest
 from blazepose_tf import zoo
 from blazepose_tf.zoo import model_flags
 from blazepose_tf.errors import EXIT_MODELS, EXIT_NO_INPUT, EXIT_OK, EXIT_USAGE, ModelError, UserError
+from blazepose_tf.io.provenance import written_here
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_FLAGS = REPO / "configs" / "smoke.flags"
@@ -387,7 +388,9 @@ def test_model_zoo_benchmark_smoke(shared_data, official_models, tmp_path):
                       "--json", js, "--noprogress", "--cache_dir", tmp_path / "cache", *guard)
     assert proc.returncode == EXIT_OK, proc.stderr
     text = out.read_text()
-    assert text.startswith("# Model zoo\n") and text in proc.stdout
+    body, mark = text.rsplit("<!-- blazepose_tf sha256:", 1)     # the report as printed, then the mark line
+    assert text.startswith("# Model zoo\n") and body in proc.stdout and mark.endswith(" -->\n")
+    assert written_here(out)
     assert "2 scored images (first 2, `--limit`)" in text and "logical CPUs" in text and "## Detectors" in text
     rows = {r["model"]: r for r in json.loads(js.read_text())["rows"]}
     full, det = rows["official_full"], rows["official_detector"]
