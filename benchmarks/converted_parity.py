@@ -22,7 +22,6 @@ detections after NMS, |PCK_keras - PCK_tflite| <= 0.2 points (every tracker), at
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -222,11 +221,7 @@ def run(num_crops: int, limit: Optional[int], split: str, threads: int, data_dir
     summary = {"split": split, "data_dir": data_dir, "trackers": list(trackers), "tensor_parity": tp, "pck": pk,
                "checks": checks, "pass": passed}
     if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        tmp = output + ".part"
-        with open(tmp, "w") as f:
-            json.dump(summary, f, indent=1, default=float)
-        os.replace(tmp, output)
+        cli.write_marked(output, summary)
         print(f"wrote {output}")
     return summary, passed
 
@@ -242,10 +237,12 @@ def _define_flags() -> None:
     flags.DEFINE_bool("reconvert", False, "Convert the official models again instead of using the cached .keras.")
     flags.DEFINE_bool("progress", True, "Show progress bars.")
     flags.DEFINE_string("output", None, "Optional JSON file for the full results.")
+    cli.define_overwrite_flag()
 
 
 def main(argv: list[str]) -> int:
     FLAGS = flags.FLAGS
+    cli.check_outputs([("--output", FLAGS.output)], [("--data_dir", FLAGS.data_dir)], overwrite=FLAGS.overwrite)
     _, passed = run(FLAGS.num_crops, FLAGS.limit, FLAGS.split, FLAGS.threads, FLAGS.data_dir, FLAGS.reconvert,
                     FLAGS.output, FLAGS.progress, FLAGS.trackers)
     return 0 if passed else 1

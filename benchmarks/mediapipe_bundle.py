@@ -153,7 +153,7 @@ def make_bundles(names: Sequence[str], out_dir: Path, lite_model: Optional[str],
             key = {"det": _file_key(det), "lmk": _file_key(lmk)}
             if rebuild or not _key_matches(path, key):
                 print(f"building {path.name} ({building})")
-                build_bundle(str(det), str(lmk), path, validate="off", log=quiet)
+                build_bundle(str(det), str(lmk), path, validate="off", overwrite=True, log=quiet)  # its cache
                 _write_key(path, key)
             specs.append(BundleSpec(name, label, path))
         elif name in ("lite", "full"):
@@ -176,7 +176,7 @@ def make_bundles(names: Sequence[str], out_dir: Path, lite_model: Optional[str],
                     model = build_tracker(name).inference_with_heatmap
                 print(f"building {path.name} (our {name} tracker, {src if trained else 'untrained'}; converted "
                       "official detector)")
-                build_bundle(converted_detector(), model, path, validate="off", log=quiet)
+                build_bundle(converted_detector(), model, path, validate="off", overwrite=True, log=quiet)
                 _write_key(path, key)
             label = f"our {name.capitalize()} ({src.name})" if trained else f"our {name.capitalize()} (untrained)"
             specs.append(BundleSpec(name, label, path, min_presence=0.5 if trained else 0.0, trained=trained))
@@ -400,11 +400,10 @@ def evaluate(num_images: int, split: str, data_dir: str, bundles: Sequence[str],
     print(f"\ntargets: |ΔPCK| <= {PCK_DIFF_TARGET} points, median distance <= {MEDIAN_DISTANCE_TARGET} GT torso; "
           f"overall {'PASS' if passed else 'FAIL'} ({time.time() - t0:.0f} s)")
     if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(json.dumps({
+        cli.write_marked(output, {
             "split": split, "num_images": len(images), "clip_frames": clip_frames, "shift": list(shift),
             "targets": {"pck_diff": PCK_DIFF_TARGET, "median_distance": MEDIAN_DISTANCE_TARGET},
-            "rows": rows, "pass": passed}, indent=1))
+            "rows": rows, "pass": passed})
         print(f"wrote {output}")
     return rows, passed
 
@@ -423,10 +422,12 @@ def _define_flags() -> None:
     flags.DEFINE_bool("rebuild", False, "Rebuild bundles even when their sources did not change.")
     flags.DEFINE_string("cpu", "0", "Cores the MediaPipe worker is pinned to (comma-separated; empty = no pinning).")
     flags.DEFINE_string("output", None, "Optional JSON file for the full results.")
+    cli.define_overwrite_flag()
 
 
 def main(argv: list[str]) -> int:
     FLAGS = flags.FLAGS
+    cli.check_outputs([("--output", FLAGS.output)], [("--data_dir", FLAGS.data_dir)], overwrite=FLAGS.overwrite)
     bad = [m for m in FLAGS.modes if m not in MODES]
     if bad:
         raise UserError(f"--modes: unknown {', '.join(bad)} (known: {', '.join(MODES)})")

@@ -19,7 +19,6 @@ The machine's load average is printed with the results: on a shared machine, num
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -183,7 +182,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", default="1,2", help="TFLite thread counts")
     parser.add_argument("--no_tflite", action="store_true", help="skip TFLite conversion and timing")
     parser.add_argument("--output", default=None, help="write results as JSON")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --output that is not an unchanged blazepose_tf output")
     args = parser.parse_args(argv)
+    from blazepose_tf import cli
+
+    cli.check_outputs([("--output", args.output)], overwrite=args.overwrite)
 
     from blazepose_tf.models import DETECTOR_PRESETS, TRACKER_PRESETS
 
@@ -213,9 +217,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"\nbatch {args.batch}, {os.cpu_count()} CPUs; train = one Adam step incl. losses (graph mode); "
           "inference = one image, median.")
     if args.output:
-        Path(args.output).write_text(json.dumps({"batch": args.batch, "results": results}, indent=2))
+        cli.write_marked(args.output, {"batch": args.batch, "results": results})
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from blazepose_tf.errors import UserError
+
+    try:
+        sys.exit(main())
+    except UserError as e:   # a refused --output: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)

@@ -447,8 +447,7 @@ def main(argv: list[str]) -> int:
     if yoga:
         guard_rows(rows, yoga)
     text = render(rows, info)
-    doc = json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=1, default=str)
-    ood_guard.write_reports([(out, text), (FLAGS.json, doc)])
+    ood_guard.write_reports([(out, text), (FLAGS.json, {"info": info, "rows": [asdict(r) for r in rows]})])
     print(text)
     log(f"table -> {out} ({time.time() - t_start:.0f} s)")
     return 0

@@ -56,7 +56,6 @@ from blazepose_tf import cli, contract, zoo  # noqa: E402
 from blazepose_tf.datasets.coco import GUARD_SPLIT, unlabelled_photos  # noqa: E402
 from blazepose_tf.errors import InputError, UserError, model_file  # noqa: E402
 from blazepose_tf.io.images import IMAGE_EXTENSIONS, decode_image, read_input_bytes  # noqa: E402
-from blazepose_tf.io import provenance  # noqa: E402
 from blazepose_tf.io.video import write_bytes_atomic  # noqa: E402
 from blazepose_tf.metrics import (AGREEMENT_THRESHOLD, ANNOTATED, LSPET_KEYPOINTS, UNANNOTATED,  # noqa: E402,F401
                                   UNANNOTATED_GROUPS, count_share, pck)
@@ -283,21 +282,17 @@ def write_outputs(markdown_path: Optional[str], text: str, json_path: Optional[s
     """Writes a benchmark's Markdown ``text`` and its ``{"info", "results"}`` JSON (dataclass rows), each
     atomically, to the paths given (an empty or None path is skipped); the commands check the paths first
     (:func:`blazepose_tf.cli.check_outputs`), so a failure here is a full disk or the like: one line, exit 2."""
-    doc = json.dumps({"info": info, "results": [asdict(r) for r in results]}, indent=1)
-    write_reports([(markdown_path, text), (json_path, doc)])
+    write_reports([(markdown_path, text), (json_path, {"info": info, "results": [asdict(r) for r in results]})])
 
 
-def write_reports(reports: Sequence[tuple[Optional[str | Path], str]]) -> None:
-    """Writes each ``(path, text)`` atomically, creating its folder (an empty or None path is skipped), with
-    blazepose_tf's mark (:func:`blazepose_tf.io.provenance.mark_text`: a rerun may replace it, ``--overwrite``
-    aside); a failure (the paths were checked first, so a full disk or the like) is one line, exit 2."""
+def write_reports(reports: Sequence[tuple[Optional[str | Path], str | dict]]) -> None:
+    """Writes each ``(path, content)`` atomically, creating its folder (an empty or None path is skipped): Markdown
+    text, or a dict as indented JSON; with blazepose_tf's mark (:mod:`blazepose_tf.io.provenance`: a rerun may
+    replace it, ``--overwrite`` aside). A failure (the paths were checked first, so a full disk or the like) is one
+    line, exit 2."""
     for target, content in reports:
         if target:
-            try:
-                Path(target).parent.mkdir(parents=True, exist_ok=True)
-                write_bytes_atomic(target, provenance.mark_text(content))
-            except OSError as e:
-                raise UserError(f"cannot write {target}: {e.strerror or e}") from None
+            cli.write_marked(target, content, "report")
             print(f"wrote {target}", file=sys.stderr)
 
 

@@ -28,7 +28,6 @@ errors, 4 when the mediapipe venv cannot be created, e.g. offline).
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -272,11 +271,10 @@ def evaluate(num_images: int, split: str, threads: int, data_dir: str, output: O
 
 
 def write_summary(summary: dict, output: Optional[str]) -> None:
-    """Writes a benchmark's summary JSON to ``output`` (folders created) when one is given."""
+    """Writes a benchmark's summary JSON to ``output`` (folders created, marked: :func:`blazepose_tf.cli.write_marked`)
+    when one is given."""
     if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        with open(output, "w") as f:
-            json.dump(summary, f, indent=1)
+        cli.write_marked(output, summary)
         print(f"wrote {output}")
 
 
@@ -288,11 +286,13 @@ def _define_flags() -> None:
     flags.DEFINE_list("trackers", list(TRACKERS), "Official landmark models compared (MediaPipe runs "
                       + ", ".join(f"{n} with model_complexity={c}" for n, c in TRACKERS.items()) + ").")
     flags.DEFINE_string("output", None, "Optional JSON file for the full results.")
+    cli.define_overwrite_flag()
     flags.DEFINE_string("data_dir", DEFAULT_DATA_DIR, "LSPET folder (annotations.json, splits.json, images/).")
 
 
 def main(argv: list[str]) -> int:
     FLAGS = flags.FLAGS
+    cli.check_outputs([("--output", FLAGS.output)], [("--data_dir", FLAGS.data_dir)], overwrite=FLAGS.overwrite)
     _, passed = evaluate(FLAGS.num_images, FLAGS.split, FLAGS.threads, FLAGS.data_dir, FLAGS.output, FLAGS.trackers)
     return 0 if passed else 1
 

@@ -122,6 +122,8 @@ def measure(num_images: int, split: str, threads: int, cpu: int, warmup: int, ro
 def _define_flags() -> None:
     from absl import flags
 
+    from blazepose_tf import cli
+
     from benchmarks.parity_mediapipe import DEFAULT_DATA_DIR
 
     flags.DEFINE_integer("num_images", 100, "Number of scored images (first N of the split).", lower_bound=1)
@@ -131,13 +133,17 @@ def _define_flags() -> None:
     flags.DEFINE_integer("warmup", 3, "Warm-up calls on the first image before timing.", lower_bound=0)
     flags.DEFINE_integer("rounds", 3, "Passes over the images; per-image latency is the median.", lower_bound=1)
     flags.DEFINE_string("output", None, "Optional JSON file for the full results.")
+    cli.define_overwrite_flag()
     flags.DEFINE_string("data_dir", DEFAULT_DATA_DIR, "LSPET folder (annotations.json, splits.json, images/).")
 
 
 def main(argv: list[str]) -> int:
     from absl import flags
 
+    from blazepose_tf import cli
+
     FLAGS = flags.FLAGS
+    cli.check_outputs([("--output", FLAGS.output)], [("--data_dir", FLAGS.data_dir)], overwrite=FLAGS.overwrite)
     _, passed = measure(FLAGS.num_images, FLAGS.split, FLAGS.threads, FLAGS.cpu, FLAGS.warmup,
                         FLAGS.rounds, FLAGS.data_dir, FLAGS.output)
     return 0 if passed else 1

@@ -31,7 +31,6 @@ trace of N end-to-end steps after the timed ones (``--profile_dir``, default ``o
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -48,6 +47,7 @@ if str(_REPO) not in sys.path:  # allow `python benchmarks/train_throughput.py`
 
 from absl import flags  # noqa: E402
 
+from blazepose_tf import cli  # noqa: E402
 from blazepose_tf.errors import UserError  # noqa: E402
 
 DEFAULT_LSPET = Path(os.environ.get("BLAZEPOSE_TF_LSPET") or _REPO.parent / "shared" / "data" / "lspet")
@@ -254,6 +254,7 @@ def define_flags() -> None:
     flags.DEFINE_string("lspet", str(DEFAULT_LSPET), "LSPET folder (COCO-keypoints layout).")
     flags.DEFINE_integer("images", 320, "LSPET images per split to prepare.", lower_bound=1)
     flags.DEFINE_string("output", None, "Write the results as JSON here.")
+    cli.define_overwrite_flag()
 
 
 def main(argv: list[str]) -> int:
@@ -263,6 +264,7 @@ def main(argv: list[str]) -> int:
     unknown = sorted(set(names) - set(MODELS))
     if unknown or not names:
         raise UserError(f"unknown model(s) {unknown}; known: {sorted(MODELS)}")
+    cli.check_outputs([("--output", args.output)], [("--lspet", args.lspet)], overwrite=args.overwrite)
 
     start = load()
     print(f"start: {start}", flush=True)
@@ -308,13 +310,10 @@ def main(argv: list[str]) -> int:
     end = load()
     print(f"\nstart: {start}\nend:   {end}")
     if args.output:
-        Path(args.output).write_text(json.dumps({"batch_size": b, "load_start": start, "load_end": end,
-                                                 "results": results}, indent=1))
+        cli.write_marked(args.output, {"batch_size": b, "load_start": start, "load_end": end, "results": results})
     return 0
 
 
 if __name__ == "__main__":
-    from blazepose_tf import cli
-
     define_flags()
     cli.run(main)

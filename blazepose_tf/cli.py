@@ -1,6 +1,7 @@
 """Shared command-line plumbing: absl flag parsing without tracebacks, one-line errors with documented exit
-codes, ``--help`` / ``--helpfull``. It imports nothing of the project but :mod:`blazepose_tf.errors` and
-:mod:`blazepose_tf.io.provenance`, so every layer's command can use it (the shared model flags are :mod:`blazepose_tf.zoo.model_flags`)."""
+codes, ``--help`` / ``--helpfull``, output checks (nothing of the user's is overwritten) and marked report writes.
+It imports nothing of the project but :mod:`blazepose_tf.errors` and :mod:`blazepose_tf.io`, so every layer's
+command can use it (the shared model flags are :mod:`blazepose_tf.zoo.model_flags`)."""
 from __future__ import annotations
 
 import os
@@ -13,6 +14,7 @@ from absl import flags
 
 from blazepose_tf.errors import EXIT_USAGE, ModelError, UserError
 from blazepose_tf.io import provenance
+from blazepose_tf.io.video import write_bytes_atomic
 
 HELP_ARGS: tuple[str, ...] = ("-h", "-help", "--help", "-helpshort", "--helpshort")
 HELPFULL_ARGS: tuple[str, ...] = ("-helpfull", "--helpfull")
@@ -145,6 +147,19 @@ def check_replaceable(flag: str, path: str | os.PathLike, overwrite: bool) -> No
     why = None if overwrite else provenance.describe(path)
     if why:
         raise UserError(f"{flag} {path} {why}; pass --overwrite to replace it, or choose another path")
+
+
+def write_marked(path: str | os.PathLike, content: str | dict, flag: str = "--output") -> None:
+    """Writes a report atomically, creating its folder: Markdown or plain ``content`` text, or a dict as indented
+    JSON, with blazepose_tf's mark (:mod:`blazepose_tf.io.provenance`: a rerun may replace it). A failure (check
+    the path first with :func:`check_outputs`, so a full disk or the like) is a one-line :class:`UserError`."""
+    data = (provenance.marked_json(content, indent=1, default=str) if isinstance(content, dict)
+            else provenance.mark_text(content))
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, data)
+    except OSError as e:
+        raise UserError(f"cannot write {flag} {path}: {e.strerror or e}") from None
 
 
 def check_outputs(outputs: Sequence[tuple[str, Optional[str | os.PathLike]]],

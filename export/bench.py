@@ -16,7 +16,6 @@ offline are skipped with a warning).
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -187,6 +186,7 @@ def main(argv: list[str]) -> int:
     paths = list(argv[1:]) + list(FLAGS.model or [])
     if not paths:
         raise UserError("give at least one MODEL.tflite (see --help)")
+    cli.check_outputs([("--output", FLAGS.output)], [("--model", p) for p in paths], overwrite=FLAGS.overwrite)
     ours = []
     for p in paths:
         path = model_file(p)
@@ -206,14 +206,10 @@ def main(argv: list[str]) -> int:
     print(format_table(results, reference))
     if FLAGS.output:
         out = Path(FLAGS.output)
-        if not out.parent.exists():
-            raise UserError(f"output folder does not exist: {out.parent}")
         doc = {"runtime": "ai-edge-litert", "xnnpack": FLAGS.use_xnnpack, "warmup": FLAGS.warmup,
                "runs": FLAGS.runs, "rounds": FLAGS.rounds, "reference": reference,
                "results": [asdict(r) for r in results]}
-        tmp = out.with_name(out.name + ".part")
-        tmp.write_text(json.dumps(doc, indent=1))
-        os.replace(tmp, out)
+        cli.write_marked(out, doc)
         print(f"results -> {out}")
     return 0
 
@@ -232,6 +228,7 @@ def define_flags() -> None:
     flags.DEFINE_string("reference", "pose_landmark_full", "Official model the ratios are relative to ('' for none).")
     flags.DEFINE_bool("use_xnnpack", True, "Apply the XNNPACK delegate (ai-edge-litert's default).")
     flags.DEFINE_string("output", None, "Also write the results as JSON here.")
+    cli.define_overwrite_flag()
 
 
 def entry_point() -> None:

@@ -1,4 +1,4 @@
-"""The report (``<stem>.report.json``) and model card (``<stem>.model_card.md``) written beside a ``.task``
+"""The report (``<name>.task.report.json``) and model card (``<name>.task.model_card.md``) written beside a ``.task``
 bundle by :mod:`export.to_mediapipe`: what each model is, which outputs are real and which are placeholders,
 input normalization, quantization, validation.
 """
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import blazepose_tf
+from blazepose_tf.errors import UserError
 from blazepose_tf.io.provenance import mark_text, marked_json
 from blazepose_tf.io.video import write_bytes_atomic
 from blazepose_tf.contract import DETECTOR_ROLES, LANDMARK_ROLES, NUM_KEYPOINTS
@@ -43,18 +44,23 @@ def bundle_report(output: Path, name: str, version: str, models: tuple[ExportedM
 
 
 def write_card_and_report(report: Mapping[str, Any], output: Path) -> tuple[Path, Path]:
-    """Writes ``<stem>.model_card.md`` and ``<stem>.report.json`` beside the bundle ``output`` (atomically, with
-    blazepose_tf's mark: the report, which records the bundle's sha256, vouches for it); returns them."""
+    """Writes ``<name>.task.model_card.md`` and ``<name>.task.report.json`` beside the bundle ``output``
+    (atomically, with blazepose_tf's mark: the report, which records the bundle's sha256, vouches for it); returns
+    them. A failed write (disk full) is a one-line :class:`UserError`."""
     card, rpath = card_and_report_paths(output)
-    write_bytes_atomic(card, mark_text(model_card(report)))
-    write_bytes_atomic(rpath, marked_json(dict(report), indent=1,
-                                          default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
+    for path, data in ((card, mark_text(model_card(report))),
+                       (rpath, marked_json(dict(report), indent=1,
+                                           default=lambda o: list(o) if isinstance(o, tuple) else str(o)))):
+        try:
+            write_bytes_atomic(path, data)
+        except OSError as e:
+            raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     return card, rpath
 
 
 def card_and_report_paths(output: Path) -> tuple[Path, Path]:
     """Where :func:`write_card_and_report` writes beside the bundle ``output``: (model card, report)."""
-    return output.with_name(output.stem + ".model_card.md"), output.with_name(output.stem + ".report.json")
+    return output.with_name(output.name + ".model_card.md"), output.with_name(output.name + ".report.json")
 
 
 def model_card(report: Mapping[str, Any]) -> str:

@@ -3,7 +3,7 @@
     python -m export.to_mediapipe --detector D --landmarks L --output pose_landmarker.task
         [--quantize none|fp16|dynamic|int8] [--representative SPEC] [--num_calibration 200]
         [--heatmap auto|placeholder] [--placeholders allow|refuse] [--name NAME] [--model_version 1]
-        [--validate auto|require|off] [--validate_image IMG]
+        [--validate auto|require|off] [--validate_image IMG] [--overwrite]
 
 ``D`` and ``L`` are Keras models (``.keras``) or ``.tflite`` files (e.g. the official ones, or ones written by
 :mod:`export.to_tflite`, any quantization). Keras inputs are converted here with builtin ops only and
@@ -53,17 +53,22 @@ What MediaPipe 0.10.21's ``PoseLandmarker`` needs, and what this command does ab
 
    With ``--placeholders refuse`` the command stops with a message naming the missing outputs instead. A
    ``.tflite`` tracker without the full contract cannot be patched: pass its ``.keras`` model.
-5. **Validation.** The bundle is written, then (``--validate auto|require``) loaded and run by MediaPipe Tasks
-   itself, ``PoseLandmarker`` in IMAGE mode on ``--validate_image`` (default: the offline sample photo), in the
-   isolated ``mediapipe==0.10.21`` virtual environment of :mod:`export.mediapipe_env` (mediapipe is never
-   installed into the project's environment), and its landmarks are compared with our own pipeline
-   (:class:`~blazepose_tf.runtime.pipeline.PoseTracker`) running the same two .tflite files. Keras sources
-   are also compared with their converted models (max/mean abs error per output). A bundle MediaPipe cannot
-   load is deleted and the command fails with MediaPipe's message. ``auto`` skips the MediaPipe check (with
+5. **Validation.** The bundle is written under a temporary name, then (``--validate auto|require``) loaded and
+   run by MediaPipe Tasks itself, ``PoseLandmarker`` in IMAGE mode on ``--validate_image`` (default: the
+   offline sample photo), in the isolated ``mediapipe==0.10.21`` virtual environment of
+   :mod:`export.mediapipe_env` (mediapipe is never installed into the project's environment), and its landmarks
+   are compared with our own pipeline (:class:`~blazepose_tf.runtime.pipeline.PoseTracker`) running the same two
+   .tflite files. Keras sources
+   are also compared with their converted models (max/mean abs error per output); only then is it renamed to
+   ``--output``. A bundle MediaPipe cannot load is deleted and the command fails with MediaPipe's message,
+   leaving an earlier bundle at ``--output`` as it was. ``auto`` skips the MediaPipe check (with
    a note) when that environment cannot be created (offline); ``require`` fails instead.
 
-Outputs: the bundle, ``<stem>.model_card.md`` (what is real and what is a placeholder, input normalization,
-quantization, validation) and ``<stem>.report.json`` beside it.
+Outputs: the bundle, ``<name>.task.model_card.md`` (what is real and what is a placeholder, input normalization,
+quantization, validation) and ``<name>.task.report.json`` beside it (named after the whole bundle name, so a
+``.tflite`` export's ``<stem>.report.json`` beside it is not touched). The report records the bundle's sha256 and
+carries blazepose_tf's mark: a rerun replaces what an earlier export wrote, while a bundle, card or report that is
+not an unchanged export (the user's, or one edited since) is refused before any work unless ``--overwrite``.
 
 Exit codes: 0 ok; 2 bad flags; 4 a model is unloadable, not convertible, lacks the contract (and
 placeholders are refused), or MediaPipe rejects the bundle.

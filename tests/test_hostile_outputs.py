@@ -96,7 +96,7 @@ def _case(tmp_path: Path, module: str, *args: str, message: str) -> None:
         (tmp_path / name).write_text("{}")
     argv = [a.format(ann=ann, splits=splits, images=images, d=tmp_path) for a in args]
     before = checksums(tmp_path)
-    quiet = () if module == "benchmarks.quantization" else ("--noprogress",)   # it logs its rounds instead
+    quiet = ("--noprogress",) if module in WITH_PROGRESS else ()
     proc = run_module(module, *argv, *quiet, timeout=300)
     assert_clean_exit(proc, EXIT_USAGE, message.format(ann=ann, splits=splits, images=images, d=tmp_path))
     assert checksums(tmp_path) == before
@@ -105,6 +105,8 @@ def _case(tmp_path: Path, module: str, *args: str, message: str) -> None:
 
 DATA = ("--annotations", "{ann}", "--images", "{images}")
 NOT_OURS = "exists and is not an unchanged blazepose_tf output"
+WITH_PROGRESS = ("blazepose_tf.evaluate", "benchmarks.keypoint_errors", "benchmarks.detector_roi", "benchmarks.ood_guard",
+                 "benchmarks.model_zoo", "benchmarks.converted_parity")   # the others log their steps instead
 
 
 @pytest.mark.parametrize("module, args, message", [
@@ -134,6 +136,16 @@ NOT_OURS = "exists and is not an unchanged blazepose_tf output"
     ("benchmarks.ood_guard", ("--data", "{d}/data", "--json", "{d}/q.json"), f"--json {{d}}/q.json {NOT_OURS}"),
     ("benchmarks.model_zoo", DATA + ("--output", "{d}/q.json"), f"--output {{d}}/q.json {NOT_OURS}"),
     ("benchmarks.quantization", ("--dataset", "{d}/data", "--output", "{d}/q.json"), f"--output {{d}}/q.json {NOT_OURS}"),
+    ("benchmarks.converted_parity", ("--data_dir", "{d}/data", "--output", "{d}/q.json"), f"{{d}}/q.json {NOT_OURS}"),
+    ("benchmarks.parity_mediapipe", ("--data_dir", "{d}/data", "--output", "{d}/q.json"), f"{{d}}/q.json {NOT_OURS}"),
+    ("benchmarks.pipeline_speed", ("--data_dir", "{d}/data", "--output", "{d}/q.json"), f"{{d}}/q.json {NOT_OURS}"),
+    ("benchmarks.mediapipe_bundle", ("--data_dir", "{d}/data", "--output", "{d}/q.json"), f"{{d}}/q.json {NOT_OURS}"),
+    ("benchmarks.train_throughput", ("--lspet", "{d}/data", "--output", "{d}/q.json"), f"{{d}}/q.json {NOT_OURS}"),
+    ("benchmarks.model_speed", ("--output", "{d}/q.json"), f"{{d}}/q.json {NOT_OURS}"),
+    ("export.bench", ("--model", "{d}/lm.tflite", "--output", "{d}/q.json"), f"{{d}}/q.json {NOT_OURS}"),
+    ("export.bench", ("--model", "{d}/lm.tflite", "--output", "{d}/lm.tflite"), "would overwrite the --model file"),
+    ("blazepose_tf.training.debug", ("--data", "{d}/none-*.tfrecord", "--output", "{images}/a.png"),
+     f"--output {{images}}/a.png {NOT_OURS}"),
     ("benchmarks.quantization", ("--dataset", "{d}/data", "--output", "{ann}"), "is inside the --dataset folder"),
 ])
 def test_reports_never_overwrite_the_dataset(tmp_path, module, args, message):
@@ -186,10 +198,21 @@ def test_reports_carry_the_mark_so_a_rerun_replaces_them(tmp_path):
     from benchmarks.ood_guard import write_reports
 
     md, js = tmp_path / "r.md", tmp_path / "r.json"
-    write_reports([(md, "# title\n| a |\n"), (js, json.dumps({"info": {"n": 1}}))])
+    write_reports([(md, "# title\n| a |\n"), (js, {"info": {"n": 1}})])
     assert written_here(md) and written_here(js)
     assert md.read_text().startswith("# title\n| a |\n") and json.loads(js.read_text())["info"] == {"n": 1}
     cli.check_outputs([("--markdown", md), ("--json", js)], overwrite=False)
     md.write_text(md.read_text().replace("title", "my title"))
     with pytest.raises(UserError, match=f"--markdown {md} {NOT_OURS}"):
         cli.check_outputs([("--markdown", md)], overwrite=False)
+
+
+def test_convert_official_keeps_a_keras_file_it_did_not_write(tmp_path):
+    """A <name>.keras in --output_dir without the converter's stamp beside it is the user's: refused before any
+    conversion (exit 2, unchanged)."""
+    (tmp_path / "pose_detection.keras").write_bytes(b"a model of the user's")
+    proc = run_module("blazepose_tf.models.convert_official", "--output_dir", tmp_path, "--models", "pose_detection",
+                      timeout=300)
+    assert_clean_exit(proc, EXIT_USAGE, f"{tmp_path}/pose_detection.keras exists and was not written by this "
+                      "converter", "--overwrite")
+    assert (tmp_path / "pose_detection.keras").read_bytes() == b"a model of the user's"

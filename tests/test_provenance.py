@@ -125,3 +125,30 @@ def test_missing_or_unreadable_is_not_ours_and_needs_no_permission(tmp_path):
     assert not written_here(tmp_path / "absent.png") and describe(tmp_path / "absent.png") is None
     (tmp_path / "folder.json").mkdir()
     assert not written_here(tmp_path / "folder.json")
+
+
+def test_text_reports_are_marked_whatever_they_start_with(tmp_path):
+    from blazepose_tf.io.provenance import mark_text
+
+    for text in ("# Report\n| a | b |\n", "{fig} caption, then a table\n", "no final newline", ""):
+        path = tmp_path / "r.md"
+        path.write_bytes(mark_text(text))
+        assert written_here(path), text
+        assert path.read_text().startswith(text) and path.read_text().endswith(" -->\n")
+        path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))   # a checkout with CRLF line endings
+        assert written_here(path), text
+        path.write_bytes(b"x" + path.read_bytes())                        # an edit
+        assert not written_here(path), text
+
+
+def test_forged_or_truncated_marks_are_not_ours(tmp_path):
+    data = marked_json({"schema": "blazepose_tf.track/1"})
+    path = tmp_path / "r.json"
+    path.write_bytes(data.replace(b'"written_by"', b'"written_bx"', 1))    # the key renamed: not the writer's
+    assert not written_here(path)
+    mark = data[len(b'{"written_by": "'):].split(b'"')[0]
+    tiny_riff = b"RIFF" + struct.pack("<I", 8) + b"AVI " + b"JUNK" + struct.pack("<I", len(mark)) + mark
+    path.write_bytes(tiny_riff)                                           # a RIFF list shorter than the mark
+    assert not written_here(path)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 3)                    # cut short
+    assert not written_here(path)

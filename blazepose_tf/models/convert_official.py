@@ -58,6 +58,8 @@ def define_flags() -> None:
                         "$BLAZEPOSE_TF_CACHE/converted or ~/.cache/blazepose_tf/converted).")
     flags.DEFINE_list("models", list(OFFICIAL_NAMES), f"Models to convert, from {', '.join(OFFICIAL_NAMES)}.")
     flags.DEFINE_bool("check_export", False, "Also convert each Keras model back to .tflite (builtin ops only).")
+    flags.DEFINE_bool("overwrite", False, "Replace a <name>.keras in --output_dir that has no conversion stamp "
+                      "(<name>.keras.json) beside it, i.e. that this converter did not write.")
 
 
 def _op_list(counts) -> str:
@@ -73,6 +75,11 @@ def main(argv: list[str]) -> int:
     out_dir = Path(FLAGS.output_dir) if FLAGS.output_dir else converted_dir()
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--output_dir is not a folder: {out_dir}")
+    for name in FLAGS.models:   # a converted model has its stamp beside it; anything else is the user's
+        path = out_dir / f"{name}.keras"
+        if path.exists() and not path.with_name(f"{name}.keras.json").is_file() and not FLAGS.overwrite:
+            raise UserError(f"{path} exists and was not written by this converter (no {name}.keras.json stamp "
+                            "beside it); pass --overwrite to replace it, or choose another --output_dir")
     inputs = sample_inputs(load_image(sample_image_path()))
     all_ok = True
     for name in FLAGS.models:

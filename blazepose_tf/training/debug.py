@@ -24,6 +24,7 @@ from blazepose_tf.topology import BLAZEPOSE_33
 
 flags.DEFINE_string("data", None, "Glob of TFRecord shards from data.prepare.")
 flags.DEFINE_string("output", "augmented_grid.png", "PNG to write.")
+cli.define_overwrite_flag()
 flags.DEFINE_integer("num", 16, "Samples to draw.", lower_bound=1, upper_bound=256)
 flags.DEFINE_integer("seed", 0, "Augmentation seed.")
 flags.DEFINE_bool("augment", True, "Apply training augmentation.")
@@ -56,6 +57,7 @@ def draw_sample(image: np.ndarray, keypoints: np.ndarray, weight: np.ndarray, vi
 def main(argv: list[str]) -> int:
     if not FLAGS.data:
         raise UserError("--data is required")
+    cli.check_outputs([("--output", FLAGS.output)], overwrite=FLAGS.overwrite)
     # TensorFlow: imported once the flags are checked (and not for --help)
     from blazepose_tf.training.augment import AugmentConfig
     from blazepose_tf.training.data import TrackerDataConfig, tracker_dataset
