@@ -132,12 +132,16 @@ def _inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     return os.path.commonpath([real, base]) == base
 
 
-def define_overwrite_flag() -> None:
+OVERWRITE_HELP = ("Replace an existing output file that is not an unchanged blazepose_tf output (without it such a "
+                  "file is refused; outputs an earlier run wrote, unedited, are replaced either way).")
+
+
+def define_overwrite_flag(help_text: str = OVERWRITE_HELP) -> None:
     """``--overwrite``, for the commands whose outputs keep a file this package did not write (see
-    :func:`check_replaceable`)."""
-    flags.DEFINE_bool("overwrite", False, "Replace an existing output file that is not an unchanged blazepose_tf "
-                      "output (without it such a file is refused; outputs an earlier run wrote, unedited, are "
-                      "replaced either way).")
+    :func:`check_replaceable`). Every command defines it through here: one definition per process, whichever
+    command modules a process imports (the first one's help is shown)."""
+    if "overwrite" not in flags.FLAGS:
+        flags.DEFINE_bool("overwrite", False, help_text)
 
 
 def check_replaceable(flag: str, path: str | os.PathLike, overwrite: bool) -> None:

@@ -68,8 +68,8 @@ flags.DEFINE_string("splits", None, "Splits JSON {name: [image ids]}; default sp
 flags.DEFINE_list("split_names", None, "Only these splits (default: every split in the file).")
 flags.DEFINE_string("output_dir", None, "Where to write <split>-NNNNN.tfrecord shards and manifest.json (a new "
                     "or empty folder, or an earlier output with --overwrite).")
-flags.DEFINE_bool("overwrite", False, "Replace the content of a non-empty --output_dir from an earlier run "
-                  "(atomically, once the new data is complete).")
+cli.define_overwrite_flag("Replace the content of a non-empty --output_dir from an earlier run (atomically, once "
+                          "the new data is complete).")
 flags.DEFINE_enum("kind", "tracker", ["tracker", "detector"], "tracker: one aligned crop per person; detector: "
                   "one downscaled whole image per example with all its people.")
 flags.DEFINE_integer("image_size", 320, "--kind detector: longer image side stored, in pixels.", lower_bound=64)

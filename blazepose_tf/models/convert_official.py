@@ -58,8 +58,8 @@ def define_flags() -> None:
                         "$BLAZEPOSE_TF_CACHE/converted or ~/.cache/blazepose_tf/converted).")
     flags.DEFINE_list("models", list(OFFICIAL_NAMES), f"Models to convert, from {', '.join(OFFICIAL_NAMES)}.")
     flags.DEFINE_bool("check_export", False, "Also convert each Keras model back to .tflite (builtin ops only).")
-    flags.DEFINE_bool("overwrite", False, "Replace a <name>.keras in --output_dir that has no conversion stamp "
-                      "(<name>.keras.json) beside it, i.e. that this converter did not write.")
+    cli.define_overwrite_flag("Replace a <name>.keras in --output_dir that has no conversion stamp "
+                              "(<name>.keras.json) beside it, i.e. that this converter did not write.")
 
 
 def _op_list(counts) -> str:
