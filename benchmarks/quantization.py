@@ -51,8 +51,6 @@ from absl import flags  # noqa: E402
 
 from blazepose_tf import cli  # noqa: E402
 from blazepose_tf.errors import UserError  # noqa: E402
-from blazepose_tf.io.provenance import marked_json  # noqa: E402
-from blazepose_tf.io.video import write_bytes_atomic  # noqa: E402
 from blazepose_tf.metrics import paired_pck_delta  # noqa: E402
 from export.int8_export import DEFAULT_MAC_BUDGET, DEFAULT_MAX_PCK_DROP  # noqa: E402
 
@@ -356,10 +354,7 @@ def main(argv: list[str]) -> int:
     if FLAGS.output:
         command = " ".join(["python -m benchmarks.quantization", *sys.argv[1:]])
         doc = {"command": command, "rows": [asdict(r) for r in rows], "verdicts": [t for _, _, t in results]}
-        try:
-            write_bytes_atomic(FLAGS.output, marked_json(doc, indent=1))
-        except OSError as e:
-            raise UserError(f"cannot write --output {FLAGS.output}: {e.strerror or e}") from None
+        cli.write_marked(FLAGS.output, doc)
         print(f"table -> {FLAGS.output}")
     return 0 if results and all(ok for m, ok, _ in results if m in TARGET_MODELS) else 1
 
