@@ -252,14 +252,14 @@ def resolve_model(spec: str, what: str, names: Optional[dict] = None) -> Path:
     return model_file(spec, f"{what} file")
 
 
-def detectors(items: Sequence[str]) -> list[tuple[str, Path]]:
-    """(label, file) of each ``--detectors`` item."""
+def detector_specs(items: Sequence[str]) -> list[tuple[str, str]]:
+    """(label, model spec) of each ``--detectors`` item, before anything is resolved or read."""
     out = []
     for item in items:
         label, sep, spec = item.partition("=")
         if not sep:
             label, spec = (f"{item} detector" if item in NAMED_DETECTORS else Path(item).name), item
-        out.append((label, resolve_model(spec, "--detectors")))
+        out.append((label, spec))
     if not out:
         raise UserError("nothing to measure: give --detectors")
     labels = [label for label, _ in out]
@@ -268,15 +268,20 @@ def detectors(items: Sequence[str]) -> list[tuple[str, Path]]:
     return out
 
 
+def detectors(items: Sequence[str]) -> list[tuple[str, Path]]:
+    """(label, file) of each ``--detectors`` item."""
+    return [(label, resolve_model(spec, "--detectors")) for label, spec in detector_specs(items)]
+
+
 def main(argv: list[str]) -> int:
     FLAGS = flags.FLAGS
     annotations, images = Path(FLAGS.annotations).expanduser(), Path(FLAGS.images).expanduser()
     check_data(annotations, images)
-    models = [("--detectors", item.partition("=")[2] or item) for item in FLAGS.detectors]
+    specs = detector_specs(FLAGS.detectors)
     cli.check_outputs([("--markdown", FLAGS.markdown), ("--json", FLAGS.json)],
-                      dataset_inputs(annotations, images) + models + [("--landmarks", FLAGS.landmarks)],
-                      overwrite=FLAGS.overwrite)
-    dets = detectors(FLAGS.detectors)
+                      dataset_inputs(annotations, images) + [("--detectors", spec) for _, spec in specs]
+                      + [("--landmarks", FLAGS.landmarks)], overwrite=FLAGS.overwrite)
+    dets = [(label, resolve_model(spec, "--detectors")) for label, spec in specs]
     landmarks = resolve_model(FLAGS.landmarks, "--landmarks", NAMED_TRACKERS)
     records = scored_records(load_coco_keypoints(annotations, images, split=FLAGS.split), FLAGS.limit)
     if not records:

@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Optional, Sequence
+from typing import Any, Callable, Iterable, Literal, Optional, Sequence
 
 from absl import flags
 
@@ -153,17 +153,19 @@ def check_replaceable(flag: str, path: str | os.PathLike, overwrite: bool) -> No
         raise UserError(f"{flag} {path} {why}; pass --overwrite to replace it, or choose another path")
 
 
-def write_marked(path: str | os.PathLike, content: str | dict, flag: str = "--output") -> None:
-    """Writes a report atomically, creating its folder: Markdown or plain ``content`` text, or a dict as indented
-    JSON, with blazepose_tf's mark (:mod:`blazepose_tf.io.provenance`: a rerun may replace it). A failure (check
-    the path first with :func:`check_outputs`, so a full disk or the like) is a one-line :class:`UserError`."""
-    data = (provenance.marked_json(content, indent=1, default=str) if isinstance(content, dict)
-            else provenance.mark_text(content))
+def write_marked(path: str | os.PathLike, content: str | dict, flag: str = "--output", **json_options: Any) -> None:
+    """Writes a report atomically, creating its folder: Markdown or plain ``content`` text, or a dict as JSON
+    (``json_options`` override the defaults ``indent=1, default=str``; e.g. ``allow_nan=False``), with
+    blazepose_tf's mark (:mod:`blazepose_tf.io.provenance`: a rerun may replace it). A failure (check the path
+    first with :func:`check_outputs`, so a full disk or the like) is a one-line :class:`UserError` that leaves any
+    earlier file at ``path`` as it was."""
+    data = (provenance.marked_json(content, **{"indent": 1, "default": str, **json_options})
+            if isinstance(content, dict) else provenance.mark_text(content))
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(path, data)
     except OSError as e:
-        raise UserError(f"cannot write {flag} {path}: {e.strerror or e}") from None
+        raise UserError(f"cannot write {flag} {path}: {e.strerror or e}; the results were not saved") from None
 
 
 def check_outputs(outputs: Sequence[tuple[str, Optional[str | os.PathLike]]],
@@ -174,28 +176,38 @@ def check_outputs(outputs: Sequence[tuple[str, Optional[str | os.PathLike]]],
     cannot be written or created: a one-line :class:`UserError` (exit 2). ``outputs`` and ``inputs`` are
     ``(flag, path)`` pairs; pairs whose path is empty or None are skipped. With ``overwrite`` given (a command
     with ``--overwrite``), an existing file this package did not write is refused unless it is true."""
-    given_inputs = [(flag, Path(p).expanduser()) for flag, p in inputs if p]
-    seen: list[tuple[str, Path, set]] = []
-    for flag, value in outputs:
+    given = [(flag, Path(p).expanduser()) for flag, p in inputs if p]
+    folders = [(flag, source) for flag, source in given if source.is_dir()]
+    input_keys: dict = {}
+    for flag, source in given:
+        for key in path_identities(source):
+            input_keys.setdefault(key, (flag, source))
+    output_keys: dict = {}
+    probed: set[str] = set()
+    for flag, value in outputs:  # linear in the outputs: a folder run may give thousands
         if not value:
             continue
         path = Path(value)  # as the command writes it (a quoted "~" stays a folder named "~")
         keys = path_identities(path)
-        for in_flag, source in given_inputs:
-            if source.is_dir() and _inside(path, source):
+        for in_flag, source in folders:
+            if _inside(path, source):
                 raise UserError(f"{flag} {path} is inside the {in_flag} folder {source}; choose another path")
-            if keys & path_identities(source):
-                raise UserError(f"{flag} {path} would overwrite the {in_flag} file {source}; choose another path")
-        for other_flag, other, other_keys in seen:
-            if keys & other_keys:
-                raise UserError(f"{flag} {path} is also the {other_flag} output; give each output its own path")
+        clash = next((input_keys[key] for key in keys if key in input_keys), None)
+        if clash is not None:
+            raise UserError(f"{flag} {path} would overwrite the {clash[0]} file {clash[1]}; choose another path")
+        other = next((output_keys[key] for key in keys if key in output_keys), None)
+        if other is not None:
+            raise UserError(f"{flag} {path} is also the {other} output; give each output its own path")
         if path.exists() and not path.is_file():
             raise UserError(f"cannot write {flag} {path}: it exists and is not a regular file"
                             + (" (a folder)" if path.is_dir() else ""))
         if overwrite is not None:
             check_replaceable(flag, path, overwrite)
-        check_output_folder(path, flag)
-        seen.append((flag, path, keys))
+        folder = os.path.dirname(os.path.realpath(path))
+        if folder not in probed:
+            probed.add(folder)
+            check_output_folder(path, flag)
+        output_keys.update(dict.fromkeys(keys, flag))
 
 
 def _module_name(argv0: str) -> str:

@@ -40,8 +40,6 @@ from blazepose_tf.zoo import model_flags
 from blazepose_tf.datasets.coco import load_coco_keypoints
 from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, InputError, UserError
 from blazepose_tf.evaluation import evaluate, scored_records
-from blazepose_tf.io.provenance import marked_json
-from blazepose_tf.io.video import write_bytes_atomic
 from blazepose_tf.metrics import format_pck_table
 
 SCHEMA = "blazepose_tf.evaluate/1"
@@ -118,10 +116,7 @@ def main(argv: list[str]) -> int:
         doc = {"schema": SCHEMA, "annotations": str(FLAGS.annotations), "split": FLAGS.split, "num_images": len(records),
                "models": model_flags.model_labels(FLAGS), "roi_passes": FLAGS.roi_passes, **result.summary(),
                "dropped_annotations": dropped, "dataset_problems": dict(sorted(dataset.problems.items()))}
-        try:
-            write_bytes_atomic(FLAGS.output, marked_json(_json_ready(doc), indent=1, allow_nan=False))
-        except OSError as e:
-            raise UserError(f"cannot write --output {FLAGS.output}: {e.strerror or e}") from None
+        cli.write_marked(FLAGS.output, _json_ready(doc), allow_nan=False)
         print(f"summary -> {FLAGS.output}")
     if none_read:
         print(f"error: none of the {len(records)} scored images could be read; first: {result.errors[0][1]}",

@@ -41,7 +41,6 @@ were unreadable and skipped, or some overlays could not be written (listed under
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -54,9 +53,8 @@ from blazepose_tf import cli, contract
 from blazepose_tf.zoo import model_flags
 from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, EXIT_PARTIAL, InputError, UserError
 from blazepose_tf.io.images import InputItem, collect_inputs, load_image
-from blazepose_tf.io.provenance import marked_json
 from blazepose_tf.io.samples import SAMPLE_NAMES, sample_image_path
-from blazepose_tf.io.video import VideoReader, VideoWriter, write_bytes_atomic
+from blazepose_tf.io.video import VideoReader, VideoWriter
 from blazepose_tf.overlay import draw_poses, save_image
 from blazepose_tf.types import Pose
 
@@ -134,41 +132,18 @@ def _make_folder(folder: Path, flag: str) -> None:
 
 
 def _check_outputs(items: list[InputItem], out_path: Path, overlays: dict[Path, Path]) -> None:
-    """Refuses, before any model is loaded, outputs that would write over an input or over each other, outputs
-    that are not regular files, and output folders that cannot be written: one-line UserErrors."""
-    sources = [item.path for item in items] + [Path(p).expanduser() for p in (FLAGS.detector, FLAGS.landmarks) if p]
-    inputs = {key: source for source in sources for key in cli.path_identities(source)}
+    """Refuses, before any model is loaded, outputs that would write over an input (an input file or a model file)
+    or over each other or over a file this package did not write (without ``--overwrite``), outputs that are not
+    regular files, and output folders that cannot be written: one-line UserErrors (:func:`cli.check_outputs`)."""
     if len(items) > 1 and overlays:
         folder = next(iter(overlays.values())).parent
         if cli.path_identities(folder) & cli.path_identities(items[0].path.parent):
             raise UserError(f"--overlay {folder} is the --input folder: the overlays would be mixed with (and could "
                             "overwrite) the inputs; choose another folder")
+    inputs = ([("--input", item.path) for item in items]
+              + [("--detector", FLAGS.detector), ("--landmarks", FLAGS.landmarks)])
     outputs = [("--overlay", target) for target in overlays.values()] + [("--output", out_path)]
-    identities = [cli.path_identities(target) for _, target in outputs]
-    for (flag, target), keys in zip(outputs, identities):
-        clash = next((inputs[key] for key in keys if key in inputs), None)
-        if clash is not None:
-            raise UserError(f"{flag} {target} would overwrite the input {clash}; choose another path")
-        if target.exists() and not target.is_file():
-            raise UserError(f"{flag} {target} exists and is not a regular file")
-        cli.check_replaceable(flag, target, FLAGS.overwrite)
-    if identities[-1] & set().union(*identities[:-1]):
-        raise UserError(f"--output {out_path} is also the --overlay target; choose another path")
-    probed: set[str] = set()
-    for flag, target in outputs:
-        real = Path(os.path.realpath(target))
-        if str(real.parent) not in probed:
-            probed.add(str(real.parent))
-            cli.check_output_folder(real, flag)
-
-
-def _write_json(path: Path, doc: dict) -> None:
-    """Writes ``doc`` atomically (see :func:`write_bytes_atomic`): a failure leaves no partial file and any earlier
-    file at ``path`` unchanged, and is a one-line UserError. The file carries the mark (``"written_by"``)."""
-    try:
-        write_bytes_atomic(path, marked_json(doc))
-    except OSError as e:
-        raise UserError(f"cannot write --output {path}: {e.strerror or e}; the results were not saved") from None
+    cli.check_outputs(outputs, inputs, overwrite=FLAGS.overwrite)
 
 
 def _result(item: InputItem, frame: np.ndarray, poses: list[Pose], index: Optional[int] = None,
@@ -195,6 +170,7 @@ def _process_image(tracker, item: InputItem, overlay: Optional[Path], results: l
     if overlay is None:
         return None
     try:
+        cli.check_replaceable("--overlay", overlay, FLAGS.overwrite)  # again: a file may have appeared since the start
         save_image(overlay, draw_poses(image, poses, tracker.topology))
     except UserError as e:
         return str(e)
@@ -234,6 +210,7 @@ def _process_video(tracker, item: InputItem, overlay: Optional[Path], results: l
                         writer, failure = None, f"cannot write video {overlay}: {e}"
             if writer is not None:
                 try:
+                    cli.check_replaceable("--overlay", overlay, FLAGS.overwrite)  # a file may have appeared since
                     writer.close()
                 except UserError as e:
                     failure = str(e)
@@ -298,7 +275,7 @@ def main(argv: list[str]) -> int:
     if processed == 0 and out_path.exists():  # a run with nothing to save does not replace earlier results
         print(f"error: no input could be processed; the earlier {out_path} is kept as it was", file=sys.stderr)
         return EXIT_NO_INPUT
-    _write_json(out_path, doc)
+    cli.write_marked(out_path, doc, indent=None)
     print(f"{summary['processed']}/{summary['inputs']} inputs, {summary['frames']} frames/images, "
           f"{summary['with_pose']} with a pose -> {out_path}")
     if processed == 0:

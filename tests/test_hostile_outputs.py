@@ -69,6 +69,21 @@ def test_check_outputs_refuses_inputs_collisions_and_non_files(tmp_path):
     cli.check_outputs([("--output", tmp_path / "ours.json")], inputs, overwrite=False)
 
 
+def test_check_outputs_probes_each_output_folder_once(tmp_path, monkeypatch):
+    """A folder run checks thousands of overlays: the folder is probed once, not once per file."""
+    inputs = [("--input", tmp_path / f"in{i}.jpg") for i in range(300)]
+    for _, p in inputs:
+        p.write_bytes(b"a photo")
+    probes = []
+    real_probe = cli.check_output_folder
+    monkeypatch.setattr(cli, "check_output_folder", lambda path, flag: probes.append(path) or real_probe(path, flag))
+    outputs = [("--overlay", tmp_path / "ov" / f"in{i}.png") for i in range(300)] + [("--output", tmp_path / "r.json")]
+    cli.check_outputs(outputs, inputs, overwrite=False)
+    assert [p.parent for p in probes] == [tmp_path / "ov", tmp_path]
+    with pytest.raises(UserError, match="is also the --overlay output"):
+        cli.check_outputs(outputs + [("--output", tmp_path / "ov" / "in299.png")], inputs)
+
+
 @pytest.mark.parametrize("doc, split, words", [
     ({"test": [[34]]}, "test", "split 'test' must be a list of image ids"),
     ({"dev": [{"id": 34}]}, "dev", "split 'dev' must be a list of image ids"),

@@ -190,16 +190,16 @@ def _case_files(d: Path) -> None:
 @pytest.mark.parametrize("args, message", [
     (["--input", "{d}/in", "--overlay", "{d}/in"], "is the --input folder"),
     (["--input", "{d}/in", "--overlay", "{d}/in/../in/."], "is the --input folder"),
-    (["--input", "{d}/in", "--overlay", "{d}/ov"], "would overwrite the input {d}/in/a.jpg"),
+    (["--input", "{d}/in", "--overlay", "{d}/ov"], "would overwrite the --input file {d}/in/a.jpg"),
     (["--input", "{d}/in", "--overlay", "{d}/ov2"], "is not a regular file"),
-    (["--input", "{d}/in/b.jpg", "--overlay", "{d}/in/b.jpg"], "would overwrite the input {d}/in/b.jpg"),
-    (["--input", "{d}/in/b.jpg", "--overlay", "{d}/in/./../in/b.jpg"], "would overwrite the input {d}/in/b.jpg"),
-    (["--input", "{d}/in/b.jpg", "--overlay", "{d}/link.png"], "would overwrite the input {d}/in/b.jpg"),
-    (["--input", "{d}/in/b.jpg", "--overlay", "{d}/hard.png"], "would overwrite the input {d}/in/b.jpg"),
-    (["--input", "{d}/clip.avi", "--overlay", "{d}/clip.avi"], "would overwrite the input {d}/clip.avi"),
-    (["--input", "{d}/in/b.jpg", "--output", "{d}/link.json"], "--output {d}/link.json would overwrite the input"),
+    (["--input", "{d}/in/b.jpg", "--overlay", "{d}/in/b.jpg"], "would overwrite the --input file {d}/in/b.jpg"),
+    (["--input", "{d}/in/b.jpg", "--overlay", "{d}/in/./../in/b.jpg"], "would overwrite the --input file {d}/in/b.jpg"),
+    (["--input", "{d}/in/b.jpg", "--overlay", "{d}/link.png"], "would overwrite the --input file {d}/in/b.jpg"),
+    (["--input", "{d}/in/b.jpg", "--overlay", "{d}/hard.png"], "would overwrite the --input file {d}/in/b.jpg"),
+    (["--input", "{d}/clip.avi", "--overlay", "{d}/clip.avi"], "would overwrite the --input file {d}/clip.avi"),
+    (["--input", "{d}/in/b.jpg", "--output", "{d}/link.json"], "--output {d}/link.json would overwrite the --input file"),
     (["--input", "{d}/in/b.jpg", "--output", "{d}/earlier.json", "--overlay", "{d}/o.png"],
-     "is also the --overlay target"),
+     "is also the --overlay output"),
     (["--input", "{d}/in/b.jpg", "--output", "{d}/full.json"], "is not a regular file"),
     (["--input", "{d}/in/b.jpg", "--output", "/proc/r.json"], "cannot write --output /proc/r.json: folder /proc"),
     (["--input", "{d}/in", "--overlay", "/proc/overlays"],
@@ -269,7 +269,7 @@ def test_files_it_did_not_write_need_overwrite(tmp_path, official_models):
     (tmp_path / "link.png").symlink_to(model)
     proc = track("--input", image, "--output", fresh, "--overlay", tmp_path / "link.png", "--detector", model,
                  "--overwrite")
-    assert_clean_exit(proc, EXIT_USAGE, f"--overlay {tmp_path / 'link.png'} would overwrite the input {model}")
+    assert_clean_exit(proc, EXIT_USAGE, f"--overlay {tmp_path / 'link.png'} would overwrite the --detector file {model}")
     assert model.read_bytes() == b"a model file"
 
 
@@ -333,6 +333,42 @@ def test_overlay_write_failure_keeps_results_and_other_overlays(tmp_path, offici
     for name in ("a.jpg.png", "b.jpg.png"):
         assert load_image(overlays / name).shape == (128, 128, 3)
     assert leftovers(tmp_path) == []
+
+
+# Runs track with a user file made at $USER_FILE while the first overlay is drawn (after the up-front checks).
+USER_FILE_MID_RUN_DRIVER = '''
+import os
+from pathlib import Path
+
+from blazepose_tf import cli, track
+
+_draw = track.draw_poses
+
+
+def _draw_and_make_user_file(*args, **kwargs):
+    path = Path(os.environ["USER_FILE"])
+    if not path.exists():
+        path.write_bytes(b"made by the user during the run")
+    return _draw(*args, **kwargs)
+
+
+track.draw_poses = _draw_and_make_user_file
+cli.run(track.main)
+'''
+
+
+def test_overlay_target_made_during_the_run_is_kept(tmp_path, official_models):
+    inputs = photos(tmp_path / "in", ("a.jpg", "b.jpg"))
+    overlays, out = tmp_path / "ov", tmp_path / "r.json"
+    user_file = overlays / "b.jpg.png"
+    proc = run_script(tmp_path / "driver", "track_user_file", USER_FILE_MID_RUN_DRIVER, "--models=official",
+                      "--noprogress", "--input", inputs, "--output", out, "--overlay", overlays,
+                      env={"USER_FILE": str(user_file)})
+    assert_partial_exit(proc, str(inputs / "b.jpg"), "not an unchanged blazepose_tf output")
+    assert user_file.read_bytes() == b"made by the user during the run"
+    doc = json.loads(out.read_text())
+    assert [r["overlay"] for r in doc["results"]] == [str(overlays / "a.jpg.png"), None]
+    assert all(len(r["poses"]) == 1 for r in doc["results"])
 
 
 def test_results_json_write_failure_is_one_error_and_keeps_earlier_json(tmp_path, official_models):
