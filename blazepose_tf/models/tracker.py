@@ -72,8 +72,6 @@ class TrackerConfig:
         official: non-empty for MediaPipe's own architecture: the name of the official model whose converted
             graph and weights the preset is (:func:`blazepose_tf.models.convert_official.load_converted`); it is
             loaded, not built, and the width/depth fields do not apply.
-        resolution: with ``official``: the side the converted model runs at inside its 256² input (0: as
-            converted; :func:`blazepose_tf.models.resolution.at_resolution`).
     """
 
     name: str
@@ -89,7 +87,6 @@ class TrackerConfig:
     batch_norm: bool = True
     batch_norm_min_stride: int = 8
     official: str = ""
-    resolution: int = 0
 
     def __post_init__(self) -> None:
         if self.input_size % 128:
@@ -125,9 +122,6 @@ TRACKER_PRESETS: dict[str, TrackerConfig] = {
     "official_full": TrackerConfig(name="official_full", official="pose_landmark_full"),
     # MediaPipe's BlazePose Lite, converted with its weights (for fine-tuning and distillation).
     "official_lite": TrackerConfig(name="official_lite", official="pose_landmark_lite"),
-    # The same run at 160² inside its 256² input: ~0.4x the convolutions (issue #17's lite_fast).
-    "official_lite_160": TrackerConfig(name="official_lite_160", official="pose_landmark_lite", resolution=160),
-    "official_lite_192": TrackerConfig(name="official_lite_192", official="pose_landmark_lite", resolution=192),
 }
 #: The presets :func:`build_tracker` builds (the official ones are converted models).
 BUILT_TRACKER_PRESETS: tuple[str, ...] = tuple(n for n, c in TRACKER_PRESETS.items() if not c.official)

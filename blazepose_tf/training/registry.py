@@ -13,7 +13,6 @@ from blazepose_tf.errors import UserError
 from blazepose_tf.models.convert_official import load_converted
 from blazepose_tf.models.detector import build_detector, resolve_detector_config
 from blazepose_tf.models.graph import upstream_layers
-from blazepose_tf.models.resolution import at_resolution
 from blazepose_tf.models.tracker import OUTPUT_NAMES_TRAINING, build_tracker, resolve_tracker_config
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
 from blazepose_tf.training.config import TRAINABLE
@@ -49,8 +48,6 @@ def build_models(preset: str, topology: Topology) -> Models:
         if topology.num_keypoints != BLAZEPOSE_33.num_keypoints:
             raise UserError(f"--preset={preset} only supports the 33-point BlazePose topology")
         full = load_converted(cfg.official)
-        if cfg.resolution:
-            full = at_resolution(full, cfg.resolution)
         out = dict(zip(full.output_names, full.outputs))
         training = keras.Model(full.inputs, [out["landmarks"], out["presence"], out["heatmap"]],
                                name=f"{cfg.name}_training")
