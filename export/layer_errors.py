@@ -18,7 +18,6 @@ import numpy as np
 from blazepose_tf.codecs.landmarks import decode_landmarks, refine_with_heatmap
 from blazepose_tf.tflite_file import load_interpreter
 from export.int8_graph import CalibratedGraph, quantized_outputs
-from export.report import tflite_outputs
 
 
 def _dequantized(it, detail: dict) -> np.ndarray:

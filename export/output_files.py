@@ -10,7 +10,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from blazepose_tf.cli import check_output_folder, check_replaceable
 from blazepose_tf.errors import UserError
@@ -24,15 +24,25 @@ def report_path_for(output: Path) -> Path:
 
 
 def vouched(artifact: Path, report: Path) -> bool:
-    """Whether ``report`` is an unchanged blazepose_tf output whose ``sha256`` is ``artifact``'s: the export that
-    wrote the report wrote the file, and neither changed since."""
+    """Whether ``report`` is an unchanged blazepose_tf output that records ``artifact``'s sha256: as ``sha256``
+    (the export that wrote the report wrote the file, and neither changed since) or as ``replaces_sha256`` (the
+    earlier export's file that export was replacing: an export stopped between its report's rename and its
+    model's keeps the earlier model, which a rerun may still replace)."""
     if not written_here(report):
         return False
     try:
-        recorded = json.loads(report.read_bytes()).get("sha256")
-        return isinstance(recorded, str) and recorded == sha256(artifact)
+        doc = json.loads(report.read_bytes())
+        recorded = {doc.get("sha256"), doc.get("replaces_sha256")} - {None}
+        return all(isinstance(r, str) for r in recorded) and sha256(artifact) in recorded
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def replaced_digest(artifact: Path, report: Path) -> Optional[str]:
+    """The sha256 of the earlier export at ``artifact`` that a new export is about to replace (None when there is
+    none, or the file is not one ``report`` vouches for): the new report records it as ``replaces_sha256``, and is
+    renamed into place before the new file, so that no moment leaves a file no report vouches for."""
+    return sha256(artifact) if artifact.is_file() and vouched(artifact, report) else None
 
 
 def check_replaceable_export(artifact: Path, report: Path, sidecars: Sequence[Path] = (),

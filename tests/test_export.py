@@ -2,6 +2,8 @@
 only, within stated error bounds of Keras), metadata and report, Flex-op failure, CLI."""
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import subprocess
@@ -276,6 +278,36 @@ def test_failed_export_keeps_the_earlier_model_and_report(tracker, tmp_path, mon
     result = export_model(tracker, out, "none", log=lambda *_: None)
     assert md.read_metadata(out)["kind"] == "tracker" and result.report["runtime_contract"] == "ok"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.report.json", "m.tflite"]
+
+
+def test_export_stopped_between_its_renames_leaves_a_replaceable_model(tracker, tmp_path, monkeypatch):
+    """The report is renamed first and also records the sha256 of the earlier export it replaces: an export that
+    stops before renaming its model leaves the earlier model, still vouched for, which a rerun replaces unasked."""
+    from export import to_tflite
+    from export.output_files import report_path_for, vouched
+
+    out = tmp_path / "m.tflite"
+    export_model(tracker, out, "fp16", log=lambda *_: None)
+    earlier = out.read_bytes()
+    real_replace, renamed = os.replace, []
+
+    def stop_at_the_second_rename(src, dst):   # whichever of model and report comes second
+        renamed.append(Path(dst).name)
+        if len(renamed) == 2:
+            raise OSError(errno.EIO, "stopped")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(to_tflite.os, "replace", stop_at_the_second_rename)
+    with pytest.raises(OSError):
+        export_model(tracker, out, "none", log=lambda *_: None)
+    monkeypatch.undo()
+    assert renamed == ["m.report.json", "m.tflite"] and out.read_bytes() == earlier
+    report = json.loads(report_path_for(out).read_text())
+    assert report["quantization"] == "none" and report["replaces_sha256"] == hashlib.sha256(earlier).hexdigest()
+    assert vouched(out, report_path_for(out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.report.json", "m.tflite"]  # no temporary left
+    export_model(tracker, out, "none", log=lambda *_: None)          # no --overwrite needed
+    assert md.read_metadata(out)["quantization"] == "none" and vouched(out, report_path_for(out))
 
 
 def test_export_replaces_only_what_an_export_wrote(tracker, tmp_path):

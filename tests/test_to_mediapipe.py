@@ -299,3 +299,32 @@ def test_bundle_replaces_only_what_an_export_wrote(tiny, official_detector, tmp_
     assert mine.read_bytes() == b"a bundle of the user's"
     tm.build_bundle(str(official_detector), tiny, mine, validate="off", overwrite=True, log=lambda *a: None)
     assert read_bundle(mine).keys() == {DETECTOR_FILE, LANDMARKS_FILE}
+
+
+def test_bundle_stopped_before_its_rename_keeps_a_replaceable_bundle(tiny, official_detector, tmp_path, monkeypatch):
+    """The report (recording the earlier bundle's sha256 as ``replaces_sha256``) is written before the bundle is
+    renamed into place: a run stopped between the two leaves the earlier bundle, which a rerun still replaces
+    (the other order would leave the new bundle beside the earlier report, which does not vouch for it)."""
+    from export.output_files import vouched
+
+    out = tmp_path / "b.task"
+    first = tm.build_bundle(str(official_detector), tiny, out, validate="off", log=lambda *a: None)
+    earlier = out.read_bytes()
+    real_replace, renamed = os.replace, []
+
+    def stop_at_the_second_of_bundle_and_report(src, dst):
+        if Path(dst) in (out, first.report_path):
+            renamed.append(Path(dst).name)
+            if len(renamed) == 2:
+                raise OSError(5, "stopped")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(tm.os, "replace", stop_at_the_second_of_bundle_and_report)
+    with pytest.raises(OSError):
+        tm.build_bundle(str(official_detector), tiny, out, validate="off", log=lambda *a: None)
+    monkeypatch.undo()
+    assert renamed == ["b.task.report.json", "b.task"]
+    assert out.read_bytes() == earlier and vouched(out, first.report_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.task", "b.task.model_card.md", "b.task.report.json"]
+    tm.build_bundle(str(official_detector), tiny, out, validate="off", log=lambda *a: None)   # no overwrite needed
+    assert vouched(out, first.report_path)
