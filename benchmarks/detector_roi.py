@@ -259,6 +259,9 @@ def detector_specs(items: Sequence[str]) -> list[tuple[str, str]]:
         label, sep, spec = item.partition("=")
         if not sep:
             label, spec = (f"{item} detector" if item in NAMED_DETECTORS else Path(item).name), item
+        if not label.strip() or not spec.strip():
+            raise UserError(f"--detectors item {item!r} needs a label and a model (LABEL=PATH, a path, official "
+                            "or zoo)")
         out.append((label, spec))
     if not out:
         raise UserError("nothing to measure: give --detectors")

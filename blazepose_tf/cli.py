@@ -153,6 +153,19 @@ def check_replaceable(flag: str, path: str | os.PathLike, overwrite: bool) -> No
         raise UserError(f"{flag} {path} {why}; pass --overwrite to replace it, or choose another path")
 
 
+def check_still_replaceable(flag: str, path: str | os.PathLike, overwrite: bool, lost: str = "") -> None:
+    """Just before a long run writes an output its start checked (:func:`check_outputs`): a one-line
+    :class:`UserError` if something appeared there since that is not a regular file, or (without ``overwrite``)
+    not an unchanged output of this package. ``lost`` says what the refusal costs (e.g. the results)."""
+    p = Path(path)
+    try:
+        if p.exists() and not p.is_file():
+            raise UserError(f"{flag} {p} appeared during the run and is not a regular file")
+        check_replaceable(flag, p, overwrite)
+    except UserError as e:
+        raise UserError(f"{e}; {lost}" if lost else str(e)) from None
+
+
 def write_marked(path: str | os.PathLike, content: str | dict, flag: str = "--output", **json_options: Any) -> None:
     """Writes a report atomically, creating its folder: Markdown or plain ``content`` text, or a dict as JSON
     (``json_options`` override the defaults ``indent=1, default=str``; e.g. ``allow_nan=False``), with
@@ -203,10 +216,10 @@ def check_outputs(outputs: Sequence[tuple[str, Optional[str | os.PathLike]]],
                             + (" (a folder)" if path.is_dir() else ""))
         if overwrite is not None:
             check_replaceable(flag, path, overwrite)
-        folder = os.path.dirname(os.path.realpath(path))
-        if folder not in probed:
-            probed.add(folder)
-            check_output_folder(path, flag)
+        real = Path(os.path.realpath(path))   # a symbolic link is written through: probe where the file goes
+        if str(real.parent) not in probed:
+            probed.add(str(real.parent))
+            check_output_folder(real, flag)
         output_keys.update(dict.fromkeys(keys, flag))
 
 

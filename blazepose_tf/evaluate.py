@@ -84,8 +84,8 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--output {FLAGS.output} is a directory; give a .json file name")
     splits = FLAGS.splits or Path(FLAGS.annotations).with_name("splits.json")
     cli.check_outputs([("--output", FLAGS.output)], [("--annotations", FLAGS.annotations), ("--splits", splits),
-                                                      ("--images", FLAGS.images), ("--detector", FLAGS.detector),
-                                                      ("--landmarks", FLAGS.landmarks)], overwrite=FLAGS.overwrite)
+                                                      ("--images", FLAGS.images), *model_flags.model_inputs(FLAGS)],
+                      overwrite=FLAGS.overwrite)
     dataset = load_coco_keypoints(FLAGS.annotations, FLAGS.images, split=FLAGS.split, splits_json=FLAGS.splits,
                                   require_annotations=True)
     for line in dataset.problem_messages():

@@ -125,6 +125,12 @@ def fetch(directory: Optional[Path] = None, force: bool = False, wheel: Optional
     return directory
 
 
+def model_location(name: str) -> Path:
+    """Where the official model ``name`` lives (the packaged file, or its place in the cache), without checking,
+    fetching or reading it: for output checks, which must not refuse or download anything."""
+    return PACKAGED_DIR / f"{name}.tflite" if name in PACKAGED_MODELS else cache_dir() / f"{name}.tflite"
+
+
 def official_model_path(name: str, fetch_if_missing: bool = True) -> Path:
     """Path of an official model (a name of :data:`OFFICIAL_SHA256`), checked against its sha256.
 

@@ -132,16 +132,16 @@ def _make_folder(folder: Path, flag: str) -> None:
 
 
 def _check_outputs(items: list[InputItem], out_path: Path, overlays: dict[Path, Path]) -> None:
-    """Refuses, before any model is loaded, outputs that would write over an input (an input file or a model file)
-    or over each other or over a file this package did not write (without ``--overwrite``), outputs that are not
-    regular files, and output folders that cannot be written: one-line UserErrors (:func:`cli.check_outputs`)."""
+    """Refuses, before any model is loaded, outputs that would write over an input (an input file, or a model file
+    the run reads: ``--detector``, ``--landmarks`` or the ``--models`` set's) or over each other or over a file this
+    package did not write (without ``--overwrite``), outputs that are not regular files, and output folders that
+    cannot be written: one-line UserErrors (:func:`cli.check_outputs`)."""
     if len(items) > 1 and overlays:
         folder = next(iter(overlays.values())).parent
         if cli.path_identities(folder) & cli.path_identities(items[0].path.parent):
             raise UserError(f"--overlay {folder} is the --input folder: the overlays would be mixed with (and could "
                             "overwrite) the inputs; choose another folder")
-    inputs = ([("--input", item.path) for item in items]
-              + [("--detector", FLAGS.detector), ("--landmarks", FLAGS.landmarks)])
+    inputs = [("--input", item.path) for item in items] + model_flags.model_inputs(FLAGS)
     outputs = [("--overlay", target) for target in overlays.values()] + [("--output", out_path)]
     cli.check_outputs(outputs, inputs, overwrite=FLAGS.overwrite)
 
@@ -170,7 +170,7 @@ def _process_image(tracker, item: InputItem, overlay: Optional[Path], results: l
     if overlay is None:
         return None
     try:
-        cli.check_replaceable("--overlay", overlay, FLAGS.overwrite)  # again: a file may have appeared since the start
+        cli.check_still_replaceable("--overlay", overlay, FLAGS.overwrite)
         save_image(overlay, draw_poses(image, poses, tracker.topology))
     except UserError as e:
         return str(e)
@@ -210,7 +210,7 @@ def _process_video(tracker, item: InputItem, overlay: Optional[Path], results: l
                         writer, failure = None, f"cannot write video {overlay}: {e}"
             if writer is not None:
                 try:
-                    cli.check_replaceable("--overlay", overlay, FLAGS.overwrite)  # a file may have appeared since
+                    cli.check_still_replaceable("--overlay", overlay, FLAGS.overwrite)
                     writer.close()
                 except UserError as e:
                     failure = str(e)
@@ -275,6 +275,7 @@ def main(argv: list[str]) -> int:
     if processed == 0 and out_path.exists():  # a run with nothing to save does not replace earlier results
         print(f"error: no input could be processed; the earlier {out_path} is kept as it was", file=sys.stderr)
         return EXIT_NO_INPUT
+    cli.check_still_replaceable("--output", out_path, FLAGS.overwrite, lost="the results were not saved")
     cli.write_marked(out_path, doc, indent=None)
     print(f"{summary['processed']}/{summary['inputs']} inputs, {summary['frames']} frames/images, "
           f"{summary['with_pose']} with a pose -> {out_path}")

@@ -74,4 +74,7 @@ def test_detector_flag_parsing(official_models, tmp_path: Path):
         dr.detectors([str(path), str(path)])
     with pytest.raises(UserError, match="not found"):
         dr.detectors([str(tmp_path / "nope.tflite")])
+    for item in ("x=", f"={path}", " = "):
+        with pytest.raises(UserError, match="needs a label and a model"):
+            dr.detector_specs([item])
     assert dr.resolve_model("official", "--landmarks", dr.NAMED_TRACKERS) == official_model_path("pose_landmark_full")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -185,6 +186,8 @@ def _case_files(d: Path) -> None:
     (d / "link.json").symlink_to(d / "in" / "b.jpg")
     (d / "earlier.json").symlink_to(d / "o.png")                     # --output and --overlay: one file
     (d / "full.json").symlink_to("/dev/full")
+    (d / "proc_link.json").symlink_to("/proc/x.json")                  # links into a folder nothing can be made in
+    (d / "proc_link.png").symlink_to("/proc/x.png")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -202,6 +205,9 @@ def _case_files(d: Path) -> None:
      "is also the --overlay output"),
     (["--input", "{d}/in/b.jpg", "--output", "{d}/full.json"], "is not a regular file"),
     (["--input", "{d}/in/b.jpg", "--output", "/proc/r.json"], "cannot write --output /proc/r.json: folder /proc"),
+    (["--input", "{d}/in/b.jpg", "--output", "{d}/proc_link.json"], "cannot write --output /proc/x.json: folder /proc"),
+    (["--input", "{d}/in/b.jpg", "--output", "{d}/r.json", "--overlay", "{d}/proc_link.png"],
+     "cannot write --overlay /proc/x.png: folder /proc"),
     (["--input", "{d}/in", "--overlay", "/proc/overlays"],
      "cannot write --overlay /proc/overlays/a.jpg.png: folder /proc"),
     (["--input", "{d}/in/b.jpg", "--overlay", "/proc/o.png"], "cannot write --overlay /proc/o.png: folder /proc"),
@@ -228,6 +234,9 @@ def test_output_checks_do_not_hide_model_errors(tmp_path):
                  "--overlay", tmp_path / "ov" / "o.png", "--detector", tmp_path / "no_such_detector.tflite")
     assert_clean_exit(proc, 4, "no_such_detector")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"] and leftovers(tmp_path) == []
+    # a folder given as a model is the model's error, not an output "inside the --detector folder"
+    proc = track("--input", tmp_path / "in" / "b.jpg", "--output", tmp_path / "r.json", "--detector", tmp_path)
+    assert_clean_exit(proc, 4, "unsupported model file")
 
 
 def test_files_it_did_not_write_need_overwrite(tmp_path, official_models):
@@ -335,8 +344,9 @@ def test_overlay_write_failure_keeps_results_and_other_overlays(tmp_path, offici
     assert leftovers(tmp_path) == []
 
 
-# Runs track with a user file made at $USER_FILE while the first overlay is drawn (after the up-front checks).
-USER_FILE_MID_RUN_DRIVER = '''
+# Runs track making, while the first overlay is drawn (after the up-front checks), each of $MAKE's comma-separated
+# KIND:PATH items: a user's file (file) or a named pipe (fifo).
+MID_RUN_DRIVER = '''
 import os
 from pathlib import Path
 
@@ -345,30 +355,61 @@ from blazepose_tf import cli, track
 _draw = track.draw_poses
 
 
-def _draw_and_make_user_file(*args, **kwargs):
-    path = Path(os.environ["USER_FILE"])
-    if not path.exists():
-        path.write_bytes(b"made by the user during the run")
+def _draw_and_make(*args, **kwargs):
+    for item in filter(None, os.environ["MAKE"].split(",")):
+        kind, path = item.split(":", 1)
+        if not os.path.lexists(path):
+            os.mkfifo(path) if kind == "fifo" else Path(path).write_bytes(b"made by the user during the run")
     return _draw(*args, **kwargs)
 
 
-track.draw_poses = _draw_and_make_user_file
+track.draw_poses = _draw_and_make
 cli.run(track.main)
 '''
 
 
-def test_overlay_target_made_during_the_run_is_kept(tmp_path, official_models):
-    inputs = photos(tmp_path / "in", ("a.jpg", "b.jpg"))
+def track_making(tmp_path: Path, make: str, *args: object):
+    return run_script(tmp_path / "driver", "track_mid_run", MID_RUN_DRIVER, "--models=official", "--noprogress",
+                      *args, env={"MAKE": make})
+
+
+def test_overlay_targets_made_during_the_run_are_kept(tmp_path, official_models):
+    inputs = photos(tmp_path / "in", ("a.jpg", "b.jpg", "c.jpg"))
     overlays, out = tmp_path / "ov", tmp_path / "r.json"
-    user_file = overlays / "b.jpg.png"
-    proc = run_script(tmp_path / "driver", "track_user_file", USER_FILE_MID_RUN_DRIVER, "--models=official",
-                      "--noprogress", "--input", inputs, "--output", out, "--overlay", overlays,
-                      env={"USER_FILE": str(user_file)})
+    user_file, pipe = overlays / "b.jpg.png", overlays / "c.jpg.png"
+    proc = track_making(tmp_path, f"file:{user_file},fifo:{pipe}", "--input", inputs, "--output", out,
+                        "--overlay", overlays)
     assert_partial_exit(proc, str(inputs / "b.jpg"), "not an unchanged blazepose_tf output")
-    assert user_file.read_bytes() == b"made by the user during the run"
+    assert_partial_exit(proc, str(inputs / "c.jpg"), "appeared during the run and is not a regular file")
+    assert user_file.read_bytes() == b"made by the user during the run" and pipe.is_fifo()
     doc = json.loads(out.read_text())
-    assert [r["overlay"] for r in doc["results"]] == [str(overlays / "a.jpg.png"), None]
+    assert [r["overlay"] for r in doc["results"]] == [str(overlays / "a.jpg.png"), None, None]
     assert all(len(r["poses"]) == 1 for r in doc["results"])
+
+
+def test_output_made_during_the_run_is_kept(tmp_path, official_models):
+    inputs = photos(tmp_path / "in", ("a.jpg", "b.jpg"))
+    out = tmp_path / "r.json"
+    proc = track_making(tmp_path, f"file:{out}", "--input", inputs, "--output", out, "--overlay", tmp_path / "ov")
+    assert_clean_exit(proc, EXIT_USAGE, f"--output {out}", "not an unchanged blazepose_tf output",
+                      "the results were not saved")
+    assert out.read_bytes() == b"made by the user during the run"
+
+
+def test_the_model_files_of_the_set_are_inputs(tmp_path, official_models):
+    """An output that is (a link to) a model the --models set reads is refused, even with --overwrite."""
+    from blazepose_tf.official import cache_dir
+
+    cache = tmp_path / "cache"
+    shutil.copytree(cache_dir(), cache / "official")
+    model = cache / "official" / "pose_landmark_full.tflite"
+    before = checksums(model)
+    (tmp_path / "m.json").symlink_to(model)
+    image = photos(tmp_path / "in", ("a.jpg",)) / "a.jpg"
+    proc = run_module("blazepose_tf.track", "--models=official", "--noprogress", "--input", image, "--output",
+                      tmp_path / "m.json", "--overwrite", env={"BLAZEPOSE_TF_CACHE": str(cache)})
+    assert_clean_exit(proc, EXIT_USAGE, f"would overwrite the --models official file {model}")
+    assert checksums(model) == before
 
 
 def test_results_json_write_failure_is_one_error_and_keeps_earlier_json(tmp_path, official_models):

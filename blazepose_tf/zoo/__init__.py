@@ -221,6 +221,19 @@ def resolve(spec: str, fmt: str = "tflite") -> Path:
     raise UserError(f"model spec must be zoo:NAME or official:NAME, got {spec!r}")
 
 
+def member_location(spec: str) -> Optional[Path]:
+    """Where ``zoo:<name>`` or ``official:<name>`` lives, without verifying or fetching it (None when that cannot be
+    told: an unknown name or an unpublished zoo model): what output checks protect."""
+    source, _, name = spec.partition(":")
+    if source == "official":
+        from blazepose_tf.official import model_location
+        return model_location(name)
+    try:
+        return model_path(name, verify=False) if source == "zoo" else None
+    except (ModelError, UserError):
+        return None
+
+
 def set_member_path(set_name: str, role: str, fmt: str = "tflite") -> Path:
     """The verified file a set uses for one role (``detector`` or ``landmarks``)."""
     return resolve(set_member(set_name, role), fmt)

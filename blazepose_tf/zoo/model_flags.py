@@ -43,6 +43,21 @@ def resolve_models(FLAGS) -> tuple[Path, Path]:
     return det, lmk
 
 
+def model_inputs(FLAGS) -> list[tuple[str, Path]]:
+    """The model files a run will read, as ``(flag, path)`` inputs for :func:`blazepose_tf.cli.check_outputs`:
+    ``--detector`` / ``--landmarks`` when given (a folder is left to the model loader's own message), else where
+    the ``--models`` set's member lives (not verified or fetched here)."""
+    out = []
+    for role in zoo.ROLES:
+        given = getattr(FLAGS, role)
+        if given:
+            if not Path(given).expanduser().is_dir():
+                out.append((f"--{role}", Path(given)))
+        elif FLAGS.models in MODEL_SETS and (where := zoo.member_location(zoo.set_member(FLAGS.models, role))):
+            out.append((f"--models {FLAGS.models}", where))
+    return out
+
+
 def model_labels(FLAGS) -> dict[str, str]:
     """{"detector", "landmarks"}: the file given by flag, else the set member (``zoo:full``, ``official:...``)."""
     return {role: str(getattr(FLAGS, role) or zoo.set_member(FLAGS.models, role)) for role in zoo.ROLES}
