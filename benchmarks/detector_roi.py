@@ -258,8 +258,10 @@ def detector_specs(items: Sequence[str]) -> list[tuple[str, str]]:
     for item in items:
         label, sep, spec = item.partition("=")
         if not sep:
-            label, spec = (f"{item} detector" if item in NAMED_DETECTORS else Path(item).name), item
-        if not label.strip() or not spec.strip():
+            spec = item.strip()
+            label = f"{spec} detector" if spec in NAMED_DETECTORS else Path(spec).name
+        label, spec = label.strip(), spec.strip()
+        if not label or not spec:
             raise UserError(f"--detectors item {item!r} needs a label and a model (LABEL=PATH, a path, official "
                             "or zoo)")
         out.append((label, spec))

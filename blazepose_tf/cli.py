@@ -217,6 +217,9 @@ def check_outputs(outputs: Sequence[tuple[str, Optional[str | os.PathLike]]],
         if overwrite is not None:
             check_replaceable(flag, path, overwrite)
         real = Path(os.path.realpath(path))   # a symbolic link is written through: probe where the file goes
+        if path.is_symlink() and not real.parent.is_dir():
+            raise UserError(f"cannot write {flag} {path}: it is a symbolic link into {real.parent}, which does not "
+                            "exist")
         if str(real.parent) not in probed:
             probed.add(str(real.parent))
             check_output_folder(real, flag)

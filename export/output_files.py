@@ -10,7 +10,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from blazepose_tf.cli import check_output_folder, check_replaceable
 from blazepose_tf.errors import UserError
@@ -25,23 +25,49 @@ def report_path_for(output: Path) -> Path:
 
 def vouched(artifact: Path, report: Path) -> bool:
     """Whether ``report`` is an unchanged blazepose_tf output that records ``artifact``'s sha256: as ``sha256``
-    (the export that wrote the report wrote the file, and neither changed since) or as ``replaces_sha256`` (the
-    earlier export's file that export was replacing: an export stopped between its report's rename and its
-    model's keeps the earlier model, which a rerun may still replace)."""
+    (the export that wrote the report wrote the file, and neither changed since) or, while an export is putting a
+    new file in place, as ``replaces_sha256`` (the earlier export's file it replaces; see :func:`install`)."""
     if not written_here(report):
         return False
     try:
         doc = json.loads(report.read_bytes())
-        recorded = {doc.get("sha256"), doc.get("replaces_sha256")} - {None}
-        return all(isinstance(r, str) for r in recorded) and sha256(artifact) in recorded
+        recorded = [doc.get("sha256"), doc.get("replaces_sha256")]
     except (OSError, ValueError, AttributeError):
         return False
+    recorded = [r for r in recorded if isinstance(r, str)]
+    try:
+        return bool(recorded) and sha256(artifact) in recorded
+    except OSError:
+        return False
+
+
+def install(artifact: Path, staged: Path, report: Path, write_report: Callable[[dict], object], doc: dict,
+            sidecars: Sequence[Path] = (), overwrite: bool = False) -> None:
+    """Puts an export's ``staged`` file at ``artifact`` and its report ``doc`` at ``report`` (``write_report(doc)``
+    writes it, and any ``sidecars``, atomically), so that no moment leaves a file no report vouches for:
+
+    1. the output is checked again (:func:`check_replaceable_export`): a file of the user's that appeared there
+       during the export is refused (unless ``overwrite``);
+    2. the report is written recording ``replaces_sha256``, the digest of the earlier export it replaces;
+    3. the staged file is renamed over ``artifact``;
+    4. the report is written again without ``replaces_sha256``, which vouches for the earlier file no longer.
+
+    Stopped between 2 and 3, the earlier file is still vouched for; between 3 and 4, the new one. Any failure
+    deletes ``staged``; an OS error is a one-line :class:`UserError`."""
+    try:
+        check_replaceable_export(artifact, report, sidecars, overwrite)
+        write_report({**doc, "replaces_sha256": replaced_digest(artifact, report)})
+        os.replace(staged, artifact)
+        write_report({**doc, "replaces_sha256": None})
+    except OSError as e:
+        raise UserError(f"cannot write --output {artifact} or its report: {e.strerror or e}") from None
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def replaced_digest(artifact: Path, report: Path) -> Optional[str]:
     """The sha256 of the earlier export at ``artifact`` that a new export is about to replace (None when there is
-    none, or the file is not one ``report`` vouches for): the new report records it as ``replaces_sha256``, and is
-    renamed into place before the new file, so that no moment leaves a file no report vouches for."""
+    none, or the file is not one ``report`` vouches for)."""
     return sha256(artifact) if artifact.is_file() and vouched(artifact, report) else None
 
 
@@ -67,6 +93,9 @@ def check_output_path(output: Path, overwrite: bool = False) -> None:
     ``overwrite``). Cheap: :func:`export.to_tflite.export_model` calls it before loading or converting anything."""
     if output.suffix != ".tflite":
         raise UserError(f"--output must end in .tflite, got {output.name!r}")
+    if output.stem.endswith(".task"):
+        raise UserError(f"--output {output.name!r}: its report would take the name of a .task bundle's report "
+                        f"({report_path_for(output).name}); choose a name not ending in .task.tflite")
     for path in (output, report_path_for(output)):
         if path.is_dir():
             raise UserError(f"cannot write {path}: it is a folder" + (

@@ -106,7 +106,7 @@ from export.mediapipe_contract import (DETECTOR_INPUT_HW, HEATMAP_CHOICES, PLACE
                                        check_tflite_outputs, detector_contract_model, landmark_contract_model)
 from export.mediapipe_tflite import finalize_tflite, input_normalization, previous_placeholders, reorder_outputs
 from export.mediapipe_validate import validate_bundle
-from export.output_files import check_replaceable_export, replaced_digest
+from export.output_files import check_replaceable_export, install
 from export.representative import load_samples, normalize
 from export.task_bundle import write_bundle
 from export.tflite_model import inspect_model, read_bytes
@@ -273,13 +273,11 @@ def build_bundle(detector: Any, landmarks: Any, output: Union[str, os.PathLike],
         report["validation"] = (validate_bundle(staging, validate_image, require=validate == "require", log=log)
                                 if validate != "off" else {"mediapipe": "off"})
         report["seconds"] = round(time.time() - t0, 1)
-        # the report first: it vouches for the new bundle and for the earlier one it replaces (output_files.vouched)
-        report["replaces_sha256"] = replaced_digest(output, rpath)
-        card, rpath = write_card_and_report(report, output)
-        os.replace(staging, output)
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
+    install(output, staging, rpath, lambda doc: write_card_and_report(doc, output), report, [card], overwrite)
+    report["replaces_sha256"] = None
     return BundleResult(path=output, model_card_path=card, report_path=rpath, report=report)
 
 

@@ -73,7 +73,7 @@ from export import metadata as md
 from export.conversion import (ConversionError, PreparedModel, convert, load_keras_model, named_outputs,
                                output_roles, prepare_model, runtime_mismatch)
 from export.int8_export import AUTO, DEFAULT_MAC_BUDGET, DEFAULT_MAX_PCK_DROP, Int8Settings, build_int8
-from export.output_files import check_output_path, replaced_digest, report_path_for, write_temporary
+from export.output_files import check_output_path, install, report_path_for, write_temporary
 from export.report import format_report, keras_outputs, parity, tflite_outputs, tracker_pck
 from export.pipeline_score import OFFICIAL_DETECTOR, PipelineScorer
 from export.ranges import RANGE_METHODS
@@ -232,18 +232,15 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
         report["runtime_contract"] = runtime_contract or "ok"
         report["seconds"] = round(time.time() - t_start, 2)
         rpath = report_path_for(output)
-        report["replaces_sha256"] = replaced_digest(output, rpath)
-        report_tmp = write_temporary(rpath, marked_json(report, indent=1, default=float))
     except BaseException:
         model_tmp.unlink(missing_ok=True)
         raise
-    try:  # the report first: it vouches for the new model and for the earlier one it replaces (output_files.vouched)
-        os.replace(report_tmp, rpath)
-        os.replace(model_tmp, output)
-    except BaseException:
-        model_tmp.unlink(missing_ok=True)
-        report_tmp.unlink(missing_ok=True)
-        raise
+
+    def write_report(doc: dict) -> None:
+        os.replace(write_temporary(rpath, marked_json(doc, indent=1, default=float)), rpath)
+
+    install(output, model_tmp, rpath, write_report, report, overwrite=overwrite)
+    report["replaces_sha256"] = None
     return ExportResult(path=output, report_path=rpath, report=report)
 
 

@@ -77,4 +77,6 @@ def test_detector_flag_parsing(official_models, tmp_path: Path):
     for item in ("x=", f"={path}", " = "):
         with pytest.raises(UserError, match="needs a label and a model"):
             dr.detector_specs([item])
+    with pytest.raises(UserError, match="must differ"):
+        dr.detector_specs(["a =official", "a=official"])
     assert dr.resolve_model("official", "--landmarks", dr.NAMED_TRACKERS) == official_model_path("pose_landmark_full")

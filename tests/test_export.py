@@ -18,6 +18,7 @@ from export import metadata as md
 from export.representative import load_samples, parse_spec
 from export.tflite_model import inspect_model, schema
 from export.to_tflite import ConversionError, export_model, format_report, prepare_model
+from blazepose_tf.errors import UserError
 from export_fixtures import flex_model, synthetic_coco, tiny_detector, tiny_tracker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -252,7 +253,8 @@ def test_check_output_path(tmp_path):
                             (tmp_path / "file" / "a" / "b" / "m.tflite", f"{tmp_path / 'file'} is a file"),
                             (tmp_path / "dir.tflite", "it is a folder; give a .tflite file name"),
                             (tmp_path / "r.tflite", "r.report.json: it is a folder"),
-                            (tmp_path / "m.onnx", "must end in .tflite")]:
+                            (tmp_path / "m.onnx", "must end in .tflite"),
+                            (tmp_path / "b.task.tflite", r"b.task.report.json\); choose a name not ending in")]:
         with pytest.raises(UserError, match=message):
             check_output_path(output)
     assert not (tmp_path / "new").exists()
@@ -298,7 +300,7 @@ def test_export_stopped_between_its_renames_leaves_a_replaceable_model(tracker, 
         real_replace(src, dst)
 
     monkeypatch.setattr(to_tflite.os, "replace", stop_at_the_second_rename)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match=f"cannot write --output {out} or its report: stopped"):
         export_model(tracker, out, "none", log=lambda *_: None)
     monkeypatch.undo()
     assert renamed == ["m.report.json", "m.tflite"] and out.read_bytes() == earlier
@@ -308,6 +310,44 @@ def test_export_stopped_between_its_renames_leaves_a_replaceable_model(tracker, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.report.json", "m.tflite"]  # no temporary left
     export_model(tracker, out, "none", log=lambda *_: None)          # no --overwrite needed
     assert md.read_metadata(out)["quantization"] == "none" and vouched(out, report_path_for(out))
+    # once the export has finished, its report vouches for its own file only: the earlier one put back by the user
+    # is the user's again
+    assert json.loads(report_path_for(out).read_text())["replaces_sha256"] is None
+    out.write_bytes(earlier)
+    with pytest.raises(UserError, match="is not an unchanged blazepose_tf export"):
+        export_model(tracker, out, "none", log=lambda *_: None)
+    assert out.read_bytes() == earlier
+
+
+def test_a_file_made_at_the_output_during_the_export_is_kept(tracker, tmp_path, monkeypatch):
+    from export import to_tflite
+
+    out = tmp_path / "m.tflite"
+    real_outputs = to_tflite.tflite_outputs
+
+    def user_writes_then_outputs(path, batch):        # runs after the start check, before the files are renamed
+        out.write_bytes(b"the user's model")
+        return real_outputs(path, batch)
+
+    monkeypatch.setattr(to_tflite, "tflite_outputs", user_writes_then_outputs)
+    with pytest.raises(UserError, match="exists and is not an unchanged blazepose_tf export"):
+        export_model(tracker, out, "none", log=lambda *_: None)
+    assert out.read_bytes() == b"the user's model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite"]   # no report, no temporary
+
+
+def test_vouched_ignores_malformed_reports(tmp_path):
+    from blazepose_tf.io.provenance import marked_json
+    from export.output_files import vouched
+
+    model, report = tmp_path / "m.tflite", tmp_path / "m.report.json"
+    model.write_bytes(b"a model")
+    digest = hashlib.sha256(b"a model").hexdigest()
+    for doc in ({"sha256": [digest]}, {"sha256": {"a": 1}, "replaces_sha256": None}, {"replaces_sha256": 3}):
+        report.write_bytes(marked_json(doc))
+        assert not vouched(model, report)
+    report.write_bytes(marked_json({"sha256": ["x"], "replaces_sha256": digest}))
+    assert vouched(model, report)
 
 
 def test_export_replaces_only_what_an_export_wrote(tracker, tmp_path):

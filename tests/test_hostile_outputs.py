@@ -37,6 +37,8 @@ def test_check_outputs_refuses_inputs_collisions_and_non_files(tmp_path):
     ann, splits, images = dataset(tmp_path)
     inputs = [("--annotations", ann), ("--splits", splits), ("--images", images)]
     os.link(ann, tmp_path / "hard.json")
+    (tmp_path / "dangling.json").symlink_to(tmp_path / "no_such_folder" / "r.json")
+    (tmp_path / "proc.json").symlink_to("/proc/r.json")
     (tmp_path / "link.json").symlink_to(splits)
     (tmp_path / "a_folder.json").mkdir()
     (tmp_path / "notes.txt").write_text("a file, not a folder")
@@ -50,6 +52,8 @@ def test_check_outputs_refuses_inputs_collisions_and_non_files(tmp_path):
          "is also the --json output"),
         ([("--json", tmp_path / "a_folder.json")], "exists and is not a regular file (a folder)"),
         ([("--json", tmp_path / "notes.txt" / "r.json")], "is a file, not a folder"),
+        ([("--json", tmp_path / "dangling.json")], "is a symbolic link into .*, which does not exist"),
+        ([("--json", tmp_path / "proc.json")], "cannot write --json /proc/r.json: folder /proc"),
     ]
     before = checksums(tmp_path / "data")
     for outputs, message in cases:
@@ -67,6 +71,20 @@ def test_check_outputs_refuses_inputs_collisions_and_non_files(tmp_path):
     cli.check_outputs([("--output", tmp_path / "earlier.md")], inputs, overwrite=True)
     (tmp_path / "ours.json").write_bytes(marked_json({"schema": "blazepose_tf.evaluate/1"}))
     cli.check_outputs([("--output", tmp_path / "ours.json")], inputs, overwrite=False)
+
+
+def test_check_still_replaceable_refuses_what_appeared_during_a_run(tmp_path):
+    out = tmp_path / "r.json"
+    cli.check_still_replaceable("--output", out, False)                         # nothing there
+    out.write_bytes(marked_json({"schema": "an earlier run"}))
+    cli.check_still_replaceable("--output", out, False)                         # an earlier output
+    out.write_text("the user's notes")
+    with pytest.raises(UserError, match="not an unchanged blazepose_tf output.*; the results were not saved$"):
+        cli.check_still_replaceable("--output", out, False, lost="the results were not saved")
+    cli.check_still_replaceable("--output", out, True)
+    os.mkfifo(tmp_path / "pipe.json")
+    with pytest.raises(UserError, match="appeared during the run and is not a regular file"):
+        cli.check_still_replaceable("--output", tmp_path / "pipe.json", True)
 
 
 def test_check_outputs_probes_each_output_folder_once(tmp_path, monkeypatch):

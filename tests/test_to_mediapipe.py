@@ -320,7 +320,7 @@ def test_bundle_stopped_before_its_rename_keeps_a_replaceable_bundle(tiny, offic
         real_replace(src, dst)
 
     monkeypatch.setattr(tm.os, "replace", stop_at_the_second_of_bundle_and_report)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="stopped"):
         tm.build_bundle(str(official_detector), tiny, out, validate="off", log=lambda *a: None)
     monkeypatch.undo()
     assert renamed == ["b.task.report.json", "b.task"]

@@ -230,7 +230,7 @@ def member_location(spec: str) -> Optional[Path]:
         return model_location(name)
     try:
         return model_path(name, verify=False) if source == "zoo" else None
-    except (ModelError, UserError):
+    except (ModelError, UserError, AttributeError, TypeError, ValueError):   # a bad manifest: the loader says so
         return None
 
 
