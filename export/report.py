@@ -23,7 +23,7 @@ def keras_outputs(model, batch: np.ndarray, chunk: int = 16) -> dict[str, np.nda
     """Runs a (prepared or original) Keras model on a (N, H, W, 3) batch; {name: (N, ...)}."""
     import tensorflow as tf  # not at import time: the command reports a bad flag or path before TF starts
 
-    fn = tf.function(lambda t: model(t, training=False), reduce_retracing=True)
+    fn = tf.function(lambda t: model(t, training=False), reduce_retracing=True, autograph=False)
     parts: list[dict[str, np.ndarray]] = []
     x = np.asarray(batch, np.float32)
     for i in range(0, len(x), chunk):

@@ -220,7 +220,7 @@ class SimulatedInt8:
         lo = {p: np.inf for p in [INPUT_POINT, *self.points]}
         hi = {p: -np.inf for p in lo}
         samples: dict[str, list] = {p: [] for p in lo}
-        run = tf.function(lambda x: probes(x, training=False), reduce_retracing=True)
+        run = tf.function(lambda x: probes(x, training=False), reduce_retracing=True, autograph=False)
         seen = 0
         for batch in batches:
             batch = np.asarray(batch, np.float32)

@@ -50,7 +50,8 @@ def official_outputs(name: str, batch: np.ndarray, num_threads: int = 1) -> dict
 
 def keras_outputs(model: keras.Model, batch: np.ndarray) -> dict[str, np.ndarray]:
     """A converted model's outputs on ``batch``, by output name (the converter names them by role)."""
-    outs = tf.function(lambda t: model(t, training=False), reduce_retracing=True)(np.asarray(batch, np.float32))
+    run = tf.function(lambda t: model(t, training=False), reduce_retracing=True, autograph=False)
+    outs = run(np.asarray(batch, np.float32))
     if not isinstance(outs, (list, tuple)):
         outs = [outs]
     return {name: np.asarray(o) for name, o in zip(model.output_names, outs)}

@@ -152,7 +152,8 @@ class KerasRunner:
             raise ValueError(f"model expects input {self.input_shape}, got {tuple(x.shape[1:])}")
         if self._fn is None:
             import tensorflow as tf
-            self._fn = tf.function(lambda t: self.model(t, training=False), reduce_retracing=True)
+            self._fn = tf.function(lambda t: self.model(t, training=False), reduce_retracing=True,
+                                   autograph=False)
         outs = self._fn(x)
         if isinstance(outs, Mapping):
             outs = [outs[k] for k in self._keys]

@@ -64,7 +64,7 @@ class AugmentConfig:
 def compiled(fn: Callable) -> Callable:
     """``fn`` as one XLA-compiled TensorFlow function (fused loops instead of one kernel per op; recompiled
     per input shape)."""
-    return tf.function(fn, jit_compile=True, reduce_retracing=True)
+    return tf.function(fn, jit_compile=True, reduce_retracing=True, autograph=False)
 
 
 # ----------------------------------------------------------------------------------------------- draws

@@ -22,7 +22,7 @@ class WeightAverage(tf.Module):
         self._weights = [w for w in model.weights if "float" in str(w.dtype)]   # not seed states
         self.shadow = [tf.Variable(tf.convert_to_tensor(w), trainable=False, name=f"ema_{i}")
                        for i, w in enumerate(self._weights)]
-        self._update = tf.function(self._update_fn)
+        self._update = tf.function(self._update_fn, autograph=False)
 
     def _update_fn(self, step: tf.Tensor) -> None:
         step = tf.cast(step, tf.float32)

@@ -99,7 +99,7 @@ class TrackerDevEvaluation:
 def _compiled(model):
     """The model's inference as a compiled function of an image batch → {output name: tensor}."""
     return tf.function(lambda x: outputs_by_name(model(x, training=False), model.output_names),
-                       reduce_retracing=True)
+                       reduce_retracing=True, autograph=False)
 
 
 class _CropScore:
@@ -175,7 +175,7 @@ class DetectorDevEvaluation:
         ds = detector_dataset(dev, data_cfg, training=False, topology=topology)
         self.dataset = ds.take(max_batches) if max_batches else ds
         self.infer = tf.function(lambda x: outputs_by_name(models.inference(x, training=False), DETECTOR_ROLES),
-                                 reduce_retracing=True)
+                                 reduce_retracing=True, autograph=False)
 
     def __call__(self, writer, step: int) -> dict:
         placed = found = extra = images = 0

@@ -226,7 +226,7 @@ def make_train_step(task: Task, model, optimizer, strategy: tf.distribute.Strate
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return terms
 
-    @tf.function
+    @tf.function(autograph=False)
     def train_step(batch):
         images, targets = batch
         per_replica = strategy.run(step_fn, args=(images, targets))

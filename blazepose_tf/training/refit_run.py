@@ -153,5 +153,5 @@ class RefitRun:
 def feature_predictor(model):
     """A NumPy batch → {name: array} function of the model's feature view."""
     fm = feature_model(model)
-    fn = tf.function(lambda x: fm(x, training=False), reduce_retracing=True)
+    fn = tf.function(lambda x: fm(x, training=False), reduce_retracing=True, autograph=False)
     return lambda batch: {k: v.numpy() for k, v in fn(tf.constant(batch)).items()}
