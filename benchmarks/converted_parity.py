@@ -165,7 +165,8 @@ def report_landmarks(name: str, lm: dict[str, float]) -> dict[str, bool]:
 
 
 def run(num_crops: int, limit: Optional[int], split: str, threads: int, data_dir: str, reconvert: bool,
-        output: Optional[str], progress: bool = True, trackers: Sequence[str] = TRACKERS) -> tuple[dict, bool]:
+        output: Optional[str], progress: bool = True, trackers: Sequence[str] = TRACKERS,
+        overwrite: Optional[bool] = None) -> tuple[dict, bool]:
     """Runs both parts for the official detector and ``trackers``, prints the report, returns (summary, all
     targets passed)."""
     unknown = [t for t in trackers if t not in TRACKERS]
@@ -221,7 +222,7 @@ def run(num_crops: int, limit: Optional[int], split: str, threads: int, data_dir
     summary = {"split": split, "data_dir": data_dir, "trackers": list(trackers), "tensor_parity": tp, "pck": pk,
                "checks": checks, "pass": passed}
     if output:
-        cli.write_marked(output, summary)
+        cli.write_marked(output, summary, overwrite=overwrite)
         print(f"wrote {output}")
     return summary, passed
 
@@ -244,7 +245,7 @@ def main(argv: list[str]) -> int:
     FLAGS = flags.FLAGS
     cli.check_outputs([("--output", FLAGS.output)], [("--data_dir", FLAGS.data_dir)], overwrite=FLAGS.overwrite)
     _, passed = run(FLAGS.num_crops, FLAGS.limit, FLAGS.split, FLAGS.threads, FLAGS.data_dir, FLAGS.reconvert,
-                    FLAGS.output, FLAGS.progress, FLAGS.trackers)
+                    FLAGS.output, FLAGS.progress, FLAGS.trackers, FLAGS.overwrite)
     return 0 if passed else 1
 
 

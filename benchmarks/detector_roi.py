@@ -300,7 +300,7 @@ def main(argv: list[str]) -> int:
             "num_poses": FLAGS.num_poses, "iou_thresholds": list(IOU_THRESHOLDS), "bootstrap": PAIRED_RESAMPLES}
     text = markdown(results, info)
     print(text, end="")
-    write_outputs(FLAGS.markdown, text, FLAGS.json, info, results)
+    write_outputs(FLAGS.markdown, text, FLAGS.json, info, results, FLAGS.overwrite)
     return 0
 
 

@@ -364,12 +364,13 @@ def main(argv: list[str]) -> int:
             "models": {label: str(path) for label, path in trackers}}
     text = markdown(results, info)
     print(text, end="")
-    write_outputs(FLAGS.markdown, text, FLAGS.json, info, results)
+    write_outputs(FLAGS.markdown, text, FLAGS.json, info, results, FLAGS.overwrite)
     if FLAGS.png:
         try:
             Path(FLAGS.png).parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot write --png {FLAGS.png}: {e.strerror or e}") from None
+        cli.check_still_replaceable("--png", FLAGS.png, FLAGS.overwrite, lost="the figure was not saved")
         save_image(FLAGS.png, draw_figure(results, mean_pose(people), FLAGS.arrow_scale))
         print(f"wrote {FLAGS.png}", file=sys.stderr)
     return 0

@@ -357,7 +357,8 @@ def format_table(rows: Sequence[dict]) -> str:
 
 def evaluate(num_images: int, split: str, data_dir: str, bundles: Sequence[str], modes: Sequence[str],
              clip_frames: int, shift: tuple[int, int], out_dir: Path, rebuild: bool, cpu: Optional[list[int]],
-             lite_model: Optional[str], full_model: Optional[str], output: Optional[str]) -> tuple[list, bool]:
+             lite_model: Optional[str], full_model: Optional[str], output: Optional[str],
+             overwrite: Optional[bool] = None) -> tuple[list, bool]:
     t0 = time.time()
     images = select_scored_images(data_dir, split, num_images)
     print(f"LSPET {split}: {len(images)} scored images (first {len(images)} in annotations.json order), {data_dir}")
@@ -403,7 +404,7 @@ def evaluate(num_images: int, split: str, data_dir: str, bundles: Sequence[str],
         cli.write_marked(output, {
             "split": split, "num_images": len(images), "clip_frames": clip_frames, "shift": list(shift),
             "targets": {"pck_diff": PCK_DIFF_TARGET, "median_distance": MEDIAN_DISTANCE_TARGET},
-            "rows": rows, "pass": passed})
+            "rows": rows, "pass": passed}, overwrite=overwrite)
         print(f"wrote {output}")
     return rows, passed
 
@@ -440,7 +441,7 @@ def main(argv: list[str]) -> int:
     out_dir = Path(FLAGS.out_dir) if FLAGS.out_dir else cache_root() / "mediapipe_bundles"
     _, passed = evaluate(FLAGS.num_images, FLAGS.split, FLAGS.data_dir, FLAGS.bundles, FLAGS.modes,
                          FLAGS.clip_frames, shift, out_dir, FLAGS.rebuild, cpu, FLAGS.lite_model,
-                         FLAGS.full_model, FLAGS.output)
+                         FLAGS.full_model, FLAGS.output, FLAGS.overwrite)
     return 0 if passed else 1
 
 

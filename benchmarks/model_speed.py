@@ -217,7 +217,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"\nbatch {args.batch}, {os.cpu_count()} CPUs; train = one Adam step incl. losses (graph mode); "
           "inference = one image, median.")
     if args.output:
-        cli.write_marked(args.output, {"batch": args.batch, "results": results})
+        cli.write_marked(args.output, {"batch": args.batch, "results": results}, overwrite=args.overwrite)
     return 0
 
 

@@ -447,7 +447,9 @@ def main(argv: list[str]) -> int:
     if yoga:
         guard_rows(rows, yoga)
     text = render(rows, info)
-    ood_guard.write_reports([(out, text), (FLAGS.json, {"info": info, "rows": [asdict(r) for r in rows]})])
+    ood_guard.write_reports([("--output", out, text),
+                             ("--json", FLAGS.json, {"info": info, "rows": [asdict(r) for r in rows]})],
+                            FLAGS.overwrite)
     print(text)
     log(f"table -> {out} ({time.time() - t_start:.0f} s)")
     return 0

@@ -278,21 +278,24 @@ def markdown(results: Sequence[GuardResult], info: dict) -> str:
 
 
 def write_outputs(markdown_path: Optional[str], text: str, json_path: Optional[str], info: dict,
-                  results: Sequence[object]) -> None:
-    """Writes a benchmark's Markdown ``text`` and its ``{"info", "results"}`` JSON (dataclass rows), each
-    atomically, to the paths given (an empty or None path is skipped); the commands check the paths first
-    (:func:`blazepose_tf.cli.check_outputs`), so a failure here is a full disk or the like: one line, exit 2."""
-    write_reports([(markdown_path, text), (json_path, {"info": info, "results": [asdict(r) for r in results]})])
+                  results: Sequence[object], overwrite: Optional[bool] = None) -> None:
+    """Writes a benchmark's Markdown ``text`` (``--markdown``) and its ``{"info", "results"}`` JSON (``--json``,
+    dataclass rows) as :func:`write_reports` does."""
+    write_reports([("--markdown", markdown_path, text),
+                   ("--json", json_path, {"info": info, "results": [asdict(r) for r in results]})], overwrite)
 
 
-def write_reports(reports: Sequence[tuple[Optional[str | Path], str | dict]]) -> None:
-    """Writes each ``(path, content)`` atomically, creating its folder (an empty or None path is skipped): Markdown
-    text, or a dict as indented JSON; with blazepose_tf's mark (:mod:`blazepose_tf.io.provenance`: a rerun may
-    replace it, ``--overwrite`` aside). A failure (the paths were checked first, so a full disk or the like) is one
-    line, exit 2."""
-    for target, content in reports:
+def write_reports(reports: Sequence[tuple[str, Optional[str | Path], str | dict]],
+                  overwrite: Optional[bool] = None) -> None:
+    """Writes each ``(flag, path, content)`` atomically, creating its folder (an empty or None path is skipped):
+    Markdown text, or a dict as indented JSON; with blazepose_tf's mark (:mod:`blazepose_tf.io.provenance`: a
+    rerun may replace it). With ``overwrite`` given (the command's ``--overwrite``), each path is checked again
+    just before it is written, so a file a user put there during the run is kept. The commands check the paths
+    first (:func:`blazepose_tf.cli.check_outputs`), so a failure here is a full disk, or such a file: one line,
+    exit 2."""
+    for flag, target, content in reports:
         if target:
-            cli.write_marked(target, content, "report")
+            cli.write_marked(target, content, flag, overwrite=overwrite)
             print(f"wrote {target}", file=sys.stderr)
 
 
@@ -350,7 +353,7 @@ def main(argv: list[str]) -> int:
             "unannotated": list(UNANNOTATED), "annotated": list(ANNOTATED), "cache_dir": str(cache)}
     text = markdown(results, info)
     print(text, end="")
-    write_outputs(FLAGS.markdown, text, FLAGS.json, info, results)
+    write_outputs(FLAGS.markdown, text, FLAGS.json, info, results, FLAGS.overwrite)
     return 0
 
 

@@ -248,7 +248,7 @@ def compare(images: Sequence[ScoredImage], tracker: str, threads: int) -> tuple[
 
 
 def evaluate(num_images: int, split: str, threads: int, data_dir: str, output: Optional[str] = None,
-             trackers: Sequence[str] = tuple(TRACKERS)) -> tuple[dict, bool]:
+             trackers: Sequence[str] = tuple(TRACKERS), overwrite: Optional[bool] = None) -> tuple[dict, bool]:
     """Compares both pipelines for every tracker of ``trackers``, prints the report, returns (summary dict, all
     targets passed)."""
     unknown = [t for t in trackers if t not in TRACKERS]
@@ -266,15 +266,15 @@ def evaluate(num_images: int, split: str, threads: int, data_dir: str, output: O
     summary = {"split": split, "num_images": len(images), "num_requested": num_images, "threads": threads,
                "data_dir": data_dir, "torso_units": "ground truth |mid-shoulder - mid-hip|", "trackers": sections,
                "pass": passed}
-    write_summary(summary, output)
+    write_summary(summary, output, overwrite)
     return summary, passed
 
 
-def write_summary(summary: dict, output: Optional[str]) -> None:
-    """Writes a benchmark's summary JSON to ``output`` (folders created, marked: :func:`blazepose_tf.cli.write_marked`)
-    when one is given."""
+def write_summary(summary: dict, output: Optional[str], overwrite: Optional[bool] = None) -> None:
+    """Writes a benchmark's summary JSON to ``output`` (folders created, marked, checked again with the command's
+    ``overwrite``: :func:`blazepose_tf.cli.write_marked`) when one is given."""
     if output:
-        cli.write_marked(output, summary)
+        cli.write_marked(output, summary, overwrite=overwrite)
         print(f"wrote {output}")
 
 
@@ -293,7 +293,8 @@ def _define_flags() -> None:
 def main(argv: list[str]) -> int:
     FLAGS = flags.FLAGS
     cli.check_outputs([("--output", FLAGS.output)], [("--data_dir", FLAGS.data_dir)], overwrite=FLAGS.overwrite)
-    _, passed = evaluate(FLAGS.num_images, FLAGS.split, FLAGS.threads, FLAGS.data_dir, FLAGS.output, FLAGS.trackers)
+    _, passed = evaluate(FLAGS.num_images, FLAGS.split, FLAGS.threads, FLAGS.data_dir, FLAGS.output, FLAGS.trackers,
+                         FLAGS.overwrite)
     return 0 if passed else 1
 
 

@@ -51,7 +51,7 @@ def _stats(values_ms: list[float]) -> dict:
 
 
 def measure(num_images: int, split: str, threads: int, cpu: int, warmup: int, rounds: int, data_dir: str,
-            output: Optional[str] = None) -> tuple[dict, bool]:
+            output: Optional[str] = None, overwrite: Optional[bool] = None) -> tuple[dict, bool]:
     """Runs both pipelines on the same images, prints the report, returns (summary, ratio target met)."""
     import numpy as np
 
@@ -115,7 +115,7 @@ def measure(num_images: int, split: str, threads: int, cpu: int, warmup: int, ro
                "target": RATIO_TARGET, "pass": passed,
                "per_image": [{"path": str(im.path), "ours_ms": our_ms[:, i].tolist(),
                               "mediapipe_ms": mp_ms[:, i].tolist()} for i, im in enumerate(images)]}
-    write_summary(summary, output)
+    write_summary(summary, output, overwrite)
     return summary, passed
 
 
@@ -145,7 +145,7 @@ def main(argv: list[str]) -> int:
     FLAGS = flags.FLAGS
     cli.check_outputs([("--output", FLAGS.output)], [("--data_dir", FLAGS.data_dir)], overwrite=FLAGS.overwrite)
     _, passed = measure(FLAGS.num_images, FLAGS.split, FLAGS.threads, FLAGS.cpu, FLAGS.warmup,
-                        FLAGS.rounds, FLAGS.data_dir, FLAGS.output)
+                        FLAGS.rounds, FLAGS.data_dir, FLAGS.output, FLAGS.overwrite)
     return 0 if passed else 1
 
 

@@ -354,7 +354,7 @@ def main(argv: list[str]) -> int:
     if FLAGS.output:
         command = " ".join(["python -m benchmarks.quantization", *sys.argv[1:]])
         doc = {"command": command, "rows": [asdict(r) for r in rows], "verdicts": [t for _, _, t in results]}
-        cli.write_marked(FLAGS.output, doc)
+        cli.write_marked(FLAGS.output, doc, overwrite=FLAGS.overwrite)
         print(f"table -> {FLAGS.output}")
     return 0 if results and all(ok for m, ok, _ in results if m in TARGET_MODELS) else 1
 

@@ -310,7 +310,8 @@ def main(argv: list[str]) -> int:
     end = load()
     print(f"\nstart: {start}\nend:   {end}")
     if args.output:
-        cli.write_marked(args.output, {"batch_size": b, "load_start": start, "load_end": end, "results": results})
+        cli.write_marked(args.output, {"batch_size": b, "load_start": start, "load_end": end, "results": results},
+                         overwrite=args.overwrite)
     return 0
 
 

@@ -144,6 +144,10 @@ def define_overwrite_flag(help_text: str = OVERWRITE_HELP) -> None:
         flags.DEFINE_bool("overwrite", False, help_text)
 
 
+# What a report that cannot be written costs the user, at the end of its refusal.
+NOT_SAVED = "the results were not saved"
+
+
 def check_replaceable(flag: str, path: str | os.PathLike, overwrite: bool) -> None:
     """A one-line :class:`UserError` if a file is at ``path`` that is not an unchanged output of this package (it
     lacks a valid mark, :mod:`blazepose_tf.io.provenance`) and ``overwrite`` is false: a user's file is never
@@ -166,19 +170,24 @@ def check_still_replaceable(flag: str, path: str | os.PathLike, overwrite: bool,
         raise UserError(f"{e}; {lost}" if lost else str(e)) from None
 
 
-def write_marked(path: str | os.PathLike, content: str | dict, flag: str = "--output", **json_options: Any) -> None:
+def write_marked(path: str | os.PathLike, content: str | dict, flag: str = "--output",
+                 overwrite: Optional[bool] = None, **json_options: Any) -> None:
     """Writes a report atomically, creating its folder: Markdown or plain ``content`` text, or a dict as JSON
     (``json_options`` override the defaults ``indent=1, default=str``; e.g. ``allow_nan=False``), with
-    blazepose_tf's mark (:mod:`blazepose_tf.io.provenance`: a rerun may replace it). A failure (check the path
-    first with :func:`check_outputs`, so a full disk or the like) is a one-line :class:`UserError` that leaves any
-    earlier file at ``path`` as it was."""
+    blazepose_tf's mark (:mod:`blazepose_tf.io.provenance`: a rerun may replace it). With ``overwrite`` given (the
+    command's ``--overwrite``), ``path`` is checked again first (:func:`check_still_replaceable`): a file that
+    appeared there during the run and that this package did not write is kept. A refusal or a failure (check the
+    path first with :func:`check_outputs`, so a full disk or the like) is a one-line :class:`UserError` that
+    leaves any earlier file at ``path`` as it was."""
+    if overwrite is not None:
+        check_still_replaceable(flag, path, overwrite, lost=NOT_SAVED)
     data = (provenance.marked_json(content, **{"indent": 1, "default": str, **json_options})
             if isinstance(content, dict) else provenance.mark_text(content))
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(path, data)
     except OSError as e:
-        raise UserError(f"cannot write {flag} {path}: {e.strerror or e}; the results were not saved") from None
+        raise UserError(f"cannot write {flag} {path}: {e.strerror or e}; {NOT_SAVED}") from None
 
 
 def check_outputs(outputs: Sequence[tuple[str, Optional[str | os.PathLike]]],

@@ -116,8 +116,7 @@ def main(argv: list[str]) -> int:
         doc = {"schema": SCHEMA, "annotations": str(FLAGS.annotations), "split": FLAGS.split, "num_images": len(records),
                "models": model_flags.model_labels(FLAGS), "roi_passes": FLAGS.roi_passes, **result.summary(),
                "dropped_annotations": dropped, "dataset_problems": dict(sorted(dataset.problems.items()))}
-        cli.check_still_replaceable("--output", FLAGS.output, FLAGS.overwrite, lost="the summary was not saved")
-        cli.write_marked(FLAGS.output, _json_ready(doc), allow_nan=False)
+        cli.write_marked(FLAGS.output, _json_ready(doc), overwrite=FLAGS.overwrite, allow_nan=False)
         print(f"summary -> {FLAGS.output}")
     if none_read:
         print(f"error: none of the {len(records)} scored images could be read; first: {result.errors[0][1]}",

@@ -275,8 +275,7 @@ def main(argv: list[str]) -> int:
     if processed == 0 and out_path.exists():  # a run with nothing to save does not replace earlier results
         print(f"error: no input could be processed; the earlier {out_path} is kept as it was", file=sys.stderr)
         return EXIT_NO_INPUT
-    cli.check_still_replaceable("--output", out_path, FLAGS.overwrite, lost="the results were not saved")
-    cli.write_marked(out_path, doc, indent=None)
+    cli.write_marked(out_path, doc, overwrite=FLAGS.overwrite, indent=None)
     print(f"{summary['processed']}/{summary['inputs']} inputs, {summary['frames']} frames/images, "
           f"{summary['with_pose']} with a pose -> {out_path}")
     if processed == 0:

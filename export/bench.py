@@ -209,7 +209,7 @@ def main(argv: list[str]) -> int:
         doc = {"runtime": "ai-edge-litert", "xnnpack": FLAGS.use_xnnpack, "warmup": FLAGS.warmup,
                "runs": FLAGS.runs, "rounds": FLAGS.rounds, "reference": reference,
                "results": [asdict(r) for r in results]}
-        cli.write_marked(out, doc)
+        cli.write_marked(out, doc, overwrite=FLAGS.overwrite)
         print(f"results -> {out}")
     return 0
 

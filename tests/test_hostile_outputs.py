@@ -87,6 +87,52 @@ def test_check_still_replaceable_refuses_what_appeared_during_a_run(tmp_path):
         cli.check_still_replaceable("--output", tmp_path / "pipe.json", True)
 
 
+def test_reports_keep_a_file_that_appeared_during_the_run(tmp_path):
+    """The benchmarks' reports are checked again just before they are written: a user's file that appeared at a
+    report path while the benchmark ran is kept (one line naming the flag), an earlier report is replaced, and
+    --overwrite replaces the user's file."""
+    from benchmarks.ood_guard import write_reports
+
+    md, js = tmp_path / "r.md", tmp_path / "r.json"
+    js.write_bytes(marked_json({"an": "earlier report"}))
+    md.write_text("the user's table")
+    with pytest.raises(UserError, match=f"^--markdown {md} {NOT_OURS}.*; the results were not saved$"):
+        write_reports([("--json", js, {"info": {"n": 2}}), ("--markdown", md, "# new\n")], overwrite=False)
+    assert json.loads(js.read_text())["info"] == {"n": 2}              # the earlier report was replaced
+    assert md.read_text() == "the user's table"
+    write_reports([("--markdown", md, "# new\n")], overwrite=True)
+    assert md.read_text().startswith("# new\n")
+    # Without ``overwrite`` (a caller that did not check its outputs) nothing is re-checked: the old behaviour.
+    md.write_text("the user's table again")
+    cli.write_marked(md, "# newer\n", "--markdown")
+    assert md.read_text().startswith("# newer\n")
+
+
+# Every command that writes a report after a long run passes its --overwrite to the writer, which re-checks.
+_REPORT_WRITERS = {"write_marked", "write_reports", "write_outputs", "write_summary"}
+
+
+def test_every_report_writer_call_re_checks_its_output():
+    """Each call of a report writer in the package's commands and benchmarks passes the command's ``overwrite``
+    (keyword or last positional argument), so none writes over a file that appeared during its run unchecked."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    unchecked = []
+    for path in [*root.glob("blazepose_tf/**/*.py"), *root.glob("benchmarks/*.py"), *root.glob("export/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
+            if name not in _REPORT_WRITERS:
+                continue
+            passed = any(k.arg == "overwrite" for k in node.keywords) or any(
+                "overwrite" in ast.unparse(a) for a in node.args[-1:])
+            if not passed:
+                unchecked.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not unchecked, f"report writes without the --overwrite re-check: {unchecked}"
+
+
 def test_check_outputs_probes_each_output_folder_once(tmp_path, monkeypatch):
     """A folder run checks thousands of overlays: the folder is probed once, not once per file."""
     inputs = [("--input", tmp_path / f"in{i}.jpg") for i in range(300)]
@@ -231,7 +277,7 @@ def test_reports_carry_the_mark_so_a_rerun_replaces_them(tmp_path):
     from benchmarks.ood_guard import write_reports
 
     md, js = tmp_path / "r.md", tmp_path / "r.json"
-    write_reports([(md, "# title\n| a |\n"), (js, {"info": {"n": 1}})])
+    write_reports([("--markdown", md, "# title\n| a |\n"), ("--json", js, {"info": {"n": 1}})])
     assert written_here(md) and written_here(js)
     assert md.read_text().startswith("# title\n| a |\n") and json.loads(js.read_text())["info"] == {"n": 1}
     cli.check_outputs([("--markdown", md), ("--json", js)], overwrite=False)

@@ -85,6 +85,7 @@ def main(argv: list[str]) -> int:
     for i, tile in enumerate(tiles):
         r, c = divmod(i, cols)
         grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
+    cli.check_still_replaceable("--output", FLAGS.output, FLAGS.overwrite, lost="the grid was not saved")
     save_image(FLAGS.output, grid)
     print(f"{len(tiles)} samples -> {FLAGS.output}")
     return 0
