@@ -45,6 +45,7 @@ from android_harness.adb import Adb, BenchmarkError, DeviceError, excerpt
 from android_harness.benchmark_output import BenchmarkParseError, BenchmarkTimings, parse_benchmark_output
 from android_harness.elf import abi_compatible, read_elf
 from blazepose_tf.errors import ModelError, UserError
+from blazepose_tf.io.video import write_bytes_atomic
 from blazepose_tf import cli
 
 RESULT_FIELDS = ("timestamp", "mode", "serial", "device", "abi", "model", "model_sha256", "model_size_mb",
@@ -105,24 +106,40 @@ def check_results_path(path: str | os.PathLike) -> Path:
             raise UserError(f"cannot write --results {p}: the file is read-only")
     else:  # a new file, or .json rewritten through a temporary file beside it: the folder must take a file
         cli.check_outputs([("--results", p)])
-    if p.suffix.lower() == ".csv" and p.is_file() and p.stat().st_size:
+    existing_rows(p)
+    return p
+
+
+def existing_rows(p: Path) -> list:
+    """The rows already in a results file (``.json``; ``[]`` for the appended formats), after checking that it
+    is one this harness can add to: a one-line :class:`UserError` for a ``.csv`` with other columns, a ``.json``
+    that is not a list, or something that is not a regular file. Checked before any benchmark and again before
+    each row is added (the file may have appeared or changed while a benchmark ran)."""
+    if not p.exists():
+        return []
+    if not p.is_file():
+        raise UserError(f"--results {p} is not a regular file; use a new --results file")
+    if p.suffix.lower() == ".csv" and p.stat().st_size:
         with open(p, newline="") as f:
             header = next(csv.reader(f), [])
         if tuple(header) != RESULT_FIELDS:
             raise UserError(f"{p} has other columns than this harness writes; use a new --results file")
-    if p.suffix.lower() == ".json" and p.is_file() and p.stat().st_size:
+    if p.suffix.lower() == ".json" and p.stat().st_size:
         try:
             doc = json.loads(p.read_text())
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             doc = None
         if not isinstance(doc, list):
             raise UserError(f"{p} is not a JSON list of result rows; use a new --results file")
-    return p
+        return doc
+    return []
 
 
 def append_result(path: Path, row: dict[str, Any]) -> None:
-    """Appends one row to a .csv (header written once), .json (a list, rewritten atomically) or .jsonl file."""
+    """Appends one row to a .csv (header written once), .json (a list, rewritten atomically) or .jsonl file, after
+    checking the file again (:func:`existing_rows`: one-line errors)."""
     row = {k: row.get(k) for k in RESULT_FIELDS}
+    rows = existing_rows(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
         new = not path.is_file() or path.stat().st_size == 0
@@ -135,11 +152,7 @@ def append_result(path: Path, row: dict[str, Any]) -> None:
         with open(path, "a") as f:
             f.write(json.dumps(row) + "\n")
     else:
-        rows = json.loads(path.read_text()) if path.is_file() and path.stat().st_size else []
-        rows.append(row)
-        tmp = path.with_name(path.name + ".part")
-        tmp.write_text(json.dumps(rows, indent=1))
-        os.replace(tmp, path)
+        write_bytes_atomic(path, json.dumps(rows + [row], indent=1).encode())
 
 
 def make_row(*, mode: str, serial: str, device: str, abi: str, model: Path, quantization: str, threads: int,

@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
     opt = keras.optimizers.AdamW(1e-3)
     weights = default_loss_weights("tracker")  # the training defaults (no teacher: no distillation term)
 
-    @tf.function
+    @tf.function(autograph=False)   # as the training loop's step
     def step(images, targets):
         with tf.GradientTape() as tape:
             terms = tracker_losses(model(images, training=True), targets, weights)

@@ -103,7 +103,7 @@ def bare_step(kind: str, preset: str, batch: int) -> tuple[Callable[[], float], 
     opt = keras.optimizers.Adam(1e-3)
     variables = model.trainable_variables
 
-    @tf.function
+    @tf.function(autograph=False)   # as the training loop's step
     def step(x):
         with tf.GradientTape() as tape:
             loss = loss_fn(model(x, training=True))
@@ -139,7 +139,7 @@ def inference_speed(kind: str, preset: str, runs: int, threads: list[int], tflit
     model = build_tracker(preset).inference if kind == "tracker" else build_detector(preset)
     shape = (1, *model.inputs[0].shape[1:])
     x = np.random.default_rng(0).uniform(0, 1, shape).astype(np.float32)
-    fn = tf.function(lambda t: model(t, training=False))
+    fn = tf.function(lambda t: model(t, training=False), autograph=False)   # as the runtime's
     xt = tf.constant(x)
     for _ in range(3):
         [np.asarray(o) for o in fn(xt)]

@@ -289,14 +289,17 @@ def write_reports(reports: Sequence[tuple[str, Optional[str | Path], str | dict]
                   overwrite: Optional[bool] = None) -> None:
     """Writes each ``(flag, path, content)`` atomically, creating its folder (an empty or None path is skipped):
     Markdown text, or a dict as indented JSON; with blazepose_tf's mark (:mod:`blazepose_tf.io.provenance`: a
-    rerun may replace it). With ``overwrite`` given (the command's ``--overwrite``), each path is checked again
-    just before it is written, so a file a user put there during the run is kept. The commands check the paths
-    first (:func:`blazepose_tf.cli.check_outputs`), so a failure here is a full disk, or such a file: one line,
-    exit 2."""
+    rerun may replace it). With ``overwrite`` given (the command's ``--overwrite``), every path is checked again
+    before any is written, so a file a user put at one of them during the run is kept and no report is written.
+    The commands check the paths first (:func:`blazepose_tf.cli.check_outputs`), so a failure here is a full disk,
+    or such a file: one line, exit 2."""
+    reports = [(flag, target, content) for flag, target, content in reports if target]
+    if overwrite is not None:
+        for flag, target, _ in reports:
+            cli.check_still_replaceable(flag, target, overwrite, lost=cli.NOT_SAVED)
     for flag, target, content in reports:
-        if target:
-            cli.write_marked(target, content, flag, overwrite=overwrite)
-            print(f"wrote {target}", file=sys.stderr)
+        cli.write_marked(target, content, flag, overwrite=overwrite)
+        print(f"wrote {target}", file=sys.stderr)
 
 
 def define_flags() -> None:

@@ -316,3 +316,30 @@ def test_benchmark_output_is_quoted_as_an_excerpt(code, output, start):
     assert message.startswith(start) and message.isprintable()
     assert len(message) <= len(start) + 200, message
     assert "\\x" in message   # escaped, not echoed
+
+
+@pytest.mark.parametrize("name, content", [("r.csv", "name,score\nalice,3\n"), ("r.json", '{"mine": 1}'),
+                                           ("r.jsonl", None)])
+def test_results_file_that_appeared_during_a_benchmark_is_checked_again(tmp_path, name, content):
+    """The results file is checked before the benchmark and again before its row is added: a user's CSV with other
+    columns or a JSON that is not a list, made while the benchmark ran, is kept with one line; a folder is
+    refused; a file of our rows takes the new one."""
+    from android_harness.bench import append_result, check_results_path
+    from blazepose_tf.errors import UserError
+
+    path = check_results_path(tmp_path / name)          # nothing there yet
+    row = {"mode": "host", "label": "x"}
+    if content is None:
+        path.mkdir()
+        with pytest.raises(UserError, match="is not a regular file"):
+            append_result(path, row)
+        return
+    path.write_text(content)
+    with pytest.raises(UserError, match="use a new --results file"):
+        append_result(path, row)
+    assert path.read_text() == content
+    path.unlink()
+    append_result(path, row)
+    append_result(path, row)
+    rows = (list(csv.DictReader(open(path))) if name.endswith(".csv") else json.loads(path.read_text()))
+    assert [r["label"] for r in rows] == ["x", "x"]

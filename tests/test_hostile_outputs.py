@@ -98,8 +98,10 @@ def test_reports_keep_a_file_that_appeared_during_the_run(tmp_path):
     md.write_text("the user's table")
     with pytest.raises(UserError, match=f"^--markdown {md} {NOT_OURS}.*; the results were not saved$"):
         write_reports([("--json", js, {"info": {"n": 2}}), ("--markdown", md, "# new\n")], overwrite=False)
-    assert json.loads(js.read_text())["info"] == {"n": 2}              # the earlier report was replaced
     assert md.read_text() == "the user's table"
+    assert json.loads(js.read_text())["an"] == "earlier report"        # no report of the pair is written
+    write_reports([("--json", js, {"info": {"n": 2}})], overwrite=False)
+    assert json.loads(js.read_text())["info"] == {"n": 2}              # an earlier report is replaced
     write_reports([("--markdown", md, "# new\n")], overwrite=True)
     assert md.read_text().startswith("# new\n")
     # Without ``overwrite`` (a caller that did not check its outputs) nothing is re-checked: the old behaviour.
@@ -112,25 +114,36 @@ def test_reports_keep_a_file_that_appeared_during_the_run(tmp_path):
 _REPORT_WRITERS = {"write_marked", "write_reports", "write_outputs", "write_summary"}
 
 
+def _passes_overwrite(call) -> bool:
+    """Whether a writer call passes a real ``overwrite`` (not the constant None): keyword, or last argument."""
+    import ast
+
+    for k in call.keywords:
+        if k.arg == "overwrite":
+            return not (isinstance(k.value, ast.Constant) and k.value.value is None)
+    return bool(call.args) and "overwrite" in ast.unparse(call.args[-1])
+
+
 def test_every_report_writer_call_re_checks_its_output():
-    """Each call of a report writer in the package's commands and benchmarks passes the command's ``overwrite``
-    (keyword or last positional argument), so none writes over a file that appeared during its run unchecked."""
+    """Each call of a report writer in the package's commands, benchmarks and tools passes the command's
+    ``overwrite`` (so none writes over a file that appeared during its run unchecked), and each function that saves
+    an image (overlays, figures) checks its path again first (``check_still_replaceable``)."""
     import ast
 
     root = Path(__file__).resolve().parents[1]
     unchecked = []
-    for path in [*root.glob("blazepose_tf/**/*.py"), *root.glob("benchmarks/*.py"), *root.glob("export/*.py")]:
-        for node in ast.walk(ast.parse(path.read_text())):
-            if not isinstance(node, ast.Call):
-                continue
-            name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
-            if name not in _REPORT_WRITERS:
-                continue
-            passed = any(k.arg == "overwrite" for k in node.keywords) or any(
-                "overwrite" in ast.unparse(a) for a in node.args[-1:])
-            if not passed:
-                unchecked.append(f"{path.relative_to(root)}:{node.lineno}")
-    assert not unchecked, f"report writes without the --overwrite re-check: {unchecked}"
+    for folder in ("blazepose_tf", "benchmarks", "export", "data", "android_harness"):
+        for path in root.glob(f"{folder}/**/*.py"):
+            for fn in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                calls = [n for n in ast.walk(fn) if isinstance(n, ast.Call)]
+                names = [getattr(c.func, "attr", None) or getattr(c.func, "id", None) for c in calls]
+                unchecked += [f"{path.relative_to(root)}:{c.lineno}" for c, name in zip(calls, names)
+                              if name in _REPORT_WRITERS and not _passes_overwrite(c)]
+                if "save_image" in names and "check_still_replaceable" not in names:
+                    unchecked.append(f"{path.relative_to(root)}:{fn.lineno} ({fn.name} saves an image)")
+    assert not unchecked, f"outputs written without the --overwrite re-check: {unchecked}"
 
 
 def test_check_outputs_probes_each_output_folder_once(tmp_path, monkeypatch):

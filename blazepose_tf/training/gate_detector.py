@@ -67,17 +67,18 @@ def main(argv: list[str]) -> int:
     # TensorFlow and the models: after the flags are checked (and not for --help)
     from blazepose_tf.models.detector_gate import gate_detector
     from blazepose_tf.models.loading import load_keras_model
+    from blazepose_tf.io.video import write_bytes_atomic
     from blazepose_tf.models.official_cache import load_converted, save_model
 
     tuned = load_keras_model(model_path, "--model")
     base = load_converted("pose_detection") if FLAGS.base == "official" else load_keras_model(FLAGS.base, "--base")
     gated = gate_detector(tuned, base, threshold=FLAGS.threshold, tuned_offset=FLAGS.tuned_offset)
     sidecar = gated_sidecar(model_path)
-    if output.exists():  # appeared while the models loaded
-        raise UserError(f"--output {output} exists; choose another path")
+    if output.exists() or output.with_suffix(".json").exists():  # appeared while the models loaded
+        raise UserError(f"--output {output} (or its .json sidecar) exists; choose another path")
     try:
+        write_bytes_atomic(output.with_suffix(".json"), json.dumps(sidecar).encode())
         save_model(gated, output)
-        output.with_suffix(".json").write_text(json.dumps(sidecar))
     except OSError as e:
         raise UserError(f"cannot write {output}: {e.strerror or e}") from None
     print(json.dumps({"model": str(output), "tuned": str(model_path), "base": FLAGS.base,
