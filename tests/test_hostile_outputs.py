@@ -187,6 +187,10 @@ def _case(tmp_path: Path, module: str, *args: str, message: str) -> None:
     for name in ("q.json", "lm.tflite"):   # a user's quantization table and model, read by some of the commands
         (tmp_path / name).write_text("{}")
     argv = [a.format(ann=ann, splits=splits, images=images, d=tmp_path) for a in args]
+    (tmp_path / "other").mkdir()
+    for flag, ext in REPORT_FLAGS.get(module, ()):   # the reports a case does not name: not the repository's out/
+        if flag not in argv:
+            argv += [flag, str(tmp_path / "other" / f"{flag[2:]}{ext}")]
     before = checksums(tmp_path)
     quiet = ("--noprogress",) if module in WITH_PROGRESS else ()
     proc = run_module(module, *argv, *quiet, timeout=300)
@@ -196,6 +200,11 @@ def _case(tmp_path: Path, module: str, *args: str, message: str) -> None:
 
 
 DATA = ("--annotations", "{ann}", "--images", "{images}")
+# Report flags whose defaults are in the repository's out/ folder.
+REPORT_FLAGS = {"benchmarks.keypoint_errors": (("--png", ".png"), ("--json", ".json"), ("--markdown", ".md")),
+                "benchmarks.detector_roi": (("--json", ".json"), ("--markdown", ".md")),
+                "benchmarks.ood_guard": (("--json", ".json"), ("--markdown", ".md")),
+                "benchmarks.model_zoo": (("--output", ".md"), ("--json", ".json"))}
 NOT_OURS = "exists and is not an unchanged blazepose_tf output"
 WITH_PROGRESS = ("blazepose_tf.evaluate", "benchmarks.keypoint_errors", "benchmarks.detector_roi", "benchmarks.ood_guard",
                  "benchmarks.model_zoo", "benchmarks.converted_parity")   # the others log their steps instead
