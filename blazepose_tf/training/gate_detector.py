@@ -65,9 +65,9 @@ def main(argv: list[str]) -> int:
     """Writes the gated detector (module docstring)."""
     model_path, output = _check_flags()
     # TensorFlow and the models: after the flags are checked (and not for --help)
+    from blazepose_tf.io.video import write_bytes_atomic
     from blazepose_tf.models.detector_gate import gate_detector
     from blazepose_tf.models.loading import load_keras_model
-    from blazepose_tf.io.video import write_bytes_atomic
     from blazepose_tf.models.official_cache import load_converted, save_model
 
     tuned = load_keras_model(model_path, "--model")
@@ -77,8 +77,8 @@ def main(argv: list[str]) -> int:
     if output.exists() or output.with_suffix(".json").exists():  # appeared while the models loaded
         raise UserError(f"--output {output} (or its .json sidecar) exists; choose another path")
     try:
-        write_bytes_atomic(output.with_suffix(".json"), json.dumps(sidecar).encode())
         save_model(gated, output)
+        write_bytes_atomic(output.with_suffix(".json"), json.dumps(sidecar).encode())
     except OSError as e:
         raise UserError(f"cannot write {output}: {e.strerror or e}") from None
     print(json.dumps({"model": str(output), "tuned": str(model_path), "base": FLAGS.base,
