@@ -21,7 +21,7 @@ pipeline (:class:`~blazepose_tf.runtime.pipeline.PoseTracker`, the runtime's def
   ROIs (:func:`blazepose_tf.runtime.pipeline.roi_from_detection` of the first ``--num_poses`` detections: the crops
   the tracker gets) and their exact rotated-rectangle IoU with it (:func:`blazepose_tf.codecs.roi.roi_iou`); the
   best of them is the person's IoU (0 when the detector found nothing). **Matched**: that ROI's centre lies within
-  :data:`~blazepose_tf.training.evaluation.MATCH_RADIUS` of the ground-truth one (the training log's rule,
+  :data:`~blazepose_tf.metrics.MATCH_RADIUS` of the ground-truth one (the training log's rule,
   :func:`~blazepose_tf.training.refit_crops.found_person`). IoU mean, median, share ≥ 0.5 and ≥ 0.7 over every
   person (misses count 0), mean over the matched ones, and the best IoU over *all* detections (what a perfect
   ranking would give); the matched ROIs' median centre offset (in ground-truth ROI sides), |log side ratio| and

@@ -48,6 +48,10 @@ UNANNOTATED_GROUPS: dict[str, tuple[str, ...]] = {
 #: A point agrees with a reference model's (the out-of-domain guard, teacher refits) within this many torso lengths of
 #: the reference's pose.
 AGREEMENT_THRESHOLD = 0.1
+# A person counts as detected when a detection's centre keypoint (mid-hip) lies within this fraction of the
+# person's body radius |kp1 - kp0| of the person's own: the tracker's crop is then roughly right (the training
+# log's rule; also the detector's regression-quality targets' background radius).
+MATCH_RADIUS = 0.5
 
 # A prediction: (N, >=2) array, or anything with a ``.keypoints`` (N, >=2) attribute (e.g. a Pose).
 Prediction = Any

@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from blazepose_tf import cli
 from blazepose_tf.codecs import roi as roi_codec
+from blazepose_tf.codecs.detector_targets import MAX_PEOPLE  # people stored per detector example
 from blazepose_tf.codecs.targets import alignment_keypoints
 from blazepose_tf.contract import ROI_SCALE  # inference ROI = 2·r·ROI_SCALE (docs/design.md §5)
 from blazepose_tf.datasets.coco import ImageRecord, KeypointDataset, load_coco_keypoints
@@ -56,7 +57,6 @@ from blazepose_tf.errors import InputError, UserError
 from blazepose_tf.io.images import load_image
 from blazepose_tf.metrics import match_prediction
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
-from blazepose_tf.training.detector_data import MAX_PEOPLE  # people stored per detector example (what it reads)
 
 SOURCE_NONE, SOURCE_GT, SOURCE_TEACHER = 0, 1, 2
 OUTSIDE_TOLERANCE = 0.05   # GT points further than this fraction of the image outside it are dropped

@@ -6,6 +6,23 @@ from pathlib import Path
 
 import pytest
 
+HEAVY = "heavy"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Registers the ``heavy`` marker. Under pytest-xdist (``-n 2``) tests go to the workers one at a time
+    (``--maxschedchunk=1``, unless given): with the heavy tests first (below), the workers end together instead of
+    one of them running the last heavy tests alone."""
+    config.addinivalue_line("markers", f"{HEAVY}: a test of a minute or more (several training or conversion "
+                                       "runs); heavy tests are collected first")
+    if getattr(config.option, "maxschedchunk", "absent") is None:
+        config.option.maxschedchunk = 1
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Heavy tests first, each group in its collected order."""
+    items.sort(key=lambda item: item.get_closest_marker(HEAVY) is None)
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

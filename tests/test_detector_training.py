@@ -153,6 +153,7 @@ def test_match_detections_counts_hits_and_strays():
     assert match_detections(np.zeros((0, 4, 2)), people, avail[None]) == (1, 0, 0)
 
 
+@pytest.mark.heavy
 def test_detector_smoke_flagfile_trains_evaluates_and_resumes(data_dir, tmp_path):
     d, _ = data_dir
     cmd = [sys.executable, "-m", "blazepose_tf.train", f"--flagfile={ROOT / 'configs' / 'detector_smoke.flags'}",

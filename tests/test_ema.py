@@ -60,6 +60,7 @@ def _train(data_dir, model_dir, *extra):
                           capture_output=True, text=True, env=_env(), timeout=600)
 
 
+@pytest.mark.heavy
 def test_training_with_an_average_evaluates_both_and_exports_the_average(data_dir, tmp_path):
     plain, averaged = tmp_path / "plain", tmp_path / "averaged"
     for run, extra in ((plain, ()), (averaged, ("--ema_momentum=0.9",))):

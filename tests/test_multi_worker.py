@@ -85,6 +85,7 @@ def _checkpoint_step(checkpoint_dir: Path) -> int:
     return int(latest.rsplit("-", 1)[1]) if latest else 0
 
 
+@pytest.mark.heavy
 def test_two_workers_train_like_one_and_resume_after_a_worker_is_killed(tmp_path):
     data_dir, logs = tmp_path / "data", tmp_path / "logs"
     data_dir.mkdir()

@@ -163,10 +163,11 @@ def _photos(root: Path, count: int = 8) -> None:
         made += 1
 
 
+@pytest.mark.heavy
 def test_command_refits_only_the_chosen_rows(official_models, tmp_path: Path):
-    """MediaPipe's Full as the base and its detector as the student's, MediaPipe's Lite as the teacher: the written
-    model differs from the base only in the head rows and heatmap channels of refit groups, its agreement is the
-    chosen one."""
+    """MediaPipe's Lite as the base (the smaller model: three runs) and its detector as the student's, MediaPipe's
+    Full as the teacher: the written model differs from the base only in the head rows and heatmap channels of
+    refit groups, its agreement is the chosen one."""
     import keras
 
     from blazepose_tf.models.official_cache import converted_model_path
@@ -174,9 +175,9 @@ def test_command_refits_only_the_chosen_rows(official_models, tmp_path: Path):
     from blazepose_tf.training.head_residual import head_matrix, heatmap_layer, landmark_head
 
     _photos(tmp_path / "photos")
-    base = converted_model_path("pose_landmark_full")
+    base = converted_model_path("pose_landmark_lite")
     args = ["--base", str(base), "--detector", str(official_model_path("pose_detection")),
-            "--teacher_landmarks", str(REPO / "blazepose_tf/official_models/pose_landmark_lite.tflite"),
+            "--teacher_landmarks", str(official_model_path("pose_landmark_full")),
             "--photos", str(tmp_path / "photos"), "--choose_every", "2", "--lambdas", "1e-2,1",
             "--inlier_torso", "inf", "--cache_dir", str(tmp_path / "cache")]
     proc = _run(*args, "--output_dir", str(tmp_path / "run"))

@@ -98,6 +98,7 @@ def _weights(run) -> dict:
     return {w.path: np.asarray(w) for w in load_keras_model(run / "last.keras", "test").weights}
 
 
+@pytest.mark.heavy
 def test_scaled_training_resumes_exactly_and_refuses_a_changed_setting(data_dir, tmp_path):
     flags = ("--step_scale=channel", "--first_layer_lr=0.5", "--checkpoint_every=3")
     whole, split, plain = tmp_path / "whole", tmp_path / "split", tmp_path / "plain"

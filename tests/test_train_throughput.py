@@ -18,6 +18,7 @@ from test_train import data_dir  # noqa: E402,F401  synthetic train/dev TFRecord
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.heavy
 def test_interleaved_measures_the_training_loop_and_the_bare_step(data_dir):
     row = train_throughput.interleaved("tracker", "smoke", data_dir, batch=4, steps=3, warmup=2, chunk=2)
     for key in ("end_to_end_img_s", "bare_img_s", "end_to_end_img_per_cpu_s", "bare_img_per_cpu_s"):

@@ -7,16 +7,41 @@ person detector, each with its presets beside its builder (one table per family:
     >>> detector = build_detector("detector")
 
 ``python -m blazepose_tf.models.summary`` prints parameters and FLOPs of every preset.
-"""
-from blazepose_tf.models import official_layers  # noqa: F401  registers the converted official models' layers
-from blazepose_tf.models.blocks import CUSTOM_OBJECTS, ChannelAffine, ChannelPad, FusedBatchNorm, StopGradient
-from blazepose_tf.models.detector import BUILT_DETECTOR_PRESETS, DETECTOR_PRESETS, DetectorConfig, build_detector
-from blazepose_tf.models.detector_gate import ScoreGate, gate_detector
-from blazepose_tf.models.tracker import (BUILT_TRACKER_PRESETS, TRACKER_PRESETS, TrackerConfig, TrackerModels,
-                                         build_tracker)
 
-__all__ = [
-    "CUSTOM_OBJECTS", "ChannelAffine", "ChannelPad", "FusedBatchNorm", "StopGradient",
-    "BUILT_DETECTOR_PRESETS", "DETECTOR_PRESETS", "DetectorConfig", "build_detector", "ScoreGate", "gate_detector",
-    "BUILT_TRACKER_PRESETS", "TRACKER_PRESETS", "TrackerConfig", "TrackerModels", "build_tracker",
-]
+The names below are imported on first use (PEP 562), so that a command of this package answers ``--help`` or a
+bad flag without importing Keras and TensorFlow; the first one used also registers every custom layer of the
+package for loading (:func:`register_custom_layers`).
+"""
+from __future__ import annotations
+
+import importlib
+
+_SOURCES = {
+    "blazepose_tf.models.blocks": ("CUSTOM_OBJECTS", "ChannelAffine", "ChannelPad", "FusedBatchNorm", "StopGradient"),
+    "blazepose_tf.models.detector": ("BUILT_DETECTOR_PRESETS", "DETECTOR_PRESETS", "DetectorConfig", "build_detector"),
+    "blazepose_tf.models.detector_gate": ("ScoreGate", "gate_detector"),
+    "blazepose_tf.models.tracker": ("BUILT_TRACKER_PRESETS", "TRACKER_PRESETS", "TrackerConfig", "TrackerModels",
+                                    "build_tracker"),
+}
+_WHERE = {name: module for module, names in _SOURCES.items() for name in names}
+# The modules whose layers are registered as Keras serializables (a saved model names them).
+_REGISTERING = ("blazepose_tf.models.blocks", "blazepose_tf.models.official_layers",
+                "blazepose_tf.models.detector_gate", "blazepose_tf.models.fake_quant")
+
+__all__ = [name for names in _SOURCES.values() for name in names] + ["register_custom_layers"]
+
+
+def register_custom_layers() -> None:
+    """Imports every module of the package that registers Keras layers, so that any saved model of this project
+    (built, converted, gated or simulated) deserializes."""
+    for module in _REGISTERING:
+        importlib.import_module(module)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    register_custom_layers()
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value

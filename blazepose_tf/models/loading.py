@@ -42,7 +42,8 @@ def load_keras_model(path: str | os.PathLike, what: str = "model"):
     p = check_keras_file(path, what)
     import keras
 
-    import blazepose_tf.models  # noqa: F401  registers the project's custom layers for deserialization
+    from blazepose_tf.models import register_custom_layers
+    register_custom_layers()
     try:
         return keras.models.load_model(p, compile=False)
     except Exception as e:  # noqa: BLE001 - any load failure is a bad model file for the user

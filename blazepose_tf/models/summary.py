@@ -15,11 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from keras import layers
-
 from blazepose_tf import cli
-from blazepose_tf.models.detector import BUILT_DETECTOR_PRESETS, build_detector
-from blazepose_tf.models.tracker import BUILT_TRACKER_PRESETS, build_tracker, training_only_weights
+
+# Keras and the builders are imported where used, so that ``--help`` answers without importing TensorFlow.
 
 
 @dataclass
@@ -48,6 +46,7 @@ def _prod(shape: Iterable[Optional[int]]) -> int:
 
 def count_macs(model) -> int:
     """Multiply-accumulates of one forward pass (batch 1) over Conv2D, DepthwiseConv2D and Dense layers."""
+    from keras import layers
     total = 0
     for layer in model.layers:
         if isinstance(layer, layers.DepthwiseConv2D):
@@ -67,6 +66,7 @@ def count_macs(model) -> int:
 
 def folded_params(model) -> int:
     """Parameters once every BatchNorm is folded into its convolution (conv weights + one bias per channel)."""
+    from keras import layers
     total = 0
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
@@ -80,6 +80,7 @@ def folded_params(model) -> int:
 
 def tracker_stats(preset: str, models=None) -> ModelStats:
     """Statistics of a tracker preset (33-point BlazePose topology); ``models``: already built ones."""
+    from blazepose_tf.models.tracker import build_tracker, training_only_weights
     m = models or build_tracker(preset)
     return ModelStats(name=f"tracker/{preset}", input_shape=tuple(m.inference.inputs[0].shape[1:]),
                       params_training=m.training.count_params(), params_inference=m.inference.count_params(),
@@ -89,6 +90,7 @@ def tracker_stats(preset: str, models=None) -> ModelStats:
 
 def detector_stats(preset: str, model=None) -> ModelStats:
     """Statistics of a detector preset (the same model trains and infers); ``model``: an already built one."""
+    from blazepose_tf.models.detector import build_detector
     m = model or build_detector(preset)
     n = m.count_params()
     return ModelStats(name=f"detector/{preset}", input_shape=tuple(m.inputs[0].shape[1:]), params_training=n,
@@ -98,6 +100,8 @@ def detector_stats(preset: str, model=None) -> ModelStats:
 def all_stats(models: Optional[dict] = None) -> list[ModelStats]:
     """Rows for every tracker and detector preset this project builds (not MediaPipe's converted ones;
     ``models``: already built ones by row name, reused)."""
+    from blazepose_tf.models.detector import BUILT_DETECTOR_PRESETS
+    from blazepose_tf.models.tracker import BUILT_TRACKER_PRESETS
     models = models or {}
     return ([tracker_stats(p, models.get(f"tracker/{p}")) for p in BUILT_TRACKER_PRESETS]
             + [detector_stats(p, models.get(f"detector/{p}")) for p in BUILT_DETECTOR_PRESETS])

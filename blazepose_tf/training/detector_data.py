@@ -17,14 +17,13 @@ from typing import Callable, Optional, Union
 import tensorflow as tf
 
 from blazepose_tf.codecs.anchors import AnchorOptions
-from blazepose_tf.codecs.detector_targets import AssignmentOptions, tf_detector_targets
+from blazepose_tf.codecs.detector_targets import MAX_PEOPLE, AssignmentOptions, tf_detector_targets
 from blazepose_tf.contract import DETECTOR, INPUT_RANGES
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
 from blazepose_tf.training.augment import (AugmentConfig, compiled, compiled_colour, sample_affine, sample_colour,
                                            transform_points, warp)
 from blazepose_tf.training.data import Examples, Parser, build_pipeline, flip_points
 
-MAX_PEOPLE = 8  # people per example after padding; data.prepare stores at most this many (it imports it)
 
 
 def detector_augment() -> AugmentConfig:

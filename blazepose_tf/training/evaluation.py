@@ -23,7 +23,7 @@ from blazepose_tf.codecs.landmarks import refine_with_heatmap
 from blazepose_tf.codecs.detector_targets import person_target
 from blazepose_tf.contract import DETECTOR_ROLES
 from blazepose_tf.losses import split_landmarks
-from blazepose_tf.metrics import TORSO_POINTS, PckResult, pck
+from blazepose_tf.metrics import MATCH_RADIUS, TORSO_POINTS, PckResult, pck
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
 from blazepose_tf.training.data import Examples, tracker_dataset
 from blazepose_tf.training.detector_data import detector_dataset
@@ -31,9 +31,6 @@ from blazepose_tf.training.drawing import draw_predictions
 from blazepose_tf.training.registry import Models, outputs_by_name
 from blazepose_tf.training.tracker_targets import target_encoder
 
-# A person counts as detected when a detection's centre keypoint (mid-hip) lies within this fraction of the
-# person's body radius |kp1 - kp0| of the person's own: the tracker's crop is then roughly right.
-MATCH_RADIUS = 0.5
 
 
 # ------------------------------------------------------------------------------------------------- tracker

@@ -42,10 +42,9 @@ from blazepose_tf.contract import INPUT_RANGES, INPUT_SHAPES, LANDMARKS, VALUES_
 from blazepose_tf.datasets.coco import ImageRecord, PersonAnnotation
 from blazepose_tf.errors import InputError
 from blazepose_tf.io.images import load_image
-from blazepose_tf.metrics import PckResult, pck, select_scored_person
+from blazepose_tf.metrics import MATCH_RADIUS, PckResult, pck, select_scored_person
 from blazepose_tf.runtime.pipeline import PersonDetector, roi_from_detection
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
-from blazepose_tf.training.evaluation import MATCH_RADIUS
 from blazepose_tf.types import Roi
 
 #: Tracker input side (pixels) and the runtime's person presence threshold (a pose needs presence above it).
@@ -128,7 +127,7 @@ def jittered_roi(reference: Roi, error: np.ndarray) -> Roi:
 
 def found_person(roi: Optional[Roi], gt: Optional[Roi]) -> bool:
     """Whether a detector ROI belongs to the person of ground-truth ROI ``gt``: its centre within
-    :data:`~blazepose_tf.training.evaluation.MATCH_RADIUS` of the alignment radius (the training log's rule)."""
+    :data:`~blazepose_tf.metrics.MATCH_RADIUS` of the alignment radius (the training log's rule)."""
     if roi is None or gt is None:
         return False
     radius = gt.width / 2  # r·ROI_SCALE: the matching is loose either way

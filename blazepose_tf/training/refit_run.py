@@ -52,7 +52,8 @@ class RefitRun:
         self._detector_key = sha256(self.detector_path)
         stat = annotations.stat()
         self._data_key = (str(annotations.resolve()), stat.st_size, stat.st_mtime_ns, str(splits))
-        self._predict = feature_predictor(load_keras_model(self.base_path, "--base"))
+        self._base = load_keras_model(self.base_path, "--base")   # shared: write_model restores what it changes
+        self._predict = feature_predictor(self._base)
         self._detector: Optional[PersonDetector] = None
         self._people: dict[str, list] = {}
         self.jitter: Optional[dict[str, Any]] = None  # the detector's ROI errors the jittered crops are drawn from
@@ -128,12 +129,16 @@ class RefitRun:
                     ) -> tuple[Path, dict[str, tuple[int, int]]]:
         """Writes the base model with the chosen groups' residual rows and silenced heatmap channels; returns the
         path and the written model's own (correct, annotated) counts on the dev pipeline crops."""
-        model = load_keras_model(self.base_path, "--base")
-        refit = group_points([g for g, o in options.items() if o != "official"])
-        if refit:
-            add_residual(model, residual.subset(coordinate_columns(refit)))
-        silence_heatmap_channels(model, group_points([g for g, o in options.items() if o == "off"]))
-        save_model(model, path)
+        model = self._base
+        weights = model.get_weights()
+        try:
+            refit = group_points([g for g, o in options.items() if o != "official"])
+            if refit:
+                add_residual(model, residual.subset(coordinate_columns(refit)))
+            silence_heatmap_channels(model, group_points([g for g, o in options.items() if o == "off"]))
+            save_model(model, path)
+        finally:
+            model.set_weights(weights)
         predict = feature_predictor(load_keras_model(path, "refit model"))
         f = crops.extract(predict, dev.items, True, self.batch_size, self.progress, desc="check")
         return path, pck_counts(dev.with_features(f), f.landmarks, f.heatmap)

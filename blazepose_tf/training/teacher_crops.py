@@ -100,6 +100,7 @@ class TeacherCrops:
         self.photos = unlabelled_photos(photos, IMAGE_EXTENSIONS, "train", how="--photos")
         self.cache_dir, self.batch_size, self.progress = cache_dir, batch_size, progress
         self._photo_key = [(str(p.resolve()), *_stat(p)) for p in self.photos]
+        self._base = None   # the base tracker, loaded on first use (base_model)
 
     def _check_roles(self) -> None:
         """Each model meets the runtime's contract for its role (a detector given as a tracker is refused here,
@@ -156,7 +157,6 @@ class TeacherCrops:
         rows = [i for i, r in enumerate(rois) if r is not None and np.isfinite(pairs["points"][i]).all()]
         if not rows:
             raise InputError(f"no photo of {len(self.photos)} where both pipelines find a pose")
-        predict = feature_predictor(load_keras_model(self.base_path, "--base"))
         out = []
         for part, keep_heatmap in (("fit", False), ("choose", True)):
             mine = [i for i in rows if is_choose(self.photos[i].name) == (part == "choose")]
@@ -165,7 +165,8 @@ class TeacherCrops:
             items = [crops.CropItem(self.photos[i], rois[i]) for i in mine]
 
             def compute(items=items, keep_heatmap=keep_heatmap, part=part) -> dict[str, np.ndarray]:
-                return crops.extract(predict, items, keep_heatmap, self.batch_size, self.progress, desc=part).arrays()
+                return crops.extract(feature_predictor(self.base_model()), items, keep_heatmap, self.batch_size,
+                                     self.progress, desc=part).arrays()
 
             key = crops.cache_key(*self._pipelines_key(), part, [str(it.path.name) for it in items])
             features = crops.Features.from_arrays(crops.cached(self.cache_dir / f"{part}-{key}.npz", compute))
@@ -174,8 +175,11 @@ class TeacherCrops:
         return out[0], out[1]
 
     def base_model(self):
-        """The base tracker, loaded."""
-        return load_keras_model(self.base_path, "--base")
+        """The base tracker, loaded once (on first use) and shared: callers do not change its weights
+        (:meth:`write_model` restores what it changes)."""
+        if self._base is None:
+            self._base = load_keras_model(self.base_path, "--base")
+        return self._base
 
     def heatmap_data(self, part: TeacherSet, points: Sequence[int], teacher: bool = True
                      ) -> tuple[np.ndarray, Optional[np.ndarray]]:
@@ -196,12 +200,16 @@ class TeacherCrops:
         """Writes the base with each group's residual rows added (``{group: (residual, its points)}``) and, given
         ``heatmap`` = (points, kernel, bias), those heatmap channels replaced; returns the path and the written
         model's own agreement counts on ``check``'s crops (run again)."""
-        model = load_keras_model(self.base_path, "--base")
-        for residual, points in residuals.values():
-            add_residual(model, residual.subset(coordinate_columns(points)))
-        if heatmap is not None and len(heatmap[0]):
-            set_heatmap_channels(model, *heatmap)
-        save_model(model, path)
+        model = self.base_model()
+        weights = model.get_weights()
+        try:
+            for residual, points in residuals.values():
+                add_residual(model, residual.subset(coordinate_columns(points)))
+            if heatmap is not None and len(heatmap[0]):
+                set_heatmap_channels(model, *heatmap)
+            save_model(model, path)
+        finally:
+            model.set_weights(weights)
         predict = feature_predictor(load_keras_model(path, "refit model"))
         f = crops.extract(predict, check.items, True, self.batch_size, self.progress, desc="check")
         return path, agreement_counts(check, None, f)
