@@ -31,6 +31,7 @@ from absl import flags
 
 from blazepose_tf import cli
 from blazepose_tf.training.config import TrainConfig, define_flags
+from blazepose_tf.training.preflight import check_run
 
 define_flags()  # one flag per TrainConfig setting (defaults and help defined there) and per loss weight
 FLAGS = flags.FLAGS
@@ -39,6 +40,7 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> int:
     """Trains (or resumes) the run the flags describe and prints its result as JSON."""
     cfg = TrainConfig.from_flags(FLAGS)
+    check_run(cfg)   # flags, weight files, --model_dir and TF_CONFIG: one line before TensorFlow starts
     from blazepose_tf.training.loop import train  # TensorFlow: after the flags are checked (and not for --help)
     result = train(cfg)
     print(json.dumps(result))

@@ -24,7 +24,9 @@ OPTIMIZERS = ("adamw", "sgd")
 CLASSIFICATION_LOSSES = ("focal", "ohem")
 SCORE_TARGETS = ("assigned", "regression")
 TRAINABLE = ("all", "regression_branch", "score_head")
-BEST_METRICS = ("pck", "pck_refined", "int8sim_pck", "int8sim_pck_refined")
+# Prefix of the simulated-int8 view's dev metrics (--simulate_int8; history.jsonl has them as dev_int8sim_*).
+SIMULATED_PREFIX = "int8sim_"
+BEST_METRICS = ("pck", "pck_refined", SIMULATED_PREFIX + "pck", SIMULATED_PREFIX + "pck_refined")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 DISTILL_POINTS = ("unannotated", "all")
 STEP_SCALES = ("none", "channel")   # blazepose_tf.training.step_scales (kept TensorFlow-free here)

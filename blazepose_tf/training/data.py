@@ -19,8 +19,6 @@ sees the same examples augmented the same way.
 from __future__ import annotations
 
 import functools
-import glob
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
@@ -29,6 +27,7 @@ import tensorflow as tf
 
 from blazepose_tf.contract import NUM_ROI_POINTS
 from blazepose_tf.errors import UserError
+from blazepose_tf.io.shards import expand_patterns, list_shards  # noqa: F401  (also imported from here)
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
 from blazepose_tf.training.augment import (AugmentConfig, compiled, compiled_colour, occlude, sample_affine,
                                            sample_colour, sample_occluders, transform_points, warp)
@@ -48,26 +47,6 @@ class TrackerDataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     parallel_calls: int = tf.data.AUTOTUNE
     cache_mb: float = 0.0     # decoded images kept in memory up to this size (MiB); 0: decoded as read
-
-
-def expand_patterns(pattern: str) -> str:
-    """A glob, or several separated by commas, with ``~`` and ``$VAR`` expanded in each (empty ones dropped)."""
-    parts = (p.strip() for p in pattern.split(","))
-    return ",".join(os.path.expanduser(os.path.expandvars(p)) for p in parts if p)
-
-
-def list_shards(pattern: str) -> list[str]:
-    """Sorted shard files (not folders) for a glob pattern, or several separated by commas (their union; each
-    expanded by :func:`expand_patterns`). Raises FileNotFoundError naming a pattern that matches none."""
-    files: set[str] = set()
-    for part in filter(None, expand_patterns(pattern).split(",")):
-        found = {f for f in glob.glob(part) if os.path.isfile(f)}
-        if not found:
-            raise FileNotFoundError(f"no TFRecord shards match {part}")
-        files |= found
-    if not files:
-        raise FileNotFoundError(f"no TFRecord shards match {pattern!r}")
-    return sorted(files)
 
 
 def count_records(pattern: str) -> int:

@@ -25,6 +25,7 @@ from blazepose_tf.training.config import TrainConfig
 from blazepose_tf.training.data import count_records, expand_patterns, replica_batch_size
 from blazepose_tf.training.ema import WeightAverage
 from blazepose_tf.training.initialize import initialize
+from blazepose_tf.training.preflight import check_run
 from blazepose_tf.training.registry import Models
 from blazepose_tf.training.step_scales import StepScales, scaled_optimizer
 from blazepose_tf.training.tasks import TASKS, Task
@@ -77,13 +78,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     and this worker's place in it)."""
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise UserError("--strategy=multi_worker needs the TF_CONFIG environment variable")
-        try:
-            json.loads(os.environ["TF_CONFIG"])
-        except ValueError:
-            raise UserError("TF_CONFIG is not valid JSON") from None
+    if name == "multi_worker":   # TF_CONFIG: checked by preflight.check_run
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 
@@ -186,9 +181,7 @@ def _training_records(cfg: TrainConfig) -> int:
     counts = {}
     for flag in ("train_data", "dev_data"):
         pattern = getattr(cfg, flag)
-        if pattern == "":   # e.g. "," once expanded (train(): expand_patterns)
-            raise UserError(f"--{flag} names no glob of TFRecord shards")
-        if pattern is not None:
+        if pattern is not None:   # the globs: checked by preflight.check_run
             try:
                 counts[flag] = count_records(pattern)
             except FileNotFoundError as e:
@@ -247,12 +240,11 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
     reach (shared storage): all of them resume from its latest checkpoint, only the chief writes into it (logs,
     dev evaluation, checkpoints, exports); the others save their share of each checkpoint into a temporary
     folder of their own."""
+    check_run(cfg)
     cfg.train_data = expand_patterns(cfg.train_data)
     cfg.dev_data = expand_patterns(cfg.dev_data) if cfg.dev_data else None
     cfg.model_dir = os.path.expanduser(os.path.expandvars(cfg.model_dir))
     model_dir = Path(cfg.model_dir)
-    if model_dir.exists() and not model_dir.is_dir():
-        raise UserError(f"--model_dir {model_dir} is a file, not a folder")
     if cfg.model not in TASKS:
         raise UserError(f"--model must be one of {', '.join(TASKS)}, got {cfg.model!r}")
     topology = get_topology(cfg.topology)   # one of the flag's choices

@@ -18,20 +18,18 @@ import keras
 
 from blazepose_tf.errors import UserError
 from blazepose_tf.models.fake_quant import SimulatedInt8
+from blazepose_tf.training.config import SIMULATED_PREFIX
 from blazepose_tf.training.registry import Models, outputs_by_name
 
 CALIBRATION_BATCHES = 4
-PREFIX = "int8sim_"
+PREFIX = SIMULATED_PREFIX
 FLOAT_PREFIX = "float_"
 
 
 class SimulatedTraining:
     """The simulated-int8 view of a tracker's training model, its calibration and its dev scoring."""
 
-    def __init__(self, models: Models, preset: str = "", init_from: str = ""):
-        if init_from == "scratch":
-            raise UserError("--simulate_int8 fine-tunes trained weights (its int8 ranges are calibrated on the "
-                            "initial ones): give --init_from")
+    def __init__(self, models: Models, preset: str = ""):
         try:
             self.sim = SimulatedInt8(models.training)
         except ValueError as e:

@@ -79,8 +79,6 @@ def tracker_augment(cfg: TrainConfig) -> AugmentConfig:
 
 def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
     """A tracker (our presets or the converted official Full) on aligned person crops."""
-    if cfg.best_metric.startswith(SIMULATED_PREFIX) and not cfg.simulate_int8:
-        raise UserError(f"--best_metric={cfg.best_metric} needs --simulate_int8")
     data_cfg = TrackerDataConfig(batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
                                  augment=tracker_augment(cfg))
     with strategy.scope():
@@ -92,7 +90,7 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
     simulated = None   # refused early (one line) for models it cannot simulate, before the data is read
     if cfg.simulate_int8:
         with strategy.scope():
-            simulated = SimulatedTraining(models, cfg.preset, cfg.init_from)
+            simulated = SimulatedTraining(models, cfg.preset)
     encode = target_encoder(models.num_points, models.input_size, with_offsets=models.has_offsets)
     weights = dict(cfg.loss_weights)
     teacher = load_teacher(cfg.distill_from) if cfg.distill_from else None
@@ -129,9 +127,6 @@ def tracker_task(cfg: TrainConfig, topology, strategy) -> Task:
 
 def detector_task(cfg: TrainConfig, topology, strategy) -> Task:
     """The person detector (our presets or the converted official one) on letterboxed whole images."""
-    for flag in ("distill_from", "simulate_int8"):
-        if getattr(cfg, flag):
-            raise UserError(f"--{flag} is only supported for --model=tracker")
     data_cfg = DetectorDataConfig(batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
                                   augment=detector_augment() if cfg.augment else AugmentConfig.none())
     with strategy.scope():

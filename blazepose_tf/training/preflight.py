@@ -1,0 +1,77 @@
+"""The checks of a training run that need no TensorFlow: the flags that contradict each other, the weight files the
+flags name, ``--model_dir`` and ``TF_CONFIG``.
+
+``python -m blazepose_tf.train`` runs them before it imports TensorFlow, so such a mistake is one line within a
+second instead of after TensorFlow's start-up; :func:`blazepose_tf.training.loop.train` runs them first too (it is
+also called from Python). Each check lives here only.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from blazepose_tf.errors import UserError
+from blazepose_tf.io.shards import expand_patterns, list_shards
+from blazepose_tf.models.loading import check_keras_file
+from blazepose_tf.training.config import SIMULATED_PREFIX, TrainConfig
+
+# --init_from / --distill_from values that name no file.
+BUILT_IN_WEIGHTS = ("scratch", "official")
+# Flags only the tracker task supports.
+TRACKER_ONLY = ("distill_from", "simulate_int8")
+
+
+def check_weight_flags(cfg: TrainConfig) -> None:
+    """``--init_from`` and ``--distill_from``: a name of :data:`BUILT_IN_WEIGHTS`, a folder (checked for a
+    checkpoint when it is read), or a readable Keras archive (one-line :class:`~blazepose_tf.errors.ModelError`)."""
+    for flag in ("init_from", "distill_from"):
+        value = getattr(cfg, flag)
+        if value and value not in BUILT_IN_WEIGHTS and not Path(value).expanduser().is_dir():
+            check_keras_file(Path(value).expanduser(), f"--{flag}")
+
+
+def check_data_flags(cfg: TrainConfig) -> None:
+    """``--train_data`` and (when given) ``--dev_data`` name globs that match shard files. Whether the shards are
+    readable and hold records is checked when they are counted (with TensorFlow)."""
+    for flag in ("train_data", "dev_data"):
+        pattern = getattr(cfg, flag)
+        if pattern is None or (flag == "dev_data" and not pattern):
+            continue
+        if not expand_patterns(pattern):
+            raise UserError(f"--{flag} names no glob of TFRecord shards")
+        try:
+            list_shards(pattern)
+        except FileNotFoundError as e:
+            raise UserError(str(e)) from None
+
+
+def check_tf_config(cfg: TrainConfig) -> None:
+    """Under ``--strategy=multi_worker``: ``TF_CONFIG`` is set and is JSON."""
+    if cfg.strategy != "multi_worker":
+        return
+    if "TF_CONFIG" not in os.environ:
+        raise UserError("--strategy=multi_worker needs the TF_CONFIG environment variable")
+    try:
+        json.loads(os.environ["TF_CONFIG"])
+    except ValueError:
+        raise UserError("TF_CONFIG is not valid JSON") from None
+
+
+def check_run(cfg: TrainConfig) -> None:
+    """Every check of this module, in the order a user meets them; one-line errors."""
+    model_dir = Path(os.path.expanduser(os.path.expandvars(cfg.model_dir)))
+    if model_dir.exists() and not model_dir.is_dir():
+        raise UserError(f"--model_dir {model_dir} is a file, not a folder")
+    if cfg.model != "tracker":
+        for flag in TRACKER_ONLY:
+            if getattr(cfg, flag):
+                raise UserError(f"--{flag} is only supported for --model=tracker")
+    if cfg.best_metric.startswith(SIMULATED_PREFIX) and not cfg.simulate_int8:
+        raise UserError(f"--best_metric={cfg.best_metric} needs --simulate_int8")
+    if cfg.simulate_int8 and cfg.init_from == "scratch":
+        raise UserError("--simulate_int8 fine-tunes trained weights (its int8 ranges are calibrated on the "
+                        "initial ones): give --init_from")
+    check_tf_config(cfg)
+    check_data_flags(cfg)
+    check_weight_flags(cfg)
