@@ -328,3 +328,22 @@ def test_tiny_tracker_learns_synthetic_dots():
     assert last["heatmap"] < 0.7 * first["heatmap"], (first, last)
     assert last["offsets"] < first["offsets"], (first, last)
     assert last["coordinates"] < 0.8 * first["coordinates"], (first, last)
+
+
+def test_every_module_that_registers_layers_is_imported_before_loading():
+    """``register_custom_layers`` (called by ``load_keras_model``) imports each module of the package that registers
+    Keras serializables, and the package's public names import without Keras until used."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import blazepose_tf.models as models_package
+    folder = Path(models_package.__file__).parent
+    registering = {f"blazepose_tf.models.{p.stem}" for p in folder.glob("*.py")
+                   if "register_keras_serializable" in p.read_text()}
+    assert registering and registering == set(models_package._REGISTERING)
+    probe = subprocess.run([sys.executable, "-c", "import sys, blazepose_tf.models as m; "
+                            "print('keras' in sys.modules, 'tensorflow' in sys.modules); m.build_tracker; "
+                            f"print(all(n in sys.modules for n in {sorted(registering)!r}))"],
+                           capture_output=True, text=True, timeout=300, cwd=folder.parents[1])
+    assert probe.stdout.split() == ["False", "False", "True"], probe.stderr[-2000:]

@@ -37,7 +37,12 @@ def _config(tmp_path: Path, shards: str, **settings) -> TrainConfig:
     ({"simulate_int8": True}, UserError, "--simulate_int8 fine-tunes trained weights (its int8 ranges are "
                                          "calibrated on the initial ones): give --init_from"),
     ({"strategy": "multi_worker"}, UserError, "--strategy=multi_worker needs the TF_CONFIG environment variable"),
+    ({"model": "detector", "best_metric": "int8sim_pck"}, UserError,
+     "--best_metric=int8sim_pck is only supported for --model=tracker"),
+    ({"model": "Tracker"}, UserError, "--model must be one of tracker, detector, got 'Tracker'"),
     ({"init_from": "{tmp}/missing.keras"}, ModelError, "--init_from not found: {tmp}/missing.keras"),
+    ({"distill_from": "scratch"}, ModelError, "--distill_from not found: scratch"),
+    ({"distill_from": "{tmp}"}, ModelError, "--distill_from {tmp} is a folder, not a file"),
     ({"distill_from": "{tmp}/teacher.keras"}, ModelError, "--distill_from {tmp}/teacher.keras is corrupt or "
                                                           "truncated: not a Keras archive"),
 ])
@@ -67,6 +72,16 @@ def test_a_sound_run_passes_and_names_of_weights_are_not_files(tmp_path, shards,
                       best_metric="int8sim_pck", strategy="multi_worker"))
 
 
+def test_a_resumed_run_does_not_need_its_init_from_file_again(tmp_path, shards):
+    """--init_from is read on a fresh start only: a run whose initial weights file is gone still resumes."""
+    cfg = _config(tmp_path, shards, init_from=str(tmp_path / "gone.keras"))
+    with pytest.raises(ModelError, match="--init_from not found"):
+        check_run(cfg)
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-2"\n')
+    check_run(cfg)
+
+
 def test_command_refuses_before_importing_tensorflow(tmp_path, shards):
     script = ("import runpy, sys\n"
               "sys.argv = ['blazepose_tf.train'] + sys.argv[1:]\n"
@@ -80,3 +95,9 @@ def test_command_refuses_before_importing_tensorflow(tmp_path, shards):
     assert proc.stdout.split() == ["4", "False"], proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == f"error: --init_from not found: {tmp_path / 'missing.keras'}"
     assert not (tmp_path / "run").exists()
+
+
+def test_every_model_the_flags_offer_has_a_task():
+    from blazepose_tf.training.config import MODELS
+    from blazepose_tf.training.tasks import TASKS
+    assert tuple(TASKS) == MODELS

@@ -242,13 +242,14 @@ def test_replicas_of_a_global_batch_get_its_rows_augmented_alike(tmp_path):
 
 
 def test_several_globs_separated_by_commas_read_their_union(tmp_path, monkeypatch):
-    from blazepose_tf.training.data import count_records, list_shards
+    from blazepose_tf.io.shards import list_shards
+    from blazepose_tf.training.data import count_records
 
     for folder, n in (("a", 2), ("b", 3)):
         (tmp_path / folder).mkdir()
         _write_records(tmp_path / folder / "train-00000.tfrecord", [0.0] * n, dots=False)
     monkeypatch.setenv("SHARDS", str(tmp_path))
-    from blazepose_tf.training.data import expand_patterns
+    from blazepose_tf.io.shards import expand_patterns
     assert expand_patterns(" ~/x-*.tfrecord, $SHARDS/b/*,") == f"{os.path.expanduser('~')}/x-*.tfrecord,{tmp_path}/b/*"
     both = f"$SHARDS/a/train-*.tfrecord, {tmp_path}/b/train-*.tfrecord"
     assert list_shards(both) == [str(tmp_path / "a" / "train-00000.tfrecord"),

@@ -18,7 +18,6 @@ from blazepose_tf.codecs.anchors import AnchorOptions, anchors_per_cell, generat
 from blazepose_tf.codecs.detection import encode_boxes
 from blazepose_tf.codecs.targets import alignment_keypoints, upper_body_indices
 from blazepose_tf.contract import DETECTOR_NUM_KEYPOINTS, REGRESSOR_VALUES
-from blazepose_tf.metrics import MATCH_RADIUS
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
 
 FACE_KEYPOINTS = ("nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
@@ -318,8 +317,9 @@ def tf_detector_targets(keypoints, valid, topology: Topology = BLAZEPOSE_33,
 MAX_PEOPLE = 8
 
 # How far (in alignment radii r = |kp1 − kp0|) an anchor's own decoded kp0 may lie from every person's before the
-# anchor is background for --score_targets=regression (the training log's matching radius).
-QUALITY_NEGATIVE_ERROR = MATCH_RADIUS
+# anchor is background for --score_targets=regression. A training setting of its own (a run's targets must not move
+# when an evaluation rule does); it equals the training log's matching radius, metrics.MATCH_RADIUS.
+QUALITY_NEGATIVE_ERROR = 0.5
 
 
 def tf_regression_quality_labels(regressors, keypoints, valid, tolerance: float = 0.2,

@@ -33,7 +33,7 @@ __all__ = [name for names in _SOURCES.values() for name in names] + ["register_c
 
 def register_custom_layers() -> None:
     """Imports every module of the package that registers Keras layers, so that any saved model of this project
-    (built, converted, gated or simulated) deserializes."""
+    (built, converted or gated) deserializes."""
     for module in _REGISTERING:
         importlib.import_module(module)
 

@@ -1,6 +1,7 @@
 """Training (``python -m blazepose_tf.train``), one module per job:
 
 * :mod:`~blazepose_tf.training.config` — every setting with its default and help (the flags are generated from it);
+  :mod:`~blazepose_tf.training.preflight` — the run's checks that need no TensorFlow (run before it is imported);
 * :mod:`~blazepose_tf.training.data`, :mod:`~blazepose_tf.training.detector_data`,
   :mod:`~blazepose_tf.training.augment` — TFRecord input pipelines and augmentation;
 * :mod:`~blazepose_tf.training.registry` — preset → model views, which layers train;

@@ -24,6 +24,8 @@ OPTIMIZERS = ("adamw", "sgd")
 CLASSIFICATION_LOSSES = ("focal", "ohem")
 SCORE_TARGETS = ("assigned", "regression")
 TRAINABLE = ("all", "regression_branch", "score_head")
+# --init_from values that name no file (as built; the official_* presets are built from the official weights).
+BUILT_IN_WEIGHTS = ("scratch", "official")
 # Prefix of the simulated-int8 view's dev metrics (--simulate_int8; history.jsonl has them as dev_int8sim_*).
 SIMULATED_PREFIX = "int8sim_"
 BEST_METRICS = ("pck", "pck_refined", SIMULATED_PREFIX + "pck", SIMULATED_PREFIX + "pck_refined")

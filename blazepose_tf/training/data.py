@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from blazepose_tf.contract import NUM_ROI_POINTS
 from blazepose_tf.errors import UserError
-from blazepose_tf.io.shards import expand_patterns, list_shards  # noqa: F401  (also imported from here)
+from blazepose_tf.io.shards import list_shards
 from blazepose_tf.topology import BLAZEPOSE_33, Topology
 from blazepose_tf.training.augment import (AugmentConfig, compiled, compiled_colour, occlude, sample_affine,
                                            sample_colour, sample_occluders, transform_points, warp)

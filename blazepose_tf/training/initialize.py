@@ -7,13 +7,14 @@ import tensorflow as tf
 
 from blazepose_tf.errors import ModelError
 from blazepose_tf.models.loading import load_keras_model
+from blazepose_tf.training.config import BUILT_IN_WEIGHTS
 from blazepose_tf.training.registry import Models
 
 
 def initialize(models: Models, init_from: str) -> None:
     """Initial weights: ``scratch`` (as built), ``official`` (the ``official_*`` presets are built from the
     official weights), a ``.keras`` file (layers matched by name and shape) or a checkpoint directory."""
-    if init_from in ("scratch", "official"):
+    if init_from in BUILT_IN_WEIGHTS:
         return
     path = Path(init_from).expanduser()
     if path.is_dir():

@@ -20,9 +20,10 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from blazepose_tf.errors import UserError
+from blazepose_tf.io.shards import expand_patterns
 from blazepose_tf.topology import get_topology
 from blazepose_tf.training.config import TrainConfig
-from blazepose_tf.training.data import count_records, expand_patterns, replica_batch_size
+from blazepose_tf.training.data import count_records, replica_batch_size
 from blazepose_tf.training.ema import WeightAverage
 from blazepose_tf.training.initialize import initialize
 from blazepose_tf.training.preflight import check_run
@@ -245,8 +246,6 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
     cfg.dev_data = expand_patterns(cfg.dev_data) if cfg.dev_data else None
     cfg.model_dir = os.path.expanduser(os.path.expandvars(cfg.model_dir))
     model_dir = Path(cfg.model_dir)
-    if cfg.model not in TASKS:
-        raise UserError(f"--model must be one of {', '.join(TASKS)}, got {cfg.model!r}")
     topology = get_topology(cfg.topology)   # one of the flag's choices
     strategy = make_strategy(cfg.strategy)   # before any other TensorFlow op (multi_worker)
     chief = is_chief(strategy)

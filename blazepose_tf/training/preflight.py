@@ -1,9 +1,9 @@
-"""The checks of a training run that need no TensorFlow: the flags that contradict each other, the weight files the
-flags name, ``--model_dir`` and ``TF_CONFIG``.
+"""The checks of a training run that need no TensorFlow: the flags that contradict each other, the data globs, the
+weight files the flags name, ``--model_dir`` and ``TF_CONFIG``.
 
 ``python -m blazepose_tf.train`` runs them before it imports TensorFlow, so such a mistake is one line within a
 second instead of after TensorFlow's start-up; :func:`blazepose_tf.training.loop.train` runs them first too (it is
-also called from Python). Each check lives here only.
+also called from Python), and the tasks it builds rely on them. Each check lives here only.
 """
 from __future__ import annotations
 
@@ -14,21 +14,37 @@ from pathlib import Path
 from blazepose_tf.errors import UserError
 from blazepose_tf.io.shards import expand_patterns, list_shards
 from blazepose_tf.models.loading import check_keras_file
-from blazepose_tf.training.config import SIMULATED_PREFIX, TrainConfig
+from blazepose_tf.training.config import BUILT_IN_WEIGHTS, MODELS, SIMULATED_PREFIX, TrainConfig
 
-# --init_from / --distill_from values that name no file.
-BUILT_IN_WEIGHTS = ("scratch", "official")
-# Flags only the tracker task supports.
+# Settings only the tracker task supports (a detector run refuses them rather than ignore them).
 TRACKER_ONLY = ("distill_from", "simulate_int8")
 
 
-def check_weight_flags(cfg: TrainConfig) -> None:
-    """``--init_from`` and ``--distill_from``: a name of :data:`BUILT_IN_WEIGHTS`, a folder (checked for a
-    checkpoint when it is read), or a readable Keras archive (one-line :class:`~blazepose_tf.errors.ModelError`)."""
-    for flag in ("init_from", "distill_from"):
-        value = getattr(cfg, flag)
-        if value and value not in BUILT_IN_WEIGHTS and not Path(value).expanduser().is_dir():
-            check_keras_file(Path(value).expanduser(), f"--{flag}")
+def _model_dir(cfg: TrainConfig) -> Path:
+    return Path(os.path.expanduser(os.path.expandvars(cfg.model_dir)))
+
+
+def resumes(cfg: TrainConfig) -> bool:
+    """Whether ``--model_dir`` holds a checkpoint to resume from (its ``checkpoints/checkpoint`` state file)."""
+    return (_model_dir(cfg) / "checkpoints" / "checkpoint").is_file()
+
+
+def check_settings(cfg: TrainConfig) -> None:
+    """Settings that contradict each other: tracker-only settings of a detector run, the simulated-int8 metric
+    without the simulation, the simulation without trained weights."""
+    if cfg.model not in MODELS:
+        raise UserError(f"--model must be one of {', '.join(MODELS)}, got {cfg.model!r}")
+    if cfg.model != "tracker":
+        for flag in TRACKER_ONLY:
+            if getattr(cfg, flag):
+                raise UserError(f"--{flag} is only supported for --model=tracker")
+        if cfg.best_metric.startswith(SIMULATED_PREFIX):
+            raise UserError(f"--best_metric={cfg.best_metric} is only supported for --model=tracker")
+    if cfg.best_metric.startswith(SIMULATED_PREFIX) and not cfg.simulate_int8:
+        raise UserError(f"--best_metric={cfg.best_metric} needs --simulate_int8")
+    if cfg.simulate_int8 and cfg.init_from == "scratch":
+        raise UserError("--simulate_int8 fine-tunes trained weights (its int8 ranges are calibrated on the "
+                        "initial ones): give --init_from")
 
 
 def check_data_flags(cfg: TrainConfig) -> None:
@@ -46,6 +62,18 @@ def check_data_flags(cfg: TrainConfig) -> None:
             raise UserError(str(e)) from None
 
 
+def check_weight_flags(cfg: TrainConfig) -> None:
+    """The files the weight flags name are readable Keras archives (one-line
+    :class:`~blazepose_tf.errors.ModelError`): ``--distill_from`` (``official`` or a file; read by every run) and,
+    unless the run resumes from its checkpoint, ``--init_from`` (one of :data:`BUILT_IN_WEIGHTS`, a file, or a
+    folder whose checkpoint is looked for when it is read)."""
+    if cfg.distill_from and cfg.distill_from != "official":
+        check_keras_file(Path(cfg.distill_from).expanduser(), "--distill_from")
+    init = cfg.init_from
+    if init and init not in BUILT_IN_WEIGHTS and not resumes(cfg) and not Path(init).expanduser().is_dir():
+        check_keras_file(Path(init).expanduser(), "--init_from")
+
+
 def check_tf_config(cfg: TrainConfig) -> None:
     """Under ``--strategy=multi_worker``: ``TF_CONFIG`` is set and is JSON."""
     if cfg.strategy != "multi_worker":
@@ -60,18 +88,10 @@ def check_tf_config(cfg: TrainConfig) -> None:
 
 def check_run(cfg: TrainConfig) -> None:
     """Every check of this module, in the order a user meets them; one-line errors."""
-    model_dir = Path(os.path.expanduser(os.path.expandvars(cfg.model_dir)))
+    model_dir = _model_dir(cfg)
     if model_dir.exists() and not model_dir.is_dir():
         raise UserError(f"--model_dir {model_dir} is a file, not a folder")
-    if cfg.model != "tracker":
-        for flag in TRACKER_ONLY:
-            if getattr(cfg, flag):
-                raise UserError(f"--{flag} is only supported for --model=tracker")
-    if cfg.best_metric.startswith(SIMULATED_PREFIX) and not cfg.simulate_int8:
-        raise UserError(f"--best_metric={cfg.best_metric} needs --simulate_int8")
-    if cfg.simulate_int8 and cfg.init_from == "scratch":
-        raise UserError("--simulate_int8 fine-tunes trained weights (its int8 ranges are calibrated on the "
-                        "initial ones): give --init_from")
+    check_settings(cfg)
     check_tf_config(cfg)
     check_data_flags(cfg)
     check_weight_flags(cfg)

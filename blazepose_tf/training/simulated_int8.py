@@ -7,7 +7,7 @@ in 400 steps while the view did not improve: experiments/README.md). The optimiz
 view shares; the run saves and exports the float model as usual. The view's activation ranges are calibrated once,
 on the initialized weights (:data:`CALIBRATION_BATCHES` un-augmented training batches), and checkpointed, so a
 resumed run uses the same ones. The dev evaluation scores the view too, on the same crops in the same pass
-(``SimulatedTraining.inference_view``, its metrics prefixed :data:`PREFIX`: ``int8sim_pck``,
+(``SimulatedTraining.inference_view``, its metrics prefixed :data:`~blazepose_tf.training.config.SIMULATED_PREFIX`: ``int8sim_pck``,
 ``int8sim_pck_refined``).
 """
 from __future__ import annotations
@@ -18,11 +18,9 @@ import keras
 
 from blazepose_tf.errors import UserError
 from blazepose_tf.models.fake_quant import SimulatedInt8
-from blazepose_tf.training.config import SIMULATED_PREFIX
 from blazepose_tf.training.registry import Models, outputs_by_name
 
 CALIBRATION_BATCHES = 4
-PREFIX = SIMULATED_PREFIX
 FLOAT_PREFIX = "float_"
 
 

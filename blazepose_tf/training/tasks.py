@@ -1,5 +1,7 @@
 """What differs between training a tracker and a detector (:class:`Task`: models, data, losses, dev evaluation;
-``--simulate_int8`` for trackers); the loop that runs either is :mod:`blazepose_tf.training.loop`."""
+``--simulate_int8`` for trackers); the loop that runs either is :mod:`blazepose_tf.training.loop`. The settings are
+checked first (:func:`blazepose_tf.training.preflight.check_run`, as ``loop.train`` does): a task does not check them
+again."""
 from __future__ import annotations
 
 import sys
@@ -12,13 +14,12 @@ import keras
 from blazepose_tf.errors import UserError
 from blazepose_tf.training import evaluation, weighted_losses
 from blazepose_tf.training.augment import AugmentConfig
-from blazepose_tf.training.config import TrainConfig
+from blazepose_tf.training.config import SIMULATED_PREFIX, TrainConfig
 from blazepose_tf.training.data import Examples, TrackerDataConfig, tracker_dataset, tracker_examples
 from blazepose_tf.training.detector_data import (DetectorDataConfig, detector_augment, detector_dataset,
                                                  detector_examples)
 from blazepose_tf.training.distillation import check_heatmap_distillation, load_teacher, teacher_targets
 from blazepose_tf.training.registry import Models, build_detector_models, build_models, restrict_trainable
-from blazepose_tf.training.simulated_int8 import PREFIX as SIMULATED_PREFIX
 from blazepose_tf.training.simulated_int8 import SimulatedTraining
 from blazepose_tf.training.tracker_targets import target_encoder
 

@@ -157,7 +157,7 @@ class TeacherCrops:
         rows = [i for i, r in enumerate(rois) if r is not None and np.isfinite(pairs["points"][i]).all()]
         if not rows:
             raise InputError(f"no photo of {len(self.photos)} where both pipelines find a pose")
-        out = []
+        out, predict = [], []   # the base's feature predictor, made once when a part is not cached
         for part, keep_heatmap in (("fit", False), ("choose", True)):
             mine = [i for i in rows if is_choose(self.photos[i].name) == (part == "choose")]
             if not mine:
@@ -165,8 +165,9 @@ class TeacherCrops:
             items = [crops.CropItem(self.photos[i], rois[i]) for i in mine]
 
             def compute(items=items, keep_heatmap=keep_heatmap, part=part) -> dict[str, np.ndarray]:
-                return crops.extract(feature_predictor(self.base_model()), items, keep_heatmap, self.batch_size,
-                                     self.progress, desc=part).arrays()
+                predict[:] = predict or [feature_predictor(self.base_model())]
+                return crops.extract(predict[0], items, keep_heatmap, self.batch_size, self.progress,
+                                     desc=part).arrays()
 
             key = crops.cache_key(*self._pipelines_key(), part, [str(it.path.name) for it in items])
             features = crops.Features.from_arrays(crops.cached(self.cache_dir / f"{part}-{key}.npz", compute))
