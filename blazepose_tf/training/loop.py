@@ -28,19 +28,9 @@ from blazepose_tf.training.ema import WeightAverage
 from blazepose_tf.training.initialize import initialize
 from blazepose_tf.training.preflight import check_run
 from blazepose_tf.training.registry import Models
+from blazepose_tf.training.schedule import make_schedule
 from blazepose_tf.training.step_scales import StepScales, scaled_optimizer
 from blazepose_tf.training.tasks import TASKS, Task
-
-
-def make_schedule(cfg: TrainConfig):
-    """Linear warm-up then cosine decay to 1% (or constant), as a Keras 3 schedule."""
-    decay_steps = max(cfg.steps - cfg.warmup_steps, 1)
-    if cfg.schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=cfg.learning_rate * (0.01 if cfg.warmup_steps else 1.0),
-            decay_steps=decay_steps, alpha=0.01, warmup_target=cfg.learning_rate if cfg.warmup_steps else None,
-            warmup_steps=cfg.warmup_steps)
-    return cfg.learning_rate
 
 
 def make_optimizer(cfg: TrainConfig, schedule=None, step_scales: Optional[StepScales] = None):
