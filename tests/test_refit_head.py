@@ -193,3 +193,21 @@ def test_command_checks_flags_before_loading_anything(tmp_path):
     assert proc.returncode == EXIT_USAGE and "Traceback" not in proc.stderr
     assert f"error: --output_dir {done} already holds a refit (best.json)" in proc.stderr
     assert (done / "best.json").read_text() == "{}"
+
+
+def test_weights_restored_puts_every_weight_back_even_after_an_error():
+    from blazepose_tf.training.head_residual import weights_restored
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(3, name="d")(inp)))
+    before = [w.copy() for w in model.get_weights()]
+    with weights_restored(model) as same:
+        assert same is model
+        model.set_weights([w + 1 for w in before])
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(RuntimeError):
+        with weights_restored(model):
+            model.get_layer("bn").moving_mean.assign(np.full(3, 7.0, np.float32))   # non-trainable state too
+            raise RuntimeError("a failed save")
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)

@@ -25,7 +25,6 @@ from blazepose_tf.training.augment import (AugmentConfig, compiled, compiled_col
 from blazepose_tf.training.data import Examples, Parser, build_pipeline, flip_points
 
 
-
 def detector_augment() -> AugmentConfig:
     """Default detector augmentation: people appear at many sizes and positions, rarely rotated much."""
     return AugmentConfig(scale=0.3, shift=0.15, rotation_deg=10.0, occlusion_prob=0.0)

@@ -32,7 +32,6 @@ from blazepose_tf.training.registry import Models, outputs_by_name
 from blazepose_tf.training.tracker_targets import target_encoder
 
 
-
 # ------------------------------------------------------------------------------------------------- tracker
 def crop_pck(pred_px: np.ndarray, gt_px: np.ndarray, is_gt: np.ndarray, topology: Topology,
              threshold: float = 0.2) -> PckResult:

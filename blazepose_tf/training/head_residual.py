@@ -22,8 +22,9 @@ refinement's confidence gate, so neither this runtime nor MediaPipe's moves thos
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import keras
 import numpy as np
@@ -151,6 +152,17 @@ class RidgeSolver:
         v = self.eigenvectors
         weights = v @ ((v.T @ xty) / (self.eigenvalues + lam)[:, None])
         return Residual(np.asarray(columns, np.int64), weights, y_mean - self.mean @ weights)
+
+
+@contextlib.contextmanager
+def weights_restored(model: keras.Model) -> Iterator[keras.Model]:
+    """``model``, with every weight it has on entering put back on leaving (also after an error): a loaded model
+    can be refit, saved and used again as it was."""
+    weights = model.get_weights()
+    try:
+        yield model
+    finally:
+        model.set_weights(weights)
 
 
 def add_residual(model: keras.Model, residual: Residual) -> None:

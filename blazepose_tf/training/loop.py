@@ -26,7 +26,7 @@ from blazepose_tf.training.config import TrainConfig
 from blazepose_tf.training.data import count_records, replica_batch_size
 from blazepose_tf.training.ema import WeightAverage
 from blazepose_tf.training.initialize import initialize
-from blazepose_tf.training.preflight import check_run
+from blazepose_tf.training.preflight import check_run, expanded_model_dir
 from blazepose_tf.training.registry import Models
 from blazepose_tf.training.schedule import make_schedule
 from blazepose_tf.training.step_scales import StepScales, scaled_optimizer
@@ -234,7 +234,7 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
     check_run(cfg)
     cfg.train_data = expand_patterns(cfg.train_data)
     cfg.dev_data = expand_patterns(cfg.dev_data) if cfg.dev_data else None
-    cfg.model_dir = os.path.expanduser(os.path.expandvars(cfg.model_dir))
+    cfg.model_dir = expanded_model_dir(cfg)
     model_dir = Path(cfg.model_dir)
     topology = get_topology(cfg.topology)   # one of the flag's choices
     strategy = make_strategy(cfg.strategy)   # before any other TensorFlow op (multi_worker)

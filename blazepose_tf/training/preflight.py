@@ -20,13 +20,14 @@ from blazepose_tf.training.config import BUILT_IN_WEIGHTS, MODELS, SIMULATED_PRE
 TRACKER_ONLY = ("distill_from", "simulate_int8")
 
 
-def _model_dir(cfg: TrainConfig) -> Path:
-    return Path(os.path.expanduser(os.path.expandvars(cfg.model_dir)))
+def expanded_model_dir(cfg: TrainConfig) -> str:
+    """``--model_dir`` with ``~`` and ``$VAR`` expanded."""
+    return os.path.expanduser(os.path.expandvars(cfg.model_dir))
 
 
 def resumes(cfg: TrainConfig) -> bool:
     """Whether ``--model_dir`` holds a checkpoint to resume from (its ``checkpoints/checkpoint`` state file)."""
-    return (_model_dir(cfg) / "checkpoints" / "checkpoint").is_file()
+    return (Path(expanded_model_dir(cfg)) / "checkpoints" / "checkpoint").is_file()
 
 
 def check_settings(cfg: TrainConfig) -> None:
@@ -88,7 +89,7 @@ def check_tf_config(cfg: TrainConfig) -> None:
 
 def check_run(cfg: TrainConfig) -> None:
     """Every check of this module, in the order a user meets them; one-line errors."""
-    model_dir = _model_dir(cfg)
+    model_dir = Path(expanded_model_dir(cfg))
     if model_dir.exists() and not model_dir.is_dir():
         raise UserError(f"--model_dir {model_dir} is a file, not a folder")
     check_settings(cfg)

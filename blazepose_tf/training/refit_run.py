@@ -21,7 +21,7 @@ from blazepose_tf.runtime.pipeline import PersonDetector
 from blazepose_tf.runtime.runners import load_runner
 from blazepose_tf.training import refit_crops as crops
 from blazepose_tf.training.head_residual import (Residual, add_residual, coordinate_columns, feature_model,
-                                                 silence_heatmap_channels)
+                                                 silence_heatmap_channels, weights_restored)
 from blazepose_tf.training.refit_search import (OPTIONS, POINT_GROUPS, TrainingSet, choose_options,
                                                 combined_counts, group_points, option_counts, pck_counts, percent)
 
@@ -129,16 +129,12 @@ class RefitRun:
                     ) -> tuple[Path, dict[str, tuple[int, int]]]:
         """Writes the base model with the chosen groups' residual rows and silenced heatmap channels; returns the
         path and the written model's own (correct, annotated) counts on the dev pipeline crops."""
-        model = self._base
-        weights = model.get_weights()
-        try:
+        with weights_restored(self._base) as model:
             refit = group_points([g for g, o in options.items() if o != "official"])
             if refit:
                 add_residual(model, residual.subset(coordinate_columns(refit)))
             silence_heatmap_channels(model, group_points([g for g, o in options.items() if o == "off"]))
             save_model(model, path)
-        finally:
-            model.set_weights(weights)
         predict = feature_predictor(load_keras_model(path, "refit model"))
         f = crops.extract(predict, dev.items, True, self.batch_size, self.progress, desc="check")
         return path, pck_counts(dev.with_features(f), f.landmarks, f.heatmap)

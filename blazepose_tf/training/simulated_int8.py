@@ -7,8 +7,8 @@ in 400 steps while the view did not improve: experiments/README.md). The optimiz
 view shares; the run saves and exports the float model as usual. The view's activation ranges are calibrated once,
 on the initialized weights (:data:`CALIBRATION_BATCHES` un-augmented training batches), and checkpointed, so a
 resumed run uses the same ones. The dev evaluation scores the view too, on the same crops in the same pass
-(``SimulatedTraining.inference_view``, its metrics prefixed :data:`~blazepose_tf.training.config.SIMULATED_PREFIX`: ``int8sim_pck``,
-``int8sim_pck_refined``).
+(``SimulatedTraining.inference_view``, its metrics prefixed
+:data:`~blazepose_tf.training.config.SIMULATED_PREFIX`: ``int8sim_pck``, ``int8sim_pck_refined``).
 """
 from __future__ import annotations
 

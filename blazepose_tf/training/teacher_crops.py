@@ -30,7 +30,7 @@ from blazepose_tf.runtime.runners import check_runner, load_runner
 from blazepose_tf.topology import BLAZEPOSE_33
 from blazepose_tf.training import refit_crops as crops
 from blazepose_tf.training.head_residual import (Residual, add_residual, coordinate_columns, heatmap_input_model,
-                                                 set_heatmap_channels)
+                                                 set_heatmap_channels, weights_restored)
 from blazepose_tf.training.refit_run import feature_predictor
 from blazepose_tf.training.refit_search import TrainingSet, refit_landmarks
 
@@ -100,7 +100,7 @@ class TeacherCrops:
         self.photos = unlabelled_photos(photos, IMAGE_EXTENSIONS, "train", how="--photos")
         self.cache_dir, self.batch_size, self.progress = cache_dir, batch_size, progress
         self._photo_key = [(str(p.resolve()), *_stat(p)) for p in self.photos]
-        self._base = None   # the base tracker, loaded on first use (base_model)
+        self._base = self._predict = None   # the base tracker and its feature predictor, made on first use
 
     def _check_roles(self) -> None:
         """Each model meets the runtime's contract for its role (a detector given as a tracker is refused here,
@@ -157,7 +157,7 @@ class TeacherCrops:
         rows = [i for i, r in enumerate(rois) if r is not None and np.isfinite(pairs["points"][i]).all()]
         if not rows:
             raise InputError(f"no photo of {len(self.photos)} where both pipelines find a pose")
-        out, predict = [], []   # the base's feature predictor, made once when a part is not cached
+        out = []
         for part, keep_heatmap in (("fit", False), ("choose", True)):
             mine = [i for i in rows if is_choose(self.photos[i].name) == (part == "choose")]
             if not mine:
@@ -165,8 +165,7 @@ class TeacherCrops:
             items = [crops.CropItem(self.photos[i], rois[i]) for i in mine]
 
             def compute(items=items, keep_heatmap=keep_heatmap, part=part) -> dict[str, np.ndarray]:
-                predict[:] = predict or [feature_predictor(self.base_model())]
-                return crops.extract(predict[0], items, keep_heatmap, self.batch_size, self.progress,
+                return crops.extract(self._feature_predictor(), items, keep_heatmap, self.batch_size, self.progress,
                                      desc=part).arrays()
 
             key = crops.cache_key(*self._pipelines_key(), part, [str(it.path.name) for it in items])
@@ -181,6 +180,12 @@ class TeacherCrops:
         if self._base is None:
             self._base = load_keras_model(self.base_path, "--base")
         return self._base
+
+    def _feature_predictor(self):
+        """The base tracker's :func:`feature_predictor`, made once (on first use)."""
+        if self._predict is None:
+            self._predict = feature_predictor(self.base_model())
+        return self._predict
 
     def heatmap_data(self, part: TeacherSet, points: Sequence[int], teacher: bool = True
                      ) -> tuple[np.ndarray, Optional[np.ndarray]]:
@@ -201,16 +206,12 @@ class TeacherCrops:
         """Writes the base with each group's residual rows added (``{group: (residual, its points)}``) and, given
         ``heatmap`` = (points, kernel, bias), those heatmap channels replaced; returns the path and the written
         model's own agreement counts on ``check``'s crops (run again)."""
-        model = self.base_model()
-        weights = model.get_weights()
-        try:
+        with weights_restored(self.base_model()) as model:
             for residual, points in residuals.values():
                 add_residual(model, residual.subset(coordinate_columns(points)))
             if heatmap is not None and len(heatmap[0]):
                 set_heatmap_channels(model, *heatmap)
             save_model(model, path)
-        finally:
-            model.set_weights(weights)
         predict = feature_predictor(load_keras_model(path, "refit model"))
         f = crops.extract(predict, check.items, True, self.batch_size, self.progress, desc="check")
         return path, agreement_counts(check, None, f)
