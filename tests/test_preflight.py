@@ -2,6 +2,7 @@
 and ``python -m blazepose_tf.train`` reports it before TensorFlow is imported."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from blazepose_tf.errors import ModelError, UserError
-from blazepose_tf.training.config import TrainConfig
-from blazepose_tf.training.preflight import check_run
+from blazepose_tf.training.config import TrainConfig, default_loss_weights
+from blazepose_tf.training.preflight import check_run, latest_checkpoint, resolved
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,24 +78,89 @@ def test_a_resumed_run_does_not_need_its_init_from_file_again(tmp_path, shards):
     cfg = _config(tmp_path, shards, init_from=str(tmp_path / "gone.keras"))
     with pytest.raises(ModelError, match="--init_from not found"):
         check_run(cfg)
-    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
-    (tmp_path / "run" / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-2"\n')
+    _checkpoint(tmp_path / "run")
     check_run(cfg)
 
 
-def test_command_refuses_before_importing_tensorflow(tmp_path, shards):
+def _checkpoint(run: Path, name: str = "ckpt-2", index: bool = True) -> Path:
+    """A checkpoint state file naming ``name`` (and its index file): what the loop resumes from."""
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / "checkpoints" / "checkpoint").write_text(f'model_checkpoint_path: "{name}"\n'
+                                                    f'all_model_checkpoint_paths: "{name}"\n')
+    if index:
+        (run / "checkpoints" / f"{name}.index").write_bytes(b"")
+    return run / "checkpoints"
+
+
+def test_latest_checkpoint_is_the_state_files_newest_with_its_index(tmp_path):
+    folder = tmp_path / "run" / "checkpoints"
+    assert latest_checkpoint(folder) is None   # no folder
+    _checkpoint(tmp_path / "run", "ckpt-4", index=False)
+    assert latest_checkpoint(folder) is None   # named, but its files are gone: a fresh start
+    _checkpoint(tmp_path / "run", "ckpt-4")
+    assert latest_checkpoint(folder) == str(folder / "ckpt-4")
+    elsewhere = tmp_path / "elsewhere" / "ckpt-9"
+    elsewhere.parent.mkdir()
+    Path(f"{elsewhere}.index").write_bytes(b"")
+    (folder / "checkpoint").write_text(f'model_checkpoint_path: "{elsewhere}"\n')   # an absolute path
+    assert latest_checkpoint(folder) == str(elsewhere)
+    (folder / "checkpoint").write_bytes(b"\xff\xfe garbage")
+    assert latest_checkpoint(folder) is None
+
+
+def test_resuming_with_changed_settings_is_refused_before_any_work(tmp_path, shards, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = _config(tmp_path, "~/train-*.tfrecord", ema_momentum=0.9, loss_weights={"coords": 1.0, "gone": 0.0})
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(resolved(cfg))))
+    check_run(cfg)   # no checkpoint yet: a fresh start replaces the settings
+    _checkpoint(run)
+    # What may change on resume, a glob that expands to the recorded one, a zero loss weight dropped: accepted.
+    check_run(dataclasses.replace(cfg, steps=99, eval_every=7, train_data=str(tmp_path / "train-*.tfrecord"),
+                                  loss_weights={"coords": 1.0}))
+    with pytest.raises(UserError) as e:
+        check_run(dataclasses.replace(cfg, ema_momentum=0.0, learning_rate=1.0))
+    assert str(e.value) == (f"{run} holds a run with different settings (ema_momentum, learning_rate); use a new "
+                            "--model_dir or the same flags")
+    (run / "config.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="config.json is not a run's settings; use a new --model_dir$"):
+        check_run(cfg)
+    (run / "config.json").write_text("{torn")
+    with pytest.raises(UserError, match="config.json is unreadable; use a new --model_dir$"):
+        check_run(cfg)
+
+
+def _train_without_tensorflow(*args: str) -> subprocess.CompletedProcess:
+    """``python -m blazepose_tf.train ARGS``, printing its exit code and whether TensorFlow was imported."""
     script = ("import runpy, sys\n"
               "sys.argv = ['blazepose_tf.train'] + sys.argv[1:]\n"
               "try:\n"
               "    runpy.run_module('blazepose_tf.train', run_name='__main__')\n"
               "except SystemExit as e:\n"
               "    print(e.code, 'tensorflow' in sys.modules)\n")
-    proc = subprocess.run([sys.executable, "-c", script, f"--train_data={shards}", f"--model_dir={tmp_path / 'run'}",
-                           f"--init_from={tmp_path / 'missing.keras'}"], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, capture_output=True, text=True,
                           timeout=120)
+
+
+def test_command_refuses_before_importing_tensorflow(tmp_path, shards):
+    proc = _train_without_tensorflow(f"--train_data={shards}", f"--model_dir={tmp_path / 'run'}",
+                                     f"--init_from={tmp_path / 'missing.keras'}")
     assert proc.stdout.split() == ["4", "False"], proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == f"error: --init_from not found: {tmp_path / 'missing.keras'}"
     assert not (tmp_path / "run").exists()
+    # A resumed run whose flags changed a setting the run was made with: refused the same way.
+    run = tmp_path / "resumed"
+    run.mkdir()
+    made = _config(tmp_path, shards, model_dir=str(run), loss_weights=default_loss_weights("tracker"))
+    (run / "config.json").write_text(json.dumps(dataclasses.asdict(resolved(made))))
+    _checkpoint(run)
+    before = sorted(p.name for p in run.rglob("*"))
+    proc = _train_without_tensorflow(f"--train_data={shards}", f"--model_dir={run}", "--batch_size=3")
+    assert proc.stdout.split() == ["2", "False"], proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (f"error: {run} holds a run with different settings "
+                                                    "(batch_size); use a new --model_dir or the same flags")
+    assert sorted(p.name for p in run.rglob("*")) == before
 
 
 def test_every_model_the_flags_offer_has_a_task():

@@ -10,7 +10,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import MISSING, asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -20,13 +20,12 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from blazepose_tf.errors import UserError
-from blazepose_tf.io.shards import expand_patterns
 from blazepose_tf.topology import get_topology
 from blazepose_tf.training.config import TrainConfig
 from blazepose_tf.training.data import count_records, replica_batch_size
 from blazepose_tf.training.ema import WeightAverage
 from blazepose_tf.training.initialize import initialize
-from blazepose_tf.training.preflight import check_run, expanded_model_dir
+from blazepose_tf.training.preflight import check_run, latest_checkpoint, resolved
 from blazepose_tf.training.registry import Models
 from blazepose_tf.training.schedule import make_schedule
 from blazepose_tf.training.step_scales import StepScales, scaled_optimizer
@@ -96,33 +95,6 @@ def check_same_start(strategy: tf.distribute.Strategy, start: int) -> None:
     if mean[1] - mean[0] ** 2 > 0.25:
         raise UserError(f"the workers resume from different steps (this one from {start}, their mean "
                         f"{mean[0]:g}): every worker must see the same --model_dir (one shared folder)")
-
-
-def _check_config(cfg: TrainConfig, model_dir: Path) -> None:
-    """Refuses to resume a checkpointed run whose ``config.json`` differs from ``cfg`` in a field that is not
-    in ``RESUMABLE_CHANGES`` (a field added since the run started counts as its default). Reads only."""
-    path = model_dir / "config.json"
-    if not path.is_file():
-        return
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise UserError(f"{path} is unreadable; use a new --model_dir") from None
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-    current = asdict(cfg)
-    diff = {k for k in current if k not in TrainConfig.RESUMABLE_CHANGES
-            and _comparable(k, saved.get(k, defaults.get(k))) != _comparable(k, current[k])}
-    if diff:
-        raise UserError(f"{model_dir} holds a run with different settings ({', '.join(sorted(diff))}); "
-                        "use a new --model_dir or the same flags")
-
-
-def _comparable(name: str, value):
-    """A setting as resuming compares it: loss weights without the zero ones (a zero weight is no term, so a run
-    saved with the weight of a since-removed term at 0 still resumes)."""
-    if name == "loss_weights" and isinstance(value, dict):
-        return {k: v for k, v in value.items() if v}
-    return value
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -231,19 +203,16 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
     reach (shared storage): all of them resume from its latest checkpoint, only the chief writes into it (logs,
     dev evaluation, checkpoints, exports); the others save their share of each checkpoint into a temporary
     folder of their own."""
-    check_run(cfg)
-    cfg.train_data = expand_patterns(cfg.train_data)
-    cfg.dev_data = expand_patterns(cfg.dev_data) if cfg.dev_data else None
-    cfg.model_dir = expanded_model_dir(cfg)
+    check_run(cfg)   # also refuses to resume with changed settings
+    run = resolved(cfg)
+    cfg.train_data, cfg.dev_data, cfg.model_dir = run.train_data, run.dev_data, run.model_dir
     model_dir = Path(cfg.model_dir)
     topology = get_topology(cfg.topology)   # one of the flag's choices
     strategy = make_strategy(cfg.strategy)   # before any other TensorFlow op (multi_worker)
     chief = is_chief(strategy)
     num_train = _training_records(cfg)
     checkpoint_dir = model_dir / "checkpoints"
-    latest = tf.train.latest_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
-    if latest:
-        _check_config(cfg, model_dir)
+    latest = latest_checkpoint(checkpoint_dir)
     print(f"strategy {type(strategy).__name__}, replicas: {strategy.num_replicas_in_sync}"
           + ("" if chief else " (not the chief: writes nothing into --model_dir)"), file=sys.stderr)
     replica_batch_size(cfg.batch_size, strategy.num_replicas_in_sync)   # checked before anything is written

@@ -7,9 +7,12 @@ also called from Python), and the tasks it builds rely on them. Each check lives
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 from pathlib import Path
+from typing import Any, Optional
 
 from blazepose_tf.errors import UserError
 from blazepose_tf.io.shards import expand_patterns, list_shards
@@ -25,9 +28,69 @@ def expanded_model_dir(cfg: TrainConfig) -> str:
     return os.path.expanduser(os.path.expandvars(cfg.model_dir))
 
 
+# The state file's line naming the newest checkpoint (tf.train.CheckpointManager writes it as a text proto).
+_NEWEST = re.compile(r'^model_checkpoint_path:\s*"(.*)"\s*$', re.MULTILINE)
+
+
+def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> Optional[str]:
+    """The checkpoint a run in ``checkpoint_dir`` resumes from, as ``tf.train.latest_checkpoint`` finds it
+    without TensorFlow: the prefix the ``checkpoint`` state file names (relative to the folder unless absolute),
+    if its ``.index`` file exists; else None."""
+    state = Path(checkpoint_dir) / "checkpoint"
+    try:
+        found = _NEWEST.search(state.read_text())
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not found:
+        return None
+    prefix = Path(checkpoint_dir) / found.group(1)
+    return str(prefix) if Path(f"{prefix}.index").is_file() else None
+
+
 def resumes(cfg: TrainConfig) -> bool:
-    """Whether ``--model_dir`` holds a checkpoint to resume from (its ``checkpoints/checkpoint`` state file)."""
-    return (Path(expanded_model_dir(cfg)) / "checkpoints" / "checkpoint").is_file()
+    """Whether ``--model_dir`` holds a checkpoint to resume from (:func:`latest_checkpoint`)."""
+    return latest_checkpoint(Path(expanded_model_dir(cfg)) / "checkpoints") is not None
+
+
+def resolved(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` as a run records and uses it: the data globs and ``--model_dir`` with ``~`` and ``$VAR``
+    expanded."""
+    return dataclasses.replace(cfg, train_data=expand_patterns(cfg.train_data),
+                               dev_data=expand_patterns(cfg.dev_data) if cfg.dev_data else None,
+                               model_dir=expanded_model_dir(cfg))
+
+
+def _comparable(name: str, value: Any) -> Any:
+    """A setting as resuming compares it: loss weights without the zero ones (a zero weight is no term, so a run
+    saved with the weight of a since-removed term at 0 still resumes)."""
+    if name == "loss_weights" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if v}
+    return value
+
+
+def check_resumed_settings(cfg: TrainConfig) -> None:
+    """Refuses to resume a checkpointed run whose ``config.json`` differs from ``cfg`` in a field that is not in
+    ``TrainConfig.RESUMABLE_CHANGES`` (a field added since the run started counts as its default). Reads only;
+    nothing to check on a fresh start."""
+    if not resumes(cfg):
+        return
+    model_dir = Path(expanded_model_dir(cfg))
+    path = model_dir / "config.json"
+    if not path.is_file():
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{path} is unreadable; use a new --model_dir") from None
+    if not isinstance(saved, dict):
+        raise UserError(f"{path} is not a run's settings; use a new --model_dir")
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    current = dataclasses.asdict(resolved(cfg))
+    diff = {k for k in current if k not in TrainConfig.RESUMABLE_CHANGES
+            and _comparable(k, saved.get(k, defaults.get(k))) != _comparable(k, current[k])}
+    if diff:
+        raise UserError(f"{model_dir} holds a run with different settings ({', '.join(sorted(diff))}); "
+                        "use a new --model_dir or the same flags")
 
 
 def check_settings(cfg: TrainConfig) -> None:
@@ -96,3 +159,4 @@ def check_run(cfg: TrainConfig) -> None:
     check_tf_config(cfg)
     check_data_flags(cfg)
     check_weight_flags(cfg)
+    check_resumed_settings(cfg)
