@@ -43,13 +43,13 @@ from blazepose_tf.datasets.coco import load_coco_keypoints  # noqa: E402
 from blazepose_tf.errors import InputError, UserError  # noqa: E402
 from blazepose_tf.evaluation import evaluate, scored_records  # noqa: E402
 from blazepose_tf.io.images import load_image  # noqa: E402
-from blazepose_tf.models.official_cache import converted_model_path, load_converted  # noqa: E402
-from blazepose_tf.models.official_parity import (LANDMARK_PX_TOL, PROBABILITY_TOL, REGRESSOR_PX_TOL,  # noqa: E402
-                                                 detector_parity, landmark_parity)
-from blazepose_tf.models.official_translation import count_params  # noqa: E402
 from blazepose_tf.official import official_model_path  # noqa: E402
 from blazepose_tf.runtime.pipeline import PersonDetector, PoseTracker, as_rgb, roi_from_detection  # noqa: E402
 from blazepose_tf.runtime.runners import KerasRunner, TFLiteRunner  # noqa: E402
+
+# The converted models, their parity metrics and acceptance criteria (blazepose_tf.models.official_cache,
+# official_parity, official_translation) need TensorFlow: imported where used, so that --help and a bad flag
+# answer without its start-up.
 
 DEFAULT_DATA_DIR = os.environ.get("BLAZEPOSE_TF_LSPET") or str(_REPO.parent / "shared" / "data" / "lspet")
 MIN_CROPS = 50
@@ -65,6 +65,8 @@ def _verdict(ok: bool) -> str:
 
 def load_models(trackers: Sequence[str], reconvert: bool, threads: int) -> dict[str, Any]:
     """Runners for the official detector and ``trackers``: ``keras_<name>`` (converted) and ``tflite_<name>``."""
+    from blazepose_tf.models.official_cache import converted_model_path, load_converted
+
     runners: dict[str, Any] = {}
     for name in (DETECTOR_MODEL, *trackers):
         if reconvert:
@@ -93,6 +95,8 @@ def _aggregate(per_item: list[dict[str, Any]]) -> dict[str, Any]:
 def tensor_parity(records: list, runners: dict[str, Any], num_crops: int, trackers: Sequence[str]) -> dict[str, Any]:
     """Keras vs TFLite outputs on real detector inputs and real tracker crops (see module docstring); the
     ``landmarks`` entry holds one aggregate per tracker."""
+    from blazepose_tf.models.official_parity import detector_parity, landmark_parity
+
     det_h, det_w = INPUT_SHAPES[DETECTOR][:2]
     lmk_h, lmk_w = INPUT_SHAPES[LANDMARKS][:2]
     official_detector = PersonDetector(runners[f"tflite_{DETECTOR_MODEL}"])
@@ -145,6 +149,8 @@ def pck_parity(records: list, runners: dict[str, Any], progress: bool, tracker: 
 
 def report_landmarks(name: str, lm: dict[str, float]) -> dict[str, bool]:
     """Prints one tracker's tensor parity; returns its checks (landmarks, visibility, presence)."""
+    from blazepose_tf.models.official_parity import LANDMARK_PX_TOL, PROBABILITY_TOL
+
     checks = {"landmarks": lm["xy_px_max"] < LANDMARK_PX_TOL,
               "visibility": lm["visibility_max"] <= PROBABILITY_TOL
               and lm["landmark_presence_max"] <= PROBABILITY_TOL,
@@ -169,6 +175,9 @@ def run(num_crops: int, limit: Optional[int], split: str, threads: int, data_dir
         overwrite: Optional[bool] = None) -> tuple[dict, bool]:
     """Runs both parts for the official detector and ``trackers``, prints the report, returns (summary, all
     targets passed)."""
+    from blazepose_tf.models.official_parity import REGRESSOR_PX_TOL
+    from blazepose_tf.models.official_translation import count_params
+
     unknown = [t for t in trackers if t not in TRACKERS]
     if unknown or not trackers:
         raise UserError(f"--trackers must list names from {', '.join(TRACKERS)}, got {list(trackers)}")

@@ -252,3 +252,5 @@ def _check_landmark_outputs(label: str, shapes: dict[str, Shape], num_keypoints:
 #: Role of each of MediaPipe's official models, by the name :mod:`blazepose_tf.official` fetches it under.
 OFFICIAL_MODEL_ROLES: dict[str, str] = {"pose_detection": DETECTOR, "pose_landmark_full": LANDMARKS,
                                          "pose_landmark_lite": LANDMARKS}
+#: MediaPipe's official models, in the order the converter takes them.
+OFFICIAL_NAMES: tuple[str, ...] = tuple(OFFICIAL_MODEL_ROLES)

@@ -16,11 +16,11 @@ FOREIGN_PREFIXES = ("INFO: ", "WARNING: ", "W0000", "I0000", "E0000", "WARNING:a
 
 
 def run_module(module: str, *args: object, timeout: float = 600, env: Optional[dict] = None,
-               cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
-    """Runs ``python -m module args`` from the repository root, as a user would."""
+               cwd: Optional[Path] = None, python_options: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Runs ``python [python_options] -m module args`` from the repository root, as a user would."""
     full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd or REPO, capture_output=True,
-                          text=True, errors="replace", timeout=timeout, env=full_env)
+    return subprocess.run([sys.executable, *python_options, "-m", module, *map(str, args)], cwd=cwd or REPO,
+                          capture_output=True, text=True, errors="replace", timeout=timeout, env=full_env)
 
 
 def report(proc: subprocess.CompletedProcess) -> str:

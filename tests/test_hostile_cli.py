@@ -57,8 +57,11 @@ HELP_CASES = [pytest.param(module, row, flag, id=f"{module}{flag}")
 
 @pytest.mark.parametrize("module, row, flag", HELP_CASES)
 def test_every_readme_command_answers_help(module, row, flag):
-    proc = run_module(module, flag, timeout=120)
+    """Each lists its flags, and answers without importing TensorFlow (about 7 s of start-up a user would wait)."""
+    proc = run_module(module, flag, timeout=120, python_options=("-X", "importtime"))
     assert_clean_exit(proc, EXIT_OK)
+    imported = {ln.rsplit("|", 1)[-1].strip() for ln in proc.stderr.splitlines() if ln.startswith("import time:")}
+    assert imported and not imported & {"tensorflow", "keras"}, f"{module} {flag} imports TensorFlow or Keras"
     assert not [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")], report(proc)
     out = proc.stdout
     assert len(out.strip().splitlines()) >= 3, report(proc)

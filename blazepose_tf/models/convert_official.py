@@ -24,32 +24,42 @@ The paper-style architectures this project trains itself are the presets beside 
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from absl import flags
 
 from blazepose_tf import cli
+from blazepose_tf.contract import OFFICIAL_NAMES
 from blazepose_tf.errors import UserError
 from blazepose_tf.io.images import load_image
 from blazepose_tf.io.samples import sample_image_path
-from blazepose_tf.models.official_cache import (CONVERTER_VERSION, converted_dir, converted_model_path,
-                                                load_converted, save_converted, save_model)
-from blazepose_tf.models.official_parity import (LANDMARK_PX_TOL, NMS_TOL, PROBABILITY_TOL, REGRESSOR_PX_TOL,
-                                                 check_parity, detector_parity, detector_parity_ok, format_stats,
-                                                 landmark_parity, landmark_parity_ok, sample_inputs)
-from blazepose_tf.models.official_translation import (OFFICIAL_NAMES, convert, count_params, official_role,
-                                                      pose_detection, pose_landmark_full, pose_landmark_lite,
-                                                      to_tflite, translate)
 from blazepose_tf.official import official_model_path
-from blazepose_tf.tflite_file import OpInfo, TensorInfo, TFLiteGraph
+from blazepose_tf.tflite_file import OpInfo, TensorInfo, TFLiteGraph  # noqa: F401  (re-exported)
 
-__all__ = [
-    "CONVERTER_VERSION", "LANDMARK_PX_TOL", "NMS_TOL", "OFFICIAL_NAMES", "OpInfo", "PROBABILITY_TOL",
-    "REGRESSOR_PX_TOL", "TFLiteGraph", "TensorInfo", "check_parity", "convert", "converted_dir",
-    "converted_model_path", "count_params", "detector_parity", "detector_parity_ok", "landmark_parity",
-    "landmark_parity_ok", "load_converted", "main", "official_role", "pose_detection", "pose_landmark_full",
-    "pose_landmark_lite", "sample_inputs", "save_converted", "save_model", "to_tflite", "translate",
-]
+# The names this module re-exports from the modules that need TensorFlow, imported on first use (PEP 562) so that
+# ``--help`` and a bad flag answer without TensorFlow's start-up.
+_SOURCES = {
+    "blazepose_tf.models.official_cache": ("CONVERTER_VERSION", "converted_dir", "converted_model_path",
+                                           "load_converted", "save_converted", "save_model"),
+    "blazepose_tf.models.official_parity": ("LANDMARK_PX_TOL", "NMS_TOL", "PROBABILITY_TOL", "REGRESSOR_PX_TOL",
+                                            "check_parity", "detector_parity", "detector_parity_ok", "format_stats",
+                                            "landmark_parity", "landmark_parity_ok", "sample_inputs"),
+    "blazepose_tf.models.official_translation": ("convert", "count_params", "official_role", "pose_detection",
+                                                 "pose_landmark_full", "pose_landmark_lite", "to_tflite",
+                                                 "translate"),
+}
+_WHERE = {name: module for module, names in _SOURCES.items() for name in names}
+
+__all__ = sorted([*_WHERE, "OFFICIAL_NAMES", "OpInfo", "TFLiteGraph", "TensorInfo", "main"])
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
 
 
 def define_flags() -> None:
@@ -72,6 +82,10 @@ def main(argv: list[str]) -> int:
     unknown = [m for m in FLAGS.models if m not in OFFICIAL_NAMES]
     if unknown or not FLAGS.models:
         raise UserError(f"--models must list names from {', '.join(OFFICIAL_NAMES)}, got {FLAGS.models}")
+    from blazepose_tf.models.official_cache import converted_dir, save_converted
+    from blazepose_tf.models.official_parity import check_parity, format_stats, sample_inputs
+    from blazepose_tf.models.official_translation import convert, count_params, to_tflite
+
     out_dir = Path(FLAGS.output_dir) if FLAGS.output_dir else converted_dir()
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--output_dir is not a folder: {out_dir}")

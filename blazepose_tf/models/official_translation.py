@@ -36,7 +36,7 @@ from blazepose_tf.official import official_model_path
 from blazepose_tf.tflite_file import WEIGHT_OPS, OpInfo, TFLiteGraph
 
 #: The official models the converter handles, by name (as :mod:`blazepose_tf.official` fetches them).
-OFFICIAL_NAMES: tuple[str, ...] = tuple(contract.OFFICIAL_MODEL_ROLES)
+OFFICIAL_NAMES = contract.OFFICIAL_NAMES
 
 _FUSED_ACTIVATIONS = {0: None, 1: "relu", 3: "relu6", 4: "tanh"}
 # A 1x1 convolution computes the same with SAME and VALID padding. SAME it is: TensorFlow's oneDNN graph pass
