@@ -24,6 +24,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: item.get_closest_marker(HEAVY) is None)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def subprocess_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The commands the tests start keep their temporary files under pytest's own temporary folder (``TMPDIR``):
+    TensorFlow's AutoGraph writes a source file per converted function and removes it only at a normal exit, so
+    every killed training run would leave its files in the system's ``/tmp``."""
+    folder = tmp_path_factory.mktemp("subprocess_tmp")
+    os.environ["TMPDIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared data folder (``<repo>/../shared/data``, or env ``BLAZEPOSE_SHARED_DATA``); skips if absent."""
