@@ -1,7 +1,7 @@
 """Training throughput and inference latency of every model preset on this machine.
 
     python -m benchmarks.model_speed [--presets full,lite,detector,detector_lite] [--batch 32] [--steps 10]
-                                     [--warmup 2] [--runs 30] [--threads 1,2] [--no_tflite] [--output out.json]
+                                     [--warmup 2] [--runs 30] [--threads 1,2] [--notflite] [--output out.json]
 
 Train: images/s of one optimizer step (forward, the project's losses on realistic targets, backward, Adam)
 of the training model at ``--batch`` (256² for trackers, 224² for detectors), graph mode (``tf.function``),
@@ -12,24 +12,28 @@ in wall-clock images/s).
 
 Inference: median latency of one image through the inference model, with Keras (``tf.function``, TF's own
 threads) and, unless ``--no_tflite``, as fp32 TFLite (``TFLiteConverter.from_keras_model``) on ai-edge-litert
-with XNNPACK at each ``--threads`` count.
+with XNNPACK at each ``--threads`` count (``--notflite``: Keras only).
 
 The machine's load average is printed with the results: on a shared machine, numbers drop with it.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 _REPO = Path(__file__).resolve().parents[1]
 if str(_REPO) not in sys.path:  # allow `python benchmarks/model_speed.py`
     sys.path.insert(0, str(_REPO))
+
+from absl import flags  # noqa: E402
+
+from blazepose_tf import cli  # noqa: E402
+from blazepose_tf.errors import UserError  # noqa: E402
 
 
 def _tracker_batch(models, batch: int):
@@ -170,62 +174,63 @@ def inference_speed(kind: str, preset: str, runs: int, threads: list[int], tflit
     return out
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """CLI entry point: measures each preset, prints a table, optionally writes JSON."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.model_speed", description=__doc__.split("\n")[0])
-    parser.add_argument("--presets", default="full,lite,detector,detector_lite",
-                        help="comma-separated tracker and/or detector presets")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=30, help="timed inference runs")
-    parser.add_argument("--threads", default="1,2", help="TFLite thread counts")
-    parser.add_argument("--no_tflite", action="store_true", help="skip TFLite conversion and timing")
-    parser.add_argument("--output", default=None, help="write results as JSON")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing --output that is not an unchanged blazepose_tf output")
-    args = parser.parse_args(argv)
-    from blazepose_tf import cli
+def define_flags() -> None:
+    """The command's absl flags."""
+    flags.DEFINE_list("presets", ["full", "lite", "detector", "detector_lite"], "Tracker and/or detector presets.")
+    flags.DEFINE_integer("batch", 32, "Training batch size.", lower_bound=1)
+    flags.DEFINE_integer("steps", 10, "Timed training steps.", lower_bound=1)
+    flags.DEFINE_integer("warmup", 2, "Untimed training steps first.", lower_bound=0)
+    flags.DEFINE_integer("runs", 30, "Timed inference runs.", lower_bound=1)
+    flags.DEFINE_list("threads", ["1", "2"], "TFLite thread counts.")
+    flags.DEFINE_bool("tflite", True, "Also convert to fp32 TFLite and time it (--notflite: Keras only).")
+    flags.DEFINE_string("output", None, "Write the results as JSON.")
+    cli.define_overwrite_flag()
 
-    cli.check_outputs([("--output", args.output)], overwrite=args.overwrite)
+
+def main(argv: list[str]) -> int:
+    """Measures each preset, prints a table, optionally writes JSON."""
+    FLAGS = flags.FLAGS
+    try:
+        threads = [int(t) for t in FLAGS.threads]
+    except ValueError:
+        raise UserError(f"--threads must list whole numbers, got {','.join(FLAGS.threads)}") from None
+    if not threads or min(threads) < 1 or not FLAGS.presets:
+        raise UserError("--threads and --presets must each list at least one value (threads >= 1)")
+    cli.check_outputs([("--output", FLAGS.output)], overwrite=FLAGS.overwrite)
 
     from blazepose_tf.models import DETECTOR_PRESETS, TRACKER_PRESETS
 
-    threads = [int(t) for t in args.threads.split(",") if t]
+    known = sorted(TRACKER_PRESETS) + sorted(DETECTOR_PRESETS)
+    unknown = [p for p in FLAGS.presets if p not in known]
+    if unknown:
+        raise UserError(f"unknown preset {unknown[0]!r}; known: {', '.join(known)}")
     results = {}
-    for preset in [p for p in args.presets.split(",") if p]:
+    for preset in FLAGS.presets:
         if preset in TRACKER_PRESETS:
             kind = "tracker"
-        elif preset in DETECTOR_PRESETS:
-            kind = "detector"
         else:
-            parser.error(f"unknown preset {preset!r}; known: {sorted(TRACKER_PRESETS) + sorted(DETECTOR_PRESETS)}")
+            kind = "detector"
         load_before = os.getloadavg()[0]
-        row = {"kind": kind, **train_speed(kind, preset, args.batch, args.steps, args.warmup),
-               **inference_speed(kind, preset, args.runs, threads, not args.no_tflite),
+        row = {"kind": kind, **train_speed(kind, preset, FLAGS.batch, FLAGS.steps, FLAGS.warmup),
+               **inference_speed(kind, preset, FLAGS.runs, threads, FLAGS.tflite),
                "load_avg_1min": (load_before + os.getloadavg()[0]) / 2}
         results[preset] = row
         print(f"{preset}: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
                                         for k, v in row.items()), flush=True)
     cols = ["train_img_s_median", "train_img_s_best", "train_img_per_cpu_s", "keras_ms"] + \
-        ([f"tflite_{n}t_ms" for n in threads] if not args.no_tflite else [])
+        ([f"tflite_{n}t_ms" for n in threads] if FLAGS.tflite else [])
     print()
     print(f"{'preset':14s} {'params':>10s} " + " ".join(f"{c:>18s}" for c in cols) + "   load")
     for preset, row in results.items():
         print(f"{preset:14s} {row['params']:>10,d} " + " ".join(f"{row[c]:>18.1f}" for c in cols)
               + f"   {row['load_avg_1min']:.1f}")
-    print(f"\nbatch {args.batch}, {os.cpu_count()} CPUs; train = one Adam step incl. losses (graph mode); "
+    print(f"\nbatch {FLAGS.batch}, {os.cpu_count()} CPUs; train = one Adam step incl. losses (graph mode); "
           "inference = one image, median.")
-    if args.output:
-        cli.write_marked(args.output, {"batch": args.batch, "results": results}, overwrite=args.overwrite)
+    if FLAGS.output:
+        cli.write_marked(FLAGS.output, {"batch": FLAGS.batch, "results": results}, overwrite=FLAGS.overwrite)
     return 0
 
 
 if __name__ == "__main__":
-    from blazepose_tf.errors import UserError
-
-    try:
-        sys.exit(main())
-    except UserError as e:   # a refused --output: one line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+    define_flags()
+    cli.run(main)

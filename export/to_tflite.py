@@ -278,7 +278,9 @@ def main(argv: list[str]) -> int:
 # behind MediaPipe's detector).
 HEATMAP_HELP = ("Keep a tracker's heatmap output (default, in every quantization: the runtime refines the landmarks "
                 "with it). --nokeep_heatmap drops it, which costs points of pipeline PCK@0.2 (LSPET test, MediaPipe's "
-                "detector, fp16): zoo Full 56.3 -> 54.1, official Full 55.7 -> 52.6, official Lite 43.8 -> 42.0.")
+                "detector, fp16, measured when the runtime ran one tracker pass per image: official Full 55.7 -> "
+                "52.6, official Lite 43.8 -> 42.0; python -m benchmarks.quantization measures it for any tracker, "
+                "its 'fp16 -heatmap' row).")
 
 
 def define_flags() -> None:

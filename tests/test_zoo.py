@@ -8,6 +8,7 @@ needed. Tests that run the official models or read ``../shared/data`` skip (with
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -409,3 +410,17 @@ def test_model_zoo_benchmark_smoke(shared_data, official_models, tmp_path):
     assert comparison["ours"] == pytest.approx(rows["detector"]["pck"])
     assert comparison["difference"] == pytest.approx(comparison["ours"] - comparison["official"])
     assert "## Ours against the official models (paired)" in text and "same 2 people of split `test`" in text
+
+
+def test_the_manifest_records_paths_under_home_with_a_tilde(tmp_path, monkeypatch):
+    """A published model's source path names no user's home folder (it would not exist on anyone else's machine)."""
+    from blazepose_tf.zoo.publish import portable_path
+
+    home = tmp_path / "home" / "user"
+    monkeypatch.setenv("HOME", str(home))
+    assert portable_path(home / ".cache" / "runs" / "best.keras") == "~/.cache/runs/best.keras"
+    assert portable_path("~/runs/best.keras") == "~/runs/best.keras"
+    assert portable_path(tmp_path / "home" / "user2" / "best.keras") == str(tmp_path / "home" / "user2" / "best.keras")
+    assert portable_path("runs/best.keras") == "runs/best.keras"   # relative, outside home: as given
+    manifest = (Path(zoo.__file__).parent / "weights" / "MANIFEST.json").read_text()
+    assert not re.findall(r"(?<![\w~.])/(?:root|home/[^/\s\"']+|Users/[^/\s\"']+)/", manifest)

@@ -207,7 +207,7 @@ def publish(name: str, model: str | os.PathLike, *, flagfile: Optional[str] = No
         "files": {"keras": _file_info(keras_out),
                   "tflite": {**_file_info(tflite_out), "quantization": TFLITE_QUANTIZATION,
                              "outputs": report["kept_outputs"]}},
-        "source": str(model),
+        "source": portable_path(model),
         "flagfile": flagfile,
         "flags": flags_recorded,
         "command": command,
@@ -216,7 +216,7 @@ def publish(name: str, model: str | os.PathLike, *, flagfile: Optional[str] = No
         "export": export_info,
         "published_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "git_commit": zoo.git_commit(),
-        "publish_command": _rebuild_command(name, str(model), flagfile, command, eval_spec, keep_heatmap),
+        "publish_command": _rebuild_command(name, portable_path(model), flagfile, command, eval_spec, keep_heatmap),
     }
     entry = _finite(entry)
     manifest = zoo.read_manifest(directory)  # re-read: keep entries published meanwhile
@@ -225,6 +225,16 @@ def publish(name: str, model: str | os.PathLike, *, flagfile: Optional[str] = No
     manifest["models"] = dict(sorted(manifest["models"].items(), key=lambda kv: order.get(kv[0], len(order))))
     write_manifest(manifest, directory)
     return entry
+
+
+def portable_path(path: str | os.PathLike) -> str:
+    """``path`` as the manifest records it: under the home folder as ``~/...`` (the training runs' default place,
+    ``~/.cache/blazepose_tf/runs``), so that the manifest names no user's home; otherwise as given."""
+    home = os.path.expanduser("~")
+    full = os.path.abspath(os.path.expanduser(path))
+    if home not in ("", "~", os.sep) and full.startswith(home.rstrip(os.sep) + os.sep):
+        return "~" + full[len(home.rstrip(os.sep)):]
+    return str(path)
 
 
 def _rebuild_command(name: str, model: str, flagfile: Optional[str], command: str, eval_spec: Optional[str],
