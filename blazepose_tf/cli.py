@@ -5,6 +5,7 @@ command can use it (the shared model flags are :mod:`blazepose_tf.zoo.model_flag
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -65,6 +66,40 @@ def command_help(main_module: str, label: str, full: bool = False) -> str:
     return f"{doc}\n\n{body}\n" if doc else f"{body}\n"
 
 
+def expand_home(*names: str) -> None:
+    """Expands a leading ``~`` in the values of the path flags ``names`` (set ones only): the shell leaves it in
+    ``--output=~/x.json``, and every command reads such a path as the user's home, as the other commands' flags do."""
+    for name in names:
+        value = flags.FLAGS[name].value
+        if isinstance(value, str) and value.startswith("~"):
+            flags.FLAGS[name].value = os.path.expanduser(value)
+
+
+def check_flagfiles(argv: list[str]) -> None:
+    """A one-line :class:`UserError` for a ``--flagfile`` on the command line that absl could not read as flags: not
+    a regular file (a FIFO would block the parse for ever), or not UTF-8 text (e.g. a photo given by mistake). A
+    missing one is left to absl's own message."""
+    args = argv[1:argv.index("--")] if "--" in argv[1:] else argv[1:]
+    for i, arg in enumerate(args):
+        if arg.startswith("--flagfile="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--flagfile" and i + 1 < len(args):
+            value = args[i + 1]
+        else:
+            continue
+        path = Path(value).expanduser()
+        if not path.exists():
+            continue
+        if not path.is_file():
+            raise UserError(f"--flagfile {value} is not a regular file")
+        try:
+            path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"--flagfile {value} is not a UTF-8 text file") from None
+        except OSError as e:
+            raise UserError(f"--flagfile {value} cannot be read: {e.strerror or e}") from None
+
+
 def run(main: Callable[[list[str]], int], argv: Optional[list[str]] = None, positional: bool = False) -> None:
     """Parses flags and runs ``main``; user errors become ``error: ...`` on stderr and their exit code.
 
@@ -78,10 +113,15 @@ def run(main: Callable[[list[str]], int], argv: Optional[list[str]] = None, posi
         print(command_help(main.__module__, _module_name(argv[0]), full=wanted == "helpfull"), end="")
         sys.exit(0)
     try:
+        check_flagfiles(argv)
         rest = flags.FLAGS(argv)
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (flags.Error, UserError) as e:
+        print(f"error: {re.sub(r'^(ERROR:+ *)+', '', str(e))}", file=sys.stderr)
         print(f"run `python -m {_module_name(argv[0])} --help` for the flags", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except (UnicodeDecodeError, OSError) as e:   # a --flagfile named inside another one: read by absl
+        why = "is not a UTF-8 text file" if isinstance(e, UnicodeDecodeError) else f"cannot be read ({e})"
+        print(f"error: a --flagfile {why}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     if len(rest) > 1 and not positional:
         print(f"error: unexpected arguments {rest[1:]} (every option is a --flag)", file=sys.stderr)
@@ -209,7 +249,7 @@ def check_outputs(outputs: Sequence[tuple[str, Optional[str | os.PathLike]]],
     for flag, value in outputs:  # linear in the outputs: a folder run may give thousands
         if not value:
             continue
-        path = Path(value)  # as the command writes it (a quoted "~" stays a folder named "~")
+        path = Path(value)  # as the command writes it (commands expand "~" in their flags: cli.expand_home)
         keys = path_identities(path)
         for in_flag, source in folders:
             if _inside(path, source):

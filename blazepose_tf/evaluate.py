@@ -76,6 +76,7 @@ def _json_ready(value):
 
 def main(argv: list[str]) -> int:
     """Command-line entry point (run through :func:`blazepose_tf.cli.run`)."""
+    cli.expand_home("annotations", "images", "splits", "output", "detector", "landmarks")
     if not FLAGS.annotations or not FLAGS.images:
         raise UserError("--annotations and --images are required (see --help)")
     if FLAGS.output and not Path(FLAGS.output).parent.is_dir():
@@ -86,8 +87,12 @@ def main(argv: list[str]) -> int:
     cli.check_outputs([("--output", FLAGS.output)], [("--annotations", FLAGS.annotations), ("--splits", splits),
                                                       ("--images", FLAGS.images), *model_flags.model_inputs(FLAGS)],
                       overwrite=FLAGS.overwrite)
+    if FLAGS.output and Path(FLAGS.output).suffix.lower() != ".json":
+        raise UserError(f"--output must be a .json file, got {Path(FLAGS.output).name}")
     dataset = load_coco_keypoints(FLAGS.annotations, FLAGS.images, split=FLAGS.split, splits_json=FLAGS.splits,
                                   require_annotations=True)
+    # The annotations may name images outside --images (e.g. "../other/x.jpg"): none of them is an output either.
+    cli.check_outputs([("--output", FLAGS.output)], [("--annotations image", r.file_path) for r in dataset.records])
     for line in dataset.problem_messages():
         print(f"warning: {line}", file=sys.stderr)
     dropped = dataset.dropped_annotations

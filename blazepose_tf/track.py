@@ -61,7 +61,7 @@ from blazepose_tf.types import Pose
 SCHEMA = "blazepose_tf.track/1"
 
 flags.DEFINE_string("input", None, "An image, a folder of images/videos, a video file, or `sample` (a photo "
-                    "bundled with scikit-image, for a first run without data).")
+                    "bundled with scikit-image, for a first run without data; a file or folder named `sample` here wins).")
 flags.DEFINE_string("output", None, "Where to write the results JSON.")
 flags.DEFINE_string("overlay", None, "Overlay output: an image path (single image), a .mp4/.avi path (video), "
                     "or a folder (several inputs: one INPUT_NAME.png per image, INPUT_NAME.mp4 per video). Never "
@@ -227,12 +227,15 @@ def _process_video(tracker, item: InputItem, overlay: Optional[Path], results: l
 
 
 def main(argv: list[str]) -> int:
+    cli.expand_home("input", "output", "overlay", "detector", "landmarks")
     if not FLAGS.input or not FLAGS.output:
         raise UserError("--input and --output are required (see --help)")
     out_path = Path(FLAGS.output)
     if out_path.suffix.lower() != ".json":
         raise UserError(f"--output must be a .json file, got {out_path.name}")
-    items = collect_inputs(sample_image_path() if FLAGS.input in SAMPLE_NAMES else FLAGS.input)
+    # The bundled photo, unless the user has a file or folder of that name here (theirs wins).
+    sample = FLAGS.input in SAMPLE_NAMES and not Path(FLAGS.input).exists()
+    items = collect_inputs(sample_image_path() if sample else FLAGS.input)
     if out_path.is_dir():
         raise UserError(f"--output {out_path} is a directory; give a .json file name")
     overlays = _overlay_targets(items, FLAGS.overlay)

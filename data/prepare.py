@@ -74,12 +74,15 @@ flags.DEFINE_enum("kind", "tracker", ["tracker", "detector"], "tracker: one alig
                   "one downscaled whole image per example with all its people.")
 flags.DEFINE_integer("image_size", 320, "--kind detector: longer image side stored, in pixels.", lower_bound=64)
 flags.DEFINE_enum("teacher", "official", ["official", "none"], "Pseudo-label teacher for unannotated points.")
-flags.DEFINE_integer("crop_size", 384, "Stored crop side in pixels (the 256 training crop plus margin).")
-flags.DEFINE_float("margin", 1.5, "Stored crop side relative to the inference ROI side.")
-flags.DEFINE_float("teacher_weight", 0.5, "Loss weight of teacher pseudo-labels (ground truth has 1).")
-flags.DEFINE_integer("shard_size", 1000, "Examples per TFRecord shard.")
-flags.DEFINE_integer("limit", None, "Only the first N images of each split (for quick runs).")
-flags.DEFINE_integer("num_threads", 2, "Threads for the teacher's TFLite inference.")
+flags.DEFINE_integer("crop_size", 384, "Stored crop side in pixels (the 256 training crop plus margin).",
+                     lower_bound=32)
+flags.DEFINE_float("margin", 1.5, "Stored crop side relative to the inference ROI side (at least the ROI).",
+                   lower_bound=1.0)
+flags.DEFINE_float("teacher_weight", 0.5, "Loss weight of teacher pseudo-labels (ground truth has 1).",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_integer("shard_size", 1000, "Examples per TFRecord shard.", lower_bound=1)
+flags.DEFINE_integer("limit", None, "Only the first N images of each split (for quick runs).", lower_bound=1)
+flags.DEFINE_integer("num_threads", 2, "Threads for the teacher's TFLite inference.", lower_bound=1)
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 FLAGS = flags.FLAGS
 

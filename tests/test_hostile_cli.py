@@ -6,6 +6,7 @@ line, and that the user's files are unchanged. All data is built in tmp_path."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 import sys
@@ -17,7 +18,7 @@ import pytest
 from android_harness.adb import EXIT_DEVICE
 from blazepose_tf.errors import EXIT_NO_INPUT, EXIT_OK, EXIT_USAGE
 from blazepose_tf.topology import COCO_17
-from hostile_utils import REPO, assert_clean_exit, checksums, report, run_module
+from hostile_utils import REPO, assert_clean_exit, checksums, error_lines, report, run_module
 from test_android_harness import make_elf
 
 # --- every command in README's Commands table answers --help and --helpfull -----------------------------------
@@ -236,3 +237,66 @@ def test_help_request_stops_at_double_dash():
     assert help_request(["prog", "--help", "--helpfull"]) == "helpfull"
     assert help_request(["prog", "--", "--help"]) is None      # a positional argument after --
     assert help_request(["--help"]) is None                    # argv[0] is the program
+
+
+# --- the hostile audit of session 29: flagfiles, FIFOs, outputs over what evaluate reads, `~`, `sample` -------
+
+
+@pytest.mark.parametrize("module", ["blazepose_tf.track", "blazepose_tf.train", "data.prepare"])
+def test_a_flagfile_that_is_not_flags_is_one_line(tmp_path, module):
+    """A FIFO as --flagfile would block absl's parse for ever; a photo or a latin-1 file made it raise."""
+    fifo, latin1 = tmp_path / "pipe.flags", tmp_path / "latin1.flags"
+    os.mkfifo(fifo)
+    latin1.write_bytes(b"--input=caf\xe9.jpg\n")
+    for path, words in ((fifo, "is not a regular file"), (latin1, "is not a UTF-8 text file")):
+        proc = run_module(module, f"--flagfile={path}", timeout=60)
+        assert_clean_exit(proc, EXIT_USAGE, f"--flagfile {path} {words}")
+    proc = run_module(module, f"--flagfile={tmp_path / 'missing.flags'}", timeout=60)
+    assert_clean_exit(proc, EXIT_USAGE, "unable to open flagfile")
+    assert not error_lines(proc)[0].startswith("error: ERROR")
+
+
+def test_track_refuses_a_fifo_input_instead_of_waiting_on_it(tmp_path):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    proc = run_module("blazepose_tf.track", "--input", fifo, "--output", tmp_path / "out.json", "--noprogress",
+                      timeout=120)
+    assert_clean_exit(proc, EXIT_NO_INPUT)
+    assert f"{fifo} is not a regular file" in proc.stderr, report(proc)
+
+
+def test_evaluate_never_writes_over_an_image_it_reads(tmp_path):
+    """An annotation may name an image outside --images ("../other/x.json"): --output onto it is refused even with
+    --overwrite; an --output that is not .json is refused too."""
+    photo = tmp_path / "other" / "x.json"   # a photo under an odd name, read through "../other/"
+    photo.parent.mkdir()
+    photo.write_bytes(b"\x89PNG the user's photo")
+    ann, images = write_dataset(tmp_path, coco([{**IMAGE, "file_name": "../other/x.json"}],
+                                               [{"id": 1, "image_id": 1, "category_id": 1,
+                                                 "keypoints": keypoints()}]))
+    before = checksums(tmp_path)
+    proc = run_evaluate(ann, images, "--output", photo, "--overwrite")
+    assert_clean_exit(proc, EXIT_USAGE, f"--output {photo} would overwrite the --annotations image file")
+    proc = run_evaluate(ann, images, "--output", tmp_path / "summary.txt")
+    assert_clean_exit(proc, EXIT_USAGE, "--output must be a .json file, got summary.txt")
+    assert checksums(tmp_path) == before
+
+
+def test_track_expands_home_in_its_paths_and_prefers_a_users_sample_folder(tmp_path, official_models):
+    """The shell leaves `~` in --output=~/x.json: it is the home folder, not a folder named `~`. A folder named
+    `sample` where the user runs track is theirs: it is the input, not the bundled photo."""
+    from blazepose_tf.io.samples import sample_image_path
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    (work / "sample").mkdir(parents=True)
+    (home / "photo.png").write_bytes(sample_image_path().read_bytes())
+    env = {"HOME": str(home), "PYTHONPATH": str(REPO)}
+    proc = run_module("blazepose_tf.track", "--input=~/photo.png", "--output=~/out.json", "--noprogress",
+                      timeout=300, cwd=work, env=env)
+    assert_clean_exit(proc, 0)
+    assert (home / "out.json").is_file() and not (work / "~").exists()
+    proc = run_module("blazepose_tf.track", "--input=sample", "--output=out.json", "--noprogress", timeout=300,
+                      cwd=work, env=env)
+    assert_clean_exit(proc, EXIT_NO_INPUT, "sample")
+    assert not (work / "out.json").exists()

@@ -167,3 +167,54 @@ def test_every_model_the_flags_offer_has_a_task():
     from blazepose_tf.training.config import MODELS
     from blazepose_tf.training.tasks import TASKS
     assert tuple(TASKS) == MODELS
+
+
+def test_a_fresh_start_writes_only_into_an_empty_folder_or_an_earlier_run(tmp_path, shards):
+    """Nothing a user made is overwritten: a fresh start refuses a folder holding anything but an earlier run of
+    this package that never reached a checkpoint (whose files it replaces)."""
+    run = tmp_path / "run"
+    cfg = _config(tmp_path, shards)
+    run.mkdir()
+    check_run(cfg)   # empty
+    (run / "best.keras").write_bytes(b"a user's model")
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(UserError) as e:
+        check_run(cfg)
+    assert str(e.value) == (f"--model_dir {run} is not empty and holds no training run to resume (notes.txt); "
+                            "choose a new or empty folder")
+    (run / "notes.txt").unlink()
+    with pytest.raises(UserError, match=r"holds no training run to resume \(best.keras\)"):   # no run's config.json
+        check_run(cfg)
+    (run / "config.json").write_text(json.dumps({"name": "my experiment"}))
+    with pytest.raises(UserError, match="holds no training run to resume"):
+        check_run(cfg)
+    # An earlier run killed before its first checkpoint (an old version's setting among its fields): replaced.
+    (run / "config.json").write_text(json.dumps({"preset": "lite", "init_from": "scratch", "removed_setting": 1}))
+    for name in ("history.jsonl", "batches.jsonl", "config.json.part", "best.part.keras"):
+        (run / name).write_text("")
+    (run / "logs").mkdir()
+    (run / "checkpoints" / "ckpt-2_temp").mkdir(parents=True)
+    check_run(cfg)
+    # Another command's outputs (a closed-form refit) and a data folder are not runs.
+    (run / "refit.json").write_text("{}")
+    with pytest.raises(UserError, match=r"\(refit.json\)"):
+        check_run(cfg)
+    with pytest.raises(UserError, match=r"holds no training run to resume \(run, train-00000.tfrecord\)"):
+        check_run(_config(tmp_path, shards, model_dir=str(tmp_path)))
+
+
+def test_shards_prepared_for_the_other_model_are_refused(tmp_path, shards):
+    (tmp_path / "manifest.json").write_text(json.dumps({"kind": "detector", "splits": {}}))
+    with pytest.raises(UserError) as e:
+        check_run(_config(tmp_path, shards))
+    assert str(e.value) == (f"--train_data: {tmp_path} holds detector data (its manifest.json), not tracker data; "
+                            "prepare it with data.prepare --kind tracker")
+    check_run(_config(tmp_path, shards, model="detector"))
+    (tmp_path / "manifest.json").write_text("not JSON")   # not data.prepare's: the records are checked when read
+    check_run(_config(tmp_path, shards))
+
+
+def test_names_tensorflow_cannot_encode_are_refused(tmp_path, shards):
+    bad = str(tmp_path / "run_\udce9")   # a latin-1 byte in a folder name, as Python gives it
+    with pytest.raises(UserError, match="the name is not valid UTF-8, which TensorFlow needs; rename it$"):
+        check_run(_config(tmp_path, shards, model_dir=bad))

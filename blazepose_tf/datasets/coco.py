@@ -157,8 +157,10 @@ def bbox_from_keypoints(keypoints: np.ndarray, available: np.ndarray) -> Optiona
 
 def read_json(path: Path, what: str) -> Any:
     """The parsed JSON file at ``path``; missing or malformed is a one-line UserError naming ``what``."""
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise UserError(f"{what} {path} is not a regular file" + (" (a folder)" if path.is_dir() else ""))
     try:
         with open(path, "r", encoding="utf-8") as f:
             return json.load(f)
@@ -261,6 +263,9 @@ def resolve_splits(data: Mapping[str, Any]) -> dict[str, list]:
 def read_splits(splits_json: Path) -> dict[str, list]:
     """The resolved splits (:func:`resolve_splits`) of a splits file; a one-line UserError if it is malformed."""
     data = read_json(splits_json, "splits file")
+    if isinstance(data, dict) and {"images", "annotations"} <= set(data):
+        raise UserError(f"splits file {splits_json} is a COCO annotations file, not a splits file "
+                        "({split_name: [image ids]})")
     table = resolve_splits(data) if isinstance(data, dict) else {}
     if not table:
         raise UserError(f"splits file {splits_json} must hold a JSON object of {{split_name: [image ids]}}")
@@ -349,7 +354,8 @@ def load_coco_keypoints(annotations_json: PathLike, images_dir: PathLike, split:
     if not isinstance(data, dict):
         raise UserError(f"annotations file {annotations_json} is not a COCO JSON object")
     if not images_dir.is_dir():
-        raise UserError(f"images folder not found: {images_dir}")
+        raise UserError(f"images folder {images_dir} is not a folder" if images_dir.exists()
+                        else f"images folder not found: {images_dir}")
 
     categories = data.get("categories")
     category = None

@@ -54,6 +54,8 @@ def read_input_bytes(path: PathLike, what: str = "file") -> bytes:
         raise InputError(f"{what} not found: {p}")
     if p.is_dir():
         raise InputError(f"{what} path is a directory, not a file: {p}")
+    if not p.is_file():   # a FIFO or a device would block the read or never end it
+        raise InputError(f"{what} {p} is not a regular file")
     try:
         data = p.read_bytes()
     except OSError as e:

@@ -116,6 +116,8 @@ class VideoReader:
             raise InputError(f"video not found: {p}")
         if p.is_dir():
             raise InputError(f"video path is a directory, not a file: {p}")
+        if not p.is_file():   # a FIFO: OpenCV would wait on it
+            raise InputError(f"video {p} is not a regular file")
         try:
             size = p.stat().st_size
         except OSError as e:

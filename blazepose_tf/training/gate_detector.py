@@ -20,7 +20,8 @@ from pathlib import Path
 from absl import flags
 
 from blazepose_tf import cli, contract
-from blazepose_tf.errors import UserError
+from blazepose_tf.errors import ModelError, UserError
+from blazepose_tf.models.loading import check_keras_file
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "The tuned detector (.keras, trained with --trainable=score_head).")
@@ -47,6 +48,9 @@ def _check_flags() -> tuple[Path, Path]:
     if output.exists() or output.with_suffix(".json").exists():
         raise UserError(f"--output {output} (or its .json sidecar) exists; choose another path")
     cli.check_output_folder(output)
+    check_keras_file(model, "--model")   # a missing or corrupt file: one line before TensorFlow's start-up
+    if FLAGS.base != "official":
+        check_keras_file(Path(FLAGS.base).expanduser(), "--base")
     return model, output
 
 
@@ -72,7 +76,10 @@ def main(argv: list[str]) -> int:
 
     tuned = load_keras_model(model_path, "--model")
     base = load_converted("pose_detection") if FLAGS.base == "official" else load_keras_model(FLAGS.base, "--base")
-    gated = gate_detector(tuned, base, threshold=FLAGS.threshold, tuned_offset=FLAGS.tuned_offset)
+    try:
+        gated = gate_detector(tuned, base, threshold=FLAGS.threshold, tuned_offset=FLAGS.tuned_offset)
+    except ModelError as e:   # it names the models by their internal names: say which files they are
+        raise ModelError(f"{e} (--model {model_path}, --base {FLAGS.base})") from None
     sidecar = gated_sidecar(model_path)
     if output.exists() or output.with_suffix(".json").exists():  # appeared while the models loaded
         raise UserError(f"--output {output} (or its .json sidecar) exists; choose another path")

@@ -138,6 +138,72 @@ def check_weight_flags(cfg: TrainConfig) -> None:
         check_keras_file(Path(init).expanduser(), "--init_from")
 
 
+# What a training run writes into --model_dir (loop.train), and its files being written (``*.part*``).
+RUN_ENTRIES = frozenset({"config.json", "history.jsonl", "batches.jsonl", "checkpoints", "logs", "best.keras",
+                         "best.json", "last.keras", "last.json"})
+_PART = re.compile(r"\.part(\.|$)")
+
+
+def _is_run_settings(path: Path) -> bool:
+    """Whether ``path`` is a ``config.json`` a training run wrote: a JSON object naming :class:`TrainConfig` fields
+    (a run of an older version may also name fields since removed)."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and bool(set(saved) & {f.name for f in dataclasses.fields(TrainConfig)})
+
+
+def check_fresh_model_dir(cfg: TrainConfig) -> None:
+    """A run that starts afresh writes into ``--model_dir``: refuses a folder that holds anything but an earlier
+    run of this package without a checkpoint (its ``config.json`` and the files a run writes beside it, which a
+    fresh start replaces), so that a user's files, another command's outputs or a data folder are never written
+    over."""
+    model_dir = Path(expanded_model_dir(cfg))
+    if resumes(cfg) or not model_dir.is_dir():
+        return
+    try:
+        names = sorted(p.name for p in model_dir.iterdir())
+    except OSError as e:
+        raise UserError(f"--model_dir {model_dir} cannot be read: {e.strerror or e}") from None
+    if not names:
+        return
+    other = [n for n in names if n not in RUN_ENTRIES and not _PART.search(n)]
+    if other or not _is_run_settings(model_dir / "config.json"):
+        shown = ", ".join((other or names)[:3]) + (", ..." if len(other or names) > 3 else "")
+        raise UserError(f"--model_dir {model_dir} is not empty and holds no training run to resume ({shown}); "
+                        "choose a new or empty folder")
+
+
+def check_data_kind(cfg: TrainConfig) -> None:
+    """Shards that ``data.prepare`` wrote for the other model (its ``manifest.json`` beside them records the
+    ``kind``) are refused: a tracker cannot learn from detector images, nor a detector from tracker crops."""
+    for flag in ("train_data", "dev_data"):
+        pattern = getattr(cfg, flag)
+        if not pattern:
+            continue
+        for folder in sorted({Path(f).parent for f in list_shards(pattern)}):
+            try:
+                kind = json.loads((folder / "manifest.json").read_text()).get("kind")
+            except (OSError, ValueError, AttributeError):
+                continue   # shards without data.prepare's manifest: their records are checked when read
+            if kind in MODELS and kind != cfg.model:
+                raise UserError(f"--{flag}: {folder} holds {kind} data (its manifest.json), not {cfg.model} data; "
+                                f"prepare it with data.prepare --kind {cfg.model}")
+
+
+def check_path_names(cfg: TrainConfig) -> None:
+    """TensorFlow reads and writes files by UTF-8 names: a ``--model_dir`` or data glob that is not valid UTF-8
+    (a byte of another encoding in a folder name) is refused before anything is written."""
+    for flag in ("model_dir", "train_data", "dev_data", "init_from", "distill_from"):
+        value = getattr(cfg, flag)
+        try:
+            str(value or "").encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"--{flag} {value!r}: the name is not valid UTF-8, which TensorFlow needs; rename it") \
+                from None
+
+
 def check_tf_config(cfg: TrainConfig) -> None:
     """Under ``--strategy=multi_worker``: ``TF_CONFIG`` is set and is JSON."""
     if cfg.strategy != "multi_worker":
@@ -156,7 +222,10 @@ def check_run(cfg: TrainConfig) -> None:
     if model_dir.exists() and not model_dir.is_dir():
         raise UserError(f"--model_dir {model_dir} is a file, not a folder")
     check_settings(cfg)
+    check_path_names(cfg)
     check_tf_config(cfg)
     check_data_flags(cfg)
+    check_data_kind(cfg)
     check_weight_flags(cfg)
     check_resumed_settings(cfg)
+    check_fresh_model_dir(cfg)
