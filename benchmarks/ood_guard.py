@@ -17,7 +17,9 @@ Every model set (``--models``; ``--detector`` / ``--landmarks`` add one more pip
 from the reference set) runs as ``python -m blazepose_tf.track`` does on images: IMAGE mode, the runtime's
 defaults (one pose, detection threshold 0.5, presence threshold 0.5, heatmap refinement). Reported per pipeline:
 
-* **poses found**: share of the images where it returns a pose (unreadable images count as not found);
+* **poses found**: share of the readable images where it returns a pose. Unreadable images (empty, truncated, not
+  an image) are left out of every share, counted and named in the reports, with a ``warning:`` line; when none can
+  be read the command stops with an ``error:`` line (exit 3) and writes no report;
 * **agreement on the 21 points LSPET does not annotate** (face, hands, feet: the BlazePose-33 points whose name
   is not one of :data:`LSPET_KEYPOINTS`): on the images where both it and the reference (MediaPipe's detector +
   Full, the ``official`` set) find a pose, the share of those points within ``--threshold`` (0.1) × torso of the
@@ -116,14 +118,16 @@ class GuardResult:
     detector: str
     landmarks: str
     num_images: int
+    num_readable: int                               # images it could read
     num_found: int
-    found: float                                    # poses found / images
+    found: float                                    # poses found / readable images (NaN: none readable)
     num_compared: int                               # images where it and the reference both found a pose
     agreement: Optional[float]                      # the 21 unannotated points
     agreement_annotated: Optional[float]            # the 12 annotated points (information)
     agreement_groups: dict[str, Optional[float]] = field(default_factory=dict)   # face / hands / feet
     per_keypoint: dict[str, Optional[float]] = field(default_factory=dict)
     errors: int = 0                                 # unreadable images
+    unreadable: list[str] = field(default_factory=list)   # why each unreadable image could not be read
 
 
 SUBSETS = (GUARD_SPLIT, "all")
@@ -202,27 +206,43 @@ def _image_key(path: Path) -> str:
 def cached_predictions(pipeline: Pipeline, images: Sequence[Path], cache_dir: Optional[Path] = None,
                        progress: bool = False, num_threads: int = 1) -> list[Outcome]:
     """The pipeline's :data:`Outcome` on every image, from the cache where it has them; the rest is run (the
-    models load only then) and added to the cache, which is written every :data:`SAVE_EVERY` images."""
+    models load only then, for the first readable one) and added to the cache, which is written every
+    :data:`SAVE_EVERY` images. Why an image could not be read is not cached: it is found again, naming this run's
+    file."""
     path = _cache_path(pipeline, Path(cache_dir or default_cache_dir()))
     entries = _load_cache(path)
     keys = [_image_key(p) for p in images]
     todo = list(dict.fromkeys(k for k in keys if k not in entries))
     first = {k: images[i] for i, k in reversed(list(enumerate(keys)))}
+    unreadable: dict[str, str] = {}
+    tracker: Optional[PoseTracker] = None
+
+    def process(image: np.ndarray) -> list[Pose]:
+        nonlocal tracker
+        if tracker is None:   # the models load for the first readable image
+            tracker = pipeline.tracker(num_threads)
+        return tracker.process(image)
+
     if todo:
-        tracker = pipeline.tracker(num_threads)
         for start in range(0, len(todo), SAVE_EVERY):
             chunk = todo[start:start + SAVE_EVERY]
-            outcomes = run_images(tracker.process, [first[k] for k in chunk], progress,
+            outcomes = run_images(process, [first[k] for k in chunk], progress,
                                   f"{pipeline.label} ({start + len(chunk)}/{len(todo)} new)")
             for k, o in zip(chunk, outcomes):
-                entries[k] = np.round(o, 2).tolist() if isinstance(o, np.ndarray) else o
-            _save_cache(path, pipeline, entries)
-    return [entries[k] if isinstance(entries[k], str) else keypoints(entries[k]) for k in keys]
+                if isinstance(o, str):
+                    unreadable[k] = o
+                else:
+                    entries[k] = np.round(o, 2).tolist() if isinstance(o, np.ndarray) else o
+            if any(k in entries for k in chunk):   # something new to keep
+                _save_cache(path, pipeline, entries)
+    out = {**entries, **unreadable}
+    return [out[k] if isinstance(out[k], str) else keypoints(out[k]) for k in keys]
 
 
 def compare(label: str, reference: Sequence[Outcome], outcomes: Sequence[Outcome], threshold: float = THRESHOLD,
             detector: str = "", landmarks: str = "") -> GuardResult:
-    """Guard numbers of ``outcomes`` against the ``reference`` pipeline's (aligned per image)."""
+    """Guard numbers of ``outcomes`` against the ``reference`` pipeline's (aligned per image); the images it could
+    not read are left out of every share (``found``: poses found / readable images)."""
     if len(reference) != len(outcomes):
         raise ValueError(f"{len(reference)} reference outcomes for {len(outcomes)} images")
     predictions = [keypoints(o) for o in outcomes]
@@ -230,13 +250,15 @@ def compare(label: str, reference: Sequence[Outcome], outcomes: Sequence[Outcome
     everywhere = np.ones(BLAZEPOSE_33.num_keypoints, bool)
     counts = pck([(r, everywhere) for r, _ in pairs], [p for _, p in pairs], threshold=threshold).keypoint_counts
     found = sum(p is not None for p in predictions)
+    unreadable = [o for o in outcomes if isinstance(o, str)]
+    readable = len(predictions) - len(unreadable)
     return GuardResult(
-        label=label, detector=detector, landmarks=landmarks, num_images=len(predictions), num_found=found,
-        found=found / len(predictions) if predictions else math.nan, num_compared=len(pairs),
+        label=label, detector=detector, landmarks=landmarks, num_images=len(predictions), num_readable=readable,
+        num_found=found, found=found / readable if readable else math.nan, num_compared=len(pairs),
         agreement=count_share(counts, UNANNOTATED), agreement_annotated=count_share(counts, ANNOTATED),
         agreement_groups={g: count_share(counts, names) for g, names in UNANNOTATED_GROUPS.items()},
         per_keypoint={n: count_share(counts, (n,)) for n in BLAZEPOSE_33.keypoints},
-        errors=sum(isinstance(o, str) for o in outcomes))
+        errors=len(unreadable), unreadable=unreadable)
 
 
 def measure(pipelines: Sequence[Pipeline], images: Sequence[Path], reference: Optional[Pipeline] = None,
@@ -262,9 +284,13 @@ def markdown(results: Sequence[GuardResult], info: dict) -> str:
     """The guard table (percentages) with what it measures."""
     which = {GUARD_SPLIT: "the guard quarter (never trained on) of ", "all": "every photo of "}.get(
         info.get("subset"), "")
-    lines = [f"Out-of-domain guard on {info['num_images']} photos, {which}`{info['data']}` (IMAGE mode, runtime "
-             f"defaults). Agreement: share of points within {info['threshold']:g} × torso of MediaPipe's Full "
-             f"(detector + Full) on the images where both find a pose; 21 points = those LSPET does not annotate "
+    n, bad = info["num_images"], info.get("unreadable") or []
+    photos = f"{n} photos" if not bad else (f"{n - len(bad)} readable photos ({len(bad)} of the {n} could not be "
+                                            f"read and are left out of every share; first: {bad[0]})")
+    lines = [f"Out-of-domain guard on {photos}, {which}`{info['data']}` (IMAGE mode, runtime defaults). Poses "
+             f"found: share of the readable photos where the pipeline finds one. Agreement: share of points within "
+             f"{info['threshold']:g} × torso of MediaPipe's Full (detector + Full) on the images where both find a "
+             f"pose; 21 points = those LSPET does not annotate "
              f"(face {len(UNANNOTATED_GROUPS['face'])}, hands {len(UNANNOTATED_GROUPS['hands'])}, feet "
              f"{len(UNANNOTATED_GROUPS['feet'])}); 12 annotated points for information.", "",
              "| pipeline | poses found % | compared | agreement 21 pts % | face | hands | feet | "
@@ -338,7 +364,14 @@ def _pipelines(FLAGS) -> list[Pipeline]:
     return out
 
 
+def unreadable_images(results: Sequence[GuardResult]) -> list[str]:
+    """Why each image the pipelines could not read failed (the longest list of ``results``: reading an image does
+    not depend on the pipeline)."""
+    return max((r.unreadable for r in results), key=len, default=[])
+
+
 def main(argv: list[str]) -> int:
+    """Measures every pipeline's guard and writes the reports (module docstring)."""
     FLAGS = flags.FLAGS
     cli.check_outputs([("--markdown", FLAGS.markdown), ("--json", FLAGS.json)],
                       [("--data", FLAGS.data), ("--detector", FLAGS.detector), ("--landmarks", FLAGS.landmarks)],
@@ -351,7 +384,15 @@ def main(argv: list[str]) -> int:
     pipelines = _pipelines(FLAGS)
     results = measure(pipelines, images, cache_dir=cache, progress=FLAGS.progress, threshold=FLAGS.threshold,
                       num_threads=FLAGS.num_threads)
-    info = {"data": str(Path(FLAGS.data)), "subset": FLAGS.subset, "num_images": len(images), "limit": FLAGS.limit,
+    unreadable = unreadable_images(results)
+    if unreadable and len(unreadable) >= len(images):   # earlier reports are kept: this run measured nothing
+        raise InputError(f"none of the {len(images)} photos of --data {FLAGS.data} could be read; first: "
+                         f"{unreadable[0]}")
+    if unreadable:
+        print(f"warning: {len(unreadable)} of the {len(images)} photos could not be read and are left out of every "
+              f"share; first: {unreadable[0]}", file=sys.stderr)
+    info = {"data": str(Path(FLAGS.data)), "subset": FLAGS.subset, "num_images": len(images),
+            "num_readable": len(images) - len(unreadable), "unreadable": unreadable, "limit": FLAGS.limit,
             "threshold": FLAGS.threshold, "reference": REFERENCE_SET, "settings": SETTINGS,
             "unannotated": list(UNANNOTATED), "annotated": list(ANNOTATED), "cache_dir": str(cache)}
     text = markdown(results, info)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import cv2
@@ -10,7 +11,7 @@ import pytest
 
 from benchmarks import ood_guard
 from blazepose_tf.datasets.coco import is_guard_image, read_json
-from blazepose_tf.errors import InputError
+from blazepose_tf.errors import EXIT_NO_INPUT, InputError
 from blazepose_tf.io.images import load_image
 from blazepose_tf.io.samples import sample_image_path
 from blazepose_tf.official import official_model_path
@@ -18,6 +19,7 @@ from blazepose_tf.overlay import save_image
 from blazepose_tf.runtime.pipeline import PoseTracker
 from blazepose_tf.runtime.runners import ModelRunner, TFLiteRunner
 from blazepose_tf.topology import BLAZEPOSE_33
+from hostile_utils import assert_clean_exit, run_module
 
 
 def sample_folder(root: Path, annotations: list | None = None, keypoint_names: tuple[str, ...] = ()) -> list[Path]:
@@ -135,3 +137,90 @@ def test_a_perturbed_model_agrees_less(official_models, tmp_path: Path) -> None:
     assert result.found == 1.0
     assert result.agreement is not None and result.agreement < 0.5
     assert result.agreement_annotated is not None and result.agreement_annotated < 0.5
+
+
+def bad_photos(folder: Path) -> list[Path]:
+    """An empty .jpg and a truncated .png (a cut-off copy) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "truncated.png").write_bytes(sample_image_path().read_bytes()[:200])
+    return [folder / "empty.jpg", folder / "truncated.png"]
+
+
+def test_unreadable_photos_are_left_out_of_the_shares_and_named():
+    """One photo with a pose and two unreadable ones: poses found 100% of the one readable photo (not 33%), both
+    unreadable photos counted and named, in the result and the Markdown."""
+    pose = np.full((BLAZEPOSE_33.num_keypoints, 2), 50.0)
+    outcomes = [pose, "image file is empty (0 bytes): b.jpg", "cannot decode image c.png: truncated"]
+    result = ood_guard.compare("p", outcomes, outcomes)
+    assert (result.num_images, result.num_readable, result.num_found, result.found) == (3, 1, 1, 1.0)
+    assert result.errors == 2 and result.unreadable == outcomes[1:] and result.num_compared == 1
+    assert ood_guard.unreadable_images([result]) == outcomes[1:]
+    none = ood_guard.compare("p", [outcomes[1]], [outcomes[1]])
+    assert none.num_readable == 0 and math.isnan(none.found)
+    text = ood_guard.markdown([result], {"num_images": 3, "unreadable": outcomes[1:], "subset": "all",
+                                         "data": "d", "threshold": 0.1})
+    assert text.startswith("Out-of-domain guard on 1 readable photos (2 of the 3 could not be read and are left "
+                           "out of every share; first: image file is empty (0 bytes): b.jpg)")
+    assert "| p | 100.0 | 1 |" in text
+
+
+def test_why_a_photo_is_unreadable_is_not_cached_and_loads_no_model(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached photo plus unreadable ones: the models never load (nothing readable is new), and the unreadable
+    photos are not written to the cache (each run names its own files)."""
+    (tmp_path / "d.tflite").write_bytes(b"detector")
+    (tmp_path / "l.tflite").write_bytes(b"landmarks")
+    pipeline = ood_guard.Pipeline("fake", tmp_path / "d.tflite", tmp_path / "l.tflite")
+    good = sample_folder(tmp_path / "photos")[0]
+    bad = bad_photos(tmp_path / "photos" / "images")
+
+    class Tracker:
+        def process(self, image: np.ndarray) -> list:
+            return []   # no pose
+
+    monkeypatch.setattr(ood_guard.Pipeline, "tracker", lambda self, num_threads=1: Tracker())
+    first = ood_guard.cached_predictions(pipeline, [good, *bad], tmp_path / "cache")
+    assert first[0] is None and all(isinstance(o, str) for o in first[1:])
+    assert "empty" in first[1] and str(bad[1]) in first[2]
+    [cache_file] = (tmp_path / "cache").glob("*.json")
+    assert len(json.loads(cache_file.read_text())["predictions"]) == 1     # only the readable photo
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("no readable photo is new: the models should not load")
+
+    monkeypatch.setattr(ood_guard.Pipeline, "tracker", no_models)
+    again = ood_guard.cached_predictions(pipeline, [good, *bad], tmp_path / "cache")
+    assert again[0] is None and again[1:] == first[1:]
+
+
+def test_command_reports_unreadable_photos_and_refuses_when_none_is_readable(official_models, tmp_path: Path):
+    """The audit's two runs: with one readable photo of three, a warning, 100% found, the two named in the JSON
+    and the Markdown; with none readable, one error line (exit 3) and the earlier reports kept as they were."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "person.png").write_bytes(sample_image_path().read_bytes())
+    bad_photos(photos)
+    js, md = tmp_path / "og.json", tmp_path / "og.md"
+    args = ("--subset", "all", "--models", "official", "--cache_dir", tmp_path / "cache", "--json", js,
+            "--markdown", md, "--noprogress")
+    proc = run_module("benchmarks.ood_guard", "--data", photos, *args, timeout=300)
+    assert_clean_exit(proc, 0)
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: 2 of the 3 photos could not be read and are left out of every share; first: "
+                        f"image file is empty (0 bytes): {photos / 'empty.jpg'}"]
+    doc = json.loads(js.read_text())
+    assert doc["info"]["num_images"] == 3 and doc["info"]["num_readable"] == 1
+    assert len(doc["info"]["unreadable"]) == 2 and str(photos / "truncated.png") in doc["info"]["unreadable"][1]
+    [result] = doc["results"]
+    assert (result["found"], result["num_readable"], result["errors"]) == (1.0, 1, 2)
+    assert "Out-of-domain guard on 1 readable photos (2 of the 3 could not be read" in md.read_text()
+
+    before = (js.read_bytes(), md.read_bytes())
+    only_bad = tmp_path / "badimgs"
+    bad_photos(only_bad)
+    proc = run_module("benchmarks.ood_guard", "--data", only_bad, *args, timeout=300)
+    assert_clean_exit(proc, EXIT_NO_INPUT, f"error: none of the 2 photos of --data {only_bad} could be read; first: "
+                      f"image file is empty (0 bytes): {only_bad / 'empty.jpg'}")
+    assert (js.read_bytes(), md.read_bytes()) == before
+    assert not [line for line in proc.stdout.splitlines() if line.startswith("|")]   # no table either

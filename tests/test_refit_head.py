@@ -3,22 +3,26 @@ command ``python -m blazepose_tf.training.refit_head``) on tiny synthetic models
 models."""
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import keras
 import numpy as np
 import pytest
 
-from blazepose_tf.errors import EXIT_USAGE, ModelError
+from blazepose_tf.errors import EXIT_USAGE, InputError, ModelError
 from blazepose_tf.models.loading import load_keras_model
 from blazepose_tf.models.official_cache import save_model
 from blazepose_tf.training.head_residual import (SILENT_HEATMAP_LOGIT, RidgeSolver, add_residual,
                                                  coordinate_columns, feature_model, head_matrix, heatmap_layer,
                                                  landmark_head, silence_heatmap_channels)
-from blazepose_tf.training.refit_crops import jittered_roi, roi_error
+from blazepose_tf.training.refit_crops import cached, holds_nothing, jittered_roi, roi_error, rois_to_array
+from blazepose_tf.training.refit_run import RefitRun
 from blazepose_tf.training.refit_search import POINT_GROUPS, TrainingSet, choose_options, combined_counts, \
     fit_residuals, percent
 from blazepose_tf.types import Roi
@@ -211,3 +215,138 @@ def test_weights_restored_puts_every_weight_back_even_after_an_error():
             raise RuntimeError("a failed save")
     for a, b in zip(model.get_weights(), before):
         np.testing.assert_array_equal(a, b)
+
+
+# --- the refits' cache (refit_crops.cached, shared with refit_teacher) and refit_head's cache key ------------------
+def test_an_unreadable_cache_file_is_computed_again_and_replaced(tmp_path, capsys):
+    path = tmp_path / "cache" / "rois-0123.npz"
+    path.parent.mkdir()
+    path.write_bytes(b"PK\x03\x04 a truncated zip")          # an interrupted copy, a full disk
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"rois": np.arange(10, dtype=np.float64).reshape(2, 5)}
+
+    got = cached(path, compute)
+    np.testing.assert_array_equal(got["rois"], compute()["rois"])
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: cache file {path} cannot be read")
+    with np.load(path) as z:                                # rewritten, readable
+        np.testing.assert_array_equal(z["rois"], got["rois"])
+    calls.clear()
+    np.testing.assert_array_equal(cached(path, compute)["rois"], got["rois"])
+    assert not calls and not capsys.readouterr().err        # a hit now
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]   # no temporary file left
+
+
+def test_a_result_that_holds_nothing_is_not_cached(tmp_path):
+    """No image read / nobody found (every ROI NaN, or no row at all): returned, never stored, so a mistake does not
+    answer the corrected run."""
+    nothing = {"rois": rois_to_array([None, None, None])}
+    assert holds_nothing(nothing) and holds_nothing({"features": np.zeros((0, 8), np.float32)})
+    assert not holds_nothing({"rois": rois_to_array([None, Roi(1.0, 2.0, 3.0, 3.0, 0.0)])})
+    path = tmp_path / "rois-0123.npz"
+    assert np.isnan(cached(path, lambda: nothing)["rois"]).all() and not path.exists()
+    found = {"rois": rois_to_array([None, Roi(1.0, 2.0, 3.0, 3.0, 0.0)])}
+    cached(path, lambda: found)
+    assert path.is_file()
+
+
+def _refit_data(root: Path) -> tuple[Path, Path]:
+    """annotations.json (+ splits.json: image 1 in train and in choose) of one 64×64 image with a scored person (both
+    shoulders and hips), and the images folder holding it."""
+    images = root / "images"
+    images.mkdir(parents=True)
+    cv2.imwrite(str(images / "a.png"), np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))
+    names = ["left_shoulder", "right_shoulder", "left_hip", "right_hip"]
+    ann = root / "annotations.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
+                         "keypoints": [40, 20, 2, 24, 20, 2, 38, 44, 2, 26, 44, 2]}],
+        "categories": [{"id": 1, "name": "person", "keypoints": names}]}))
+    (root / "splits.json").write_text(json.dumps({"train": [1], "choose": [1]}))
+    return ann, images
+
+
+def test_refit_cache_key_holds_the_images_and_a_wrong_folder_is_refused(tmp_path, capsys):
+    """The key names the images folder and each image's size and time: another copy of the photos, or a changed
+    photo, is a new entry; a folder without the split's images is one error before the detector runs."""
+    ann, images = _refit_data(tmp_path / "data")
+    base = save_model(tiny_tracker(), tmp_path / "base.keras")
+    detector = tmp_path / "det.tflite"
+    detector.write_bytes(b"only hashed: the detector loads when it runs")
+
+    def run(images_dir: Path) -> RefitRun:
+        return RefitRun(ann, images_dir, None, str(base), str(detector), tmp_path / "cache", progress=False)
+
+    key = run(images).cache_path("rois", "choose", "d")
+    assert run(images).cache_path("rois", "choose", "d") == key       # stable
+    assert run(images).cache_path("rois", "train", "d") != key        # the split
+    copy = tmp_path / "copy"
+    shutil.copytree(images, copy)
+    assert run(copy).cache_path("rois", "choose", "d") != key         # another folder with the same names
+    cv2.imwrite(str(images / "a.png"), np.zeros((48, 48, 3), np.uint8))
+    assert run(images).cache_path("rois", "choose", "d") != key       # a changed photo
+
+    typo = tmp_path / "imgs"
+    typo.mkdir()
+    with pytest.raises(InputError, match=rf"none of the 1 scored images of split 'choose' is in --images {typo} "
+                                         rf"\(first: {typo}/a.png not found\)"):
+        run(typo).people("choose")
+    assert not (tmp_path / "cache").exists()                          # nothing cached by the mistake
+
+    two = tmp_path / "two"                                            # one of two images missing: a warning
+    doc = json.loads(ann.read_text())
+    doc["images"].append({"id": 2, "file_name": "b.png", "width": 64, "height": 64})
+    doc["annotations"].append({**doc["annotations"][0], "id": 2, "image_id": 2})
+    two.mkdir()
+    (two / "annotations.json").write_text(json.dumps(doc))
+    (two / "splits.json").write_text(json.dumps({"train": [1, 2]}))
+    capsys.readouterr()
+    RefitRun(two / "annotations.json", images, None, str(base), str(detector), tmp_path / "cache",
+             progress=False).people("train")
+    assert capsys.readouterr().err.strip() == (f"warning: 1 of the 2 scored images of split 'train' not found in "
+                                               f"--images {images} (first: {images}/b.png)")
+
+
+@pytest.mark.parametrize("module, args", [
+    ("blazepose_tf.training.refit_head", ("--annotations", "a.json", "--images", ".")),
+    ("blazepose_tf.training.refit_teacher", ("--base", "b.keras", "--detector", "d.tflite", "--photos", ".")),
+])
+def test_refits_refuse_a_cache_dir_that_is_a_file_before_any_work(tmp_path, module, args):
+    """A --cache_dir that is a file (or under one) is one error line, exit 2, before a model or image is read (the
+    files the flags name do not even exist)."""
+    user_file = tmp_path / "person.jpg"
+    user_file.write_bytes(b"a user's photo")
+    for cache, message in ((user_file, f"error: --cache_dir {user_file} is a file, not a folder"),
+                           (user_file / "sub", f"error: cannot write --cache_dir {user_file}/sub/entry.npz: "
+                                               f"{user_file} is a file, not a folder")):
+        proc = subprocess.run([sys.executable, "-m", module, *args, "--output_dir", str(tmp_path / "run"),
+                               "--cache_dir", str(cache)], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == EXIT_USAGE and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines() == [message]
+    assert user_file.read_bytes() == b"a user's photo" and not (tmp_path / "run").exists()
+
+
+def test_command_with_a_wrong_images_folder_says_so_before_the_detector_runs(tmp_path):
+    """The audit's typo'd --images: one error line naming the folder (exit 3), before the detector (here a file
+    that is not a model) is loaded, and nothing is cached, so the corrected run starts clean."""
+    ann, images = _refit_data(tmp_path / "data")
+    base = save_model(tiny_tracker(), tmp_path / "base.keras")
+    detector = tmp_path / "det.tflite"
+    detector.write_bytes(b"not a model: never loaded")
+    typo = tmp_path / "imgs"
+    typo.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "blazepose_tf.training.refit_head", "--annotations", str(ann),
+                           "--images", str(typo), "--base", str(base), "--detector", str(detector),
+                           "--dev_split", "choose", "--train_crops", "gt", "--output_dir", str(tmp_path / "run"),
+                           "--cache_dir", str(tmp_path / "cache"), "--noprogress"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: none of the 1 scored images of split 'choose' is in --images {typo} (first: "
+                      f"{typo}/a.png not found): is it the folder the annotations' file_name entries are relative "
+                      "to?"]
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()

@@ -28,6 +28,8 @@ import hashlib
 import math
 import os
 import sys
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
@@ -211,16 +213,49 @@ def cache_key(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
+def photo_key(paths: Sequence[Path]) -> list[tuple[str, int, int]]:
+    """What identifies the photos a cached result was computed on: each file's resolved path, size and modification
+    time (ns; ``-1, -1`` for a file that cannot be read), so another copy of the photos, a changed photo or one that
+    appears later is a new cache entry."""
+    return [(str(p.resolve()), *_stat(p)) for p in paths]
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
+
+
+def holds_nothing(arrays: dict[str, np.ndarray]) -> bool:
+    """Whether a result holds nothing worth keeping: every array is empty or has no finite value (no photo read,
+    nobody found)."""
+    return all(not np.isfinite(np.asarray(a, np.float64)).any() for a in arrays.values())
+
+
 def cached(path: Path, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The arrays stored at ``path`` (``.npz``), computed and stored (atomically) when absent."""
+    """The arrays stored at ``path`` (``.npz``), computed and stored (atomically: a temporary sibling renamed) when
+    absent. A file that cannot be read (truncated, corrupt, not a ``.npz``) is a miss: one ``warning:`` line, and
+    the result is computed again and replaces it. A result that :func:`holds_nothing` is returned but not stored,
+    so a mistake (a wrong images folder) is not kept for later runs."""
     if path.is_file():
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+            print(f"warning: cache file {path} cannot be read ({type(e).__name__}: {e}); computing it again",
+                  file=sys.stderr)
     arrays = compute()
+    if holds_nothing(arrays):
+        return arrays
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return arrays
 
 

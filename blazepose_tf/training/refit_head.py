@@ -9,7 +9,10 @@
    the crops of :mod:`blazepose_tf.training.refit_crops`: training crops of ``--train_split`` (each source of
    ``--train_crops``), and the pipeline's crops of ``--dev_split`` behind ``--detector`` (the runtime's ROI of its
    first detection). Its penultimate features (the landmark head's input), landmarks, presence and heatmap are
-   cached under ``--cache_dir``.
+   cached under ``--cache_dir``, keyed on the data (annotations and splits files, the images folder and each
+   image's size and modification time) and the models' sha256; an unreadable cache file is computed again.
+   ``--images`` holding none of a split's images, and a ``--cache_dir`` that cannot be used, are refused before
+   the detector runs.
 2. Per crop source and inlier radius, ridge residuals of the 12 limb points' rows are fitted for every λ
    (:func:`blazepose_tf.training.refit_search.fit_residuals`); per λ, each point group takes the option (official
    rows, refit rows with refinement as is, refit rows with its heatmap channels silenced) that scores best in the
@@ -35,7 +38,8 @@ from absl import flags
 
 from blazepose_tf import cli
 from blazepose_tf.errors import UserError
-from blazepose_tf.training.refit_outputs import check_output_dir, json_float, log, parse_numbers, write_json
+from blazepose_tf.training.refit_outputs import (check_cache_dir, check_output_dir, json_float, log, parse_numbers,
+                                                 write_json)
 
 flags.DEFINE_string("annotations", None, "COCO-keypoints JSON file (e.g. ../shared/data/lspet/annotations.json).")
 flags.DEFINE_string("images", None, "Folder the JSON's file_name entries are relative to.")
@@ -71,6 +75,7 @@ def _check_flags() -> tuple[list[float], list[float]]:
     if FLAGS.dev_split == "test":
         raise UserError("--dev_split=test: settings are chosen on dev, test is only reported (docs/design.md §8)")
     check_output_dir(Path(FLAGS.output_dir).expanduser())
+    check_cache_dir(Path(FLAGS.cache_dir).expanduser())
     return parse_numbers(FLAGS.lambdas, "lambdas", finite=True), parse_numbers(FLAGS.inlier_torso, "inlier_torso")
 
 
@@ -85,6 +90,8 @@ def main(argv: list[str]) -> int:
                    splits=Path(FLAGS.splits) if FLAGS.splits else None, base=FLAGS.base, detector=FLAGS.detector,
                    cache_dir=Path(FLAGS.cache_dir).expanduser(), batch_size=FLAGS.batch_size,
                    progress=FLAGS.progress)
+    for split in (FLAGS.dev_split, FLAGS.train_split):
+        run.people(split)   # a wrong --images is said now, before the detector pass
     dev = run.pipeline(FLAGS.dev_split)
     points = group_points(list(POINT_GROUPS))
     grid, best = [], None

@@ -1,4 +1,5 @@
-"""What a closed-form head refit run (``refit_head``, ``refit_teacher``) writes, and its number-list flags."""
+"""What a closed-form head refit run (``refit_head``, ``refit_teacher``) writes, its cache folder and its number-list
+flags."""
 from __future__ import annotations
 
 import json
@@ -45,6 +46,18 @@ def check_output_dir(out: Path) -> None:
         raise UserError(f"--output_dir {out} already holds a refit ({', '.join(existing)}): choose another folder "
                         "or move that one away")
     cli.check_output_folder(out / OUTPUT_FILES[0], "--output_dir")
+
+
+def check_cache_dir(cache: Path) -> None:
+    """Refuses a ``--cache_dir`` that is a file or whose folder cannot be made or written (the refits check it before
+    any work: the cache is written only after the slow first pass).
+
+    Raises:
+        UserError: one line naming the folder and the problem.
+    """
+    if cache.exists() and not cache.is_dir():
+        raise UserError(f"--cache_dir {cache} is a file, not a folder")
+    cli.check_output_folder(cache / "entry.npz", "--cache_dir")
 
 
 def write_json(path: Path, doc: Any) -> None:

@@ -1,19 +1,24 @@
 """One landmark-head refit run (``python -m blazepose_tf.training.refit_head``): the base tracker and the detector,
 their cached outputs on the training and dev crops, the fits and their dev scores, and the written model.
 
-Cache files (``.npz`` under the cache folder) are keyed on what they depend on: the annotations file (path, size,
-modification time), the split, the detector's and the base model's sha256, the crop source and its settings.
+Cache files (``.npz`` under the cache folder, :func:`~blazepose_tf.training.refit_crops.cached`) are keyed on
+what they depend on: the annotations and splits files (path, size, modification time), the images folder (resolved)
+and each of the split's scored images (resolved path, size, modification time), the split, the detector's and the
+base model's sha256, the crop source and its settings, and :data:`CACHE_VERSION`.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import sys
+
 import numpy as np
 import tensorflow as tf
 
 from blazepose_tf.codecs.targets import gt_alignment_roi
 from blazepose_tf.datasets.coco import load_coco_keypoints
+from blazepose_tf.errors import InputError
 from blazepose_tf.models.loading import check_keras_file, load_keras_model
 from blazepose_tf.models.official_cache import converted_model_path, save_model
 from blazepose_tf.official import official_model_path, sha256
@@ -28,6 +33,7 @@ from blazepose_tf.training.refit_search import (OPTIONS, POINT_GROUPS, TrainingS
 #: ``--base`` names of the converted official trackers.
 OFFICIAL_BASES = {"official": "pose_landmark_full", "official_lite": "pose_landmark_lite"}
 OFFICIAL_DETECTOR = "pose_detection"
+CACHE_VERSION = 1   # bump when what is cached for the same files changes
 
 
 class RefitRun:
@@ -50,12 +56,13 @@ class RefitRun:
         self.cache_dir, self.batch_size, self.progress = cache_dir, batch_size, progress
         self._base_key = sha256(self.base_path)
         self._detector_key = sha256(self.detector_path)
-        stat = annotations.stat()
-        self._data_key = (str(annotations.resolve()), stat.st_size, stat.st_mtime_ns, str(splits))
+        dataset_files = [annotations, splits or annotations.with_name("splits.json")]
+        self._data_key = (CACHE_VERSION, crops.photo_key(dataset_files), str(images.resolve()))
         self._base = load_keras_model(self.base_path, "--base")   # shared: write_model restores what it changes
         self._predict = feature_predictor(self._base)
         self._detector: Optional[PersonDetector] = None
         self._people: dict[str, list] = {}
+        self._photo_keys: dict[str, list] = {}   # per split: crops.photo_key of its scored images
         self.jitter: Optional[dict[str, Any]] = None  # the detector's ROI errors the jittered crops are drawn from
 
     # ------------------------------------------------------------------------------------------------- data
@@ -63,11 +70,16 @@ class RefitRun:
         """(record, scored person) pairs of a split."""
         if split not in self._people:
             ds = load_coco_keypoints(self.annotations, self.images, split=split, splits_json=self.splits)
-            self._people[split] = crops.scored_people(ds.records)
+            people = crops.scored_people(ds.records)
+            check_images_found([rec.file_path for rec, _ in people], split, self.images)
+            self._people[split] = people
+            self._photo_keys[split] = crops.photo_key([rec.file_path for rec, _ in people])
         return self._people[split]
 
-    def _cache(self, kind: str, *key: Any) -> Path:
-        return self.cache_dir / f"{kind}-{crops.cache_key(self._data_key, *key)}.npz"
+    def cache_path(self, kind: str, split: str, *key: Any) -> Path:
+        """The cache file of a result of ``kind`` on ``split``'s scored images that also depends on ``key``."""
+        self.people(split)
+        return self.cache_dir / f"{kind}-{crops.cache_key(self._data_key, self._photo_keys[split], split, *key)}.npz"
 
     def detector_rois(self, split: str) -> list:
         """The detector's IMAGE-mode ROI of each scored image of ``split`` (cached)."""
@@ -77,21 +89,22 @@ class RefitRun:
             paths = [rec.file_path for rec, _ in self.people(split)]
             return {"rois": crops.rois_to_array(crops.detector_rois(self._detector, paths, self.progress))}
 
-        return crops.rois_from_array(crops.cached(self._cache("rois", split, self._detector_key), compute)["rois"])
+        return crops.rois_from_array(crops.cached(self.cache_path("rois", split, self._detector_key), compute)["rois"])
 
-    def _features(self, kind: str, items: Sequence[crops.CropItem], keep_heatmap: bool, *key: Any) -> crops.Features:
+    def _features(self, kind: str, split: str, items: Sequence[crops.CropItem], keep_heatmap: bool, *key: Any
+                  ) -> crops.Features:
         def compute() -> dict[str, np.ndarray]:
             return crops.extract(self._predict, items, keep_heatmap, self.batch_size, self.progress,
                                  desc=kind).arrays()
 
-        return crops.Features.from_arrays(crops.cached(self._cache(kind, self._base_key, *key), compute))
+        return crops.Features.from_arrays(crops.cached(self.cache_path(kind, split, self._base_key, *key), compute))
 
     def pipeline(self, split: str) -> crops.PipelineCrops:
         """The base tracker behind the detector on the scored images of ``split``."""
         people = self.people(split)
         rois = self.detector_rois(split)
         rows, items = crops.pipeline_items(people, rois)
-        feats = self._features(f"pipeline-{split}", items, True, split, self._detector_key)
+        feats = self._features(f"pipeline-{split}", split, items, True, self._detector_key)
         return crops.PipelineCrops([p for _, p in people], rois, rows, items, feats)
 
     def training_set(self, split: str, source: str, jitter_copies: int, seed: int) -> TrainingSet:
@@ -106,8 +119,8 @@ class RefitRun:
                            "fields": ["dx/side", "dy/side", "log side ratio", "rotation rad"]}
         pairs = crops.training_items(people, source, det, jitter_copies, seed)
         items = [item for _, item in pairs]
-        key = (split, source) + ((self._detector_key, jitter_copies, seed) if source != "gt" else ())
-        feats = self._features(f"train-{source}", items, False, *key)
+        key = (source,) + ((self._detector_key, jitter_copies, seed) if source != "gt" else ())
+        feats = self._features(f"train-{source}", split, items, False, *key)
         target, annotated = crops.crop_targets([people[i][1] for i, _ in pairs], items)
         return TrainingSet(feats.features, feats.landmarks, target, annotated)
 
@@ -150,6 +163,18 @@ class RefitRun:
         metrics["points"] = sum(t for _, t in counts.values())
         return metrics
 
+
+def check_images_found(paths: Sequence[Path], split: str, images: Path) -> None:
+    """A one-line :class:`InputError` when none of a split's scored images is a file (a wrong ``--images``: said
+    before the slow detector pass, instead of a later "no crop"); one ``warning:`` line when some are missing."""
+    missing = [p for p in paths if not p.is_file()]
+    if missing and len(missing) == len(paths):
+        raise InputError(f"none of the {len(paths)} scored images of split {split!r} is in --images {images} "
+                         f"(first: {missing[0]} not found): is it the folder the annotations' file_name entries are "
+                         "relative to?")
+    if missing:
+        print(f"warning: {len(missing)} of the {len(paths)} scored images of split {split!r} not found in --images "
+              f"{images} (first: {missing[0]})", file=sys.stderr)
 
 def feature_predictor(model):
     """A NumPy batch → {name: array} function of the model's feature view."""

@@ -55,8 +55,8 @@ from absl import flags
 from blazepose_tf import cli
 from blazepose_tf.errors import ModelError, UserError
 from blazepose_tf.metrics import UNANNOTATED_GROUPS
-from blazepose_tf.training.refit_outputs import (OUTPUT_FILES, check_output_dir, json_float, log, parse_numbers,
-                                                 write_json)
+from blazepose_tf.training.refit_outputs import (OUTPUT_FILES, check_cache_dir, check_output_dir, json_float, log,
+                                                 parse_numbers, write_json)
 
 #: Point groups a teacher refit can choose for: the points LSPET does not annotate, by body part.
 TEACHER_GROUPS = UNANNOTATED_GROUPS
@@ -102,6 +102,7 @@ def _check_flags() -> tuple[list[float], list[float], list[float]]:
     if unknown or not FLAGS.groups:
         raise UserError(f"--groups must list groups from {', '.join(TEACHER_GROUPS)}, got {','.join(FLAGS.groups)}")
     check_output_dir(Path(FLAGS.output_dir).expanduser())
+    check_cache_dir(Path(FLAGS.cache_dir).expanduser())
     if not math.isfinite(FLAGS.heatmap_floor):
         raise UserError(f"--heatmap_floor must be a finite number, got {FLAGS.heatmap_floor}")
     return (parse_numbers(FLAGS.lambdas, "lambdas", finite=True), parse_numbers(FLAGS.inlier_torso, "inlier_torso"),

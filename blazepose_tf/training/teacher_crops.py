@@ -99,7 +99,7 @@ class TeacherCrops:
         self._check_roles()
         self.photos = unlabelled_photos(photos, IMAGE_EXTENSIONS, "train", how="--photos")
         self.cache_dir, self.batch_size, self.progress = cache_dir, batch_size, progress
-        self._photo_key = [(str(p.resolve()), *_stat(p)) for p in self.photos]
+        self._photo_key = crops.photo_key(self.photos)
         self._base = self._predict = None   # the base tracker and its feature predictor, made on first use
 
     def _check_roles(self) -> None:
@@ -216,10 +216,3 @@ class TeacherCrops:
         f = crops.extract(predict, check.items, True, self.batch_size, self.progress, desc="check")
         return path, agreement_counts(check, None, f)
 
-
-def _stat(path: Path) -> tuple[int, int]:
-    try:
-        st = path.stat()
-    except OSError:
-        return (-1, -1)
-    return (st.st_size, st.st_mtime_ns)
