@@ -7,8 +7,13 @@
   the official-model converter (:mod:`blazepose_tf.models.official_translation`);
 * :func:`inspect_model` — what export and benchmarks want to know of a file: op histogram, custom/Flex ops, I/O
   tensors, signatures, metadata names, a quantization guess;
-* :func:`load_interpreter` — an allocated ``ai_edge_litert.interpreter.Interpreter`` for a path or the model's bytes,
-  with a one-line :class:`blazepose_tf.errors.ModelError` naming the model when it cannot be loaded.
+* :func:`load_interpreter` — an allocated ``ai_edge_litert.interpreter.Interpreter`` for a path or the model's bytes
+  (always given the bytes, so any file name loads), with a one-line :class:`blazepose_tf.errors.ModelError` naming
+  the model when it cannot be loaded.
+
+A truncated or corrupt flatbuffer fails anywhere in the generated reader (``struct.error``, ``IndexError``, a short
+buffer...): every reader here turns that into the same one-line :class:`~blazepose_tf.errors.ModelError` naming the
+file (:func:`flatbuffer_errors`).
 
 Rewriting a model (object-API round trip, aligned buffers) is export's job: :mod:`export.tflite_model`.
 """
@@ -18,11 +23,12 @@ import importlib.util
 import os
 import sys
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 
@@ -79,6 +85,21 @@ def wheel_schema(filename: str, what: str) -> ModuleType:
         del sys.modules[name]
         raise ModelError(f"cannot load the {what} {path}: {e}") from None
     return module
+
+
+@contextmanager
+def flatbuffer_errors(where: str) -> Iterator[None]:
+    """Turns any error of reading a malformed flatbuffer inside the block (a truncated file fails in the generated
+    reader with ``struct.error``, ``IndexError``, a short-buffer ``ValueError``...) into one line naming ``where``:
+    ``ModelError: <where> is not a loadable TFLite model: truncated or corrupt flatbuffer (...)``."""
+    try:
+        yield
+    except ModelError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of the generated reader means a malformed file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelError(f"{where} is not a loadable TFLite model: truncated or corrupt flatbuffer ({first})") \
+            from None
 
 
 def _enum_names(enum: type) -> dict[int, str]:
@@ -163,28 +184,26 @@ class TFLiteGraph:
             except OSError as e:
                 raise ModelError(f"cannot read {self.path}: {e.strerror}") from None
         S = self._schema = schema()
-        try:
+        with flatbuffer_errors(str(self.path)):
             self._model = S.Model.GetRootAs(self._raw, 0)
             sg = self._model.Subgraphs(0)
             if sg is None:
                 raise ValueError("no subgraph")
             self._sg = sg
-        except Exception as e:  # noqa: BLE001 - anything unparsable is a bad model file
-            raise ModelError(f"{self.path} is not a TFLite flatbuffer: {e}") from None
-        type_names = tensor_type_names()
-        op_names = builtin_op_names()
-        self.tensors: list[TensorInfo] = [tensor_info(sg, i, type_names) for i in range(sg.TensorsLength())]
-        self.ops: list[OpInfo] = []
-        for k in range(sg.OperatorsLength()):
-            op = sg.Operators(k)
-            oc = self._model.OperatorCodes(op.OpcodeIndex())
-            code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
-            kind = op_names.get(code, f"CUSTOM({(oc.CustomCode() or b'').decode()})")
-            info = OpInfo(k, kind, [int(v) for v in op.InputsAsNumpy()], [int(v) for v in op.OutputsAsNumpy()])
-            info.options = self._options(op, kind)
-            self.ops.append(info)
-        self.inputs = [int(v) for v in sg.InputsAsNumpy()]
-        self.outputs = [int(v) for v in sg.OutputsAsNumpy()]
+            type_names = tensor_type_names()
+            op_names = builtin_op_names()
+            self.tensors: list[TensorInfo] = [tensor_info(sg, i, type_names) for i in range(sg.TensorsLength())]
+            self.ops: list[OpInfo] = []
+            for k in range(sg.OperatorsLength()):
+                op = sg.Operators(k)
+                oc = self._model.OperatorCodes(op.OpcodeIndex())
+                code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
+                kind = op_names.get(code, f"CUSTOM({(oc.CustomCode() or b'').decode()})")
+                info = OpInfo(k, kind, [int(v) for v in op.InputsAsNumpy()], [int(v) for v in op.OutputsAsNumpy()])
+                info.options = self._options(op, kind)
+                self.ops.append(info)
+            self.inputs = [int(v) for v in sg.InputsAsNumpy()]
+            self.outputs = [int(v) for v in sg.OutputsAsNumpy()]
         self.producer = {o: op for op in self.ops for o in op.outputs}
         self._cache: dict[int, Optional[np.ndarray]] = {}
 
@@ -208,7 +227,10 @@ class TFLiteGraph:
         buf = self._model.Buffers(index)
         offset = int(buf.Offset()) if hasattr(buf, "Offset") else 0
         if offset > 1:  # large models keep buffers after the flatbuffer
-            return self._raw[offset:offset + int(buf.Size())]
+            size = int(buf.Size())
+            if offset + size > len(self._raw):
+                raise ValueError(f"buffer {index} ends at byte {offset + size}, after the end of the file")
+            return self._raw[offset:offset + size]
         if buf.DataLength() == 0:
             return None
         return buf.DataAsNumpy().tobytes()
@@ -259,6 +281,10 @@ class TFLiteGraph:
             return None
         if index in self._cache:
             return self._cache[index]
+        with flatbuffer_errors(str(self.path)):
+            return self._constant(index)
+
+    def _constant(self, index: int) -> Optional[np.ndarray]:
         t = self.tensors[index]
         raw = self._buffer_bytes(t.buffer)
         value: Optional[np.ndarray] = None
@@ -299,15 +325,27 @@ class TFLiteGraph:
 # Inspection (export, benchmarks)
 # --------------------------------------------------------------------------------------------------------------
 
-def read_bytes(model: ModelSource) -> bytes:
-    """The bytes of a .tflite file (or the bytes themselves), checked for the TFL3 identifier."""
+def source_label(model: ModelSource, default: str = "model buffer") -> str:
+    """How messages name a model: its path, or ``default`` for the flatbuffer's bytes."""
+    return default if isinstance(model, (bytes, bytearray)) else str(Path(model).expanduser())
+
+
+def _model_bytes(model: ModelSource, label: Optional[str], default: str) -> tuple[bytes, str]:
+    """The bytes of a .tflite path (a regular file: :func:`blazepose_tf.errors.model_file`) or the bytes themselves,
+    and how messages name them: ``label``, else the path, else ``default``."""
     if isinstance(model, (bytes, bytearray)):
-        buf = bytes(model)
-        where = "model buffer"
-    else:
-        path = model_file(model)
-        buf = path.read_bytes()
-        where = str(path)
+        return bytes(model), label or default
+    path = model_file(model)
+    try:
+        return path.read_bytes(), label or str(path)
+    except OSError as e:
+        raise ModelError(f"cannot read {label or path}: {e.strerror or e}") from None
+
+
+def read_bytes(model: ModelSource, *, label: Optional[str] = None) -> bytes:
+    """The bytes of a .tflite file (or the bytes themselves), checked for the TFL3 identifier; ``label`` names the
+    model in messages (default: the path, or ``model buffer``)."""
+    buf, where = _model_bytes(model, label, "model buffer")
     if len(buf) < 8 or buf[4:8] != TFLITE_IDENTIFIER:
         raise ModelError(f"{where} is not a TFLite flatbuffer (no 'TFL3' identifier)")
     return buf
@@ -347,11 +385,32 @@ class ModelInfo:
         return "none"
 
 
-def inspect_model(model: ModelSource) -> ModelInfo:
-    """Op histogram (all subgraphs), custom op names, main-subgraph I/O, signatures, metadata names."""
-    buf = read_bytes(model)
+def inspect_model(model: ModelSource, *, label: Optional[str] = None) -> ModelInfo:
+    """Op histogram (all subgraphs), custom op names, main-subgraph I/O, signatures, metadata names.
+
+    Every buffer is checked to lie inside the file, so a truncated or corrupt model is a one-line
+    :class:`ModelError` naming it (``label``, else the path, else ``model buffer``; :func:`flatbuffer_errors`).
+    """
+    buf, where = _model_bytes(model, label, "model buffer")
+    read_bytes(buf, label=where)
+    with flatbuffer_errors(where):
+        return _inspect(buf)
+
+
+def _check_buffers(m: Any, size: int) -> None:
+    """Raises ValueError when a buffer of model ``m`` (``size`` bytes) runs past the end of the file."""
+    for i in range(m.BuffersLength()):
+        buffer = m.Buffers(i)
+        if buffer.DataLength():
+            buffer.DataAsNumpy()  # a data vector cut short raises here
+        elif buffer.Offset() > 1 and buffer.Offset() + buffer.Size() > size:
+            raise ValueError(f"buffer {i} ends at byte {buffer.Offset() + buffer.Size()}, after the end of the file")
+
+
+def _inspect(buf: bytes) -> ModelInfo:
     s = schema()
     m = s.Model.GetRootAs(buf, 0)
+    _check_buffers(m, len(buf))
     builtin = builtin_op_names()
     ttypes = tensor_type_names()
     codes: list[str] = []
@@ -402,10 +461,11 @@ def inspect_model(model: ModelSource) -> ModelInfo:
 
 def load_interpreter(model: ModelSource, num_threads: int = 1, use_xnnpack: bool = True, *,
                      label: Optional[str] = None, **kwargs: Any):
-    """An allocated ``ai_edge_litert.interpreter.Interpreter`` for a .tflite path or the model's bytes.
+    """An allocated ``ai_edge_litert.interpreter.Interpreter`` for a .tflite path or the model's bytes (a path is
+    read and its bytes given to the interpreter, so any file name loads).
 
     Args:
-        model: a path, or the flatbuffer's bytes.
+        model: a path (of a regular file), or the flatbuffer's bytes.
         num_threads: CPU threads of the interpreter (and of XNNPACK).
         use_xnnpack: apply XNNPACK, ai-edge-litert's default delegate (False: builtin kernels only).
         label: how messages name the model (default: the path, or ``<tflite bytes>``).
@@ -417,16 +477,15 @@ def load_interpreter(model: ModelSource, num_threads: int = 1, use_xnnpack: bool
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError as e:  # pragma: no cover - the project pins ai-edge-litert
         raise ModelError(f"ai-edge-litert is not installed: {e}") from None
-    if isinstance(model, (bytes, bytearray)):
-        source = {"model_content": bytes(model)}
-        label = label or "<tflite bytes>"
-    else:
-        source = {"model_path": str(model)}
-        label = label or str(model)
+    # The bytes, never model_path: LiteRT takes a path only if it encodes as UTF-8 (a file name with a byte of
+    # another encoding is a TypeError there), and one way of opening a .tflite is one set of errors.
+    content, label = _model_bytes(model, label, "<tflite bytes>")
+    if not content:
+        raise ModelError(f"{label} is not a loadable TFLite model: it is empty (0 bytes)")
     if not use_xnnpack:
         kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
-        it = Interpreter(**source, num_threads=num_threads, **kwargs)
+        it = Interpreter(model_content=content, num_threads=num_threads, **kwargs)
         it.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]

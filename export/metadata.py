@@ -31,6 +31,7 @@ import numpy as np
 import blazepose_tf
 from blazepose_tf.contract import INPUT_RANGES, ROLE_KINDS
 from blazepose_tf.errors import ModelError
+from blazepose_tf.tflite_file import flatbuffer_errors, source_label
 from export.tflite_model import pack, read_bytes, rename_signature_tensors, schema, unpack
 
 METADATA_NAME = "blazepose_tf"
@@ -86,18 +87,19 @@ def get_metadata_buffers(model: Union[bytes, str, Path]) -> dict[str, bytes]:
     """All named metadata buffers of a model (``min_runtime_version``, ``blazepose_tf``, ...)."""
     buf = read_bytes(model)
     s = schema()
-    m = s.Model.GetRootAs(buf, 0)
     out = {}
-    for i in range(m.MetadataLength()):
-        md = m.Metadata(i)
-        name = (md.Name() or b"").decode("utf-8", "replace")
-        b = m.Buffers(md.Buffer())
-        if b.DataLength():
-            out[name] = b.DataAsNumpy().tobytes()
-        elif b.Size():
-            out[name] = buf[b.Offset():b.Offset() + b.Size()]
-        else:
-            out[name] = b""
+    with flatbuffer_errors(source_label(model)):  # a truncated or corrupt model: one line naming it
+        m = s.Model.GetRootAs(buf, 0)
+        for i in range(m.MetadataLength()):
+            md = m.Metadata(i)
+            name = (md.Name() or b"").decode("utf-8", "replace")
+            b = m.Buffers(md.Buffer())
+            if b.DataLength():
+                out[name] = b.DataAsNumpy().tobytes()
+            elif b.Size():
+                out[name] = buf[b.Offset():b.Offset() + b.Size()]
+            else:
+                out[name] = b""
     return out
 
 

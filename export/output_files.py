@@ -86,11 +86,24 @@ def check_replaceable_export(artifact: Path, report: Path, sidecars: Sequence[Pa
         check_replaceable("--output's", side, overwrite)
 
 
+def check_utf8_path(output: Path, flag: str = "--output") -> None:
+    """A one-line :class:`UserError` (exit 2) when ``output``'s path is not valid UTF-8 (a byte of another encoding
+    in a file or folder name, which Python holds as a lone surrogate): the report records the path as JSON text,
+    which strict parsers refuse with such a character, and MediaPipe opens a bundle only by a UTF-8 name."""
+    try:
+        str(output.absolute()).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"{flag} {str(output)!r}: the path is not valid UTF-8, which the report written beside it "
+                        "(JSON text) needs; rename it") from None
+
+
 def check_output_path(output: Path, overwrite: bool = False) -> None:
-    """Raises a one-line :class:`UserError` (exit 2) unless ``output`` and its report can be written: neither is a
-    folder, their folder exists or can be created (its nearest existing ancestor is a writable folder), and
-    neither replaces a file an earlier export did not write (:func:`check_replaceable_export`, unless
-    ``overwrite``). Cheap: :func:`export.to_tflite.export_model` calls it before loading or converting anything."""
+    """Raises a one-line :class:`UserError` (exit 2) unless ``output`` and its report can be written: the path is
+    valid UTF-8 (:func:`check_utf8_path`), neither is a folder, their folder exists or can be created (its nearest
+    existing ancestor is a writable folder), and neither replaces a file an earlier export did not write
+    (:func:`check_replaceable_export`, unless ``overwrite``). Cheap: :func:`export.to_tflite.export_model` calls it
+    before loading or converting anything."""
+    check_utf8_path(output)
     if output.suffix != ".tflite":
         raise UserError(f"--output must end in .tflite, got {output.name!r}")
     if output.stem.endswith(".task"):

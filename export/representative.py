@@ -19,10 +19,16 @@ mid-hip + r·unit(mid-hip → mid-shoulder) with r the radius of the circle arou
 2r·:data:`~blazepose_tf.contract.ROI_SCALE`, rotated so that the torso points up. Tracker
 crops from a plain folder are aligned on the official detector's first detection. Detector inputs are the
 whole image letterboxed with zero borders. Samples are spread evenly over the dataset (deterministic).
+
+An image that cannot be read (or, for plain-folder tracker crops, in which the detector finds nobody) is skipped and
+the next one tried; :class:`SampleCount` keeps how many were used, of how many asked, and what was skipped and why,
+which the exports print as a ``warning:`` (:meth:`SampleCount.shortfall`). A dataset of which no image is usable is
+an :class:`~blazepose_tf.errors.InputError` (exit 3) that gives the same reasons.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -74,6 +80,47 @@ class Sample:
     source: str
     person: Optional[PersonAnnotation] = None
     image_id: object = None
+
+
+# Why an image of a dataset gave no sample (the keys of SampleCount.skipped).
+UNREADABLE = "unreadable"
+NO_PERSON_FOUND = "no person found by the official detector"
+NOT_ANNOTATED = "no person with both shoulders and both hips annotated"
+
+
+@dataclass
+class SampleCount:
+    """How :func:`iter_samples` fared on a dataset: samples asked and used, the dataset's images, and the images that
+    gave no sample, by reason (:data:`UNREADABLE`, :data:`NO_PERSON_FOUND`, :data:`NOT_ANNOTATED`), with the first
+    message of each reason."""
+
+    asked: int = 0
+    used: int = 0
+    images: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    first: dict[str, str] = field(default_factory=dict)
+
+    def skip(self, reason: str, detail: str) -> None:
+        """Counts one image skipped for ``reason`` (``detail``: e.g. the file's error, kept for the first one)."""
+        self.skipped[reason] += 1
+        self.first.setdefault(reason, detail)
+
+    def reasons(self) -> str:
+        """The skipped images by reason, e.g. ``2 unreadable (first: image file is empty (0 bytes): a.jpg)``."""
+        return "; ".join(f"{n} {reason} (first: {self.first[reason]})" for reason, n in self.skipped.most_common())
+
+    def shortfall(self, doing: str, flag: str) -> Optional[str]:
+        """One line saying that fewer samples were used than asked, how many and why; None when all were used.
+
+        Args:
+            doing: what the samples are for, e.g. ``calibrating on``.
+            flag: the flag that asked for them, e.g. ``--num_calibration``.
+        """
+        if self.used >= self.asked:
+            return None
+        why = (f"{sum(self.skipped.values())} of its {self.images} images gave no sample: {self.reasons()}"
+               if self.skipped else f"it has only {self.images} usable images")
+        return f"{doing} {self.used} of the {self.asked} inputs asked ({flag}): {why}"
 
 
 def parse_spec(spec: str) -> DatasetSpec:
@@ -149,7 +196,8 @@ class _OfficialAligner:
 
 
 def iter_samples(spec: DatasetSpec | str, kind: str, input_hw: tuple[int, int], value_range: Sequence[float],
-                 count: int, topology: Topology = BLAZEPOSE_33) -> Iterator[Sample]:
+                 count: int, topology: Topology = BLAZEPOSE_33,
+                 counts: Optional[SampleCount] = None) -> Iterator[Sample]:
     """Yields up to ``count`` model inputs from a dataset (see the module docstring).
 
     Args:
@@ -159,17 +207,24 @@ def iter_samples(spec: DatasetSpec | str, kind: str, input_hw: tuple[int, int], 
         value_range: model input range, e.g. (0, 1) for the tracker, (-1, 1) for the detector.
         count: how many samples at most.
         topology: keypoint topology annotated datasets are mapped onto.
+        counts: filled in with the samples asked and used and the images skipped, by reason.
     Raises:
-        UserError: bad spec or kind; InputError: the dataset has no usable image.
+        UserError: bad spec or kind; InputError: the dataset has no usable image (the message says why).
     """
     if isinstance(spec, str):
         spec = parse_spec(spec)
     if kind not in KINDS:
         raise UserError(f"kind must be one of {KINDS}, got {kind!r}")
+    counts = counts if counts is not None else SampleCount()
+    counts.asked = count
     h, w = int(input_hw[0]), int(input_hw[1])
     if spec.annotated:
         dataset = load_coco_keypoints(spec.annotations, spec.images, split=spec.split, topology=topology)
         items = [(rec, select_scored_person(rec, topology)) for rec in dataset]
+        counts.images = len(items)
+        for rec, p in items:
+            if p is None:
+                counts.skip(NOT_ANNOTATED, str(rec.file_path))
         items = [(rec, p) for rec, p in items if p is not None]
         if not items:
             raise InputError(f"dataset {spec.text!r} has no image with a person whose shoulders and hips are "
@@ -179,16 +234,17 @@ def iter_samples(spec: DatasetSpec | str, kind: str, input_hw: tuple[int, int], 
         files = _image_files(spec.images)
         if not files:
             raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {spec.images}")
+        counts.images = len(files)
         entries = [(str(f), None, None) for f in files]
     aligner = _OfficialAligner() if (kind == "tracker" and not spec.annotated) else None
-    produced = 0
     for i in _spread(len(entries), count):
-        if produced >= count:
+        if counts.used >= count:
             return
         source, image_id, person = entries[i]
         try:
             image = load_image(source)
-        except InputError:
+        except InputError as e:
+            counts.skip(UNREADABLE, str(e))
             continue
         if kind == "detector":
             roi, _ = roi_codec.letterbox_roi(image.shape[1], image.shape[0], w, h)
@@ -197,16 +253,18 @@ def iter_samples(spec: DatasetSpec | str, kind: str, input_hw: tuple[int, int], 
             roi = (gt_alignment_roi(person.keypoints, person.available, topology) if person is not None
                    else aligner(image))
             if roi is None:
+                counts.skip(NO_PERSON_FOUND, source)
                 continue
             pixels = roi_codec.crop(image, roi, w, h, border="replicate")
-        produced += 1
+        counts.used += 1
         yield Sample(tensor=normalize(pixels, value_range), roi=roi, source=source,
                      person=person if kind == "tracker" else None, image_id=image_id)
-    if produced == 0:
-        raise InputError(f"no usable sample in dataset {spec.text!r} (unreadable images, or no person found)")
+    if counts.used == 0:
+        raise InputError(f"no usable sample in dataset {spec.text!r}: {counts.reasons()}")
 
 
 def load_samples(spec: DatasetSpec | str, kind: str, input_hw: tuple[int, int], value_range: Sequence[float],
-                 count: int, topology: Topology = BLAZEPOSE_33) -> list[Sample]:
+                 count: int, topology: Topology = BLAZEPOSE_33,
+                 counts: Optional[SampleCount] = None) -> list[Sample]:
     """:func:`iter_samples` as a list."""
-    return list(iter_samples(spec, kind, input_hw, value_range, count, topology=topology))
+    return list(iter_samples(spec, kind, input_hw, value_range, count, topology=topology, counts=counts))

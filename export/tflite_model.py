@@ -13,8 +13,8 @@ from typing import Union
 import flatbuffers
 import numpy as np
 
-from blazepose_tf.tflite_file import (TFLITE_IDENTIFIER, ModelInfo, TensorInfo, inspect_model, read_bytes,
-                                      schema)
+from blazepose_tf.tflite_file import (TFLITE_IDENTIFIER, ModelInfo, TensorInfo, flatbuffer_errors, inspect_model,
+                                      read_bytes, schema, source_label)
 
 __all__ = ["BUFFER_ALIGNMENT", "TFLITE_IDENTIFIER", "ModelInfo", "TensorInfo", "inspect_model", "pack", "read_bytes",
            "rename_signature_tensors", "schema", "unpack"]
@@ -27,14 +27,16 @@ BUFFER_ALIGNMENT = 16  # the schema's force_align for Buffer.data
 
 
 def unpack(model: Union[bytes, bytearray, str, Path]):
-    """The mutable object tree (``ModelT``) of a model."""
+    """The mutable object tree (``ModelT``) of a model; a truncated or corrupt one is a one-line ModelError naming
+    it (:func:`blazepose_tf.tflite_file.flatbuffer_errors`)."""
     buf = read_bytes(model)
     s = schema()
-    tree = s.ModelT.InitFromObj(s.Model.GetRootAs(buf, 0))
-    for b in tree.buffers or []:
-        if b.offset:  # >2 GB models keep buffers after the flatbuffer; inline them again
-            b.data = np.frombuffer(buf, np.uint8, count=b.size, offset=b.offset)
-            b.offset, b.size = 0, 0
+    with flatbuffer_errors(source_label(model)):
+        tree = s.ModelT.InitFromObj(s.Model.GetRootAs(buf, 0))
+        for b in tree.buffers or []:
+            if b.offset:  # >2 GB models keep buffers after the flatbuffer; inline them again
+                b.data = np.frombuffer(buf, np.uint8, count=b.size, offset=b.offset)
+                b.offset, b.size = 0, 0
     return tree
 
 

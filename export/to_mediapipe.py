@@ -106,8 +106,8 @@ from export.mediapipe_contract import (DETECTOR_INPUT_HW, HEATMAP_CHOICES, PLACE
                                        check_tflite_outputs, detector_contract_model, landmark_contract_model)
 from export.mediapipe_tflite import finalize_tflite, input_normalization, previous_placeholders, reorder_outputs
 from export.mediapipe_validate import validate_bundle
-from export.output_files import check_replaceable_export, install
-from export.representative import load_samples, normalize
+from export.output_files import check_replaceable_export, check_utf8_path, install
+from export.representative import SampleCount, load_samples, normalize
 from export.task_bundle import write_bundle
 from export.tflite_model import inspect_model, read_bytes
 from export.to_tflite import convert, keras_outputs, load_keras_model, parity, tflite_outputs
@@ -134,7 +134,9 @@ def _load_source(source: Any) -> tuple[str, Any, str]:
     if isinstance(source, (str, os.PathLike)):
         p = model_file(source)
         if p.suffix == ".tflite":
-            return "tflite", read_bytes(p), p.name
+            flat = read_bytes(p)
+            inspect_model(flat, label=str(p))  # a truncated or corrupt file: one line naming it, before any edit
+            return "tflite", flat, p.name
         if p.suffix in (".keras", ".h5"):
             return "keras", load_keras_model(p), p.name
         raise ModelError(f"unsupported model file {p.name!r}: expected .keras or .tflite")
@@ -197,8 +199,13 @@ def export_one(role: str, source: Any, quantization: str = "none", *, representa
         if quantization == "int8":
             if not representative:
                 raise UserError("--quantize int8 needs --representative SPEC (real inputs to calibrate on)")
-            samples = load_samples(representative, ROLE_KINDS[role], hw, value_range, num_calibration)
+            counts = SampleCount()
+            samples = load_samples(representative, ROLE_KINDS[role], hw, value_range, num_calibration,
+                                   counts=counts)
             calib = [s.tensor for s in samples]
+            short = counts.shortfall("calibrating on", "--num_calibration")
+            if short:
+                log(f"warning: {role}: --representative {representative!r}: {short}")
             notes.append(f"int8 calibrated on {len(calib)} inputs from {representative}")
         t0 = time.time()
         flat = convert(model, quantization, calib)
@@ -248,6 +255,7 @@ def build_bundle(detector: Any, landmarks: Any, output: Union[str, os.PathLike],
     write are refused unless ``overwrite`` (:func:`export.output_files.check_replaceable_export`).
     """
     output = Path(output)
+    check_utf8_path(output)
     if output.suffix != ".task":
         raise UserError(f"--output must end in .task, got {output.name!r}")
     if not output.parent.exists():

@@ -77,7 +77,7 @@ from export.output_files import check_output_path, install, report_path_for, wri
 from export.report import format_report, keras_outputs, parity, tflite_outputs, tracker_pck
 from export.pipeline_score import OFFICIAL_DETECTOR, PipelineScorer
 from export.ranges import RANGE_METHODS
-from export.representative import Sample, load_samples
+from export.representative import Sample, SampleCount, load_samples
 from export.tflite_model import inspect_model
 
 # The export's parts live in export.conversion, export.report, export.output_files and export.bias_correction;
@@ -169,9 +169,17 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
 
     calib: list[Sample] = []
     if representative and (quantization == "int8" or not eval_spec):  # else only --eval is used
+        counts = SampleCount()
         calib = load_samples(representative, kind, prepared.input_hw, value_range,
-                             num_calibration if quantization == "int8" else num_eval, topology=topology)
+                             num_calibration if quantization == "int8" else num_eval, topology=topology,
+                             counts=counts)
         log(f"representative set {representative!r}: {len(calib)} inputs")
+        if quantization == "int8":
+            short = counts.shortfall("calibrating on", "--num_calibration")
+        else:  # inputs for parity only: a small dataset is fine, skipped images are worth a word
+            short = counts.shortfall("comparing on", "--num_eval") if counts.skipped else None
+        if short:
+            log(f"warning: --representative {representative!r}: {short}")
     t0 = time.time()
     correction, int8_report = None, None
     if quantization == "int8":
@@ -195,8 +203,13 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
         info = inspect_model(flat)
         # Parity (and PCK) on real inputs, of the written model.
         if eval_spec:
-            samples = load_samples(eval_spec, kind, prepared.input_hw, value_range, num_eval, topology=topology)
+            counts = SampleCount()
+            samples = load_samples(eval_spec, kind, prepared.input_hw, value_range, num_eval, topology=topology,
+                                   counts=counts)
             data_note = eval_spec
+            short = counts.shortfall("comparing on", "--num_eval") if counts.skipped else None
+            if short:
+                log(f"warning: --eval {eval_spec!r}: {short}")
         elif calib:
             samples, data_note = calib[:num_eval], representative
         else:

@@ -2,6 +2,7 @@
 .keras round trip, fine-tunability and re-export to TFLite builtins; the command and its import path."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -326,3 +327,96 @@ def test_translate_needs_one_role_per_output(official_paths):
     graph = TFLiteGraph(official_paths["pose_detection"])
     with pytest.raises(ModelError, match="2 outputs, 1 roles given"):
         translate(graph, "detector", ["regressors"])
+
+
+def _tiny_stand_in(name: str) -> keras.Model:
+    """A small Keras model standing in for a conversion (the stamp logic does not depend on what was converted)."""
+    inp = keras.Input((4,), name="x")
+    return keras.Model(inp, keras.layers.Dense(2, name="y")(inp), name=name)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras' own np.array(copy=False) on save
+def test_stamp_records_the_written_file_and_an_edited_file_is_refused(tmp_path, monkeypatch):
+    """The stamp records the .keras's sha256: the cache reuses an unchanged file, converts a stale one again, and
+    refuses one the user has changed since (never replaced, never loaded as MediaPipe's model, even with force);
+    a stamp from before the sha256 was recorded still vouches for its file."""
+    from blazepose_tf.official import sha256
+
+    conversions = []
+    monkeypatch.setattr(official_cache, "convert", lambda name: conversions.append(name) or _tiny_stand_in(name))
+    path = converted_model_path("pose_detection", tmp_path)
+    stamp = official_cache.read_stamp(path)
+    assert stamp == {"converter_version": official_cache.CONVERTER_VERSION,
+                     "source_sha256": official_cache.OFFICIAL_SHA256["pose_detection"], "keras_sha256": sha256(path)}
+    assert not official_cache.changed_since_converted(path)
+    assert converted_model_path("pose_detection", tmp_path) == path and conversions == ["pose_detection"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pose_detection.keras", "pose_detection.keras.json"]
+
+    save_model(_tiny_stand_in("users_own"), path)  # the user edits the converted model in place
+    users = path.read_bytes()
+    assert official_cache.changed_since_converted(path)
+    for force in (False, True):
+        with pytest.raises(ModelError, match=r"pose_detection\.keras has been changed since the converter wrote it "
+                                             r"\(pose_detection\.keras\.json records another sha256\).*--overwrite"):
+            converted_model_path("pose_detection", tmp_path, force=force)
+    with pytest.raises(ModelError, match="has been changed since"):
+        official_cache.load_converted("pose_detection", tmp_path)
+    assert path.read_bytes() == users and conversions == ["pose_detection"]
+
+    # A stamp written before the sha256 was recorded: the file is taken as the converter's, as it was.
+    official_cache.stamp_path(path).write_text(json.dumps({k: v for k, v in stamp.items() if k != "keras_sha256"}))
+    assert not official_cache.changed_since_converted(path)
+    assert converted_model_path("pose_detection", tmp_path) == path and path.read_bytes() == users
+    # A stale stamp: converted again, and the new stamp records the new file.
+    official_cache.stamp_path(path).write_text("{}")
+    converted_model_path("pose_detection", tmp_path)
+    assert conversions == ["pose_detection"] * 2 and path.read_bytes() != users
+    assert official_cache.read_stamp(path)["keras_sha256"] == sha256(path)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_conversion_stopped_before_its_rename_leaves_the_earlier_file_vouched_for(tmp_path, monkeypatch):
+    """While a new conversion replaces an earlier one, the stamp vouches for both: stopped just before the rename,
+    the earlier file is still the converter's (not taken for the user's edit); no temporary file is left."""
+    path = official_cache.save_converted(_tiny_stand_in("first"), "pose_detection", tmp_path)
+    first = path.read_bytes()
+    real_replace = os.replace
+
+    def interrupted(src, dst):
+        if str(dst).endswith(".keras"):
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(official_cache.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        official_cache.save_converted(_tiny_stand_in("second"), "pose_detection", tmp_path)
+    monkeypatch.undo()
+    assert path.read_bytes() == first and not official_cache.changed_since_converted(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pose_detection.keras", "pose_detection.keras.json"]
+    official_cache.save_converted(_tiny_stand_in("second"), "pose_detection", tmp_path)
+    assert path.read_bytes() != first and not official_cache.changed_since_converted(path)
+    assert "replaces_sha256" not in official_cache.read_stamp(path)
+
+
+def test_cli_refuses_a_converted_model_changed_since_without_tensorflow(tmp_path):
+    """convert_official without --overwrite: a .keras whose stamp records another sha256 is the user's (exit 2, one
+    line, the file untouched), refused before TensorFlow starts."""
+    out = tmp_path / "conv"
+    out.mkdir()
+    edited = out / "pose_landmark_lite.keras"
+    edited.write_bytes(b"the user's fine-tuned model")
+    (out / "pose_landmark_lite.keras.json").write_text(json.dumps(
+        {"converter_version": 2, "source_sha256": "0" * 64, "keras_sha256": "1" * 64}))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    code = ("import sys, runpy\nsys.argv = sys.argv[1:]\ntry:\n"
+            "    runpy.run_module('blazepose_tf.models.convert_official', run_name='__main__')\n"
+            "finally:\n    print('tensorflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, "convert_official", "--models", "pose_landmark_lite",
+                           "--output_dir", str(out)], capture_output=True, text=True, cwd=REPO, env=env,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (f"error: {edited} has been changed since this converter wrote it "
+                                   "(pose_landmark_lite.keras.json records another sha256); pass --overwrite to "
+                                   "replace it, or choose another --output_dir")
+    assert edited.read_bytes() == b"the user's fine-tuned model"
+    assert proc.stdout.strip().splitlines()[-1] == "False"  # TensorFlow was not imported

@@ -379,3 +379,74 @@ def test_export_replaces_only_what_an_export_wrote(tracker, tmp_path):
     assert mine.read_bytes() == b"a model of the user's" and not (tmp_path / "n.tflite").exists()
     export_model(tracker, out, "none", overwrite=True, log=lambda *_: None)
     assert vouched(out, report)
+
+
+def test_non_utf8_output_is_refused_before_the_model_is_loaded(tmp_path):
+    """An --output whose name is not valid UTF-8 (a latin-1 byte: a lone surrogate in Python) would be recorded in
+    the report's JSON text: refused with one line, exit 2, before loading (the model given does not even exist)."""
+    output = tmp_path / os.fsdecode(b"mod\xe8le.tflite")
+    proc = _cli("--model", str(tmp_path / "never_loaded.keras"), "--output", output, "--quantize", "fp16")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (f"error: --output {str(output)!r}: the path is not valid UTF-8, which the report "
+                                   "written beside it (JSON text) needs; rename it")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _damage(images: Path, names: list[str]) -> None:
+    """Makes the named images unreadable: the first empty, the others cut short."""
+    for k, name in enumerate(names):
+        path = images / name
+        path.write_bytes(b"" if k == 0 else path.read_bytes()[:200])
+
+
+def test_sample_count_says_what_was_used_and_why(tmp_path):
+    """SampleCount: the samples used of those asked, and the images skipped by reason (the first's message)."""
+    from export.representative import UNREADABLE, SampleCount
+
+    ann = synthetic_coco(tmp_path / "ds", num_images=6)
+    counts = SampleCount()
+    assert len(load_samples(str(ann), "tracker", (64, 64), (0.0, 1.0), 4, counts=counts)) == 4
+    assert (counts.asked, counts.used, counts.images, sum(counts.skipped.values())) == (4, 4, 6, 0)
+    assert counts.shortfall("calibrating on", "--num_calibration") is None
+    counts = SampleCount()
+    load_samples(str(ann), "tracker", (64, 64), (0.0, 1.0), 20, counts=counts)
+    assert counts.shortfall("calibrating on", "--num_calibration") == ("calibrating on 6 of the 20 inputs asked "
+                                                                       "(--num_calibration): it has only 6 usable "
+                                                                       "images")
+    _damage(ann.parent / "images", ["im001.jpg", "im004.jpg"])
+    counts = SampleCount()
+    samples = load_samples(str(ann), "detector", (32, 32), (-1.0, 1.0), 6, counts=counts)
+    assert len(samples) == 4 and counts.skipped == {UNREADABLE: 2}
+    assert counts.shortfall("calibrating on", "--num_calibration") == (
+        f"calibrating on 4 of the 6 inputs asked (--num_calibration): 2 of its 6 images gave no sample: 2 unreadable "
+        f"(first: image file is empty (0 bytes): {ann.parent / 'images' / 'im001.jpg'})")
+    assert all("im001" not in s.source and "im004" not in s.source for s in samples)
+
+
+def test_int8_export_warns_when_it_calibrates_on_fewer_inputs_than_asked(tracker, tmp_path):
+    """int8 calibration on a dataset with unreadable images: a warning: line with the inputs used of those asked
+    and why (the report records the number); no readable image at all: exit 3 with one line, nothing written."""
+    from blazepose_tf.errors import EXIT_NO_INPUT, InputError
+    from export.int8_export import Int8Settings
+
+    ann = synthetic_coco(tmp_path / "ds", num_images=5)
+    images = ann.parent / "images"
+    _damage(images, ["im000.jpg", "im002.jpg", "im003.jpg"])
+    lines: list[str] = []
+    out = tmp_path / "q.tflite"
+    result = export_model(tracker, out, "int8", representative=str(ann), num_calibration=10, log=lines.append,
+                          int8=Int8Settings(bias_correction=False, layer_bias_correction=False))
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert warnings == [f"warning: --representative {str(ann)!r}: calibrating on 2 of the 10 inputs asked "
+                        "(--num_calibration): 3 of its 5 images gave no sample: 3 unreadable (first: image file is "
+                        f"empty (0 bytes): {images / 'im000.jpg'})"]
+    assert result.report["calibration"]["num_inputs"] == 2 and out.is_file()
+
+    _damage(images, ["im001.jpg", "im004.jpg"])
+    none = tmp_path / "none.tflite"
+    with pytest.raises(InputError) as err:
+        export_model(tracker, none, "int8", representative=str(ann), num_calibration=10, log=lambda *_: None)
+    assert err.value.exit_code == EXIT_NO_INPUT == 3
+    assert str(err.value) == (f"no usable sample in dataset {str(ann)!r}: 5 unreadable (first: image file is empty "
+                              f"(0 bytes): {images / 'im000.jpg'})")
+    assert not none.exists() and not (tmp_path / "none.report.json").exists()

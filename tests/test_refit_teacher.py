@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from blazepose_tf.datasets.coco import is_guard_image, unlabelled_photos
-from blazepose_tf.errors import EXIT_MODELS, EXIT_USAGE, InputError
+from blazepose_tf.errors import EXIT_MODELS, EXIT_NO_INPUT, EXIT_USAGE, InputError
 from blazepose_tf.io.images import IMAGE_EXTENSIONS, load_image
 from blazepose_tf.io.samples import sample_image_path
 from blazepose_tf.metrics import UNANNOTATED_GROUPS
@@ -129,6 +129,12 @@ def test_command_checks_flags_before_loading_anything(tmp_path: Path):
                 "--photos", str(tmp_path), "--output_dir", str(tmp_path / "new"))
     assert proc.returncode == EXIT_MODELS and "error: --detector not found" in proc.stderr
     assert not (tmp_path / "new").exists()
+    # Missing photos: one line before TensorFlow's start-up (the models are checked as files only).
+    proc = _run("--base", str(REPO / "blazepose_tf/zoo/weights/lite.keras"), "--detector",
+                str(REPO / "blazepose_tf/zoo/weights/detector.tflite"), "--photos", str(tmp_path / "absent"),
+                "--output_dir", str(tmp_path / "new"))
+    assert proc.returncode == EXIT_NO_INPUT and "Traceback" not in proc.stderr
+    assert f"photos not found: {tmp_path / 'absent'} is not a folder (--photos)" in proc.stderr
 
 
 def test_models_of_the_wrong_kind_are_refused_before_any_work(official_models, tmp_path: Path):
@@ -137,9 +143,10 @@ def test_models_of_the_wrong_kind_are_refused_before_any_work(official_models, t
 
     detector = str(official_model_path("pose_detection"))
     lite = str(REPO / "blazepose_tf/zoo/weights/lite.keras")
+    _photos(tmp_path / "photos", count=1)
     for args in (("--base", str(REPO / "blazepose_tf/zoo/weights/detector.keras"), "--detector", detector),
                  ("--base", lite, "--detector", detector, "--teacher_landmarks", detector)):
-        proc = _run(*args, "--photos", str(tmp_path / "no_photos"), "--output_dir", str(tmp_path / "run"))
+        proc = _run(*args, "--photos", str(tmp_path / "photos"), "--output_dir", str(tmp_path / "run"))
         assert proc.returncode == EXIT_MODELS and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert "detector" in proc.stderr.splitlines()[-1] and "landmark model" in proc.stderr.splitlines()[-1]
     assert not (tmp_path / "run").exists()

@@ -89,3 +89,76 @@ def test_schema_is_ai_edge_litert_and_export_keeps_its_names():
     assert schema() is schema_py_generated
     for name in ("inspect_model", "read_bytes", "schema", "ModelInfo", "TensorInfo", "TFLITE_IDENTIFIER"):
         assert getattr(export_tflite, name) is getattr(tflite_file, name)
+
+
+def test_truncated_or_corrupt_flatbuffer_is_one_line_model_error_naming_the_file(tiny, tmp_path):
+    """A cut-off download fails in the generated flatbuffer reader (struct.error, IndexError, a short buffer...):
+    every reader turns that into the one-line ModelError naming the file. inspect_model (which checks that every
+    buffer lies inside the file) and the interpreter refuse every cut; the readers that read only part of the
+    file fail when the cut is in that part."""
+    from export.metadata import get_metadata_buffers
+    from export.tflite_model import unpack
+
+    def graph_constants(p):
+        graph = TFLiteGraph(p)
+        return [graph.constant(i) for i in range(len(graph.tensors))]
+
+    _, blob = tiny
+    path = tmp_path / "cut.tflite"
+    for n in range(8, len(blob), max(1, len(blob) // 64)):
+        path.write_bytes(blob[:n])
+        with pytest.raises(ModelError, match=rf"^{path} is not a loadable TFLite model: truncated or corrupt "
+                                             r"flatbuffer \(.*\)$"):
+            inspect_model(path)
+        with pytest.raises(ModelError, match=rf"^{path} is not a loadable TFLite model: "):
+            load_interpreter(path)
+        for read in (unpack, get_metadata_buffers, graph_constants):
+            try:
+                read(path)
+            except ModelError as e:
+                msg = str(e)
+                assert msg.startswith(f"{path} is not a loadable TFLite model: ") and "\n" not in msg, (n, msg)
+    with pytest.raises(ModelError, match=r"^model buffer is not a loadable TFLite model: truncated"):
+        inspect_model(blob[:len(blob) // 2])
+    with pytest.raises(ModelError, match=r"^cut\.tflite is not a loadable TFLite model: truncated"):
+        inspect_model(blob[:len(blob) // 2], label="cut.tflite")
+
+
+def test_interpreter_reads_the_bytes_so_any_file_name_loads(tiny, tmp_path):
+    """LiteRT takes model_path only if it encodes as UTF-8: a file name with a latin-1 byte (a lone surrogate in
+    Python) loads like any other, since the interpreter is given the file's bytes; a FIFO is refused without
+    blocking, an empty file with one line."""
+    import os
+
+    path, blob = tiny
+    latin1 = tmp_path / os.fsdecode(b"mod\xe8le.tflite")
+    latin1.write_bytes(blob)
+    x = np.random.default_rng(2).uniform(size=(1, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_array_equal(invoke(load_interpreter(latin1), x)[0], invoke(load_interpreter(path), x)[0])
+    assert inspect_model(latin1).op_histogram == inspect_model(path).op_histogram
+    fifo = tmp_path / "fifo.tflite"
+    os.mkfifo(fifo)
+    with pytest.raises(ModelError, match="is not a regular file"):
+        load_interpreter(fifo)
+    empty = tmp_path / "empty.tflite"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelError, match=rf"^{empty} is not a loadable TFLite model: it is empty \(0 bytes\)$"):
+        load_interpreter(empty)
+
+
+def test_tflite_runner_loads_a_non_utf8_file_name(tmp_path):
+    """The runtime's runner (track, evaluate, bench) on a model whose file name is not valid UTF-8."""
+    import os
+
+    from blazepose_tf.official import official_model_path
+    from blazepose_tf.runtime.runners import TFLiteRunner
+
+    try:
+        source = official_model_path("pose_landmark_lite")  # packaged: no network
+    except ModelError as e:
+        pytest.skip(f"official Lite unavailable: {e}")
+    latin1 = tmp_path / os.fsdecode(b"l\xe9.tflite")
+    latin1.write_bytes(Path(source).read_bytes())
+    runner = TFLiteRunner(latin1)
+    assert runner.output_roles == TFLiteRunner(source).output_roles
+    assert runner.label == str(latin1)

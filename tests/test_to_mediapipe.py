@@ -328,3 +328,38 @@ def test_bundle_stopped_before_its_rename_keeps_a_replaceable_bundle(tiny, offic
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.task", "b.task.model_card.md", "b.task.report.json"]
     tm.build_bundle(str(official_detector), tiny, out, validate="off", log=lambda *a: None)   # no overwrite needed
     assert vouched(out, first.report_path)
+
+
+def _to_mediapipe(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "export.to_mediapipe", *args], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=300)
+
+
+def test_cli_names_a_truncated_tflite_in_one_line(tiny, tmp_path):
+    """A cut-off .tflite (a download stopped early) is a model error naming the file (exit 4), not a struct.error
+    traceback from the flatbuffer reader; nothing is written."""
+    from export.to_tflite import convert, prepare_model
+
+    flat = convert(prepare_model(tiny, kind="tracker").model)
+    cut = tmp_path / "cut.tflite"
+    for n in (len(flat) // 3, len(flat) - 16):
+        cut.write_bytes(flat[:n])
+        proc = _to_mediapipe("--detector", str(cut), "--landmarks", str(cut), "--output", str(tmp_path / "b.task"),
+                             "--validate", "off")
+        assert proc.returncode == 4, proc.stderr
+        assert "Traceback" not in proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: {cut} is not a loadable TFLite model: truncated or corrupt flatbuffer ("), last
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tflite"]
+
+
+def test_non_utf8_task_output_is_refused_up_front(tmp_path):
+    """A .task --output whose name is not valid UTF-8: one line, exit 2, before any model is read."""
+    output = tmp_path / os.fsdecode(b"b\xe9.task")
+    proc = _to_mediapipe("--detector", str(tmp_path / "d.tflite"), "--landmarks", str(tmp_path / "l.tflite"),
+                         "--output", output)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (f"error: --output {str(output)!r}: the path is not valid UTF-8, which the report "
+                                   "written beside it (JSON text) needs; rename it")
+    assert list(tmp_path.iterdir()) == []

@@ -17,6 +17,8 @@ The work is split by job; this module is the command and the one import path for
   (:func:`to_tflite`);
 * :mod:`blazepose_tf.models.official_cache` — saving, caching and loading the converted models
   (:func:`converted_model_path`, :func:`load_converted`, :func:`save_model`);
+* :mod:`blazepose_tf.models.official_stamp` — where they are kept and their conversion stamps, without TensorFlow
+  (:func:`converted_dir`, :func:`stamp_path`, :func:`changed_since_converted`);
 * :mod:`blazepose_tf.models.official_parity` — parity metrics, acceptance criteria and sample inputs.
 
 The paper-style architectures this project trains itself are the presets beside their builders
@@ -34,14 +36,15 @@ from blazepose_tf.contract import OFFICIAL_NAMES
 from blazepose_tf.errors import UserError
 from blazepose_tf.io.images import load_image
 from blazepose_tf.io.samples import sample_image_path
+from blazepose_tf.models.official_stamp import changed_since_converted, converted_dir, stamp_path
 from blazepose_tf.official import official_model_path
 from blazepose_tf.tflite_file import OpInfo, TensorInfo, TFLiteGraph  # noqa: F401  (re-exported)
 
 # The names this module re-exports from the modules that need TensorFlow, imported on first use (PEP 562) so that
 # ``--help`` and a bad flag answer without TensorFlow's start-up.
 _SOURCES = {
-    "blazepose_tf.models.official_cache": ("CONVERTER_VERSION", "converted_dir", "converted_model_path",
-                                           "load_converted", "save_converted", "save_model"),
+    "blazepose_tf.models.official_cache": ("CONVERTER_VERSION", "converted_model_path", "load_converted",
+                                           "save_converted", "save_model"),
     "blazepose_tf.models.official_parity": ("LANDMARK_PX_TOL", "NMS_TOL", "PROBABILITY_TOL", "REGRESSOR_PX_TOL",
                                             "check_parity", "detector_parity", "detector_parity_ok", "format_stats",
                                             "landmark_parity", "landmark_parity_ok", "sample_inputs"),
@@ -51,7 +54,8 @@ _SOURCES = {
 }
 _WHERE = {name: module for module, names in _SOURCES.items() for name in names}
 
-__all__ = sorted([*_WHERE, "OFFICIAL_NAMES", "OpInfo", "TFLiteGraph", "TensorInfo", "main"])
+__all__ = sorted([*_WHERE, "OFFICIAL_NAMES", "OpInfo", "TFLiteGraph", "TensorInfo", "changed_since_converted",
+                  "converted_dir", "main", "stamp_path"])
 
 
 def __getattr__(name: str):
@@ -68,8 +72,9 @@ def define_flags() -> None:
                         "$BLAZEPOSE_TF_CACHE/converted or ~/.cache/blazepose_tf/converted).")
     flags.DEFINE_list("models", list(OFFICIAL_NAMES), f"Models to convert, from {', '.join(OFFICIAL_NAMES)}.")
     flags.DEFINE_bool("check_export", False, "Also convert each Keras model back to .tflite (builtin ops only).")
-    cli.define_overwrite_flag("Replace a <name>.keras in --output_dir that has no conversion stamp "
-                              "(<name>.keras.json) beside it, i.e. that this converter did not write.")
+    cli.define_overwrite_flag("Replace a <name>.keras in --output_dir that this converter did not write (no "
+                              "conversion stamp <name>.keras.json beside it) or that has been changed since (its "
+                              "sha256 is not the stamp's).")
 
 
 def _op_list(counts) -> str:
@@ -82,18 +87,23 @@ def main(argv: list[str]) -> int:
     unknown = [m for m in FLAGS.models if m not in OFFICIAL_NAMES]
     if unknown or not FLAGS.models:
         raise UserError(f"--models must list names from {', '.join(OFFICIAL_NAMES)}, got {FLAGS.models}")
-    from blazepose_tf.models.official_cache import converted_dir, save_converted
-    from blazepose_tf.models.official_parity import check_parity, format_stats, sample_inputs
-    from blazepose_tf.models.official_translation import convert, count_params, to_tflite
-
     out_dir = Path(FLAGS.output_dir) if FLAGS.output_dir else converted_dir()
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--output_dir is not a folder: {out_dir}")
-    for name in FLAGS.models:   # a converted model has its stamp beside it; anything else is the user's
+    for name in FLAGS.models:   # a converted model has its stamp beside it, recording its sha256
         path = out_dir / f"{name}.keras"
-        if path.exists() and not path.with_name(f"{name}.keras.json").is_file() and not FLAGS.overwrite:
-            raise UserError(f"{path} exists and was not written by this converter (no {name}.keras.json stamp "
+        if not path.exists() or FLAGS.overwrite:
+            continue
+        if not stamp_path(path).is_file():
+            raise UserError(f"{path} exists and was not written by this converter (no {stamp_path(path).name} stamp "
                             "beside it); pass --overwrite to replace it, or choose another --output_dir")
+        if changed_since_converted(path):
+            raise UserError(f"{path} has been changed since this converter wrote it ({stamp_path(path).name} records "
+                            "another sha256); pass --overwrite to replace it, or choose another --output_dir")
+    from blazepose_tf.models.official_cache import save_converted  # TensorFlow: only once the flags are checked
+    from blazepose_tf.models.official_parity import check_parity, format_stats, sample_inputs
+    from blazepose_tf.models.official_translation import convert, count_params, to_tflite
+
     inputs = sample_inputs(load_image(sample_image_path()))
     all_ok = True
     for name in FLAGS.models:

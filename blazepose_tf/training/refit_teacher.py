@@ -53,7 +53,10 @@ import numpy as np
 from absl import flags
 
 from blazepose_tf import cli
-from blazepose_tf.errors import ModelError, UserError
+from blazepose_tf.datasets.coco import unlabelled_photos
+from blazepose_tf.errors import InputError, ModelError, UserError, model_file
+from blazepose_tf.io.images import IMAGE_EXTENSIONS
+from blazepose_tf.models.loading import check_keras_file
 from blazepose_tf.metrics import UNANNOTATED_GROUPS
 from blazepose_tf.training.refit_outputs import (OUTPUT_FILES, check_cache_dir, check_output_dir, json_float, log,
                                                  parse_numbers, write_json)
@@ -105,8 +108,18 @@ def _check_flags() -> tuple[list[float], list[float], list[float]]:
     check_cache_dir(Path(FLAGS.cache_dir).expanduser())
     if not math.isfinite(FLAGS.heatmap_floor):
         raise UserError(f"--heatmap_floor must be a finite number, got {FLAGS.heatmap_floor}")
-    return (parse_numbers(FLAGS.lambdas, "lambdas", finite=True), parse_numbers(FLAGS.inlier_torso, "inlier_torso"),
-            parse_numbers(FLAGS.heatmap_lambdas, "heatmap_lambdas", finite=True) if FLAGS.heatmap_lambdas else [])
+    numbers = (parse_numbers(FLAGS.lambdas, "lambdas", finite=True),
+               parse_numbers(FLAGS.inlier_torso, "inlier_torso"),
+               parse_numbers(FLAGS.heatmap_lambdas, "heatmap_lambdas", finite=True) if FLAGS.heatmap_lambdas else [])
+    # The files and photos, before TensorFlow's start-up and the models' loading (one line each).
+    check_keras_file(Path(FLAGS.base).expanduser(), "--base")
+    for flag in ("detector", "teacher_detector", "teacher_landmarks"):
+        value = getattr(FLAGS, flag)
+        if value and value != "official":
+            model_file(value, f"--{flag}")
+    if not unlabelled_photos(FLAGS.photos, IMAGE_EXTENSIONS, "train", how="--photos"):
+        raise InputError(f"--photos {FLAGS.photos} holds no photo of the train split")
+    return numbers
 
 
 def group_indices(groups: Sequence[str]) -> dict[str, list[int]]:
