@@ -1,7 +1,7 @@
 """Training throughput and inference latency of every model preset on this machine.
 
     python -m benchmarks.model_speed [--presets full,lite,detector,detector_lite] [--batch 32] [--steps 10]
-                                     [--warmup 2] [--runs 30] [--threads 1,2] [--notflite] [--output out.json]
+                                     [--warmup 2] [--runs 30] [--threads 1,2] [--no_tflite] [--output out.json]
 
 Train: images/s of one optimizer step (forward, the project's losses on realistic targets, backward, Adam)
 of the training model at ``--batch`` (256² for trackers, 224² for detectors), graph mode (``tf.function``),
@@ -12,7 +12,7 @@ in wall-clock images/s).
 
 Inference: median latency of one image through the inference model, with Keras (``tf.function``, TF's own
 threads) and, unless ``--no_tflite``, as fp32 TFLite (``TFLiteConverter.from_keras_model``) on ai-edge-litert
-with XNNPACK at each ``--threads`` count (``--notflite``: Keras only).
+with XNNPACK at each ``--threads`` count (``--no_tflite``: Keras only).
 
 The machine's load average is printed with the results: on a shared machine, numbers drop with it.
 """
@@ -182,7 +182,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("warmup", 2, "Untimed training steps first.", lower_bound=0)
     flags.DEFINE_integer("runs", 30, "Timed inference runs.", lower_bound=1)
     flags.DEFINE_list("threads", ["1", "2"], "TFLite thread counts.")
-    flags.DEFINE_bool("tflite", True, "Also convert to fp32 TFLite and time it (--notflite: Keras only).")
+    flags.DEFINE_bool("no_tflite", False, "Skip the fp32 TFLite conversion and timing (Keras only).")
     flags.DEFINE_string("output", None, "Write the results as JSON.")
     cli.define_overwrite_flag()
 
@@ -212,13 +212,13 @@ def main(argv: list[str]) -> int:
             kind = "detector"
         load_before = os.getloadavg()[0]
         row = {"kind": kind, **train_speed(kind, preset, FLAGS.batch, FLAGS.steps, FLAGS.warmup),
-               **inference_speed(kind, preset, FLAGS.runs, threads, FLAGS.tflite),
+               **inference_speed(kind, preset, FLAGS.runs, threads, not FLAGS.no_tflite),
                "load_avg_1min": (load_before + os.getloadavg()[0]) / 2}
         results[preset] = row
         print(f"{preset}: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
                                         for k, v in row.items()), flush=True)
     cols = ["train_img_s_median", "train_img_s_best", "train_img_per_cpu_s", "keras_ms"] + \
-        ([f"tflite_{n}t_ms" for n in threads] if FLAGS.tflite else [])
+        ([f"tflite_{n}t_ms" for n in threads] if not FLAGS.no_tflite else [])
     print()
     print(f"{'preset':14s} {'params':>10s} " + " ".join(f"{c:>18s}" for c in cols) + "   load")
     for preset, row in results.items():

@@ -181,7 +181,10 @@ def _cache_path(pipeline: Pipeline, cache_dir: Path) -> Path:
 def _load_cache(path: Path) -> dict[str, object]:
     try:
         doc = json.loads(path.read_text())
-        return dict(doc["predictions"]) if doc.get("version") == CACHE_VERSION else {}
+        if doc.get("version") != CACHE_VERSION:
+            return {}
+        # why an image could not be read is found again each run (caches written before kept it as a string)
+        return {k: v for k, v in dict(doc["predictions"]).items() if not isinstance(v, str)}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}  # absent or damaged: recomputed
 

@@ -66,13 +66,24 @@ def command_help(main_module: str, label: str, full: bool = False) -> str:
     return f"{doc}\n\n{body}\n" if doc else f"{body}\n"
 
 
-def expand_home(*names: str) -> None:
-    """Expands a leading ``~`` in the values of the path flags ``names`` (set ones only): the shell leaves it in
-    ``--output=~/x.json``, and every command reads such a path as the user's home, as the other commands' flags do."""
-    for name in names:
-        value = flags.FLAGS[name].value
-        if isinstance(value, str) and value.startswith("~"):
-            flags.FLAGS[name].value = os.path.expanduser(value)
+def expand_home() -> None:
+    """Expands a leading ``~`` in every value of this package's flags (strings, and the items of lists): the shell
+    leaves it in ``--output=~/x.json`` (no expansion after ``=``) and in flagfiles, and every command reads it as
+    the user's home folder, never as a folder named ``~``. :func:`run` calls it after parsing."""
+    for module, module_flags in flags.FLAGS.flags_by_module_dict().items():
+        # absl files the running command's own flags under its script path (sys.argv[0]), not "__main__"
+        if not (_is_project_module(module) or module in ("__main__", sys.argv[0])):
+            continue
+        for flag in module_flags:
+            value = flag.value
+            if isinstance(value, str) and value.startswith("~"):
+                flag.value = os.path.expanduser(value)
+            elif isinstance(value, list) and any(isinstance(v, str) and v.startswith("~") for v in value):
+                flag.value = [os.path.expanduser(v) if isinstance(v, str) else v for v in value]
+
+
+# Flagfiles the shell hands over as streams (process substitution ``<(...)``, ``/dev/stdin``): read as given.
+STREAM_FLAGFILES = ("/dev/fd/", "/proc/self/fd/", "/dev/stdin")
 
 
 def check_flagfiles(argv: list[str]) -> None:
@@ -81,15 +92,15 @@ def check_flagfiles(argv: list[str]) -> None:
     missing one is left to absl's own message."""
     args = argv[1:argv.index("--")] if "--" in argv[1:] else argv[1:]
     for i, arg in enumerate(args):
-        if arg.startswith("--flagfile="):
+        if arg.startswith(("--flagfile=", "-flagfile=")):
             value = arg.split("=", 1)[1]
-        elif arg == "--flagfile" and i + 1 < len(args):
+        elif arg in ("--flagfile", "-flagfile") and i + 1 < len(args):
             value = args[i + 1]
         else:
             continue
         path = Path(value).expanduser()
-        if not path.exists():
-            continue
+        if not path.exists() or value.startswith(STREAM_FLAGFILES):
+            continue   # absl's message for a missing file; a pipe the shell made (<(...), stdin) has a writer
         if not path.is_file():
             raise UserError(f"--flagfile {value} is not a regular file")
         try:
@@ -126,6 +137,7 @@ def run(main: Callable[[list[str]], int], argv: Optional[list[str]] = None, posi
     if len(rest) > 1 and not positional:
         print(f"error: unexpected arguments {rest[1:]} (every option is a --flag)", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+    expand_home()
     try:
         code = main(rest)
     except (UserError, ModelError) as e:
@@ -249,7 +261,7 @@ def check_outputs(outputs: Sequence[tuple[str, Optional[str | os.PathLike]]],
     for flag, value in outputs:  # linear in the outputs: a folder run may give thousands
         if not value:
             continue
-        path = Path(value)  # as the command writes it (commands expand "~" in their flags: cli.expand_home)
+        path = Path(value)  # as the command writes it (run() has expanded a leading "~": expand_home)
         keys = path_identities(path)
         for in_flag, source in folders:
             if _inside(path, source):

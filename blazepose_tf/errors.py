@@ -44,3 +44,14 @@ def model_file(path: str | os.PathLike, what: str = "model file") -> Path:
     if not p.is_file():
         raise ModelError(f"{what} {p} is not a regular file")
     return p
+
+
+def require_utf8(value: str | os.PathLike, flag: str, needed_by: str) -> None:
+    """A one-line :class:`UserError` (exit 2) when the path ``value`` of ``flag`` is not valid UTF-8 (a byte of
+    another encoding in a file or folder name, which Python holds as a lone surrogate) and ``needed_by`` (what
+    reads or records the name, e.g. "TensorFlow") needs it to be."""
+    try:
+        os.fspath(value).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"{flag} {os.fspath(value)!r}: the name is not valid UTF-8, which {needed_by} needs; "
+                        "rename it") from None

@@ -19,7 +19,8 @@ written as ``null``, so the file is strict JSON.
 
 Exit codes: 0 ok (some unreadable images allowed); 2 bad flags or arguments (missing or invalid --annotations
 JSON or one without an 'annotations' list, unknown --split, missing --images folder, an --output that cannot be
-written or would overwrite an input: the annotations, the splits file or anything in the --images folder); 3
+written, is not a .json file, or would overwrite an input: the annotations, the splits file, anything in the --images
+folder or an image the annotations name elsewhere); 3
 nothing to score: an empty 'images' or 'annotations' list, no scorable image in the dataset (none with both
 shoulders and both hips annotated) or every scored image unreadable (an earlier file at --output is then kept as
 it was); 4 model files missing, corrupt or breaking the I/O contract. An existing --output that is not an unchanged
@@ -76,7 +77,6 @@ def _json_ready(value):
 
 def main(argv: list[str]) -> int:
     """Command-line entry point (run through :func:`blazepose_tf.cli.run`)."""
-    cli.expand_home("annotations", "images", "splits", "output", "detector", "landmarks")
     if not FLAGS.annotations or not FLAGS.images:
         raise UserError("--annotations and --images are required (see --help)")
     if FLAGS.output and not Path(FLAGS.output).parent.is_dir():
@@ -92,7 +92,8 @@ def main(argv: list[str]) -> int:
     dataset = load_coco_keypoints(FLAGS.annotations, FLAGS.images, split=FLAGS.split, splits_json=FLAGS.splits,
                                   require_annotations=True)
     # The annotations may name images outside --images (e.g. "../other/x.jpg"): none of them is an output either.
-    cli.check_outputs([("--output", FLAGS.output)], [("--annotations image", r.file_path) for r in dataset.records])
+    if FLAGS.output:
+        cli.check_outputs([("--output", FLAGS.output)], [("--annotations image", r.file_path) for r in dataset.records])
     for line in dataset.problem_messages():
         print(f"warning: {line}", file=sys.stderr)
     dropped = dataset.dropped_annotations

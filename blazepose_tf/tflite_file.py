@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import struct
 import sys
 from collections import Counter
 from contextlib import contextmanager
@@ -94,9 +95,7 @@ def flatbuffer_errors(where: str) -> Iterator[None]:
     ``ModelError: <where> is not a loadable TFLite model: truncated or corrupt flatbuffer (...)``."""
     try:
         yield
-    except ModelError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any failure of the generated reader means a malformed file
+    except (struct.error, IndexError, ValueError, TypeError, AttributeError, OverflowError, UnicodeDecodeError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ModelError(f"{where} is not a loadable TFLite model: truncated or corrupt flatbuffer ({first})") \
             from None

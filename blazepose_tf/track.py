@@ -227,7 +227,6 @@ def _process_video(tracker, item: InputItem, overlay: Optional[Path], results: l
 
 
 def main(argv: list[str]) -> int:
-    cli.expand_home("input", "output", "overlay", "detector", "landmarks")
     if not FLAGS.input or not FLAGS.output:
         raise UserError("--input and --output are required (see --help)")
     out_path = Path(FLAGS.output)

@@ -19,7 +19,9 @@ from it.
 
 Nothing is written into ``--model_dir`` before the flags, the data (every glob matches readable shards), the
 checkpoint to resume or the ``--init_from`` / ``--distill_from`` weights, and the model have all been checked,
-so a failed start leaves it as it was (a folder without a checkpoint starts afresh). On resume the rows of
+so a failed start leaves it as it was. A fresh start writes only into a new or empty folder, or over an earlier run
+of this package that never reached a checkpoint; any other folder (a user's files, another command's outputs, a
+data folder) is refused. On resume the rows of
 ``history.jsonl`` / ``batches.jsonl`` past the restored step are dropped and leftovers of an interrupted
 checkpoint write (``ckpt-N_temp``) removed. Exit codes: 2 bad flag or data, 4 unusable model file.
 """

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from blazepose_tf.cli import check_output_folder, check_replaceable
-from blazepose_tf.errors import UserError
+from blazepose_tf.errors import UserError, require_utf8
 from blazepose_tf.io.provenance import written_here
 from blazepose_tf.official import sha256
 
@@ -90,11 +90,7 @@ def check_utf8_path(output: Path, flag: str = "--output") -> None:
     """A one-line :class:`UserError` (exit 2) when ``output``'s path is not valid UTF-8 (a byte of another encoding
     in a file or folder name, which Python holds as a lone surrogate): the report records the path as JSON text,
     which strict parsers refuse with such a character, and MediaPipe opens a bundle only by a UTF-8 name."""
-    try:
-        str(output.absolute()).encode("utf-8")
-    except UnicodeEncodeError:
-        raise UserError(f"{flag} {str(output)!r}: the path is not valid UTF-8, which the report written beside it "
-                        "(JSON text) needs; rename it") from None
+    require_utf8(output.absolute(), flag, "the report written beside it (JSON text)")
 
 
 def check_output_path(output: Path, overwrite: bool = False) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -215,7 +216,7 @@ def test_keras_roundtrip_and_cached_path(converted, tmp_path, real_inputs):
     mtime = first.stat().st_mtime_ns
     assert converted_model_path("pose_detection", tmp_path / "cache") == first
     assert first.stat().st_mtime_ns == mtime  # idempotent: not converted again
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["pose_detection.keras",
+    assert _files(tmp_path / "cache") == ["pose_detection.keras",
                                                                         "pose_detection.keras.json"]
     (tmp_path / "cache" / "pose_detection.keras.json").write_text("{}")  # stale stamp → converted again
     converted_model_path("pose_detection", tmp_path / "cache")
@@ -329,6 +330,11 @@ def test_translate_needs_one_role_per_output(official_paths):
         translate(graph, "detector", ["regressors"])
 
 
+def _files(folder: Path) -> list[str]:
+    """The folder's files but the save lock (``.<name>.keras.lock``, kept for the next save)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".keras.lock"))
+
+
 def _tiny_stand_in(name: str) -> keras.Model:
     """A small Keras model standing in for a conversion (the stamp logic does not depend on what was converted)."""
     inp = keras.Input((4,), name="x")
@@ -350,7 +356,7 @@ def test_stamp_records_the_written_file_and_an_edited_file_is_refused(tmp_path, 
                      "source_sha256": official_cache.OFFICIAL_SHA256["pose_detection"], "keras_sha256": sha256(path)}
     assert not official_cache.changed_since_converted(path)
     assert converted_model_path("pose_detection", tmp_path) == path and conversions == ["pose_detection"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pose_detection.keras", "pose_detection.keras.json"]
+    assert _files(tmp_path) == ["pose_detection.keras", "pose_detection.keras.json"]
 
     save_model(_tiny_stand_in("users_own"), path)  # the user edits the converted model in place
     users = path.read_bytes()
@@ -392,10 +398,39 @@ def test_a_conversion_stopped_before_its_rename_leaves_the_earlier_file_vouched_
         official_cache.save_converted(_tiny_stand_in("second"), "pose_detection", tmp_path)
     monkeypatch.undo()
     assert path.read_bytes() == first and not official_cache.changed_since_converted(path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pose_detection.keras", "pose_detection.keras.json"]
+    assert _files(tmp_path) == ["pose_detection.keras", "pose_detection.keras.json"]
     official_cache.save_converted(_tiny_stand_in("second"), "pose_detection", tmp_path)
     assert path.read_bytes() != first and not official_cache.changed_since_converted(path)
     assert "replaces_sha256" not in official_cache.read_stamp(path)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_two_saves_at_once_leave_a_stamp_that_names_the_file(tmp_path, monkeypatch):
+    """Two processes converting into one cache at once: each save's stamp is written while it holds the save lock,
+    so the stamp always names the file in place (unlocked, one save's stamp landed after the other's file)."""
+    import threading
+
+    from blazepose_tf.official import sha256
+
+    path = official_cache.save_converted(_tiny_stand_in("first"), "pose_detection", tmp_path)
+    real_replace = os.replace
+
+    def slow_replace(src, dst):   # widen the window between a save's rename and its stamp
+        real_replace(src, dst)
+        if str(dst).endswith(".keras"):
+            time.sleep(0.3)
+
+    monkeypatch.setattr(official_cache.os, "replace", slow_replace)
+    saves = [threading.Thread(target=official_cache.save_converted, args=(_tiny_stand_in(n), "pose_detection",
+                                                                            tmp_path)) for n in ("a", "b")]
+    for t in saves:
+        t.start()
+    for t in saves:
+        t.join()
+    monkeypatch.undo()
+    stamp = official_cache.read_stamp(path)
+    assert stamp["keras_sha256"] == sha256(path) and "replaces_sha256" not in stamp
+    assert not official_cache.changed_since_converted(path)
 
 
 def test_cli_refuses_a_converted_model_changed_since_without_tensorflow(tmp_path):

@@ -387,7 +387,7 @@ def test_non_utf8_output_is_refused_before_the_model_is_loaded(tmp_path):
     output = tmp_path / os.fsdecode(b"mod\xe8le.tflite")
     proc = _cli("--model", str(tmp_path / "never_loaded.keras"), "--output", output, "--quantize", "fp16")
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip() == (f"error: --output {str(output)!r}: the path is not valid UTF-8, which the report "
+    assert proc.stderr.strip() == (f"error: --output {str(output)!r}: the name is not valid UTF-8, which the report "
                                    "written beside it (JSON text) needs; rename it")
     assert list(tmp_path.iterdir()) == []
 

@@ -18,6 +18,7 @@ tf = pytest.importorskip("tensorflow")
 
 from hostile_utils import REPO, assert_clean_exit, checksums, run_module  # noqa: E402
 from test_train import _records  # noqa: E402  synthetic tracker TFRecords
+from blazepose_tf.training.preflight import latest_checkpoint  # noqa: E402
 
 KEYPOINTS = ["left_shoulder", "right_shoulder", "left_hip", "right_hip", "left_knee", "right_knee"]
 OFFSETS = {"left_shoulder": (16, -50), "right_shoulder": (-16, -50), "left_hip": (12, 0), "right_hip": (-12, 0),
@@ -216,7 +217,8 @@ def test_model_dir_with_config_but_no_checkpoint_does_not_block_a_corrected_run(
     """What a failed start used to leave (config.json with other settings, log rows) is replaced, not refused."""
     model_dir = tmp_path / "run"
     model_dir.mkdir()
-    (model_dir / "config.json").write_text(json.dumps({"init_from": "/typo/best.keras", "preset": "lite"}))
+    (model_dir / "config.json").write_text(json.dumps({"init_from": "/typo/best.keras", "preset": "lite",
+                                                       "model_dir": str(model_dir), "train_data": "x/*.tfrecord"}))
     (model_dir / "history.jsonl").write_text(json.dumps({"step": 1, "coords": 9.0}) + "\n")
     proc = train(train_data, model_dir, "--steps=2", "--checkpoint_every=2")
     assert_clean_exit(proc, 0)
@@ -224,6 +226,8 @@ def test_model_dir_with_config_but_no_checkpoint_does_not_block_a_corrected_run(
     rows = [json.loads(line) for line in (model_dir / "history.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and rows[0]["coords"] != 9.0
     assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith("ckpt-2")
+    # The checkpoint the preflight finds without TensorFlow is the one TensorFlow finds.
+    assert latest_checkpoint(model_dir / "checkpoints") == tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
 
 
 def test_trim_jsonl_keeps_rows_up_to_the_restored_step_and_drops_a_torn_line(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -189,12 +190,20 @@ def test_a_fresh_start_writes_only_into_an_empty_folder_or_an_earlier_run(tmp_pa
     with pytest.raises(UserError, match="holds no training run to resume"):
         check_run(cfg)
     # An earlier run killed before its first checkpoint (an old version's setting among its fields): replaced.
-    (run / "config.json").write_text(json.dumps({"preset": "lite", "init_from": "scratch", "removed_setting": 1}))
+    (run / "config.json").write_text(json.dumps({"model_dir": str(run), "train_data": "old/*.tfrecord",
+                                                 "preset": "lite", "removed_setting": 1}))
     for name in ("history.jsonl", "batches.jsonl", "config.json.part", "best.part.keras"):
         (run / name).write_text("")
     (run / "logs").mkdir()
+    (run / ".DS_Store").write_bytes(b"")   # what the system leaves in any folder
     (run / "checkpoints" / "ckpt-2_temp").mkdir(parents=True)
     check_run(cfg)
+    # A checkpoint state file naming nothing that exists: a fresh start would delete what the folder holds.
+    _checkpoint(run, "ckpt-4", index=False)
+    with pytest.raises(UserError, match=r"checkpoint names no checkpoint that exists; delete .*checkpoints to start "
+                                        r"afresh there, or choose a new folder$"):
+        check_run(cfg)
+    shutil.rmtree(run / "checkpoints")
     # Another command's outputs (a closed-form refit) and a data folder are not runs.
     (run / "refit.json").write_text("{}")
     with pytest.raises(UserError, match=r"\(refit.json\)"):

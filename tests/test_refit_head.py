@@ -321,7 +321,7 @@ def test_refits_refuse_a_cache_dir_that_is_a_file_before_any_work(tmp_path, modu
     user_file = tmp_path / "person.jpg"
     user_file.write_bytes(b"a user's photo")
     for cache, message in ((user_file, f"error: --cache_dir {user_file} is a file, not a folder"),
-                           (user_file / "sub", f"error: cannot write --cache_dir {user_file}/sub/entry.npz: "
+                           (user_file / "sub", f"error: cannot write --cache_dir {user_file}/sub: "
                                                f"{user_file} is a file, not a folder")):
         proc = subprocess.run([sys.executable, "-m", module, *args, "--output_dir", str(tmp_path / "run"),
                                "--cache_dir", str(cache)], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -360,6 +360,6 @@ def test_non_utf8_task_output_is_refused_up_front(tmp_path):
     proc = _to_mediapipe("--detector", str(tmp_path / "d.tflite"), "--landmarks", str(tmp_path / "l.tflite"),
                          "--output", output)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip() == (f"error: --output {str(output)!r}: the path is not valid UTF-8, which the report "
+    assert proc.stderr.strip() == (f"error: --output {str(output)!r}: the name is not valid UTF-8, which the report "
                                    "written beside it (JSON text) needs; rename it")
     assert list(tmp_path.iterdir()) == []

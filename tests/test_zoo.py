@@ -8,6 +8,7 @@ needed. Tests that run the official models or read ``../shared/data`` skip (with
 from __future__ import annotations
 
 import json
+import shlex
 import re
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from blazepose_tf import zoo
 from blazepose_tf.zoo import model_flags
 from blazepose_tf.errors import EXIT_MODELS, EXIT_NO_INPUT, EXIT_OK, EXIT_USAGE, ModelError, UserError
 from blazepose_tf.io.provenance import written_here
+from blazepose_tf.zoo.publish import portable_path
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_FLAGS = REPO / "configs" / "smoke.flags"
@@ -242,8 +244,8 @@ def test_publish_writes_both_files_and_a_consistent_manifest(published_zoo, smok
     assert e["kind"] == "tracker" and e["step"] == 6 and e["dev_metrics"] == {"pck": 1.25, "points": 40}
     assert e["flagfile"] == str(SMOKE_FLAGS) and "--preset=smoke" in e["flags"]
     assert e["command"] == f"python -m blazepose_tf.train --flagfile={SMOKE_FLAGS}"
-    assert e["source"] == str(smoke_run / "best.keras") and e["published_at"]
-    assert f"--name lite --model {smoke_run / 'best.keras'}" in e["publish_command"]
+    assert e["source"] == portable_path(smoke_run / "best.keras") and e["published_at"]
+    assert f"--name lite --model {shlex.quote(portable_path(smoke_run / 'best.keras'))}" in e["publish_command"]
     for fmt in zoo.FORMATS:
         info = e["files"][fmt]
         path = published_zoo / info["file"]
@@ -414,8 +416,6 @@ def test_model_zoo_benchmark_smoke(shared_data, official_models, tmp_path):
 
 def test_the_manifest_records_paths_under_home_with_a_tilde(tmp_path, monkeypatch):
     """A published model's source path names no user's home folder (it would not exist on anyone else's machine)."""
-    from blazepose_tf.zoo.publish import portable_path
-
     home = tmp_path / "home" / "user"
     monkeypatch.setenv("HOME", str(home))
     assert portable_path(home / ".cache" / "runs" / "best.keras") == "~/.cache/runs/best.keras"

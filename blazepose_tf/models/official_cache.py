@@ -75,14 +75,31 @@ def save_converted(model: keras.Model, name: str, directory: str | os.PathLike) 
     no moment leaves the converter's file looking changed by the user (:func:`changed_since_converted`).
     """
     path = Path(directory) / f"{name}.keras"
-    with _staged(model, path) as tmp:
+    with _staged(model, path) as tmp, _locked(path):   # two processes saving at once: one after the other
         stamp = {**_stamp(name), "keras_sha256": sha256(tmp)}
         vouched = path.is_file() and read_stamp(path) is not None and not changed_since_converted(path)
         if vouched:
             _write_stamp(path, {**stamp, "replaces_sha256": sha256(path)})
         os.replace(tmp, path)
-    _write_stamp(path, stamp)
+        _write_stamp(path, stamp)
     return path
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path``'s save (a hidden ``.<name>.lock`` beside it), so that the stamp a save writes
+    always names the file that save put in place. Without ``fcntl`` (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _write_stamp(path: Path, stamp: dict) -> None:

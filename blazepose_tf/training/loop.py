@@ -25,7 +25,8 @@ from blazepose_tf.training.config import TrainConfig
 from blazepose_tf.training.data import count_records, replica_batch_size
 from blazepose_tf.training.ema import WeightAverage
 from blazepose_tf.training.initialize import initialize
-from blazepose_tf.training.preflight import check_run, latest_checkpoint, resolved
+from blazepose_tf.training.preflight import (BATCHES_FILE, BEST_MODEL, CHECKPOINTS, CONFIG_FILE, HISTORY_FILE,
+                                             LAST_MODEL, SUMMARIES, check_run, latest_checkpoint, resolved)
 from blazepose_tf.training.registry import Models
 from blazepose_tf.training.schedule import make_schedule
 from blazepose_tf.training.step_scales import StepScales, scaled_optimizer
@@ -196,7 +197,9 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
 
     Everything is checked first — flags, data, the checkpoint or ``init_from``/``distill_from`` weights, the
     model — and only then is anything written to ``model_dir``, so a failed start leaves it as it was. A
-    ``model_dir`` without a checkpoint starts afresh (its ``config.json`` and logs are replaced); on resume the
+    ``model_dir`` without a checkpoint starts afresh when it is empty or holds an earlier run of this package
+    (its ``config.json`` and logs are replaced; anything else there is refused:
+    :func:`~blazepose_tf.training.preflight.check_fresh_model_dir`); on resume the
     logs' rows past the restored step are dropped and leftovers of interrupted checkpoint writes removed.
 
     Under ``--strategy multi_worker`` every worker runs this with the same flags and a ``model_dir`` they all
@@ -211,7 +214,7 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
     strategy = make_strategy(cfg.strategy)   # before any other TensorFlow op (multi_worker)
     chief = is_chief(strategy)
     num_train = _training_records(cfg)
-    checkpoint_dir = model_dir / "checkpoints"
+    checkpoint_dir = model_dir / CHECKPOINTS
     latest = latest_checkpoint(checkpoint_dir)
     print(f"strategy {type(strategy).__name__}, replicas: {strategy.num_replicas_in_sync}"
           + ("" if chief else " (not the chief: writes nothing into --model_dir)"), file=sys.stderr)
@@ -256,11 +259,11 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
         print(f"already trained {start} >= --steps {cfg.steps} steps", file=sys.stderr)
 
     # Everything checked: from here on model_dir is written (by the chief).
-    history_path = model_dir / "history.jsonl"
+    history_path = model_dir / HISTORY_FILE
     if chief:
         try:
             model_dir.mkdir(parents=True, exist_ok=True)
-            _write_atomically(model_dir / "config.json", json.dumps(asdict(cfg), indent=1))
+            _write_atomically(model_dir / CONFIG_FILE, json.dumps(asdict(cfg), indent=1))
         except OSError as e:
             raise UserError(f"cannot write --model_dir {model_dir}: {e.strerror or e}") from None
         stale = remove_stale_checkpoint_files(checkpoint_dir)
@@ -270,7 +273,7 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
         # steps done, batch rows by the (0-based) step they feed.
         done = start if latest else -1
         trim_jsonl(history_path, lambda step: step <= done)
-        trim_jsonl(model_dir / "batches.jsonl", lambda step: step < start)
+        trim_jsonl(model_dir / BATCHES_FILE, lambda step: step < start)
     scratch = None if chief else tempfile.mkdtemp(prefix="blazepose_worker_checkpoints_")
     manager = tf.train.CheckpointManager(ckpt, str(checkpoint_dir) if chief else scratch,
                                          max_to_keep=3 if chief else 1)
@@ -278,8 +281,8 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
     epoch, skip = divmod(start, steps_per_epoch)
     dist_ds = strategy.distribute_datasets_from_function(lambda context: task.dataset(context, epoch, skip))
     train_step = make_train_step(task, model, optimizer, strategy)
-    writer = tf.summary.create_file_writer(str(model_dir / "logs")) if chief else tf.summary.create_noop_writer()
-    batches_log = open(model_dir / "batches.jsonl", "a") if cfg.log_batches and chief else None
+    writer = tf.summary.create_file_writer(str(model_dir / SUMMARIES)) if chief else tf.summary.create_noop_writer()
+    batches_log = open(model_dir / BATCHES_FILE, "a") if cfg.log_batches and chief else None
     last_losses: dict = {}
     t0 = time.time()
     it = iter(dist_ds)
@@ -297,7 +300,7 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
             evaluated.update(step=step, metrics=metrics)
             if metrics[task.metric] > float(best_var.numpy()):
                 best_var.assign(metrics[task.metric])
-                export_inference(models, model_dir / "best.keras", metrics, step)
+                export_inference(models, model_dir / BEST_MODEL, metrics, step)
         with open(history_path, "a") as h:
             h.write(json.dumps({"step": step, **{f"dev_{k}": v for k, v in metrics.items()},
                                 **{f"dev_raw_{k}": v for k, v in raw.items()},
@@ -353,11 +356,11 @@ def train(cfg: TrainConfig, on_step: Optional[Callable[[int], None]] = None) -> 
             batches_log.close()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-    if chief and not (step == start and (model_dir / "last.keras").is_file()):   # a finished run's files stay
+    if chief and not (step == start and (model_dir / LAST_MODEL).is_file()):   # a finished run's files stay
         if evaluate and evaluated.get("step") != step:
             run_eval()   # a run killed between its last checkpoint and its final evaluation
         with average.swapped() if average else contextlib.nullcontext():
-            export_inference(models, model_dir / "last.keras",
+            export_inference(models, model_dir / LAST_MODEL,
                              evaluated["metrics"] if evaluated.get("step") == step else {}, step)
     return {"step": step, "steps_per_epoch": steps_per_epoch, "losses": last_losses,
             f"best_dev_{task.metric}": float(best_var.numpy())}

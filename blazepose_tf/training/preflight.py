@@ -14,13 +14,23 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from blazepose_tf.errors import UserError
+from blazepose_tf.errors import UserError, require_utf8
 from blazepose_tf.io.shards import expand_patterns, list_shards
 from blazepose_tf.models.loading import check_keras_file
 from blazepose_tf.training.config import BUILT_IN_WEIGHTS, MODELS, SIMULATED_PREFIX, TrainConfig
 
 # Settings only the tracker task supports (a detector run refuses them rather than ignore them).
 TRACKER_ONLY = ("distill_from", "simulate_int8")
+
+# What a training run writes into --model_dir (blazepose_tf.training.loop names its files from here): its settings,
+# logs, checkpoints, TensorBoard summaries and exports (each .keras with a .json sidecar of its step and metrics).
+CONFIG_FILE, HISTORY_FILE, BATCHES_FILE = "config.json", "history.jsonl", "batches.jsonl"
+CHECKPOINTS, SUMMARIES, BEST_MODEL, LAST_MODEL = "checkpoints", "logs", "best.keras", "last.keras"
+RUN_ENTRIES = frozenset({CONFIG_FILE, HISTORY_FILE, BATCHES_FILE, CHECKPOINTS, SUMMARIES, BEST_MODEL, LAST_MODEL,
+                         *(str(Path(m).with_suffix(".json")) for m in (BEST_MODEL, LAST_MODEL))})
+# Files being written (``x.part``, ``x.part.keras``) and what the system puts in any folder.
+_PART = re.compile(r"\.part(\.|$)")
+_SYSTEM_ENTRIES = ("lost+found",)
 
 
 def expanded_model_dir(cfg: TrainConfig) -> str:
@@ -49,7 +59,7 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> Optional[str]:
 
 def resumes(cfg: TrainConfig) -> bool:
     """Whether ``--model_dir`` holds a checkpoint to resume from (:func:`latest_checkpoint`)."""
-    return latest_checkpoint(Path(expanded_model_dir(cfg)) / "checkpoints") is not None
+    return latest_checkpoint(Path(expanded_model_dir(cfg)) / CHECKPOINTS) is not None
 
 
 def resolved(cfg: TrainConfig) -> TrainConfig:
@@ -75,7 +85,7 @@ def check_resumed_settings(cfg: TrainConfig) -> None:
     if not resumes(cfg):
         return
     model_dir = Path(expanded_model_dir(cfg))
-    path = model_dir / "config.json"
+    path = model_dir / CONFIG_FILE
     if not path.is_file():
         return
     try:
@@ -138,20 +148,14 @@ def check_weight_flags(cfg: TrainConfig) -> None:
         check_keras_file(Path(init).expanduser(), "--init_from")
 
 
-# What a training run writes into --model_dir (loop.train), and its files being written (``*.part*``).
-RUN_ENTRIES = frozenset({"config.json", "history.jsonl", "batches.jsonl", "checkpoints", "logs", "best.keras",
-                         "best.json", "last.keras", "last.json"})
-_PART = re.compile(r"\.part(\.|$)")
-
-
 def _is_run_settings(path: Path) -> bool:
-    """Whether ``path`` is a ``config.json`` a training run wrote: a JSON object naming :class:`TrainConfig` fields
-    (a run of an older version may also name fields since removed)."""
+    """Whether ``path`` is a ``config.json`` a training run wrote: a JSON object with the run's ``model_dir`` and
+    ``train_data`` among its settings (a run of an older version may also name settings since removed)."""
     try:
         saved = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(saved, dict) and bool(set(saved) & {f.name for f in dataclasses.fields(TrainConfig)})
+    return isinstance(saved, dict) and {"model_dir", "train_data"} <= set(saved)
 
 
 def check_fresh_model_dir(cfg: TrainConfig) -> None:
@@ -162,14 +166,19 @@ def check_fresh_model_dir(cfg: TrainConfig) -> None:
     model_dir = Path(expanded_model_dir(cfg))
     if resumes(cfg) or not model_dir.is_dir():
         return
+    state = model_dir / CHECKPOINTS / "checkpoint"
+    if state.exists():   # a state file naming no checkpoint: a fresh start would delete what is there
+        raise UserError(f"--model_dir {model_dir}: {state} names no checkpoint that exists; delete "
+                        f"{model_dir / CHECKPOINTS} to start afresh there, or choose a new folder")
     try:
-        names = sorted(p.name for p in model_dir.iterdir())
+        names = sorted(p.name for p in model_dir.iterdir()
+                       if not p.name.startswith(".") and p.name not in _SYSTEM_ENTRIES)
     except OSError as e:
         raise UserError(f"--model_dir {model_dir} cannot be read: {e.strerror or e}") from None
     if not names:
         return
     other = [n for n in names if n not in RUN_ENTRIES and not _PART.search(n)]
-    if other or not _is_run_settings(model_dir / "config.json"):
+    if other or not _is_run_settings(model_dir / CONFIG_FILE):
         shown = ", ".join((other or names)[:3]) + (", ..." if len(other or names) > 3 else "")
         raise UserError(f"--model_dir {model_dir} is not empty and holds no training run to resume ({shown}); "
                         "choose a new or empty folder")
@@ -196,12 +205,7 @@ def check_path_names(cfg: TrainConfig) -> None:
     """TensorFlow reads and writes files by UTF-8 names: a ``--model_dir`` or data glob that is not valid UTF-8
     (a byte of another encoding in a folder name) is refused before anything is written."""
     for flag in ("model_dir", "train_data", "dev_data", "init_from", "distill_from"):
-        value = getattr(cfg, flag)
-        try:
-            str(value or "").encode("utf-8")
-        except UnicodeEncodeError:
-            raise UserError(f"--{flag} {value!r}: the name is not valid UTF-8, which TensorFlow needs; rename it") \
-                from None
+        require_utf8(getattr(cfg, flag) or "", f"--{flag}", "TensorFlow")
 
 
 def check_tf_config(cfg: TrainConfig) -> None:

@@ -57,7 +57,10 @@ def check_cache_dir(cache: Path) -> None:
     """
     if cache.exists() and not cache.is_dir():
         raise UserError(f"--cache_dir {cache} is a file, not a folder")
-    cli.check_output_folder(cache / "entry.npz", "--cache_dir")
+    try:   # probes the folder the cache's files would go in
+        cli.check_output_folder(cache / "entry.npz", "--cache_dir")
+    except UserError as e:
+        raise UserError(str(e).replace(f"--cache_dir {cache / 'entry.npz'}", f"--cache_dir {cache}")) from None
 
 
 def write_json(path: Path, doc: Any) -> None:

@@ -115,7 +115,7 @@ def _check_flags() -> tuple[list[float], list[float], list[float]]:
     check_keras_file(Path(FLAGS.base).expanduser(), "--base")
     for flag in ("detector", "teacher_detector", "teacher_landmarks"):
         value = getattr(FLAGS, flag)
-        if value and value != "official":
+        if value:
             model_file(value, f"--{flag}")
     if not unlabelled_photos(FLAGS.photos, IMAGE_EXTENSIONS, "train", how="--photos"):
         raise InputError(f"--photos {FLAGS.photos} holds no photo of the train split")
