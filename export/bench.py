@@ -197,9 +197,10 @@ def main(argv: list[str]) -> int:
     names = [n for n in (FLAGS.official or "").split(",") if n.strip() and n.strip() != "none"]
     models = ours + official_models([n.strip() for n in names])
     reference = f"official:{FLAGS.reference}" if FLAGS.reference else None
+    rounds = min(FLAGS.rounds, FLAGS.runs)   # a round holds at least one timed run (measure clamps it too)
     print(f"ai-edge-litert, XNNPACK {'on' if FLAGS.use_xnnpack else 'off'}: {FLAGS.warmup} warm-up runs, then "
-          f"{FLAGS.runs} timed runs per model in {FLAGS.rounds} interleaved rounds", file=sys.stderr)
-    results = measure(models, threads, FLAGS.runs, FLAGS.warmup, FLAGS.rounds, FLAGS.use_xnnpack)
+          f"{FLAGS.runs} timed runs per model in {rounds} interleaved rounds", file=sys.stderr)
+    results = measure(models, threads, FLAGS.runs, FLAGS.warmup, rounds, FLAGS.use_xnnpack)
     if reference and not add_ratios(results, reference):
         print(f"warning: reference {reference} was not measured; no ratios", file=sys.stderr)
         reference = None
@@ -207,7 +208,7 @@ def main(argv: list[str]) -> int:
     if FLAGS.output:
         out = Path(FLAGS.output)
         doc = {"runtime": "ai-edge-litert", "xnnpack": FLAGS.use_xnnpack, "warmup": FLAGS.warmup,
-               "runs": FLAGS.runs, "rounds": FLAGS.rounds, "reference": reference,
+               "runs": FLAGS.runs, "rounds": rounds, "reference": reference,
                "results": [asdict(r) for r in results]}
         cli.write_marked(out, doc, overwrite=FLAGS.overwrite)
         print(f"results -> {out}")
