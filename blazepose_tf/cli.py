@@ -153,17 +153,26 @@ def check_output_folder(output: Path, flag: str = "--output") -> None:
     """A one-line :class:`UserError` unless ``output``'s folder exists or can be created: its nearest existing
     ancestor is a folder where a file can be made (one is made and removed). Cheap: commands call it before loading
     anything."""
-    folder = output.parent
+    _check_writable(output.parent, f"{flag} {output}")
+
+
+def check_writable_folder(folder: Path, flag: str) -> None:
+    """:func:`check_output_folder` for a folder a command writes files into (e.g. a cache): it exists or can be
+    created, and a file can be made there."""
+    _check_writable(folder, f"{flag} {folder}")
+
+
+def _check_writable(folder: Path, what: str) -> None:
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
-        raise UserError(f"cannot write {flag} {output}: {folder} is a file, not a folder")
+        raise UserError(f"cannot write {what}: {folder} is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write {flag} {output}: folder {folder} is not writable")
+        raise UserError(f"cannot write {what}: folder {folder} is not writable")
     try:  # os.access says yes to root everywhere; a file made and removed at once tells (e.g. /sys, read-only mounts)
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as e:
-        raise UserError(f"cannot write {flag} {output}: folder {folder} is not writable ({e.strerror or e})") from None
+        raise UserError(f"cannot write {what}: folder {folder} is not writable ({e.strerror or e})") from None
 
 
 def path_identities(path: str | os.PathLike) -> set:

@@ -109,14 +109,16 @@ class SampleCount:
         """The skipped images by reason, e.g. ``2 unreadable (first: image file is empty (0 bytes): a.jpg)``."""
         return "; ".join(f"{n} {reason} (first: {self.first[reason]})" for reason, n in self.skipped.most_common())
 
-    def shortfall(self, doing: str, flag: str) -> Optional[str]:
+    def shortfall(self, doing: str, flag: str, small_is_fine: bool = False) -> Optional[str]:
         """One line saying that fewer samples were used than asked, how many and why; None when all were used.
 
         Args:
             doing: what the samples are for, e.g. ``calibrating on``.
             flag: the flag that asked for them, e.g. ``--num_calibration``.
+            small_is_fine: a dataset with fewer usable images than asked is no shortfall, only skipped images are
+                (inputs for parity, where a small dataset does).
         """
-        if self.used >= self.asked:
+        if self.used >= self.asked or (small_is_fine and not self.skipped):
             return None
         why = (f"{sum(self.skipped.values())} of its {self.images} images gave no sample: {self.reasons()}"
                if self.skipped else f"it has only {self.images} usable images")

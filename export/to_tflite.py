@@ -174,10 +174,8 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
                              num_calibration if quantization == "int8" else num_eval, topology=topology,
                              counts=counts)
         log(f"representative set {representative!r}: {len(calib)} inputs")
-        if quantization == "int8":
-            short = counts.shortfall("calibrating on", "--num_calibration")
-        else:  # inputs for parity only: a small dataset is fine, skipped images are worth a word
-            short = counts.shortfall("comparing on", "--num_eval") if counts.skipped else None
+        short = (counts.shortfall("calibrating on", "--num_calibration") if quantization == "int8"
+                 else counts.shortfall("comparing on", "--num_eval", small_is_fine=True))   # inputs for parity only
         if short:
             log(f"warning: --representative {representative!r}: {short}")
     t0 = time.time()
@@ -207,7 +205,7 @@ def export_model(model, output: str | os.PathLike, quantization: str = "none", *
             samples = load_samples(eval_spec, kind, prepared.input_hw, value_range, num_eval, topology=topology,
                                    counts=counts)
             data_note = eval_spec
-            short = counts.shortfall("comparing on", "--num_eval") if counts.skipped else None
+            short = counts.shortfall("comparing on", "--num_eval", small_is_fine=True)
             if short:
                 log(f"warning: --eval {eval_spec!r}: {short}")
         elif calib:

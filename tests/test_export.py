@@ -413,6 +413,7 @@ def test_sample_count_says_what_was_used_and_why(tmp_path):
     assert counts.shortfall("calibrating on", "--num_calibration") == ("calibrating on 6 of the 20 inputs asked "
                                                                        "(--num_calibration): it has only 6 usable "
                                                                        "images")
+    assert counts.shortfall("comparing on", "--num_eval", small_is_fine=True) is None   # parity: small is fine
     _damage(ann.parent / "images", ["im001.jpg", "im004.jpg"])
     counts = SampleCount()
     samples = load_samples(str(ann), "detector", (32, 32), (-1.0, 1.0), 6, counts=counts)
@@ -420,6 +421,8 @@ def test_sample_count_says_what_was_used_and_why(tmp_path):
     assert counts.shortfall("calibrating on", "--num_calibration") == (
         f"calibrating on 4 of the 6 inputs asked (--num_calibration): 2 of its 6 images gave no sample: 2 unreadable "
         f"(first: image file is empty (0 bytes): {ann.parent / 'images' / 'im001.jpg'})")
+    assert counts.shortfall("comparing on", "--num_eval", small_is_fine=True).startswith(
+        "comparing on 4 of the 6 inputs asked (--num_eval): 2 of its 6 images gave no sample")
     assert all("im001" not in s.source and "im004" not in s.source for s in samples)
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib
 
+from blazepose_tf.models.lazy_exports import lazy_getattr
+
 _SOURCES = {
     "blazepose_tf.models.blocks": ("CUSTOM_OBJECTS", "ChannelAffine", "ChannelPad", "FusedBatchNorm", "StopGradient"),
     "blazepose_tf.models.detector": ("BUILT_DETECTOR_PRESETS", "DETECTOR_PRESETS", "DetectorConfig", "build_detector"),
@@ -23,7 +25,6 @@ _SOURCES = {
     "blazepose_tf.models.tracker": ("BUILT_TRACKER_PRESETS", "TRACKER_PRESETS", "TrackerConfig", "TrackerModels",
                                     "build_tracker"),
 }
-_WHERE = {name: module for module, names in _SOURCES.items() for name in names}
 # The modules whose layers are registered as Keras serializables (a saved model names them).
 _REGISTERING = ("blazepose_tf.models.blocks", "blazepose_tf.models.official_layers",
                 "blazepose_tf.models.detector_gate", "blazepose_tf.models.fake_quant")
@@ -38,10 +39,4 @@ def register_custom_layers() -> None:
         importlib.import_module(module)
 
 
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    register_custom_layers()
-    value = getattr(importlib.import_module(_WHERE[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _SOURCES, before=register_custom_layers)

@@ -26,7 +26,6 @@ The paper-style architectures this project trains itself are the presets beside 
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from absl import flags
@@ -36,6 +35,7 @@ from blazepose_tf.contract import OFFICIAL_NAMES
 from blazepose_tf.errors import UserError
 from blazepose_tf.io.images import load_image
 from blazepose_tf.io.samples import sample_image_path
+from blazepose_tf.models.lazy_exports import lazy_getattr
 from blazepose_tf.models.official_stamp import changed_since_converted, converted_dir, stamp_path
 from blazepose_tf.official import official_model_path
 from blazepose_tf.tflite_file import OpInfo, TensorInfo, TFLiteGraph  # noqa: F401  (re-exported)
@@ -52,18 +52,10 @@ _SOURCES = {
                                                  "pose_landmark_full", "pose_landmark_lite", "to_tflite",
                                                  "translate"),
 }
-_WHERE = {name: module for module, names in _SOURCES.items() for name in names}
+__getattr__ = lazy_getattr(__name__, _SOURCES)
 
-__all__ = sorted([*_WHERE, "OFFICIAL_NAMES", "OpInfo", "TFLiteGraph", "TensorInfo", "changed_since_converted",
+__all__ = sorted([*(name for names in _SOURCES.values() for name in names), "OFFICIAL_NAMES", "OpInfo", "TFLiteGraph", "TensorInfo", "changed_since_converted",
                   "converted_dir", "main", "stamp_path"])
-
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_WHERE[name]), name)
-    globals()[name] = value
-    return value
 
 
 def define_flags() -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from blazepose_tf.errors import ModelError
+from blazepose_tf.training.preflight import CHECKPOINTS
 from blazepose_tf.models.loading import load_keras_model
 from blazepose_tf.training.config import BUILT_IN_WEIGHTS
 from blazepose_tf.training.registry import Models
@@ -39,7 +40,7 @@ def restore_checkpoint_folder(model, folder: Path, what: str = "--init_from") ->
     checkpoint folder, as recorded in its ``checkpoint`` state file (so half-written ``ckpt-N_temp`` leftovers are
     never read); returns the checkpoint prefix. One-line :class:`ModelError` when there is none or it does not
     fit ``model``."""
-    sub = folder / "checkpoints"
+    sub = folder / CHECKPOINTS
     latest = tf.train.latest_checkpoint(str(sub if sub.is_dir() else folder))
     if latest is None:
         raise ModelError(f"{what} {folder} holds no checkpoint")

@@ -57,10 +57,7 @@ def check_cache_dir(cache: Path) -> None:
     """
     if cache.exists() and not cache.is_dir():
         raise UserError(f"--cache_dir {cache} is a file, not a folder")
-    try:   # probes the folder the cache's files would go in
-        cli.check_output_folder(cache / "entry.npz", "--cache_dir")
-    except UserError as e:
-        raise UserError(str(e).replace(f"--cache_dir {cache / 'entry.npz'}", f"--cache_dir {cache}")) from None
+    cli.check_writable_folder(cache, "--cache_dir")
 
 
 def write_json(path: Path, doc: Any) -> None:
